@@ -1,0 +1,60 @@
+//! The gossip protocol's invariants, by id. Each is a plain function over the nodes of a run,
+//! used as a Stateright property, a simulator check and (for step invariants) a debug check.
+//! `docs/invariants.md` traces each id to its model property and tests.
+
+use super::{GossipConfig, GossipNode, Value};
+use crate::lattice::{Lww, Merge};
+
+/// GOSSIP-I1: every replica holds bottom or a write some client made (no value from thin air).
+pub const NO_THIN_AIR: &str = "GOSSIP-I1";
+/// GOSSIP-I2: a replica's value only grows (checked on every step by `Replica::check_step`).
+pub const MONOTONE: &str = "GOSSIP-I2";
+/// GOSSIP-I3: once quiescent (every client acknowledged, no replica has a peer behind it),
+/// every replica holds the join of all writes.
+pub const CONVERGENCE: &str = "GOSSIP-I3";
+/// GOSSIP-L1: quiescence is reachable (the convergence property is not vacuous).
+pub const QUIESCENCE_REACHABLE: &str = "GOSSIP-L1";
+
+fn writes<'a, V: Value>(
+    nodes: &'a [(&'a GossipConfig<V>, &'a GossipNode<V>)],
+) -> impl Iterator<Item = &'a Lww<V>> {
+    nodes.iter().flat_map(|(cfg, _)| match cfg {
+        GossipConfig::Client(cfg) => cfg.writes.as_slice(),
+        GossipConfig::Replica(_) => &[],
+    })
+}
+
+fn replicas<'a, V: Value>(
+    nodes: &'a [(&'a GossipConfig<V>, &'a GossipNode<V>)],
+) -> impl Iterator<Item = &'a super::Replica<V>> {
+    nodes.iter().filter_map(|(_, node)| match node {
+        GossipNode::Replica(replica) => Some(replica),
+        GossipNode::Client(_) => None,
+    })
+}
+
+/// GOSSIP-I1 over the nodes of a run (live ones; a crashed node holds nothing).
+pub fn no_thin_air<V: Value>(nodes: &[(&GossipConfig<V>, &GossipNode<V>)]) -> bool {
+    replicas(nodes).all(|replica| {
+        replica.value().write().is_none() || writes(nodes).any(|w| w == replica.value())
+    })
+}
+
+/// Whether the run is quiescent: every client's writes are acknowledged and every replica
+/// knows each peer holds at least its value.
+pub fn quiescent<V: Value>(nodes: &[(&GossipConfig<V>, &GossipNode<V>)]) -> bool {
+    nodes.iter().all(|(cfg, node)| match (cfg, node) {
+        (GossipConfig::Client(cfg), GossipNode::Client(client)) => client.is_done(cfg),
+        (_, GossipNode::Replica(replica)) => !replica.has_pending_gossip(),
+        _ => true,
+    })
+}
+
+/// GOSSIP-I3: quiescent ⇒ every replica holds the join of all writes.
+pub fn converged_when_quiescent<V: Value>(nodes: &[(&GossipConfig<V>, &GossipNode<V>)]) -> bool {
+    if !quiescent(nodes) {
+        return true;
+    }
+    let join = writes(nodes).fold(Lww::default(), |acc, w| Merge::join(acc, w.clone()));
+    replicas(nodes).all(|replica| *replica.value() == join)
+}

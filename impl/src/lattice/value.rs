@@ -1,0 +1,129 @@
+//! `LatticeValue`: what a storage node holds under a key, tagged with its lattice type.
+
+use bytes::Bytes;
+
+use super::{Lww, Max, Merge, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal};
+
+/// The lattice type of a stored key. A key keeps the type of its first write for ever.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum LatticeType {
+    /// [`Lww`] of bytes.
+    Lww,
+    /// [`SetUnion`] of byte strings.
+    Set,
+    /// [`Max`] of `u64`, a grow-only counter.
+    Max,
+    /// [`Min`] of `u64`.
+    Min,
+    /// [`Priority`] of bytes.
+    Priority,
+    /// [`SingleKeyCausal`] of bytes.
+    SingleKeyCausal,
+    /// [`MultiKeyCausal`] of bytes, with dependencies on string keys.
+    MultiKeyCausal,
+}
+
+impl std::fmt::Display for LatticeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = match self {
+            Self::Lww => "lww",
+            Self::Set => "set",
+            Self::Max => "max",
+            Self::Min => "min",
+            Self::Priority => "priority",
+            Self::SingleKeyCausal => "single-key-causal",
+            Self::MultiKeyCausal => "multi-key-causal",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A merge of two values of different lattice types: the write is rejected and the stored
+/// value is unchanged. (Anna logged this case and answered success.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("cannot merge a {incoming} value into a key that holds {stored}")]
+pub struct TypeMismatch {
+    /// The type the key holds.
+    pub stored: LatticeType,
+    /// The type of the rejected value.
+    pub incoming: LatticeType,
+}
+
+/// A lattice value tagged with its type: the unit of storage, gossip and caching.
+///
+/// It is not itself a lattice — values of different types have no join — so it has no
+/// [`Merge`] impl; [`LatticeValue::merge`] returns a [`TypeMismatch`] instead of guessing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[allow(missing_docs)] // Each variant holds the lattice of the same name.
+pub enum LatticeValue {
+    Lww(Lww<Bytes>),
+    Set(SetUnion<Bytes>),
+    Max(Max<u64>),
+    Min(Min<u64>),
+    Priority(Priority<Bytes>),
+    SingleKeyCausal(SingleKeyCausal<Bytes>),
+    MultiKeyCausal(MultiKeyCausal<String, Bytes>),
+}
+
+impl LatticeValue {
+    /// The bottom value of a type: what a key of that type holds before any write.
+    pub fn bottom(lattice: LatticeType) -> Self {
+        match lattice {
+            LatticeType::Lww => Self::Lww(Lww::default()),
+            LatticeType::Set => Self::Set(SetUnion::default()),
+            LatticeType::Max => Self::Max(Max::default()),
+            LatticeType::Min => Self::Min(Min::default()),
+            LatticeType::Priority => Self::Priority(Priority::default()),
+            LatticeType::SingleKeyCausal => Self::SingleKeyCausal(SingleKeyCausal::default()),
+            LatticeType::MultiKeyCausal => Self::MultiKeyCausal(MultiKeyCausal::default()),
+        }
+    }
+
+    /// The type tag.
+    pub fn lattice_type(&self) -> LatticeType {
+        match self {
+            Self::Lww(_) => LatticeType::Lww,
+            Self::Set(_) => LatticeType::Set,
+            Self::Max(_) => LatticeType::Max,
+            Self::Min(_) => LatticeType::Min,
+            Self::Priority(_) => LatticeType::Priority,
+            Self::SingleKeyCausal(_) => LatticeType::SingleKeyCausal,
+            Self::MultiKeyCausal(_) => LatticeType::MultiKeyCausal,
+        }
+    }
+
+    /// Merges a value of the same type; returns whether `self` grew. A value of another type is
+    /// rejected and `self` is left as it was.
+    pub fn merge(&mut self, other: Self) -> Result<bool, TypeMismatch> {
+        match (self, other) {
+            (Self::Lww(a), Self::Lww(b)) => Ok(a.merge(b)),
+            (Self::Set(a), Self::Set(b)) => Ok(a.merge(b)),
+            (Self::Max(a), Self::Max(b)) => Ok(a.merge(b)),
+            (Self::Min(a), Self::Min(b)) => Ok(a.merge(b)),
+            (Self::Priority(a), Self::Priority(b)) => Ok(a.merge(b)),
+            (Self::SingleKeyCausal(a), Self::SingleKeyCausal(b)) => Ok(a.merge(b)),
+            (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => Ok(a.merge(b)),
+            (stored, incoming) => Err(TypeMismatch {
+                stored: stored.lattice_type(),
+                incoming: incoming.lattice_type(),
+            }),
+        }
+    }
+
+    /// Whether `self` is at or below `other` in the lattice order; values of different types
+    /// are unordered.
+    pub fn le(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Lww(a), Self::Lww(b)) => a <= b,
+            (Self::Set(a), Self::Set(b)) => a <= b,
+            (Self::Max(a), Self::Max(b)) => a <= b,
+            (Self::Min(a), Self::Min(b)) => a <= b,
+            (Self::Priority(a), Self::Priority(b)) => a <= b,
+            (Self::SingleKeyCausal(a), Self::SingleKeyCausal(b)) => a <= b,
+            (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => a <= b,
+            _ => false,
+        }
+    }
+}

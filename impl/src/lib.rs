@@ -1,0 +1,51 @@
+//! Squall's protocols as deterministic sans-IO state machines.
+//!
+//! This crate is the single source of protocol truth. Every role of every protocol — replicas
+//! gossiping a lattice, storage nodes, caches, executors, schedulers, clients — is a value that
+//! implements [`Node`]: it is built by [`Node::init`] and advanced by [`Node::handle`], one
+//! [`Input`] at a time, and it answers with [`Output`]s as data. There is no I/O, no clock and no
+//! randomness here: time arrives as timer events and timestamps chosen by the caller. The same
+//! node values are driven by three harnesses:
+//!
+//! * the Stateright model checker (`squall-model`), which explores every interleaving at small
+//!   bounds;
+//! * the deterministic [`sim`]ulator, seeded, with faults, for scenario tests at larger scale;
+//! * the tokio/tarpc reference cluster (`squall-cluster`).
+//!
+//! # Driving a node
+//!
+//! ```
+//! use std::time::Duration;
+//! use squall_proto::gossip::{Client, ClientConfig, GossipMsg, Replica, ReplicaConfig};
+//! use squall_proto::lattice::{Lww, Stamp, WriterId};
+//! use squall_proto::{Input, Node, NodeId, Outbox, Output};
+//!
+//! let cfg = ReplicaConfig::new(NodeId(0), [NodeId(1)], Duration::from_millis(10));
+//! let mut out = Outbox::new();
+//! let mut replica: Replica<u8> = Replica::init(&cfg, &mut out);
+//! assert!(out.is_empty());
+//!
+//! // A client merges a write; the replica acknowledges and schedules gossip because it grew.
+//! let write = Lww::new(Stamp::new(1, WriterId(7)), 42);
+//! let put = GossipMsg::Put { seq: 0, value: write.clone() };
+//! replica.handle(&cfg, Input::Receive { from: NodeId(9), msg: put }, &mut out);
+//! assert_eq!(replica.value(), &write);
+//! assert!(out.contains(&Output::Send { to: NodeId(9), msg: GossipMsg::PutOk { seq: 0 } }));
+//! # let _ = (Client::<u8>::init, ClientConfig::<u8>::new);
+//! ```
+//!
+//! # The specification
+//!
+//! [`spec`] mounts the protocol pages of `docs/` into this crate's documentation, so the spec
+//! is built, link-checked and doc-tested with the code.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod gossip;
+pub mod lattice;
+mod node;
+pub mod sim;
+pub mod spec;
+
+pub use node::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};

@@ -1,0 +1,400 @@
+//! A deterministic, seeded simulator that drives any [`Node`] over a faulty network.
+//!
+//! Scenario tests build a [`Sim`] from node configurations, a seed and a [`Faults`] schedule,
+//! then step it: each step delivers, drops or duplicates one in-flight message (chosen at
+//! random, so delivery order is arbitrary), fires one armed timer, or crashes or restarts a
+//! node. After every step the stepped node's [`Node::check_step`] runs, and the test may check
+//! system invariants over [`Sim::nodes`]. The same seed always produces the same run; a failing
+//! test should print its seed and [`Sim::trace`].
+//!
+//! Timer delays are ignored: any armed timer may fire at any step, which is the weakest timing
+//! the node contract allows. [`Sim::run_until_quiet`] is the liveness phase: no faults, until no
+//! message is in flight and no timer is armed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::node::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
+
+/// SplitMix64: a tiny, well-known deterministic generator. `squall-proto` takes no `rand`
+/// dependency, and the simulator needs nothing more than reproducible uniform draws.
+#[derive(Clone, Debug)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// A uniform draw from `0..n`; `n` must be positive.
+    fn below(&mut self, n: usize) -> usize {
+        assert!(n > 0, "draw from an empty range");
+        (self.next() % n as u64) as usize
+    }
+
+    /// True with probability `per_mille / 1000`.
+    fn chance(&mut self, per_mille: u16) -> bool {
+        self.below(1000) < usize::from(per_mille)
+    }
+}
+
+/// How often each fault happens, in events per thousand steps of the relevant kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Of the messages picked for delivery, how many are dropped instead.
+    pub drop_per_mille: u16,
+    /// Of the messages delivered, how many stay in flight to be delivered again.
+    pub duplicate_per_mille: u16,
+    /// Of all steps, how many crash a live node (losing its state and timers).
+    pub crash_per_mille: u16,
+    /// Of all steps, how many restart a crashed node (running `init` again).
+    pub restart_per_mille: u16,
+}
+
+impl Faults {
+    /// No faults: every message is delivered once, no node crashes.
+    pub const NONE: Self = Self {
+        drop_per_mille: 0,
+        duplicate_per_mille: 0,
+        crash_per_mille: 0,
+        restart_per_mille: 0,
+    };
+}
+
+/// One thing that happened in a simulation step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event<N: Node> {
+    /// `msg` from `from` was handled by `to`.
+    Deliver {
+        /// Sender.
+        from: NodeId,
+        /// Recipient.
+        to: NodeId,
+        /// The message.
+        msg: N::Msg,
+        /// Whether a copy stays in flight.
+        duplicated: bool,
+    },
+    /// `msg` from `from` to `to` was lost (dropped, or its recipient was down).
+    Drop {
+        /// Sender.
+        from: NodeId,
+        /// Recipient.
+        to: NodeId,
+        /// The message.
+        msg: N::Msg,
+    },
+    /// `timer` of `node` fired.
+    Fire {
+        /// Whose timer.
+        node: NodeId,
+        /// The timer.
+        timer: N::Timer,
+    },
+    /// `node` crashed.
+    Crash(NodeId),
+    /// `node` restarted from its initial state.
+    Restart(NodeId),
+}
+
+/// Counts of what happened, for assertions that faults really were injected.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Messages handled.
+    pub delivered: u64,
+    /// Messages lost.
+    pub dropped: u64,
+    /// Messages delivered and kept in flight for redelivery.
+    pub duplicated: u64,
+    /// Timers fired.
+    pub fired: u64,
+    /// Crashes.
+    pub crashes: u64,
+    /// Restarts.
+    pub restarts: u64,
+    /// Inputs nodes ignored as stale, duplicate or unexpected.
+    pub ignored: u64,
+}
+
+/// A simulation failure: an invariant broke, or the liveness phase did not settle.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SimError {
+    /// A node's step invariant failed.
+    #[error("step {step}: node {node}: {violation}")]
+    Violation {
+        /// The step at which it failed.
+        step: u64,
+        /// The node that stepped.
+        node: NodeId,
+        /// What failed.
+        violation: Violation,
+    },
+    /// Messages or timers were still pending after the step budget.
+    #[error("not quiet after {steps} steps")]
+    NotQuiet {
+        /// The budget that ran out.
+        steps: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct InFlight<M> {
+    from: NodeId,
+    to: NodeId,
+    msg: M,
+}
+
+/// A deterministic simulation of a set of nodes. See the [module docs](self).
+#[derive(Debug)]
+pub struct Sim<N: Node> {
+    configs: BTreeMap<NodeId, N::Config>,
+    /// `None` while crashed.
+    nodes: BTreeMap<NodeId, Option<N>>,
+    in_flight: Vec<InFlight<N::Msg>>,
+    timers: BTreeSet<(NodeId, N::Timer)>,
+    rng: SplitMix64,
+    faults: Faults,
+    step: u64,
+    trace: Vec<Event<N>>,
+    stats: Stats,
+}
+
+impl<N: Node> Sim<N> {
+    /// Starts every node (running `init`) under `faults`, with randomness from `seed`.
+    pub fn new(
+        seed: u64,
+        faults: Faults,
+        configs: impl IntoIterator<Item = (NodeId, N::Config)>,
+    ) -> Self {
+        let mut sim = Self {
+            configs: configs.into_iter().collect(),
+            nodes: BTreeMap::new(),
+            in_flight: Vec::new(),
+            timers: BTreeSet::new(),
+            rng: SplitMix64(seed),
+            faults,
+            step: 0,
+            trace: Vec::new(),
+            stats: Stats::default(),
+        };
+        let ids: Vec<NodeId> = sim.configs.keys().copied().collect();
+        for id in ids {
+            sim.start(id);
+        }
+        sim
+    }
+
+    /// The node states, `None` for crashed nodes, with their configurations.
+    pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &N::Config, Option<&N>)> {
+        self.nodes
+            .iter()
+            .map(|(id, node)| (*id, &self.configs[id], node.as_ref()))
+    }
+
+    /// The live nodes with their configurations, the shape invariant functions take.
+    pub fn live(&self) -> Vec<(&N::Config, &N)> {
+        self.nodes()
+            .filter_map(|(_, cfg, node)| Some((cfg, node?)))
+            .collect()
+    }
+
+    /// The state of node `id`, if it is live.
+    pub fn node(&self, id: NodeId) -> Option<&N> {
+        self.nodes.get(&id)?.as_ref()
+    }
+
+    /// Everything that happened so far, in order.
+    pub fn trace(&self) -> &[Event<N>] {
+        &self.trace
+    }
+
+    /// Counts of what happened so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Replaces the fault schedule (for example with [`Faults::NONE`] to heal).
+    pub fn set_faults(&mut self, faults: Faults) {
+        self.faults = faults;
+    }
+
+    /// Whether no message is in flight and no timer is armed.
+    pub fn is_quiet(&self) -> bool {
+        self.in_flight.is_empty() && self.timers.is_empty()
+    }
+
+    /// Puts a message in flight as if `from` had sent it, to inject outside input.
+    pub fn inject(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
+        self.in_flight.push(InFlight { from, to, msg });
+    }
+
+    /// Restarts every crashed node.
+    pub fn restart_all(&mut self) {
+        let crashed: Vec<NodeId> = self
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in crashed {
+            self.restart(id);
+        }
+    }
+
+    /// Takes one step. Returns `Ok(false)` when there was nothing to do.
+    pub fn step(&mut self) -> Result<bool, SimError> {
+        self.step += 1;
+        if self.rng.chance(self.faults.crash_per_mille) {
+            let live: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            if !live.is_empty() {
+                let id = live[self.rng.below(live.len())];
+                self.crash(id);
+                return Ok(true);
+            }
+        }
+        if self.rng.chance(self.faults.restart_per_mille) {
+            let crashed: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter(|(_, n)| n.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            if !crashed.is_empty() {
+                let id = crashed[self.rng.below(crashed.len())];
+                self.restart(id);
+                return Ok(true);
+            }
+        }
+        let choices = self.in_flight.len() + self.timers.len();
+        if choices == 0 {
+            return Ok(false);
+        }
+        let pick = self.rng.below(choices);
+        if pick < self.in_flight.len() {
+            self.deliver(pick)?;
+        } else {
+            let (node, timer) = self
+                .timers
+                .iter()
+                .nth(pick - self.in_flight.len())
+                .cloned()
+                .expect("in range");
+            self.timers.remove(&(node, timer.clone()));
+            self.stats.fired += 1;
+            self.trace.push(Event::Fire {
+                node,
+                timer: timer.clone(),
+            });
+            self.apply(node, Input::Timeout(timer))?;
+        }
+        Ok(true)
+    }
+
+    /// Takes up to `steps` steps, stopping early when there is nothing to do.
+    pub fn run(&mut self, steps: u64) -> Result<(), SimError> {
+        for _ in 0..steps {
+            if !self.step()? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The liveness phase: heals the network, restarts crashed nodes, and steps until quiet.
+    pub fn run_until_quiet(&mut self, max_steps: u64) -> Result<(), SimError> {
+        self.set_faults(Faults::NONE);
+        self.restart_all();
+        for _ in 0..max_steps {
+            if !self.step()? {
+                return Ok(());
+            }
+        }
+        if self.is_quiet() {
+            Ok(())
+        } else {
+            Err(SimError::NotQuiet { steps: max_steps })
+        }
+    }
+
+    fn deliver(&mut self, index: usize) -> Result<(), SimError> {
+        let duplicated = self.rng.chance(self.faults.duplicate_per_mille);
+        let dropped = self.rng.chance(self.faults.drop_per_mille);
+        let InFlight { from, to, msg } = if duplicated {
+            self.in_flight[index].clone()
+        } else {
+            self.in_flight.swap_remove(index)
+        };
+        if dropped || !matches!(self.nodes.get(&to), Some(Some(_))) {
+            self.stats.dropped += 1;
+            self.trace.push(Event::Drop { from, to, msg });
+            return Ok(());
+        }
+        self.stats.delivered += 1;
+        self.stats.duplicated += u64::from(duplicated);
+        self.trace.push(Event::Deliver {
+            from,
+            to,
+            msg: msg.clone(),
+            duplicated,
+        });
+        self.apply(to, Input::Receive { from, msg })
+    }
+
+    fn apply(&mut self, id: NodeId, input: Input<N>) -> Result<(), SimError> {
+        let cfg = &self.configs[&id];
+        let Some(Some(node)) = self.nodes.get_mut(&id) else {
+            return Ok(());
+        };
+        let mut out = Outbox::new();
+        let checked = handle_checked(node, cfg, input, &mut out);
+        self.execute(id, out);
+        checked.map_err(|violation| SimError::Violation {
+            step: self.step,
+            node: id,
+            violation,
+        })
+    }
+
+    fn execute(&mut self, id: NodeId, out: Outbox<N>) {
+        for output in out {
+            match output {
+                Output::Send { to, msg } => self.in_flight.push(InFlight { from: id, to, msg }),
+                Output::SetTimer { timer, .. } => {
+                    self.timers.insert((id, timer));
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.remove(&(id, timer));
+                }
+                Output::Ignored { .. } => self.stats.ignored += 1,
+            }
+        }
+    }
+
+    fn start(&mut self, id: NodeId) {
+        let mut out = Outbox::new();
+        let node = N::init(&self.configs[&id], &mut out);
+        self.nodes.insert(id, Some(node));
+        self.execute(id, out);
+    }
+
+    fn crash(&mut self, id: NodeId) {
+        self.nodes.insert(id, None);
+        self.timers.retain(|(node, _)| *node != id);
+        self.stats.crashes += 1;
+        self.trace.push(Event::Crash(id));
+    }
+
+    fn restart(&mut self, id: NodeId) {
+        self.stats.restarts += 1;
+        self.trace.push(Event::Restart(id));
+        self.start(id);
+    }
+}

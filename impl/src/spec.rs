@@ -1,0 +1,18 @@
+//! The specification pages of `docs/`, compiled with the code.
+//!
+//! Each submodule is one page. Rust code blocks in them are doc-tested.
+
+#[doc = include_str!("../../docs/architecture.md")]
+pub mod architecture {}
+
+#[doc = include_str!("../../docs/glossary.md")]
+pub mod glossary {}
+
+#[doc = include_str!("../../docs/protocols/lattices.md")]
+pub mod lattices {}
+
+#[doc = include_str!("../../docs/protocols/gossip.md")]
+pub mod gossip {}
+
+#[doc = include_str!("../../docs/invariants.md")]
+pub mod invariants {}

@@ -1,0 +1,108 @@
+//! The one generic bridge from `squall-proto` nodes to Stateright actors.
+//!
+//! This is the only module that knows Stateright's actor API. It holds no protocol meaning: it
+//! forwards inputs to [`Node::handle`], turns [`Output`]s into Stateright commands, and keeps
+//! the first failed step invariant ([`Node::check_step`]) in the actor state, where a property
+//! can see it.
+
+use std::borrow::Cow;
+
+use squall_proto::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
+use stateright::actor::{Actor, Id, Out};
+
+/// A Stateright actor running node `N` with configuration `cfg`. An actor's index in the model
+/// must equal its node id.
+#[derive(Clone, Debug)]
+pub struct Adapter<N: Node> {
+    /// The node's configuration (Stateright's `&self`).
+    pub cfg: N::Config,
+}
+
+/// An actor's state: the node, plus the first step invariant it broke.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Checked<N> {
+    /// The protocol node.
+    pub node: N,
+    /// The first [`Node::check_step`] failure on the path to this state. It is sticky, so only
+    /// states after a failure differ by it.
+    pub violation: Option<Violation>,
+}
+
+/// The node id of a Stateright actor id.
+pub fn node_id(id: Id) -> NodeId {
+    NodeId(usize::from(id) as u64)
+}
+
+fn actor_id(id: NodeId) -> Id {
+    Id::from(usize::try_from(id.0).expect("node ids index the model's actors"))
+}
+
+impl<N: Node> Adapter<N> {
+    fn step(&self, state: &mut Cow<'_, Checked<N>>, input: Input<N>, o: &mut Out<Self>) {
+        let mut node = state.node.clone();
+        let mut out = Outbox::new();
+        let checked = handle_checked(&mut node, &self.cfg, input, &mut out);
+        let violation = state.violation.clone().or(checked.err());
+        if node != state.node || violation != state.violation {
+            *state.to_mut() = Checked { node, violation };
+        }
+        execute(out, o);
+    }
+}
+
+fn execute<N: Node>(out: Outbox<N>, o: &mut Out<Adapter<N>>) {
+    for output in out {
+        match output {
+            Output::Send { to, msg } => o.send(actor_id(to), msg),
+            Output::SetTimer { timer, after } => o.set_timer(timer, after..after),
+            Output::CancelTimer(timer) => o.cancel_timer(timer),
+            Output::Ignored { .. } => {}
+        }
+    }
+}
+
+impl<N: Node> Actor for Adapter<N> {
+    type Msg = N::Msg;
+    type Timer = N::Timer;
+    type State = Checked<N>;
+    type Storage = ();
+    type Random = ();
+
+    fn on_start(&self, _: Id, _: &Option<()>, o: &mut Out<Self>) -> Checked<N> {
+        let mut out = Outbox::new();
+        let node = N::init(&self.cfg, &mut out);
+        execute(out, o);
+        Checked {
+            node,
+            violation: None,
+        }
+    }
+
+    fn on_msg(
+        &self,
+        _: Id,
+        state: &mut Cow<'_, Checked<N>>,
+        src: Id,
+        msg: N::Msg,
+        o: &mut Out<Self>,
+    ) {
+        self.step(
+            state,
+            Input::Receive {
+                from: node_id(src),
+                msg,
+            },
+            o,
+        );
+    }
+
+    fn on_timeout(
+        &self,
+        _: Id,
+        state: &mut Cow<'_, Checked<N>>,
+        timer: &N::Timer,
+        o: &mut Out<Self>,
+    ) {
+        self.step(state, Input::Timeout(timer.clone()), o);
+    }
+}

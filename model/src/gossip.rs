@@ -1,0 +1,148 @@
+//! The `gossip` model: replicas of an LWW register, clients writing to them, and a network that
+//! drops, duplicates and reorders every message.
+//!
+//! Each client writes its values, one at a time, to one replica and re-sends until
+//! acknowledged. Clients' first writes share a time, so only the writer id orders them: the
+//! tie-break is exercised on every run. Every replica gossips its value to the peers that have
+//! not acknowledged it, re-sending on a timer. The properties are the gossip invariants of
+//! `squall_proto::gossip::invariants`, named by id.
+
+use squall_proto::NodeId;
+use squall_proto::gossip::invariants;
+use squall_proto::gossip::{
+    ClientConfig, GOSSIP_PERIOD, GossipConfig, GossipNode, Mutant, ReplicaConfig,
+};
+use squall_proto::lattice::{Lww, Stamp, WriterId};
+use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
+
+use crate::adapter::{Adapter, Checked};
+
+/// The node type the model runs.
+pub type GossipActor = Adapter<GossipNode<u8>>;
+/// The Stateright model.
+pub type GossipModel = ActorModel<GossipActor, (), ()>;
+
+/// The size of a gossip model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    /// Replicas of the register.
+    pub replicas: usize,
+    /// Clients; client `c` writes to replica `c mod replicas`.
+    pub clients: usize,
+    /// Writes each client makes.
+    pub writes_per_client: usize,
+    /// Let the checker drop messages explicitly. Off by default: in the duplicating network
+    /// every sent message stays deliverable, so a lost message is a path on which it is never
+    /// delivered, and the node states reachable — all the properties look at — are the same.
+    /// Explicit drops only multiply network states (see docs/protocols/gossip.md).
+    pub lossy: bool,
+}
+
+impl Default for Bounds {
+    /// The bounds `check gossip` uses: 3 replicas, 2 clients, one write each.
+    fn default() -> Self {
+        Self {
+            replicas: 3,
+            clients: 2,
+            writes_per_client: 1,
+            lossy: false,
+        }
+    }
+}
+
+/// The writes of client `c`: write `k` is stamped `(k + 1, c)`, so the clients' `k`-th writes
+/// tie on time, and carries a value that makes a torn merge (larger stamp from one write,
+/// larger value from another) a write nobody made.
+fn writes(bounds: Bounds, client: usize) -> Vec<Lww<u8>> {
+    (0..bounds.writes_per_client)
+        .map(|k| {
+            let stamp = Stamp::new(k as u64 + 1, WriterId(client as u64));
+            let value = u8::try_from(10 * k + bounds.clients - client).expect("small bounds");
+            Lww::new(stamp, value)
+        })
+        .collect()
+}
+
+/// The configurations of every node, indexed by node id: replicas first, then clients.
+pub fn configs(bounds: Bounds, mutant: Option<Mutant>) -> Vec<GossipConfig<u8>> {
+    let replica_ids: Vec<NodeId> = (0..bounds.replicas as u64).map(NodeId).collect();
+    let replicas = replica_ids.iter().map(|&id| {
+        let mut cfg = ReplicaConfig::new(id, replica_ids.iter().copied(), GOSSIP_PERIOD);
+        cfg.mutant = mutant;
+        GossipConfig::Replica(cfg)
+    });
+    let clients = (0..bounds.clients).map(|c| {
+        GossipConfig::Client(ClientConfig::new(
+            NodeId((bounds.replicas + c) as u64),
+            replica_ids[c % bounds.replicas],
+            writes(bounds, c),
+            GOSSIP_PERIOD,
+        ))
+    });
+    replicas.chain(clients).collect()
+}
+
+/// The live nodes of a model state with their configurations.
+fn live<'a>(
+    model: &'a GossipModel,
+    state: &'a ActorModelState<GossipActor>,
+) -> Vec<(&'a GossipConfig<u8>, &'a GossipNode<u8>)> {
+    model
+        .actors
+        .iter()
+        .zip(&state.actor_states)
+        .zip(&state.crashed)
+        .filter(|(_, crashed)| !**crashed)
+        .map(|((actor, checked), _)| (&actor.cfg, &checked.node))
+        .collect()
+}
+
+fn no_step_violation(state: &ActorModelState<GossipActor>, id: &str) -> bool {
+    state
+        .actor_states
+        .iter()
+        .all(|s: &std::sync::Arc<Checked<GossipNode<u8>>>| {
+            s.violation.as_ref().is_none_or(|v| v.id != id)
+        })
+}
+
+/// The model with its properties, over a lossy, duplicating, reordering network.
+pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
+    ActorModel::new((), ())
+        .actors(
+            configs(bounds, mutant)
+                .into_iter()
+                .map(|cfg| Adapter { cfg }),
+        )
+        .init_network(Network::new_unordered_duplicating([]))
+        .lossy_network(if bounds.lossy {
+            LossyNetwork::Yes
+        } else {
+            LossyNetwork::No
+        })
+        .property(
+            stateright::Expectation::Always,
+            "GOSSIP-I1 no replica holds a value no client wrote",
+            |model, state| invariants::no_thin_air(&live(model, state)),
+        )
+        .property(
+            stateright::Expectation::Always,
+            "GOSSIP-I2 a replica's value only grows",
+            |_, state| no_step_violation(state, invariants::MONOTONE),
+        )
+        .property(
+            stateright::Expectation::Always,
+            "GOSSIP-I3 once quiescent, every replica holds the join of all writes",
+            |model, state| invariants::converged_when_quiescent(&live(model, state)),
+        )
+        .property(
+            stateright::Expectation::Sometimes,
+            "GOSSIP-L1 quiescence is reachable",
+            |model, state| invariants::quiescent(&live(model, state)),
+        )
+}
+
+/// The mutants of this model, by command-line name.
+pub fn mutants() -> Vec<(&'static str, Mutant)> {
+    Mutant::ALL.iter().map(|m| (m.name(), *m)).collect()
+}

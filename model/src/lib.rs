@@ -1,0 +1,360 @@
+//! Stateright models of Squall's protocols, built from the real `squall-proto` state machines.
+//!
+//! Every model runs protocol nodes through the one generic [`adapter::Adapter`]; none
+//! re-implements a protocol. Properties are named by invariant id (see `docs/invariants.md`)
+//! and call the invariant functions of `squall-proto`. Every model carries seeded mutants —
+//! protocol defects compiled in through `squall-proto`'s `mutants` feature — and each property
+//! is shown to fail under at least one of them, so no check here is vacuous.
+//!
+//! The `squall-model` binary is the command-line front end: `list`, `check`, `explore`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod adapter;
+pub mod gossip;
+
+use std::fmt::Debug;
+use std::hash::Hash;
+use std::time::{Duration, Instant};
+
+use adapter::Adapter;
+use squall_proto::Node;
+use stateright::actor::ActorModel;
+use stateright::report::{ReportData, ReportDiscovery, Reporter};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Property};
+
+/// A model the CLI knows, with its mutants.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ModelInfo {
+    /// Its name on the command line.
+    pub model: &'static str,
+    /// What it models, in one line.
+    #[serde(skip)]
+    pub about: &'static str,
+    /// Its mutants, by command-line name.
+    pub mutants: Vec<&'static str>,
+}
+
+/// Every model, in the order `check all` runs them.
+pub fn models() -> Vec<ModelInfo> {
+    vec![ModelInfo {
+        model: "gossip",
+        about: "replicas of an LWW register gossiping over a lossy, duplicating network",
+        mutants: gossip::mutants()
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect(),
+    }]
+}
+
+/// A model or mutant name the CLI does not know.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownName {
+    /// No model of this name.
+    #[error("unknown model `{name}`; known models: {known}")]
+    Model {
+        /// The name given.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+    /// The model has no mutant of this name.
+    #[error("model `{model}` has no mutant `{name}`; its mutants: {known}")]
+    Mutant {
+        /// The model.
+        model: String,
+        /// The name given.
+        name: String,
+        /// The model's mutants, comma-separated.
+        known: String,
+    },
+}
+
+/// How to run the checker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckOptions {
+    /// Breadth-first search (shortest counterexamples) instead of depth-first (faster, less
+    /// memory; the default).
+    pub bfs: bool,
+    /// Checker threads.
+    pub threads: usize,
+    /// Print a progress line on standard error every second.
+    pub progress: bool,
+    /// Keep searching after the first failure, to decide every property.
+    pub full: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            bfs: false,
+            threads: std::thread::available_parallelism().map_or(1, usize::from),
+            progress: false,
+            full: false,
+        }
+    }
+}
+
+/// The verdict on one property.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct PropertyReport {
+    /// The property's name, which starts with its invariant id.
+    pub name: &'static str,
+    /// `always`, `sometimes` or `eventually`.
+    pub expectation: &'static str,
+    /// Whether it holds; `None` when the search stopped at another property's failure before
+    /// deciding this one (run with `full` to decide every property).
+    pub holds: Option<bool>,
+    /// For a failed property, a readable trace: the counterexample's steps and final state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub counterexample: Option<String>,
+}
+
+/// The result of checking one model.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// The model checked.
+    pub model: &'static str,
+    /// The mutant it carried, if any.
+    pub mutant: Option<String>,
+    /// States generated, including revisits.
+    pub states: usize,
+    /// Distinct states.
+    pub unique_states: usize,
+    /// The deepest path explored.
+    pub max_depth: usize,
+    /// Wall-clock seconds.
+    pub secs: f64,
+    /// Whether the search covered every reachable state (it stops at the first failure
+    /// unless run with `full`).
+    pub complete: bool,
+    /// Every property's verdict.
+    pub properties: Vec<PropertyReport>,
+}
+
+impl Report {
+    /// Whether every property holds.
+    pub fn holds(&self) -> bool {
+        self.properties.iter().all(|p| p.holds == Some(true))
+    }
+}
+
+/// Checks model `name`, optionally with a mutant.
+pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Report, UnknownName> {
+    match name {
+        "gossip" => {
+            let mutant = lookup_mutant(name, mutant, gossip::mutants())?;
+            let model = gossip::model(gossip::Bounds::default(), mutant);
+            Ok(run(
+                "gossip",
+                mutant.map(|m| m.name().to_owned()),
+                model,
+                opts,
+            ))
+        }
+        _ => Err(unknown_model(name)),
+    }
+}
+
+/// Serves Stateright Explorer for model `name` on `addr` (blocks until killed).
+pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), UnknownName> {
+    match name {
+        "gossip" => {
+            let mutant = lookup_mutant(name, mutant, gossip::mutants())?;
+            gossip::model(gossip::Bounds::default(), mutant)
+                .checker()
+                .serve(addr);
+            Ok(())
+        }
+        _ => Err(unknown_model(name)),
+    }
+}
+
+fn unknown_model(name: &str) -> UnknownName {
+    let known: Vec<_> = models().iter().map(|m| m.model).collect();
+    UnknownName::Model {
+        name: name.to_owned(),
+        known: known.join(", "),
+    }
+}
+
+fn lookup_mutant<M: Copy>(
+    model: &str,
+    name: Option<&str>,
+    mutants: Vec<(&'static str, M)>,
+) -> Result<Option<M>, UnknownName> {
+    let Some(name) = name else { return Ok(None) };
+    match mutants.iter().find(|(n, _)| *n == name) {
+        Some((_, m)) => Ok(Some(*m)),
+        None => Err(UnknownName::Mutant {
+            model: model.to_owned(),
+            name: name.to_owned(),
+            known: mutants
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
+    }
+}
+
+/// The Stateright model of a protocol node type, as every model here builds it.
+pub type NodeModel<N> = ActorModel<Adapter<N>, (), ()>;
+
+/// Runs the checker on a model and reports every property.
+pub fn run<N>(
+    name: &'static str,
+    mutant: Option<String>,
+    model: NodeModel<N>,
+    opts: CheckOptions,
+) -> Report
+where
+    N: Node + Send + Sync + 'static,
+    N::Config: Send + Sync,
+    N::Msg: Send + Sync,
+    N::Timer: Send + Sync,
+{
+    let start = Instant::now();
+    let mut builder = model.checker().threads(opts.threads.max(1));
+    if !opts.full {
+        builder = builder.finish_when(HasDiscoveries::AnyFailures);
+    }
+    let mut progress = Progress {
+        model: name,
+        enabled: opts.progress,
+    };
+    if opts.bfs {
+        summarize(
+            name,
+            mutant,
+            builder.spawn_bfs().join_and_report(&mut progress),
+            start,
+        )
+    } else {
+        summarize(
+            name,
+            mutant,
+            builder.spawn_dfs().join_and_report(&mut progress),
+            start,
+        )
+    }
+}
+
+fn summarize<N: Node>(
+    name: &'static str,
+    mutant: Option<String>,
+    checker: impl Checker<NodeModel<N>>,
+    start: Instant,
+) -> Report {
+    let model = checker.model();
+    let discoveries = checker.discoveries();
+    let failed = |p: &Property<NodeModel<N>>| {
+        p.expectation != Expectation::Sometimes && discoveries.contains_key(p.name)
+    };
+    // Without `--full` the search stops at the first failure, leaving other properties open.
+    let stopped_early = model.properties().iter().any(failed);
+    let properties = model
+        .properties()
+        .into_iter()
+        .map(|property| {
+            let discovery = discoveries.get(property.name);
+            let expectation = match property.expectation {
+                Expectation::Always => "always",
+                Expectation::Eventually => "eventually",
+                Expectation::Sometimes => "sometimes",
+            };
+            let holds = match (&property.expectation, discovery) {
+                (Expectation::Sometimes, Some(_)) => Some(true),
+                (_, Some(_)) => Some(false),
+                (_, None) if stopped_early => None,
+                (Expectation::Sometimes, None) => Some(false),
+                (_, None) => Some(true),
+            };
+            let counterexample = match (holds, discovery) {
+                (Some(false), Some(path)) => Some(format_trace(model, path.clone())),
+                (Some(false), None) => Some("no reachable state satisfies this property\n".into()),
+                _ => None,
+            };
+            PropertyReport {
+                name: property.name,
+                expectation,
+                holds,
+                counterexample,
+            }
+        })
+        .collect();
+    Report {
+        model: name,
+        mutant,
+        states: checker.state_count(),
+        unique_states: checker.unique_state_count(),
+        max_depth: checker.max_depth(),
+        secs: start.elapsed().as_secs_f64(),
+        complete: !stopped_early,
+        properties,
+    }
+}
+
+fn format_trace<N: Node>(
+    model: &NodeModel<N>,
+    path: stateright::Path<<NodeModel<N> as Model>::State, <NodeModel<N> as Model>::Action>,
+) -> String {
+    use std::fmt::Write;
+    let steps = path.into_vec();
+    let mut trace = String::new();
+    for (index, (_, action)) in steps.iter().enumerate() {
+        if let Some(action) = action {
+            let _ = writeln!(trace, "  {:>3}. {}", index + 1, model.format_action(action));
+        }
+    }
+    if let Some((last, _)) = steps.last() {
+        let _ = writeln!(trace, "  final state:");
+        for (index, actor) in last.actor_states.iter().enumerate() {
+            let crashed = if last.crashed[index] {
+                " (crashed)"
+            } else {
+                ""
+            };
+            let _ = writeln!(trace, "    n{index}{crashed}: {:?}", actor.node);
+            if let Some(violation) = &actor.violation {
+                let _ = writeln!(trace, "        broke {violation}");
+            }
+        }
+    }
+    trace
+}
+
+/// Prints a progress line on standard error about once a second.
+struct Progress {
+    model: &'static str,
+    enabled: bool,
+}
+
+impl<M: Model> Reporter<M> for Progress {
+    fn report_checking(&mut self, data: ReportData) {
+        if self.enabled && !data.done && data.duration >= Duration::from_secs(1) {
+            #[allow(clippy::print_stderr)] // The CLI's progress line.
+            {
+                eprintln!(
+                    "{}: {} states, {} unique, depth {}, {:.0}s",
+                    self.model,
+                    data.total_states,
+                    data.unique_states,
+                    data.max_depth,
+                    data.duration.as_secs_f64()
+                );
+            }
+        }
+    }
+
+    fn report_discoveries(
+        &mut self,
+        _: &M,
+        _: std::collections::BTreeMap<&'static str, ReportDiscovery<M>>,
+    ) where
+        M::Action: Debug + PartialEq,
+        M::State: Debug + Hash + PartialEq,
+    {
+    }
+}

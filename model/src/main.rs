@@ -1,0 +1,159 @@
+//! `squall-model`: list, check and explore Squall's Stateright models.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use squall_model::{CheckOptions, Report, check, explore, models};
+
+/// Model-check Squall's protocols.
+///
+/// Each model runs the real protocol state machines of `squall-proto` over a faulty network
+/// and checks properties named by invariant id (docs/invariants.md). Mutants are seeded
+/// protocol defects; checking a model with one must fail.
+#[derive(Debug, Parser)]
+#[command(name = "squall-model", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the models and their mutants.
+    List {
+        /// Print a JSON array of {"model", "mutants"} objects.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check one model, or `all` of them, exhaustively at the default bounds.
+    ///
+    /// Exits 0 when every property holds and 1 when one fails, printing a counterexample
+    /// trace for each failure.
+    Check {
+        /// A model name from `list`, or `all`.
+        model: String,
+        /// Check the model with this seeded defect (see `list`); one property must then fail.
+        #[arg(long)]
+        mutant: Option<String>,
+        /// Print one JSON object per model on standard output instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Search breadth-first, for shortest counterexamples (slower, more memory).
+        #[arg(long)]
+        bfs: bool,
+        /// Checker threads [default: available cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Do not print the progress line on standard error.
+        #[arg(long, short)]
+        quiet: bool,
+        /// Keep searching after the first failure, to decide every property (slower).
+        #[arg(long)]
+        full: bool,
+    },
+    /// Serve Stateright Explorer for a model on localhost, to step through it in a browser.
+    Explore {
+        /// A model name from `list`.
+        model: String,
+        /// Explore the model with this seeded defect.
+        #[arg(long)]
+        mutant: Option<String>,
+        /// Where to listen.
+        #[arg(long, default_value = "localhost:3000")]
+        addr: String,
+    },
+}
+
+#[allow(clippy::print_stdout)] // A CLI's output.
+fn main() -> anyhow::Result<ExitCode> {
+    match Cli::parse().command {
+        Command::List { json } => {
+            if json {
+                println!("{}", serde_json::to_string(&models())?);
+            } else {
+                for info in models() {
+                    println!("{:<10} {}", info.model, info.about);
+                    println!("{:<10} mutants: {}", "", info.mutants.join(", "));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            model,
+            mutant,
+            json,
+            bfs,
+            threads,
+            quiet,
+            full,
+        } => {
+            let names: Vec<String> = if model == "all" {
+                anyhow::ensure!(mutant.is_none(), "--mutant needs a single model, not `all`");
+                models().into_iter().map(|m| m.model.to_owned()).collect()
+            } else {
+                vec![model]
+            };
+            let mut opts = CheckOptions {
+                bfs,
+                full,
+                progress: !quiet,
+                ..CheckOptions::default()
+            };
+            if let Some(threads) = threads {
+                opts.threads = threads;
+            }
+            let mut all_hold = true;
+            for name in names {
+                let report = check(&name, mutant.as_deref(), opts)?;
+                all_hold &= report.holds();
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    print_report(&report);
+                }
+            }
+            Ok(if all_hold {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::Explore {
+            model,
+            mutant,
+            addr,
+        } => {
+            println!("Stateright Explorer for `{model}` on http://{addr} (Ctrl-C to stop)");
+            explore(&model, mutant.as_deref(), &addr).context("cannot explore")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn print_report(report: &Report) {
+    let mutant = report
+        .mutant
+        .as_deref()
+        .map(|m| format!(" --mutant {m}"))
+        .unwrap_or_default();
+    println!(
+        "{}{}: {} states, {} unique, max depth {}, {:.2}s",
+        report.model, mutant, report.states, report.unique_states, report.max_depth, report.secs
+    );
+    for property in &report.properties {
+        let verdict = match property.holds {
+            Some(true) => "holds ",
+            Some(false) => "FAILS ",
+            None => "open  ",
+        };
+        println!("  {verdict} {} ({})", property.name, property.expectation);
+        if let Some(trace) = &property.counterexample {
+            print!("{trace}");
+        }
+    }
+    if !report.complete {
+        println!("  (search stopped at the first failure; `--full` decides the open properties)");
+    }
+}
