@@ -157,6 +157,8 @@ pub struct Sim<N: Node> {
     timers: BTreeSet<(NodeId, N::Timer)>,
     rng: SplitMix64,
     faults: Faults,
+    /// The nodes crash faults may hit; all when `None`.
+    crashable: Option<BTreeSet<NodeId>>,
     step: u64,
     trace: Vec<Event<N>>,
     stats: Stats,
@@ -176,6 +178,7 @@ impl<N: Node> Sim<N> {
             timers: BTreeSet::new(),
             rng: SplitMix64(seed),
             faults,
+            crashable: None,
             step: 0,
             trace: Vec::new(),
             stats: Stats::default(),
@@ -194,11 +197,10 @@ impl<N: Node> Sim<N> {
             .map(|(id, node)| (*id, &self.configs[id], node.as_ref()))
     }
 
-    /// The live nodes with their configurations, the shape invariant functions take.
-    pub fn live(&self) -> Vec<(&N::Config, &N)> {
-        self.nodes()
-            .filter_map(|(_, cfg, node)| Some((cfg, node?)))
-            .collect()
+    /// Every node's configuration and state (`None` while crashed): the shape invariant
+    /// functions take.
+    pub fn states(&self) -> Vec<(&N::Config, Option<&N>)> {
+        self.nodes().map(|(_, cfg, node)| (cfg, node)).collect()
     }
 
     /// The state of node `id`, if it is live.
@@ -219,6 +221,12 @@ impl<N: Node> Sim<N> {
     /// Replaces the fault schedule (for example with [`Faults::NONE`] to heal).
     pub fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
+    }
+
+    /// Limits crash faults to the given nodes (say, clients but not replicas whose protocol
+    /// assumes durable state).
+    pub fn set_crashable(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        self.crashable = Some(ids.into_iter().collect());
     }
 
     /// Whether no message is in flight and no timer is armed.
@@ -248,10 +256,11 @@ impl<N: Node> Sim<N> {
     pub fn step(&mut self) -> Result<bool, SimError> {
         self.step += 1;
         if self.rng.chance(self.faults.crash_per_mille) {
+            let crashable = |id: &NodeId| self.crashable.as_ref().is_none_or(|c| c.contains(id));
             let live: Vec<NodeId> = self
                 .nodes
                 .iter()
-                .filter(|(_, n)| n.is_some())
+                .filter(|(id, n)| n.is_some() && crashable(id))
                 .map(|(id, _)| *id)
                 .collect();
             if !live.is_empty() {

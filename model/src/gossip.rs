@@ -82,18 +82,17 @@ pub fn configs(bounds: Bounds, mutant: Option<Mutant>) -> Vec<GossipConfig<u8>> 
     replicas.chain(clients).collect()
 }
 
-/// The live nodes of a model state with their configurations.
-fn live<'a>(
+/// Every node of a model state with its configuration; `None` for crashed nodes.
+fn states<'a>(
     model: &'a GossipModel,
     state: &'a ActorModelState<GossipActor>,
-) -> Vec<(&'a GossipConfig<u8>, &'a GossipNode<u8>)> {
+) -> Vec<(&'a GossipConfig<u8>, Option<&'a GossipNode<u8>>)> {
     model
         .actors
         .iter()
         .zip(&state.actor_states)
         .zip(&state.crashed)
-        .filter(|(_, crashed)| !**crashed)
-        .map(|((actor, checked), _)| (&actor.cfg, &checked.node))
+        .map(|((actor, checked), crashed)| (&actor.cfg, (!crashed).then_some(&checked.node)))
         .collect()
 }
 
@@ -123,7 +122,7 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
         .property(
             stateright::Expectation::Always,
             "GOSSIP-I1 no replica holds a value no client wrote",
-            |model, state| invariants::no_thin_air(&live(model, state)),
+            |model, state| invariants::no_thin_air(&states(model, state)),
         )
         .property(
             stateright::Expectation::Always,
@@ -133,12 +132,12 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
         .property(
             stateright::Expectation::Always,
             "GOSSIP-I3 once quiescent, every replica holds the join of all writes",
-            |model, state| invariants::converged_when_quiescent(&live(model, state)),
+            |model, state| invariants::converged_when_quiescent(&states(model, state)),
         )
         .property(
             stateright::Expectation::Sometimes,
             "GOSSIP-L1 quiescence is reachable",
-            |model, state| invariants::quiescent(&live(model, state)),
+            |model, state| invariants::quiescent(&states(model, state)),
         )
 }
 

@@ -1,6 +1,9 @@
 //! The gossip protocol's invariants, by id. Each is a plain function over the nodes of a run,
 //! used as a Stateright property, a simulator check and (for step invariants) a debug check.
 //! `docs/invariants.md` traces each id to its model property and tests.
+//!
+//! The functions take every node of the run as `(config, state)`, with `None` for the state of
+//! a crashed node: a crashed client's writes still count as written.
 
 use super::{GossipConfig, GossipNode, Value};
 use crate::lattice::{Lww, Merge};
@@ -16,7 +19,7 @@ pub const CONVERGENCE: &str = "GOSSIP-I3";
 pub const QUIESCENCE_REACHABLE: &str = "GOSSIP-L1";
 
 fn writes<'a, V: Value>(
-    nodes: &'a [(&'a GossipConfig<V>, &'a GossipNode<V>)],
+    nodes: &'a [(&'a GossipConfig<V>, Option<&'a GossipNode<V>>)],
 ) -> impl Iterator<Item = &'a Lww<V>> {
     nodes.iter().flat_map(|(cfg, _)| match cfg {
         GossipConfig::Client(cfg) => cfg.writes.as_slice(),
@@ -25,33 +28,37 @@ fn writes<'a, V: Value>(
 }
 
 fn replicas<'a, V: Value>(
-    nodes: &'a [(&'a GossipConfig<V>, &'a GossipNode<V>)],
+    nodes: &'a [(&'a GossipConfig<V>, Option<&'a GossipNode<V>>)],
 ) -> impl Iterator<Item = &'a super::Replica<V>> {
     nodes.iter().filter_map(|(_, node)| match node {
-        GossipNode::Replica(replica) => Some(replica),
-        GossipNode::Client(_) => None,
+        Some(GossipNode::Replica(replica)) => Some(replica),
+        _ => None,
     })
 }
 
-/// GOSSIP-I1 over the nodes of a run (live ones; a crashed node holds nothing).
-pub fn no_thin_air<V: Value>(nodes: &[(&GossipConfig<V>, &GossipNode<V>)]) -> bool {
+/// GOSSIP-I1 over the nodes of a run.
+pub fn no_thin_air<V: Value>(nodes: &[(&GossipConfig<V>, Option<&GossipNode<V>>)]) -> bool {
     replicas(nodes).all(|replica| {
         replica.value().write().is_none() || writes(nodes).any(|w| w == replica.value())
     })
 }
 
-/// Whether the run is quiescent: every client's writes are acknowledged and every replica
-/// knows each peer holds at least its value.
-pub fn quiescent<V: Value>(nodes: &[(&GossipConfig<V>, &GossipNode<V>)]) -> bool {
+/// Whether the run is quiescent: every node is up, every client's writes are acknowledged and
+/// every replica knows each peer holds at least its value.
+pub fn quiescent<V: Value>(nodes: &[(&GossipConfig<V>, Option<&GossipNode<V>>)]) -> bool {
     nodes.iter().all(|(cfg, node)| match (cfg, node) {
-        (GossipConfig::Client(cfg), GossipNode::Client(client)) => client.is_done(cfg),
-        (_, GossipNode::Replica(replica)) => !replica.has_pending_gossip(),
-        _ => true,
+        (GossipConfig::Client(cfg), Some(GossipNode::Client(client))) => client.is_done(cfg),
+        (GossipConfig::Replica(_), Some(GossipNode::Replica(replica))) => {
+            !replica.has_pending_gossip()
+        }
+        _ => false,
     })
 }
 
 /// GOSSIP-I3: quiescent ⇒ every replica holds the join of all writes.
-pub fn converged_when_quiescent<V: Value>(nodes: &[(&GossipConfig<V>, &GossipNode<V>)]) -> bool {
+pub fn converged_when_quiescent<V: Value>(
+    nodes: &[(&GossipConfig<V>, Option<&GossipNode<V>>)],
+) -> bool {
     if !quiescent(nodes) {
         return true;
     }

@@ -153,3 +153,6 @@ impl<T: Ord + Clone + std::hash::Hash + std::fmt::Debug> Value for T {}
 
 /// The default gossip period of a replica.
 pub const GOSSIP_PERIOD: Duration = Duration::from_millis(10);
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,10 @@
 //! The causal lattices: `SingleKeyCausal` and `MultiKeyCausal`.
 //!
 //! Anna stored a causal value as one vector clock plus a set of sibling values, merging by
-//! "replace if the incoming clock dominates, union if concurrent". That merge is not associative
-//! (merging a concurrent pair first yields the joined clock, which then swallows a third value
-//! carrying exactly that clock; merged the other way round the third value is kept), so replicas
-//! could disagree. Squall stores the *versions* instead: a set of `(clock, value)` pairs none of
+//! "replace if the incoming clock dominates or equals, union if concurrent". That merge is not
+//! associative: take concurrent writes `x`, `y` and a write `z` that saw both. `z ⊔ x ⊔ y` is
+//! `z`, but `x ⊔ y` is one value carrying exactly `z`'s clock, and `z ⊔ (x ⊔ y)` then replaces
+//! `z` by the stale siblings. Replicas receiving the same writes in different orders disagree. Squall stores the *versions* instead: a set of `(clock, value)` pairs none of
 //! which happened before another (an antichain), merged by union followed by discarding every
 //! version whose clock is strictly dominated. That is the lattice of down-sets of versions, so
 //! every law holds; the single clock and sibling set Anna exposed are derived from it

@@ -101,3 +101,6 @@ pub(crate) fn partial_cmp_by_le<T: PartialEq>(
         _ => None,
     }
 }
+
+#[cfg(test)]
+mod tests;
