@@ -16,22 +16,30 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use squall_proto::gossip::{Client, ClientConfig, GossipMsg, Replica, ReplicaConfig};
+//! use squall_proto::gossip::{GossipConfig, GossipMsg, GossipNode, GossipTimer, ReplicaConfig};
 //! use squall_proto::lattice::{Lww, Stamp, WriterId};
 //! use squall_proto::{Input, Node, NodeId, Outbox, Output};
 //!
-//! let cfg = ReplicaConfig::new(NodeId(0), [NodeId(1)], Duration::from_millis(10));
+//! let period = Duration::from_millis(10);
+//! let cfg = GossipConfig::Replica(ReplicaConfig::new(NodeId(0), [NodeId(1)], period));
 //! let mut out = Outbox::new();
-//! let mut replica: Replica<u8> = Replica::init(&cfg, &mut out);
+//! let mut replica: GossipNode<u8> = Node::init(&cfg, &mut out);
 //! assert!(out.is_empty());
 //!
-//! // A client merges a write; the replica acknowledges and schedules gossip because it grew.
+//! // A client merges a write: the replica acknowledges it and, because its value grew,
+//! // arms the gossip timer. The harness executes these outputs in order.
 //! let write = Lww::new(Stamp::new(1, WriterId(7)), 42);
 //! let put = GossipMsg::Put { seq: 0, value: write.clone() };
 //! replica.handle(&cfg, Input::Receive { from: NodeId(9), msg: put }, &mut out);
-//! assert_eq!(replica.value(), &write);
-//! assert!(out.contains(&Output::Send { to: NodeId(9), msg: GossipMsg::PutOk { seq: 0 } }));
-//! # let _ = (Client::<u8>::init, ClientConfig::<u8>::new);
+//! let outputs: Vec<_> = out.drain().collect();
+//! assert_eq!(outputs, [
+//!     Output::Send { to: NodeId(9), msg: GossipMsg::PutOk { seq: 0 } },
+//!     Output::SetTimer { timer: GossipTimer::Gossip, after: period },
+//! ]);
+//!
+//! // When the timer fires, the replica gossips to the peer that does not have the write yet.
+//! replica.handle(&cfg, Input::Timeout(GossipTimer::Gossip), &mut out);
+//! assert!(out.contains(&Output::Send { to: NodeId(1), msg: GossipMsg::Gossip { value: write } }));
 //! ```
 //!
 //! # The specification

@@ -181,13 +181,18 @@ mod mutants {
 
     #[test]
     fn every_mutant_is_caught_within_fifty_seeds() {
-        for mutant in Mutant::ALL {
+        let expected = [
+            (Mutant::OverwriteMerge, "GOSSIP-I2"),
+            (Mutant::TornLww, "GOSSIP-I1"),
+            (Mutant::LwwIgnoresWriter, "GOSSIP-I2"),
+            (Mutant::SkipPeer, "GOSSIP-I3"),
+            // Without acknowledgements gossip is re-sent for ever: the healed run never settles.
+            (Mutant::DropGossipAck, "not quiet"),
+        ];
+        assert_eq!(expected.len(), Mutant::ALL.len());
+        for (mutant, symptom) in expected {
             let (seed, why) = caught(mutant).unwrap_or_else(|| panic!("{mutant:?} escaped"));
-            eprintln!(
-                "{} caught at seed {seed}: {}",
-                mutant.name(),
-                &why[..why.len().min(120)]
-            );
+            assert!(why.contains(symptom), "{mutant:?} at seed {seed}: {why}");
         }
     }
 

@@ -65,8 +65,21 @@ enum Command {
     },
 }
 
+/// Exit codes: 0 every property holds, 1 a property fails, 2 the command itself failed (unknown
+/// model or mutant, bad arguments).
+#[allow(clippy::print_stderr)] // A CLI's error.
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 #[allow(clippy::print_stdout)] // A CLI's output.
-fn main() -> anyhow::Result<ExitCode> {
+fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::List { json } => {
             if json {

@@ -1,0 +1,103 @@
+//! The `squall-model` command line: its output formats and exit codes, as documented in the
+//! design's command-line contracts.
+
+use std::process::{Command, Output};
+
+fn squall_model(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_squall-model"))
+        .args(args)
+        .output()
+        .expect("runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8")
+}
+
+#[test]
+fn list_json_is_an_array_of_models_with_their_mutants() {
+    let output = squall_model(&["list", "--json"]);
+    assert!(output.status.success());
+    let models: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let gossip = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["model"] == "gossip")
+        .unwrap();
+    let mutants: Vec<&str> = gossip["mutants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .collect();
+    assert!(
+        mutants.contains(&"skip-peer") && mutants.len() >= 2,
+        "{mutants:?}"
+    );
+}
+
+#[test]
+fn a_mutant_fails_the_check_with_exit_1_and_a_readable_trace() {
+    let output = squall_model(&["check", "gossip", "--mutant", "skip-peer", "--quiet"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = stdout(&output);
+    assert!(text.contains("FAILS  GOSSIP-I3"), "{text}");
+    assert!(
+        text.contains("Timeout(Id("),
+        "the trace lists the steps: {text}"
+    );
+    assert!(text.contains("final state:"), "{text}");
+}
+
+#[test]
+fn json_report_has_the_contracted_fields() {
+    let output = squall_model(&["check", "gossip", "--mutant", "torn-lww", "--json", "-q"]);
+    assert_eq!(output.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+    for field in [
+        "model",
+        "mutant",
+        "states",
+        "unique_states",
+        "max_depth",
+        "secs",
+        "properties",
+    ] {
+        assert!(report.get(field).is_some(), "missing {field}: {report}");
+    }
+    assert_eq!(report["model"], "gossip");
+    assert_eq!(report["mutant"], "torn-lww");
+    assert!(report["unique_states"].as_u64().unwrap() > 0);
+    let failed = report["properties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["holds"] == false)
+        .expect("a failed property");
+    assert!(failed["name"].as_str().unwrap().starts_with("GOSSIP-I1"));
+    assert_eq!(failed["expectation"], "always");
+}
+
+#[test]
+fn unknown_names_are_clear_errors() {
+    // Exit 2, not 1: nothing was checked, so nothing failed.
+    let output = squall_model(&["check", "nosuch"]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("unknown model `nosuch`") && error.contains("gossip"),
+        "{error}"
+    );
+
+    let output = squall_model(&["check", "gossip", "--mutant", "nosuch"]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        error.contains("no mutant `nosuch`") && error.contains("skip-peer"),
+        "{error}"
+    );
+
+    let output = squall_model(&["check", "all", "--mutant", "skip-peer"]);
+    assert_eq!(output.status.code(), Some(2));
+}
