@@ -16,3 +16,6 @@ pub mod gossip {}
 
 #[doc = include_str!("../../docs/invariants.md")]
 pub mod invariants {}
+
+#[doc = include_str!("../../docs/verification.md")]
+pub mod verification {}
