@@ -223,6 +223,7 @@ where
     let mut progress = Progress {
         model: name,
         enabled: opts.progress,
+        printed: Duration::ZERO,
     };
     if opts.bfs {
         summarize(
@@ -329,11 +330,15 @@ fn format_trace<N: Node>(
 struct Progress {
     model: &'static str,
     enabled: bool,
+    /// When the last line was printed, measured from the start of the check.
+    printed: Duration,
 }
 
 impl<M: Model> Reporter<M> for Progress {
     fn report_checking(&mut self, data: ReportData) {
-        if self.enabled && !data.done && data.duration >= Duration::from_secs(1) {
+        let due = data.duration >= self.printed + Duration::from_secs(1);
+        if self.enabled && !data.done && due {
+            self.printed = data.duration;
             #[allow(clippy::print_stderr)] // The CLI's progress line.
             {
                 eprintln!(
@@ -346,6 +351,11 @@ impl<M: Model> Reporter<M> for Progress {
                 );
             }
         }
+    }
+
+    /// Polls often so a short check ends promptly; prints only once a second.
+    fn delay(&self) -> Duration {
+        Duration::from_millis(20)
     }
 
     fn report_discoveries(
