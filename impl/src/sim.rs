@@ -192,9 +192,7 @@ impl<N: Node> Sim<N> {
 
     /// The node states, `None` for crashed nodes, with their configurations.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &N::Config, Option<&N>)> {
-        self.nodes
-            .iter()
-            .map(|(id, node)| (*id, &self.configs[id], node.as_ref()))
+        self.nodes.iter().map(|(id, node)| (*id, &self.configs[id], node.as_ref()))
     }
 
     /// Every node's configuration and state (`None` while crashed): the shape invariant
@@ -241,12 +239,8 @@ impl<N: Node> Sim<N> {
 
     /// Restarts every crashed node.
     pub fn restart_all(&mut self) {
-        let crashed: Vec<NodeId> = self
-            .nodes
-            .iter()
-            .filter(|(_, n)| n.is_none())
-            .map(|(id, _)| *id)
-            .collect();
+        let crashed: Vec<NodeId> =
+            self.nodes.iter().filter(|(_, n)| n.is_none()).map(|(id, _)| *id).collect();
         for id in crashed {
             self.restart(id);
         }
@@ -270,12 +264,8 @@ impl<N: Node> Sim<N> {
             }
         }
         if self.rng.chance(self.faults.restart_per_mille) {
-            let crashed: Vec<NodeId> = self
-                .nodes
-                .iter()
-                .filter(|(_, n)| n.is_none())
-                .map(|(id, _)| *id)
-                .collect();
+            let crashed: Vec<NodeId> =
+                self.nodes.iter().filter(|(_, n)| n.is_none()).map(|(id, _)| *id).collect();
             if !crashed.is_empty() {
                 let id = crashed[self.rng.below(crashed.len())];
                 self.restart(id);
@@ -290,18 +280,11 @@ impl<N: Node> Sim<N> {
         if pick < self.in_flight.len() {
             self.deliver(pick)?;
         } else {
-            let (node, timer) = self
-                .timers
-                .iter()
-                .nth(pick - self.in_flight.len())
-                .cloned()
-                .expect("in range");
+            let (node, timer) =
+                self.timers.iter().nth(pick - self.in_flight.len()).cloned().expect("in range");
             self.timers.remove(&(node, timer.clone()));
             self.stats.fired += 1;
-            self.trace.push(Event::Fire {
-                node,
-                timer: timer.clone(),
-            });
+            self.trace.push(Event::Fire { node, timer: timer.clone() });
             self.apply(node, Input::Timeout(timer))?;
         }
         Ok(true)
@@ -326,11 +309,7 @@ impl<N: Node> Sim<N> {
                 return Ok(());
             }
         }
-        if self.is_quiet() {
-            Ok(())
-        } else {
-            Err(SimError::NotQuiet { steps: max_steps })
-        }
+        if self.is_quiet() { Ok(()) } else { Err(SimError::NotQuiet { steps: max_steps }) }
     }
 
     fn deliver(&mut self, index: usize) -> Result<(), SimError> {
@@ -348,12 +327,7 @@ impl<N: Node> Sim<N> {
         }
         self.stats.delivered += 1;
         self.stats.duplicated += u64::from(duplicated);
-        self.trace.push(Event::Deliver {
-            from,
-            to,
-            msg: msg.clone(),
-            duplicated,
-        });
+        self.trace.push(Event::Deliver { from, to, msg: msg.clone(), duplicated });
         self.apply(to, Input::Receive { from, msg })
     }
 
@@ -365,11 +339,7 @@ impl<N: Node> Sim<N> {
         let mut out = Outbox::new();
         let checked = handle_checked(node, cfg, input, &mut out);
         self.execute(id, out);
-        checked.map_err(|violation| SimError::Violation {
-            step: self.step,
-            node: id,
-            violation,
-        })
+        checked.map_err(|violation| SimError::Violation { step: self.step, node: id, violation })
     }
 
     fn execute(&mut self, id: NodeId, out: Outbox<N>) {

@@ -19,12 +19,7 @@ fn configs() -> Vec<(NodeId, GossipConfig<u16>)> {
     let replicas: Vec<NodeId> = (0..REPLICAS).map(NodeId).collect();
     let mut configs: Vec<_> = replicas
         .iter()
-        .map(|&id| {
-            (
-                id,
-                GossipConfig::Replica(ReplicaConfig::new(id, replicas.clone(), PERIOD)),
-            )
-        })
+        .map(|&id| (id, GossipConfig::Replica(ReplicaConfig::new(id, replicas.clone(), PERIOD))))
         .collect();
     for c in 0..CLIENTS {
         let id = NodeId(REPLICAS + c);
@@ -62,17 +57,13 @@ fn run(
     for _ in 0..3_000 {
         let progressed = sim.step().map_err(|e| format!("seed {seed}: {e}"))?;
         if !invariants::no_thin_air(&sim.states()) {
-            return Err(format!(
-                "seed {seed}: GOSSIP-I1 broken after {:?}",
-                sim.trace().last()
-            ));
+            return Err(format!("seed {seed}: GOSSIP-I1 broken after {:?}", sim.trace().last()));
         }
         if !progressed {
             break;
         }
     }
-    sim.run_until_quiet(100_000)
-        .map_err(|e| format!("seed {seed}: {e}"))?;
+    sim.run_until_quiet(100_000).map_err(|e| format!("seed {seed}: {e}"))?;
     Ok(sim)
 }
 
@@ -96,14 +87,8 @@ fn replicas_converge_to_the_join_of_all_writes_under_faults() {
     for seed in 0..100 {
         let sim = run(seed, configs()).unwrap();
         let states = sim.states();
-        assert!(
-            invariants::quiescent(&states),
-            "seed {seed}: quiet but not quiescent"
-        );
-        assert!(
-            invariants::converged_when_quiescent(&states),
-            "seed {seed}: diverged"
-        );
+        assert!(invariants::quiescent(&states), "seed {seed}: quiet but not quiescent");
+        assert!(invariants::converged_when_quiescent(&states), "seed {seed}: diverged");
         for (_, node) in &states {
             if let Some(GossipNode::Replica(replica)) = node {
                 assert_eq!(replica.value(), &expected, "seed {seed}");
@@ -115,10 +100,7 @@ fn replicas_converge_to_the_join_of_all_writes_under_faults() {
         duplicated += stats.duplicated;
     }
     // The faults really happened, or the test proves nothing about them.
-    assert!(
-        crashes > 0 && dropped > 0 && duplicated > 0,
-        "{crashes} {dropped} {duplicated}"
-    );
+    assert!(crashes > 0 && dropped > 0 && duplicated > 0, "{crashes} {dropped} {duplicated}");
 }
 
 #[test]
@@ -128,11 +110,7 @@ fn the_same_seed_gives_the_same_run() {
     assert_eq!(a.trace(), b.trace());
     assert_eq!(a.stats(), b.stats());
     let c = run(8, configs()).unwrap();
-    assert_ne!(
-        a.trace(),
-        c.trace(),
-        "different seeds should explore different runs"
-    );
+    assert_ne!(a.trace(), c.trace(), "different seeds should explore different runs");
 }
 
 #[test]

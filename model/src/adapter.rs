@@ -72,10 +72,7 @@ impl<N: Node> Actor for Adapter<N> {
         let mut out = Outbox::new();
         let node = N::init(&self.cfg, &mut out);
         execute(out, o);
-        Checked {
-            node,
-            violation: None,
-        }
+        Checked { node, violation: None }
     }
 
     fn on_msg(
@@ -86,14 +83,7 @@ impl<N: Node> Actor for Adapter<N> {
         msg: N::Msg,
         o: &mut Out<Self>,
     ) {
-        self.step(
-            state,
-            Input::Receive {
-                from: node_id(src),
-                msg,
-            },
-            o,
-        );
+        self.step(state, Input::Receive { from: node_id(src), msg }, o);
     }
 
     fn on_timeout(

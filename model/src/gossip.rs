@@ -41,12 +41,7 @@ pub struct Bounds {
 impl Default for Bounds {
     /// The bounds `check gossip` uses: 3 replicas, 2 clients, one write each.
     fn default() -> Self {
-        Self {
-            replicas: 3,
-            clients: 2,
-            writes_per_client: 1,
-            lossy: false,
-        }
+        Self { replicas: 3, clients: 2, writes_per_client: 1, lossy: false }
     }
 }
 
@@ -97,28 +92,17 @@ fn states<'a>(
 }
 
 fn no_step_violation(state: &ActorModelState<GossipActor>, id: &str) -> bool {
-    state
-        .actor_states
-        .iter()
-        .all(|s: &std::sync::Arc<Checked<GossipNode<u8>>>| {
-            s.violation.as_ref().is_none_or(|v| v.id != id)
-        })
+    state.actor_states.iter().all(|s: &std::sync::Arc<Checked<GossipNode<u8>>>| {
+        s.violation.as_ref().is_none_or(|v| v.id != id)
+    })
 }
 
 /// The model with its properties, over a lossy, duplicating, reordering network.
 pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
     ActorModel::new((), ())
-        .actors(
-            configs(bounds, mutant)
-                .into_iter()
-                .map(|cfg| Adapter { cfg }),
-        )
+        .actors(configs(bounds, mutant).into_iter().map(|cfg| Adapter { cfg }))
         .init_network(Network::new_unordered_duplicating([]))
-        .lossy_network(if bounds.lossy {
-            LossyNetwork::Yes
-        } else {
-            LossyNetwork::No
-        })
+        .lossy_network(if bounds.lossy { LossyNetwork::Yes } else { LossyNetwork::No })
         .property(
             stateright::Expectation::Always,
             "GOSSIP-I1 no replica holds a value no client wrote",

@@ -41,10 +41,7 @@ pub fn models() -> Vec<ModelInfo> {
     vec![ModelInfo {
         model: "gossip",
         about: "replicas of an LWW register gossiping over a lossy, duplicating network",
-        mutants: gossip::mutants()
-            .into_iter()
-            .map(|(name, _)| name)
-            .collect(),
+        mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
     }]
 }
 
@@ -146,12 +143,7 @@ pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Rep
         "gossip" => {
             let mutant = lookup_mutant(name, mutant, gossip::mutants())?;
             let model = gossip::model(gossip::Bounds::default(), mutant);
-            Ok(run(
-                "gossip",
-                mutant.map(|m| m.name().to_owned()),
-                model,
-                opts,
-            ))
+            Ok(run("gossip", mutant.map(|m| m.name().to_owned()), model, opts))
         }
         _ => Err(unknown_model(name)),
     }
@@ -162,9 +154,7 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
     match name {
         "gossip" => {
             let mutant = lookup_mutant(name, mutant, gossip::mutants())?;
-            gossip::model(gossip::Bounds::default(), mutant)
-                .checker()
-                .serve(addr);
+            gossip::model(gossip::Bounds::default(), mutant).checker().serve(addr);
             Ok(())
         }
         _ => Err(unknown_model(name)),
@@ -173,10 +163,7 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
 
 fn unknown_model(name: &str) -> UnknownName {
     let known: Vec<_> = models().iter().map(|m| m.model).collect();
-    UnknownName::Model {
-        name: name.to_owned(),
-        known: known.join(", "),
-    }
+    UnknownName::Model { name: name.to_owned(), known: known.join(", ") }
 }
 
 fn lookup_mutant<M: Copy>(
@@ -190,11 +177,7 @@ fn lookup_mutant<M: Copy>(
         None => Err(UnknownName::Mutant {
             model: model.to_owned(),
             name: name.to_owned(),
-            known: mutants
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", "),
+            known: mutants.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
         }),
     }
 }
@@ -220,25 +203,11 @@ where
     if !opts.full {
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
     }
-    let mut progress = Progress {
-        model: name,
-        enabled: opts.progress,
-        printed: Duration::ZERO,
-    };
+    let mut progress = Progress { model: name, enabled: opts.progress, printed: Duration::ZERO };
     if opts.bfs {
-        summarize(
-            name,
-            mutant,
-            builder.spawn_bfs().join_and_report(&mut progress),
-            start,
-        )
+        summarize(name, mutant, builder.spawn_bfs().join_and_report(&mut progress), start)
     } else {
-        summarize(
-            name,
-            mutant,
-            builder.spawn_dfs().join_and_report(&mut progress),
-            start,
-        )
+        summarize(name, mutant, builder.spawn_dfs().join_and_report(&mut progress), start)
     }
 }
 
@@ -277,12 +246,7 @@ fn summarize<N: Node>(
                 (Some(false), None) => Some("no reachable state satisfies this property\n".into()),
                 _ => None,
             };
-            PropertyReport {
-                name: property.name,
-                expectation,
-                holds,
-                counterexample,
-            }
+            PropertyReport { name: property.name, expectation, holds, counterexample }
         })
         .collect();
     Report {
@@ -312,11 +276,7 @@ fn format_trace<N: Node>(
     if let Some((last, _)) = steps.last() {
         let _ = writeln!(trace, "  final state:");
         for (index, actor) in last.actor_states.iter().enumerate() {
-            let crashed = if last.crashed[index] {
-                " (crashed)"
-            } else {
-                ""
-            };
+            let crashed = if last.crashed[index] { " (crashed)" } else { "" };
             let _ = writeln!(trace, "    n{index}{crashed}: {:?}", actor.node);
             if let Some(violation) = &actor.violation {
                 let _ = writeln!(trace, "        broke {violation}");

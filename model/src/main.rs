@@ -92,27 +92,14 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check {
-            model,
-            mutant,
-            json,
-            bfs,
-            threads,
-            quiet,
-            full,
-        } => {
+        Command::Check { model, mutant, json, bfs, threads, quiet, full } => {
             let names: Vec<String> = if model == "all" {
                 anyhow::ensure!(mutant.is_none(), "--mutant needs a single model, not `all`");
                 models().into_iter().map(|m| m.model.to_owned()).collect()
             } else {
                 vec![model]
             };
-            let mut opts = CheckOptions {
-                bfs,
-                full,
-                progress: !quiet,
-                ..CheckOptions::default()
-            };
+            let mut opts = CheckOptions { bfs, full, progress: !quiet, ..CheckOptions::default() };
             if let Some(threads) = threads {
                 opts.threads = threads;
             }
@@ -126,17 +113,9 @@ fn run() -> anyhow::Result<ExitCode> {
                     print_report(&report);
                 }
             }
-            Ok(if all_hold {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            })
+            Ok(if all_hold { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
-        Command::Explore {
-            model,
-            mutant,
-            addr,
-        } => {
+        Command::Explore { model, mutant, addr } => {
             println!("Stateright Explorer for `{model}` on http://{addr} (Ctrl-C to stop)");
             explore(&model, mutant.as_deref(), &addr).context("cannot explore")?;
             Ok(ExitCode::SUCCESS)
@@ -146,11 +125,7 @@ fn run() -> anyhow::Result<ExitCode> {
 
 #[allow(clippy::print_stdout)]
 fn print_report(report: &Report) {
-    let mutant = report
-        .mutant
-        .as_deref()
-        .map(|m| format!(" --mutant {m}"))
-        .unwrap_or_default();
+    let mutant = report.mutant.as_deref().map(|m| format!(" --mutant {m}")).unwrap_or_default();
     println!(
         "{}{}: {} states, {} unique, max depth {}, {:.2}s",
         report.model, mutant, report.states, report.unique_states, report.max_depth, report.secs

@@ -4,10 +4,7 @@
 use std::process::{Command, Output};
 
 fn squall_model(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_squall-model"))
-        .args(args)
-        .output()
-        .expect("runs")
+    Command::new(env!("CARGO_BIN_EXE_squall-model")).args(args).output().expect("runs")
 }
 
 fn stdout(output: &Output) -> String {
@@ -19,22 +16,10 @@ fn list_json_is_an_array_of_models_with_their_mutants() {
     let output = squall_model(&["list", "--json"]);
     assert!(output.status.success());
     let models: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
-    let gossip = models
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["model"] == "gossip")
-        .unwrap();
-    let mutants: Vec<&str> = gossip["mutants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_str().unwrap())
-        .collect();
-    assert!(
-        mutants.contains(&"skip-peer") && mutants.len() >= 2,
-        "{mutants:?}"
-    );
+    let gossip = models.as_array().unwrap().iter().find(|m| m["model"] == "gossip").unwrap();
+    let mutants: Vec<&str> =
+        gossip["mutants"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    assert!(mutants.contains(&"skip-peer") && mutants.len() >= 2, "{mutants:?}");
 }
 
 #[test]
@@ -43,10 +28,7 @@ fn a_mutant_fails_the_check_with_exit_1_and_a_readable_trace() {
     assert_eq!(output.status.code(), Some(1));
     let text = stdout(&output);
     assert!(text.contains("FAILS  GOSSIP-I3"), "{text}");
-    assert!(
-        text.contains("Timeout(Id("),
-        "the trace lists the steps: {text}"
-    );
+    assert!(text.contains("Timeout(Id("), "the trace lists the steps: {text}");
     assert!(text.contains("final state:"), "{text}");
 }
 
@@ -55,15 +37,7 @@ fn json_report_has_the_contracted_fields() {
     let output = squall_model(&["check", "gossip", "--mutant", "torn-lww", "--json", "-q"]);
     assert_eq!(output.status.code(), Some(1));
     let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
-    for field in [
-        "model",
-        "mutant",
-        "states",
-        "unique_states",
-        "max_depth",
-        "secs",
-        "properties",
-    ] {
+    for field in ["model", "mutant", "states", "unique_states", "max_depth", "secs", "properties"] {
         assert!(report.get(field).is_some(), "missing {field}: {report}");
     }
     assert_eq!(report["model"], "gossip");
@@ -85,18 +59,12 @@ fn unknown_names_are_clear_errors() {
     let output = squall_model(&["check", "nosuch"]);
     assert_eq!(output.status.code(), Some(2));
     let error = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        error.contains("unknown model `nosuch`") && error.contains("gossip"),
-        "{error}"
-    );
+    assert!(error.contains("unknown model `nosuch`") && error.contains("gossip"), "{error}");
 
     let output = squall_model(&["check", "gossip", "--mutant", "nosuch"]);
     assert_eq!(output.status.code(), Some(2));
     let error = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        error.contains("no mutant `nosuch`") && error.contains("skip-peer"),
-        "{error}"
-    );
+    assert!(error.contains("no mutant `nosuch`") && error.contains("skip-peer"), "{error}");
 
     let output = squall_model(&["check", "all", "--mutant", "skip-peer"]);
     assert_eq!(output.status.code(), Some(2));

@@ -11,32 +11,15 @@ use squall_proto::gossip::{GossipNode, Mutant, invariants};
 use stateright::actor::ActorModelState;
 use stateright::{Checker, Expectation, Model};
 
-const SMALL: Bounds = Bounds {
-    replicas: 2,
-    clients: 2,
-    writes_per_client: 1,
-    lossy: false,
-};
+const SMALL: Bounds = Bounds { replicas: 2, clients: 2, writes_per_client: 1, lossy: false };
 
 fn check(bounds: Bounds, mutant: Option<Mutant>) -> Report {
-    let opts = CheckOptions {
-        progress: false,
-        ..CheckOptions::default()
-    };
-    run(
-        "gossip",
-        mutant.map(|m| m.name().to_owned()),
-        model(bounds, mutant),
-        opts,
-    )
+    let opts = CheckOptions { progress: false, ..CheckOptions::default() };
+    run("gossip", mutant.map(|m| m.name().to_owned()), model(bounds, mutant), opts)
 }
 
 fn verdict(report: &Report, id: &str) -> Option<bool> {
-    let property = report
-        .properties
-        .iter()
-        .find(|p| p.name.starts_with(id))
-        .expect(id);
+    let property = report.properties.iter().find(|p| p.name.starts_with(id)).expect(id);
     property.holds
 }
 
@@ -59,11 +42,7 @@ fn every_property_holds_for_the_real_protocol() {
 
 #[test]
 fn property_names_start_with_their_invariant_ids() {
-    let names: Vec<&str> = model(SMALL, None)
-        .properties()
-        .iter()
-        .map(|p| p.name)
-        .collect();
+    let names: Vec<&str> = model(SMALL, None).properties().iter().map(|p| p.name).collect();
     let ids = [
         invariants::NO_THIN_AIR,
         invariants::MONOTONE,
@@ -72,10 +51,7 @@ fn property_names_start_with_their_invariant_ids() {
     ];
     assert_eq!(names.len(), ids.len());
     for (name, id) in names.iter().zip(ids) {
-        assert!(
-            name.starts_with(&format!("{id} ")),
-            "{name} should start with {id}"
-        );
+        assert!(name.starts_with(&format!("{id} ")), "{name} should start with {id}");
     }
 }
 
@@ -88,37 +64,18 @@ fn every_mutant_makes_its_property_fail() {
         (Mutant::SkipPeer, invariants::CONVERGENCE),
         (Mutant::DropGossipAck, invariants::QUIESCENCE_REACHABLE),
     ];
-    assert_eq!(
-        expected.len(),
-        mutants().len(),
-        "every mutant has an expectation"
-    );
+    assert_eq!(expected.len(), mutants().len(), "every mutant has an expectation");
     for (mutant, id) in expected {
         let mut report = check(SMALL, Some(mutant));
         if verdict(&report, id).is_none() {
             // Another property failed first; search on to decide this one.
-            let opts = CheckOptions {
-                progress: false,
-                full: true,
-                ..CheckOptions::default()
-            };
+            let opts = CheckOptions { progress: false, full: true, ..CheckOptions::default() };
             report = run("gossip", None, model(SMALL, Some(mutant)), opts);
         }
         assert!(!report.holds(), "{mutant:?} escaped");
-        assert_eq!(
-            verdict(&report, id),
-            Some(false),
-            "{mutant:?} should break {id}"
-        );
-        let failed = report
-            .properties
-            .iter()
-            .find(|p| p.name.starts_with(id))
-            .unwrap();
-        let trace = failed
-            .counterexample
-            .as_deref()
-            .expect("a failure explains itself");
+        assert_eq!(verdict(&report, id), Some(false), "{mutant:?} should break {id}");
+        let failed = report.properties.iter().find(|p| p.name.starts_with(id)).unwrap();
+        let trace = failed.counterexample.as_deref().expect("a failure explains itself");
         assert!(!trace.is_empty());
     }
 }
@@ -131,10 +88,7 @@ static SEEN: Mutex<Option<NodeStates>> = Mutex::new(None);
 /// A property that holds everywhere and records each state's node states (network and timers
 /// left out). Properties are plain function pointers, hence the static.
 fn record(_: &GossipModel, state: &ActorModelState<GossipActor>) -> bool {
-    SEEN.lock()
-        .unwrap()
-        .get_or_insert_default()
-        .insert(state.actor_states.clone());
+    SEEN.lock().unwrap().get_or_insert_default().insert(state.actor_states.clone());
     true
 }
 
@@ -142,10 +96,7 @@ fn record(_: &GossipModel, state: &ActorModelState<GossipActor>) -> bool {
 fn node_states(bounds: Bounds) -> NodeStates {
     let model = model(bounds, None).property(Expectation::Always, "record node states", record);
     model.checker().spawn_dfs().join().assert_properties();
-    SEEN.lock()
-        .unwrap()
-        .take()
-        .expect("the checker visited states")
+    SEEN.lock().unwrap().take().expect("the checker visited states")
 }
 
 #[test]
@@ -154,10 +105,7 @@ fn explicit_message_loss_reaches_no_other_node_states() {
     // never delivered. Explicit drops must reach exactly the same node states, and the
     // properties look at nothing else.
     let tiny = SMALL;
-    let lossy = Bounds {
-        lossy: true,
-        ..tiny
-    };
+    let lossy = Bounds { lossy: true, ..tiny };
     let implicit = node_states(tiny);
     assert!(implicit.len() > 20, "{} node states", implicit.len());
     assert_eq!(implicit, node_states(lossy));

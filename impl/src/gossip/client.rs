@@ -22,12 +22,7 @@ pub struct ClientConfig<V: Ord> {
 impl<V: Ord> ClientConfig<V> {
     /// A client `id` that writes `writes` to `replica`.
     pub fn new(id: NodeId, replica: NodeId, writes: Vec<Lww<V>>, retry_after: Duration) -> Self {
-        Self {
-            id,
-            replica,
-            writes,
-            retry_after,
-        }
+        Self { id, replica, writes, retry_after }
     }
 }
 
@@ -63,17 +58,13 @@ impl Client {
         out: &mut Outbox<GossipNode<V>>,
     ) {
         match input {
-            Input::Receive {
-                from,
-                msg: GossipMsg::PutOk { seq },
-            } if from == cfg.replica && seq == self.next => {
+            Input::Receive { from, msg: GossipMsg::PutOk { seq } }
+                if from == cfg.replica && seq == self.next =>
+            {
                 self.next += 1;
                 self.send_next(cfg, out);
             }
-            Input::Receive {
-                msg: GossipMsg::PutOk { .. },
-                ..
-            } => {
+            Input::Receive { msg: GossipMsg::PutOk { .. }, .. } => {
                 out.ignore("stale or duplicate acknowledgement");
             }
             Input::Receive { .. } => out.ignore("message a client does not expect"),
@@ -86,13 +77,7 @@ impl Client {
     fn send_next<V: Value>(&self, cfg: &ClientConfig<V>, out: &mut Outbox<GossipNode<V>>) {
         match cfg.writes.get(self.acknowledged()) {
             Some(value) => {
-                out.send(
-                    cfg.replica,
-                    GossipMsg::Put {
-                        seq: self.next,
-                        value: value.clone(),
-                    },
-                );
+                out.send(cfg.replica, GossipMsg::Put { seq: self.next, value: value.clone() });
                 out.set_timer(GossipTimer::Retry, cfg.retry_after);
             }
             None => out.cancel_timer(GossipTimer::Retry),

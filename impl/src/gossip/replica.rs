@@ -59,11 +59,7 @@ impl<V: Value> Replica<V> {
     pub fn init(cfg: &ReplicaConfig, _out: &mut Outbox<GossipNode<V>>) -> Self {
         Self {
             value: Lww::default(),
-            acked: cfg
-                .peers
-                .iter()
-                .map(|peer| (*peer, Lww::default()))
-                .collect(),
+            acked: cfg.peers.iter().map(|peer| (*peer, Lww::default())).collect(),
         }
     }
 
@@ -74,10 +70,7 @@ impl<V: Value> Replica<V> {
 
     /// The peers not yet known to hold this replica's value.
     pub fn behind_peers(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.acked
-            .iter()
-            .filter(|(_, theirs)| self.value > **theirs)
-            .map(|(peer, _)| *peer)
+        self.acked.iter().filter(|(_, theirs)| self.value > **theirs).map(|(peer, _)| *peer)
     }
 
     /// Whether some peer is not yet known to hold this replica's value.
@@ -93,34 +86,24 @@ impl<V: Value> Replica<V> {
         out: &mut Outbox<GossipNode<V>>,
     ) {
         match input {
-            Input::Receive {
-                from,
-                msg: GossipMsg::Put { seq, value },
-            } => {
+            Input::Receive { from, msg: GossipMsg::Put { seq, value } } => {
                 let grew = self.absorb(cfg, value);
                 out.send(from, GossipMsg::PutOk { seq });
                 self.schedule_gossip(cfg, grew, out);
             }
-            Input::Receive {
-                from,
-                msg: GossipMsg::Gossip { value },
-            } if self.acked.contains_key(&from) => {
+            Input::Receive { from, msg: GossipMsg::Gossip { value } }
+                if self.acked.contains_key(&from) =>
+            {
                 self.note_peer_holds(from, value.clone());
                 let grew = self.absorb(cfg, value);
                 if !mutant(cfg, super::Mutant::DropGossipAck) {
-                    out.send(
-                        from,
-                        GossipMsg::GossipAck {
-                            value: self.value.clone(),
-                        },
-                    );
+                    out.send(from, GossipMsg::GossipAck { value: self.value.clone() });
                 }
                 self.schedule_gossip(cfg, grew, out);
             }
-            Input::Receive {
-                from,
-                msg: GossipMsg::GossipAck { value },
-            } if self.acked.contains_key(&from) => {
+            Input::Receive { from, msg: GossipMsg::GossipAck { value } }
+                if self.acked.contains_key(&from) =>
+            {
                 self.note_peer_holds(from, value);
                 if !self.has_pending_gossip() {
                     out.cancel_timer(GossipTimer::Gossip);
@@ -174,12 +157,7 @@ impl<V: Value> Replica<V> {
             self.acked.insert(skipped, self.value.clone());
         }
         for peer in &behind {
-            out.send(
-                *peer,
-                GossipMsg::Gossip {
-                    value: self.value.clone(),
-                },
-            );
+            out.send(*peer, GossipMsg::Gossip { value: self.value.clone() });
         }
         if behind.is_empty() {
             out.ignore("gossip timer with every peer up to date");

@@ -42,10 +42,29 @@ fn send(to: NodeId, msg: GossipMsg<u8>) -> Output<N> {
 }
 
 fn arm_gossip() -> Output<N> {
-    Output::SetTimer {
-        timer: GossipTimer::Gossip,
-        after: PERIOD,
-    }
+    Output::SetTimer { timer: GossipTimer::Gossip, after: PERIOD }
+}
+
+fn put(seq: u32, value: Lww<u8>) -> GossipMsg<u8> {
+    GossipMsg::Put { seq, value }
+}
+
+fn gossip(value: Lww<u8>) -> GossipMsg<u8> {
+    GossipMsg::Gossip { value }
+}
+
+fn ack(value: Lww<u8>) -> GossipMsg<u8> {
+    GossipMsg::GossipAck { value }
+}
+
+/// Delivers `msg` from `from` to the replica and returns what it emitted.
+fn deliver(
+    cfg: &ReplicaConfig,
+    r: &mut Replica<u8>,
+    from: NodeId,
+    msg: GossipMsg<u8>,
+) -> Vec<Output<N>> {
+    step(cfg, r, receive(from, msg))
 }
 
 #[test]
@@ -57,21 +76,8 @@ fn config_drops_self_from_peers() {
 #[test]
 fn put_that_grows_the_value_is_acknowledged_and_schedules_gossip() {
     let (cfg, mut r) = replica();
-    let outputs = step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 3,
-                value: write(1, 1, 5),
-            },
-        ),
-    );
-    assert_eq!(
-        outputs,
-        [send(CLIENT, GossipMsg::PutOk { seq: 3 }), arm_gossip()]
-    );
+    let outputs = deliver(&cfg, &mut r, CLIENT, put(3, write(1, 1, 5)));
+    assert_eq!(outputs, [send(CLIENT, GossipMsg::PutOk { seq: 3 }), arm_gossip()]);
     assert_eq!(r.value(), &write(1, 1, 5));
     assert_eq!(r.behind_peers().collect::<Vec<_>>(), [PEER_A, PEER_B]);
 }
@@ -79,28 +85,8 @@ fn put_that_grows_the_value_is_acknowledged_and_schedules_gossip() {
 #[test]
 fn put_of_an_older_write_is_acknowledged_without_gossip() {
     let (cfg, mut r) = replica();
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(2, 1, 5),
-            },
-        ),
-    );
-    let outputs = step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 1,
-                value: write(1, 1, 6),
-            },
-        ),
-    );
+    deliver(&cfg, &mut r, CLIENT, put(0, write(2, 1, 5)));
+    let outputs = deliver(&cfg, &mut r, CLIENT, put(1, write(1, 1, 6)));
     assert_eq!(outputs, [send(CLIENT, GossipMsg::PutOk { seq: 1 })]);
     assert_eq!(r.value(), &write(2, 1, 5));
 }
@@ -108,39 +94,9 @@ fn put_of_an_older_write_is_acknowledged_without_gossip() {
 #[test]
 fn gossip_from_a_peer_is_merged_acknowledged_with_the_merged_value_and_noted() {
     let (cfg, mut r) = replica();
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(1, 1, 5),
-            },
-        ),
-    );
-    let outputs = step(
-        &cfg,
-        &mut r,
-        receive(
-            PEER_A,
-            GossipMsg::Gossip {
-                value: write(1, 2, 7),
-            },
-        ),
-    );
-    assert_eq!(
-        outputs,
-        [
-            send(
-                PEER_A,
-                GossipMsg::GossipAck {
-                    value: write(1, 2, 7)
-                }
-            ),
-            arm_gossip()
-        ]
-    );
+    deliver(&cfg, &mut r, CLIENT, put(0, write(1, 1, 5)));
+    let outputs = deliver(&cfg, &mut r, PEER_A, gossip(write(1, 2, 7)));
+    assert_eq!(outputs, [send(PEER_A, ack(write(1, 2, 7))), arm_gossip()]);
     assert_eq!(r.value(), &write(1, 2, 7));
     // Peer A sent this very value, so only B is behind.
     assert_eq!(r.behind_peers().collect::<Vec<_>>(), [PEER_B]);
@@ -149,51 +105,15 @@ fn gossip_from_a_peer_is_merged_acknowledged_with_the_merged_value_and_noted() {
 #[test]
 fn gossip_older_than_the_value_is_acknowledged_with_the_newer_value() {
     let (cfg, mut r) = replica();
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(3, 1, 5),
-            },
-        ),
-    );
-    let outputs = step(
-        &cfg,
-        &mut r,
-        receive(
-            PEER_A,
-            GossipMsg::Gossip {
-                value: write(1, 2, 7),
-            },
-        ),
-    );
-    assert_eq!(
-        outputs,
-        [send(
-            PEER_A,
-            GossipMsg::GossipAck {
-                value: write(3, 1, 5)
-            }
-        )]
-    );
+    deliver(&cfg, &mut r, CLIENT, put(0, write(3, 1, 5)));
+    let outputs = deliver(&cfg, &mut r, PEER_A, gossip(write(1, 2, 7)));
+    assert_eq!(outputs, [send(PEER_A, ack(write(3, 1, 5)))]);
 }
 
 #[test]
 fn gossip_from_a_stranger_is_ignored() {
     let (cfg, mut r) = replica();
-    let outputs = step(
-        &cfg,
-        &mut r,
-        receive(
-            NodeId(42),
-            GossipMsg::Gossip {
-                value: write(1, 2, 7),
-            },
-        ),
-    );
+    let outputs = deliver(&cfg, &mut r, NodeId(42), gossip(write(1, 2, 7)));
     assert!(matches!(outputs[..], [Output::Ignored { .. }]));
     assert_eq!(r.value(), &Lww::default());
 }
@@ -201,38 +121,10 @@ fn gossip_from_a_stranger_is_ignored() {
 #[test]
 fn acknowledgements_cancel_the_timer_once_no_peer_is_behind() {
     let (cfg, mut r) = replica();
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(1, 1, 5),
-            },
-        ),
-    );
-    let first = step(
-        &cfg,
-        &mut r,
-        receive(
-            PEER_A,
-            GossipMsg::GossipAck {
-                value: write(1, 1, 5),
-            },
-        ),
-    );
+    deliver(&cfg, &mut r, CLIENT, put(0, write(1, 1, 5)));
+    let first = deliver(&cfg, &mut r, PEER_A, ack(write(1, 1, 5)));
     assert!(first.is_empty(), "peer B is still behind: {first:?}");
-    let second = step(
-        &cfg,
-        &mut r,
-        receive(
-            PEER_B,
-            GossipMsg::GossipAck {
-                value: write(1, 1, 5),
-            },
-        ),
-    );
+    let second = deliver(&cfg, &mut r, PEER_B, ack(write(1, 1, 5)));
     assert_eq!(second, [Output::CancelTimer(GossipTimer::Gossip)]);
     assert!(!r.has_pending_gossip());
 }
@@ -240,93 +132,31 @@ fn acknowledgements_cancel_the_timer_once_no_peer_is_behind() {
 #[test]
 fn stale_acknowledgement_does_not_mark_a_peer_up_to_date() {
     let (cfg, mut r) = replica();
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(2, 1, 5),
-            },
-        ),
-    );
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            PEER_A,
-            GossipMsg::GossipAck {
-                value: write(1, 1, 4),
-            },
-        ),
-    );
+    deliver(&cfg, &mut r, CLIENT, put(0, write(2, 1, 5)));
+    deliver(&cfg, &mut r, PEER_A, ack(write(1, 1, 4)));
     assert_eq!(r.behind_peers().collect::<Vec<_>>(), [PEER_A, PEER_B]);
 }
 
 #[test]
 fn gossip_timer_sends_to_behind_peers_only_and_rearms() {
     let (cfg, mut r) = replica();
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(1, 1, 5),
-            },
-        ),
-    );
-    step(
-        &cfg,
-        &mut r,
-        receive(
-            PEER_A,
-            GossipMsg::GossipAck {
-                value: write(1, 1, 5),
-            },
-        ),
-    );
+    deliver(&cfg, &mut r, CLIENT, put(0, write(1, 1, 5)));
+    deliver(&cfg, &mut r, PEER_A, ack(write(1, 1, 5)));
     let outputs = step(&cfg, &mut r, Input::Timeout(GossipTimer::Gossip));
-    assert_eq!(
-        outputs,
-        [
-            send(
-                PEER_B,
-                GossipMsg::Gossip {
-                    value: write(1, 1, 5)
-                }
-            ),
-            arm_gossip()
-        ]
-    );
+    assert_eq!(outputs, [send(PEER_B, gossip(write(1, 1, 5))), arm_gossip()]);
 }
 
 #[test]
 fn gossip_timer_with_every_peer_up_to_date_does_nothing_and_stops() {
     let (cfg, mut r) = replica();
     let outputs = step(&cfg, &mut r, Input::Timeout(GossipTimer::Gossip));
-    assert!(
-        matches!(outputs[..], [Output::Ignored { .. }]),
-        "{outputs:?}"
-    );
+    assert!(matches!(outputs[..], [Output::Ignored { .. }]), "{outputs:?}");
 }
 
 #[test]
 fn step_check_rejects_a_shrinking_value() {
     let (cfg, mut before) = replica();
-    step(
-        &cfg,
-        &mut before,
-        receive(
-            CLIENT,
-            GossipMsg::Put {
-                seq: 0,
-                value: write(2, 1, 5),
-            },
-        ),
-    );
+    deliver(&cfg, &mut before, CLIENT, put(0, write(2, 1, 5)));
     let (_, after) = replica();
     let violation = Replica::check_step(&before, &after).unwrap_err();
     assert_eq!(violation.id, invariants::MONOTONE);
@@ -347,47 +177,20 @@ fn client_step(cfg: &ClientConfig<u8>, c: &mut Client, input: Input<N>) -> Vec<O
 }
 
 fn arm_retry() -> Output<N> {
-    Output::SetTimer {
-        timer: GossipTimer::Retry,
-        after: PERIOD,
-    }
+    Output::SetTimer { timer: GossipTimer::Retry, after: PERIOD }
 }
 
 #[test]
 fn client_sends_its_first_write_at_start() {
     let (_, _, outputs) = client(vec![write(1, 9, 1), write(2, 9, 2)]);
-    assert_eq!(
-        outputs,
-        [
-            send(
-                ME,
-                GossipMsg::Put {
-                    seq: 0,
-                    value: write(1, 9, 1)
-                }
-            ),
-            arm_retry()
-        ]
-    );
+    assert_eq!(outputs, [send(ME, put(0, write(1, 9, 1))), arm_retry()]);
 }
 
 #[test]
 fn client_advances_on_acknowledgement_and_stops_after_the_last() {
     let (cfg, mut c, _) = client(vec![write(1, 9, 1), write(2, 9, 2)]);
     let next = client_step(&cfg, &mut c, receive(ME, GossipMsg::PutOk { seq: 0 }));
-    assert_eq!(
-        next,
-        [
-            send(
-                ME,
-                GossipMsg::Put {
-                    seq: 1,
-                    value: write(2, 9, 2)
-                }
-            ),
-            arm_retry()
-        ]
-    );
+    assert_eq!(next, [send(ME, put(1, write(2, 9, 2))), arm_retry()]);
     let done = client_step(&cfg, &mut c, receive(ME, GossipMsg::PutOk { seq: 1 }));
     assert_eq!(done, [Output::CancelTimer(GossipTimer::Retry)]);
     assert!(c.is_done(&cfg));

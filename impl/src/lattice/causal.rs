@@ -30,9 +30,7 @@ pub struct Version<P> {
 
 impl<P: Ord> Ord for Version<P> {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.clock
-            .total_cmp(&other.clock)
-            .then_with(|| self.payload.cmp(&other.payload))
+        self.clock.total_cmp(&other.clock).then_with(|| self.payload.cmp(&other.payload))
     }
 }
 
@@ -70,15 +68,12 @@ impl<P: Ord> Siblings<P> {
         if self.0.contains(&version) || self.0.iter().any(|kept| version.clock < kept.clock) {
             return false;
         }
-        self.0
-            .retain(|kept| kept.clock.partial_cmp(&version.clock) != Some(Ordering::Less));
+        self.0.retain(|kept| kept.clock.partial_cmp(&version.clock) != Some(Ordering::Less));
         self.0.insert(version)
     }
 
     fn clock(&self) -> VectorClock {
-        self.0
-            .iter()
-            .fold(VectorClock::default(), |acc, v| acc.join(v.clock.clone()))
+        self.0.iter().fold(VectorClock::default(), |acc, v| acc.join(v.clock.clone()))
     }
 
     /// Down-set inclusion: every version of `self` is in `other` or dominated by one there.
@@ -133,10 +128,7 @@ pub struct SingleKeyCausal<V: Ord>(Siblings<V>);
 impl<V: Ord> SingleKeyCausal<V> {
     /// The register holding one write stamped with `clock`.
     pub fn new(clock: VectorClock, value: V) -> Self {
-        Self(Siblings(BTreeSet::from([Version {
-            clock,
-            payload: value,
-        }])))
+        Self(Siblings(BTreeSet::from([Version { clock, payload: value }])))
     }
 
     /// The join of the siblings' clocks: the clock a writer that read this value extends.
@@ -236,10 +228,7 @@ pub struct MultiKeyCausal<K: Ord, V: Ord>(Siblings<(Dependencies<K>, V)>);
 impl<K: Ord, V: Ord> MultiKeyCausal<K, V> {
     /// The register holding one write stamped with `clock` that depends on `dependencies`.
     pub fn new(clock: VectorClock, dependencies: Dependencies<K>, value: V) -> Self {
-        let version = Version {
-            clock,
-            payload: (dependencies, value),
-        };
+        let version = Version { clock, payload: (dependencies, value) };
         Self(Siblings(BTreeSet::from([version])))
     }
 
@@ -254,9 +243,7 @@ impl<K: Ord, V: Ord> MultiKeyCausal<K, V> {
     where
         K: Clone,
     {
-        self.0.0.iter().fold(MapUnion::default(), |acc, v| {
-            acc.join(v.payload.0.as_map().clone())
-        })
+        self.0.0.iter().fold(MapUnion::default(), |acc, v| acc.join(v.payload.0.as_map().clone()))
     }
 
     /// The concurrent sibling values.

@@ -24,10 +24,7 @@ fn violation(law: &'static str, detail: String) -> Result<(), LawViolation> {
 
 /// `a <= b`, spelled so that incomparable values read as "not below".
 fn le<L: Lattice>(a: &L, b: &L) -> bool {
-    matches!(
-        a.partial_cmp(b),
-        Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal)
-    )
+    matches!(a.partial_cmp(b), Some(std::cmp::Ordering::Less | std::cmp::Ordering::Equal))
 }
 
 fn join<L: Lattice>(a: &L, b: &L) -> L {
@@ -84,10 +81,7 @@ fn check_pair<L: Lattice>(a: &L, b: &L) -> Result<(), LawViolation> {
     }
     let mut grown = a.clone();
     if grown.merge(b.clone()) != (grown != *a) {
-        return violation(
-            "merge returns whether the value changed",
-            format!("{a:?} ⊔ {b:?}"),
-        );
+        return violation("merge returns whether the value changed", format!("{a:?} ⊔ {b:?}"));
     }
     if !(le(a, &ab) && le(b, &ab)) {
         return violation("join is an upper bound", format!("{a:?} ⊔ {b:?} = {ab:?}"));

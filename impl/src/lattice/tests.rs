@@ -126,21 +126,14 @@ mod carriers {
 
     pub(super) fn multi_key_causal() -> Vec<MultiKeyCausal<u8, u8>> {
         let clocks = [clock(&[(0, 1)]), clock(&[(1, 1)]), clock(&[(0, 1), (1, 1)])];
-        let deps = [
-            Dependencies::default(),
-            Dependencies::new([(7, clock(&[(0, 1)]))]),
-        ];
+        let deps = [Dependencies::default(), Dependencies::new([(7, clock(&[(0, 1)]))])];
         let mut atoms = Vec::new();
         for c in &clocks {
             for d in &deps {
                 atoms.push(MultiKeyCausal::new(c.clone(), d.clone(), 0));
             }
         }
-        atoms.push(MultiKeyCausal::new(
-            clocks[0].clone(),
-            Dependencies::default(),
-            1,
-        ));
+        atoms.push(MultiKeyCausal::new(clocks[0].clone(), Dependencies::default(), 1));
         closure(&atoms)
     }
 }
@@ -176,17 +169,9 @@ mod exhaustive {
     fn causal_carriers_are_not_trivial() {
         // The closures must contain real sibling sets, or the causal law tests test little.
         let singles = carriers::single_key_causal();
-        assert!(
-            singles.iter().any(|v| v.values().count() >= 3),
-            "{} values",
-            singles.len()
-        );
+        assert!(singles.iter().any(|v| v.values().count() >= 3), "{} values", singles.len());
         let multis = carriers::multi_key_causal();
-        assert!(
-            multis.iter().any(|v| v.versions().count() >= 2),
-            "{} values",
-            multis.len()
-        );
+        assert!(multis.iter().any(|v| v.versions().count() >= 2), "{} values", multis.len());
     }
 }
 
@@ -220,11 +205,7 @@ mod semantics {
         a.increment(w(0));
         assert_eq!(a.get(w(0)), 2);
         assert!(clock(&[(0, 1)]) < a);
-        assert_eq!(
-            clock(&[(0, 0), (1, 1)]),
-            b,
-            "zero counters are absent counters"
-        );
+        assert_eq!(clock(&[(0, 0), (1, 1)]), b, "zero counters are absent counters");
     }
 
     #[test]
@@ -243,22 +224,13 @@ mod semantics {
 
     #[test]
     fn multi_key_causal_joins_dependencies_of_siblings() {
-        let x = MultiKeyCausal::new(
-            clock(&[(0, 1)]),
-            Dependencies::new([("k", clock(&[(0, 1)]))]),
-            1,
-        );
-        let y = MultiKeyCausal::new(
-            clock(&[(1, 1)]),
-            Dependencies::new([("k", clock(&[(1, 2)]))]),
-            2,
-        );
+        let x =
+            MultiKeyCausal::new(clock(&[(0, 1)]), Dependencies::new([("k", clock(&[(0, 1)]))]), 1);
+        let y =
+            MultiKeyCausal::new(clock(&[(1, 1)]), Dependencies::new([("k", clock(&[(1, 2)]))]), 2);
         let both = x.join(y);
         assert_eq!(both.values().count(), 2);
-        assert_eq!(
-            both.dependencies().get(&"k"),
-            Some(&clock(&[(0, 1), (1, 2)]))
-        );
+        assert_eq!(both.dependencies().get(&"k"), Some(&clock(&[(0, 1), (1, 2)])));
     }
 
     #[test]
@@ -323,14 +295,8 @@ mod tagged {
 
     #[test]
     fn mismatch_error_names_both_types() {
-        let error = TypeMismatch {
-            stored: LatticeType::Set,
-            incoming: LatticeType::Lww,
-        };
-        assert_eq!(
-            error.to_string(),
-            "cannot merge a lww value into a key that holds set"
-        );
+        let error = TypeMismatch { stored: LatticeType::Set, incoming: LatticeType::Lww };
+        assert_eq!(error.to_string(), "cannot merge a lww value into a key that holds set");
     }
 
     #[test]
@@ -401,18 +367,9 @@ mod anna_defects {
 
     #[test]
     fn annas_causal_merge_is_not_associative() {
-        let x = AnnaCausal {
-            clock: clock(&[(0, 1)]),
-            values: BTreeSet::from([1]),
-        };
-        let y = AnnaCausal {
-            clock: clock(&[(1, 1)]),
-            values: BTreeSet::from([2]),
-        };
-        let z = AnnaCausal {
-            clock: clock(&[(0, 1), (1, 1)]),
-            values: BTreeSet::from([3]),
-        };
+        let x = AnnaCausal { clock: clock(&[(0, 1)]), values: BTreeSet::from([1]) };
+        let y = AnnaCausal { clock: clock(&[(1, 1)]), values: BTreeSet::from([2]) };
+        let z = AnnaCausal { clock: clock(&[(0, 1), (1, 1)]), values: BTreeSet::from([3]) };
         // z saw both x and y, so it should win however the three meet. Merged first, x and y
         // become one value carrying exactly z's clock, and equal clocks are "replace".
         let left = z.clone().join(x.clone()).join(y.clone());
@@ -536,11 +493,9 @@ mod random {
 
     fn single_key_causal() -> impl Strategy<Value = SingleKeyCausal<u8>> {
         prop::collection::vec((small_clock(), 0u8..4), 0..4).prop_map(|versions| {
-            versions
-                .into_iter()
-                .fold(SingleKeyCausal::default(), |acc, (c, v)| {
-                    acc.join(SingleKeyCausal::new(c, v))
-                })
+            versions.into_iter().fold(SingleKeyCausal::default(), |acc, (c, v)| {
+                acc.join(SingleKeyCausal::new(c, v))
+            })
         })
     }
 
@@ -548,11 +503,9 @@ mod random {
         let deps =
             prop::collection::btree_map(0u8..3, small_clock(), 0..3).prop_map(Dependencies::new);
         prop::collection::vec((small_clock(), deps, 0u8..4), 0..4).prop_map(|versions| {
-            versions
-                .into_iter()
-                .fold(MultiKeyCausal::default(), |acc, (c, d, v)| {
-                    acc.join(MultiKeyCausal::new(c, d, v))
-                })
+            versions.into_iter().fold(MultiKeyCausal::default(), |acc, (c, d, v)| {
+                acc.join(MultiKeyCausal::new(c, d, v))
+            })
         })
     }
 

@@ -15,9 +15,7 @@ pub struct VectorClock(MapUnion<WriterId, Max<u64>>);
 impl VectorClock {
     /// The clock with the given counters; zero counters are dropped.
     pub fn new(entries: impl IntoIterator<Item = (WriterId, u64)>) -> Self {
-        Self(MapUnion::new(
-            entries.into_iter().map(|(w, n)| (w, Max::new(n))),
-        ))
+        Self(MapUnion::new(entries.into_iter().map(|(w, n)| (w, Max::new(n)))))
     }
 
     /// The counter of `writer` (zero when absent).
@@ -36,10 +34,7 @@ impl VectorClock {
     /// # Panics
     /// When the counter would overflow `u64`, which no real writer reaches.
     pub fn increment(&mut self, writer: WriterId) {
-        let next = self
-            .get(writer)
-            .checked_add(1)
-            .expect("vector clock counter overflow");
+        let next = self.get(writer).checked_add(1).expect("vector clock counter overflow");
         self.0.merge_key(writer, Max::new(next));
     }
 
