@@ -51,6 +51,7 @@
 #![warn(missing_docs)]
 
 pub mod gossip;
+pub mod kvs;
 pub mod lattice;
 mod node;
 pub mod sim;
