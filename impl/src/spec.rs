@@ -14,6 +14,9 @@ pub mod lattices {}
 #[doc = include_str!("../../docs/protocols/gossip.md")]
 pub mod gossip {}
 
+#[doc = include_str!("../../docs/protocols/kvs.md")]
+pub mod kvs {}
+
 #[doc = include_str!("../../docs/invariants.md")]
 pub mod invariants {}
 
