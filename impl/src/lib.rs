@@ -23,7 +23,7 @@
 //! let period = Duration::from_millis(10);
 //! let cfg = GossipConfig::Replica(ReplicaConfig::new(NodeId(0), [NodeId(1)], period));
 //! let mut out = Outbox::new();
-//! let mut replica: GossipNode<u8> = Node::init(&cfg, &mut out);
+//! let mut replica: GossipNode<u8> = Node::init(&cfg, &(), &mut out);
 //! assert!(out.is_empty());
 //!
 //! // A client merges a write: the replica acknowledges it and, because its value grew,

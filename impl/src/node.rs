@@ -61,6 +61,9 @@ pub enum Output<N: Node> {
     },
     /// Disarm `timer`, if armed.
     CancelTimer(N::Timer),
+    /// Store `durable` on stable storage, replacing what was stored, before executing the
+    /// outputs after this one. After a crash the node restarts from it (see [`Node::init`]).
+    Persist(N::Durable),
     /// The input was stale, duplicated or unexpected and was ignored. Harnesses count these; it
     /// is never an error.
     Ignored {
@@ -98,6 +101,11 @@ impl<N: Node> Outbox<N> {
     /// Emits [`Output::CancelTimer`].
     pub fn cancel_timer(&mut self, timer: N::Timer) {
         self.0.push(Output::CancelTimer(timer));
+    }
+
+    /// Emits [`Output::Persist`].
+    pub fn persist(&mut self, durable: N::Durable) {
+        self.0.push(Output::Persist(durable));
     }
 
     /// Emits [`Output::Ignored`].
@@ -152,8 +160,9 @@ pub struct Violation {
 /// A harness owns the node value and the node's `Config` (its identity, peers and bounds,
 /// which never change while it runs).
 ///
-/// 1. It calls [`Node::init`] once when the node starts — and again after a crash, since a
-///    crash loses all state — and executes the emitted outputs.
+/// 1. It calls [`Node::init`] once when the node starts — and again after a crash, which
+///    loses all state but the last [`Output::Persist`]ed `Durable` value — and executes the
+///    emitted outputs.
 /// 2. Then, one at a time, it calls [`Node::handle`] with each message that arrives and each
 ///    timer that fires, and executes the outputs in the order emitted. Calls are never
 ///    concurrent; the node never sees a clock or a random number, only inputs.
@@ -173,10 +182,14 @@ pub trait Node: Clone + Eq + Hash + Debug + Sized {
     type Msg: Clone + Eq + Ord + Hash + Debug;
     /// The node's timers.
     type Timer: Clone + Eq + Ord + Hash + Debug;
+    /// What survives a crash: the last value the node persisted, `Default` before any. `()`
+    /// for roles that keep nothing.
+    type Durable: Clone + Eq + Hash + Debug + Default;
 
-    /// Builds the node's initial state, emitting its first outputs (for example, arming
-    /// timers or sending a first request).
-    fn init(cfg: &Self::Config, out: &mut Outbox<Self>) -> Self;
+    /// Builds the node's initial state from what it last persisted (`Default` on its very
+    /// first start), emitting its first outputs (for example, arming timers or sending a first
+    /// request).
+    fn init(cfg: &Self::Config, durable: &Self::Durable, out: &mut Outbox<Self>) -> Self;
 
     /// Advances the node by one input.
     fn handle(&mut self, cfg: &Self::Config, input: Input<Self>, out: &mut Outbox<Self>);

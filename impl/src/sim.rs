@@ -153,6 +153,8 @@ pub struct Sim<N: Node> {
     configs: BTreeMap<NodeId, N::Config>,
     /// `None` while crashed.
     nodes: BTreeMap<NodeId, Option<N>>,
+    /// What each node last persisted; survives its crashes.
+    durable: BTreeMap<NodeId, N::Durable>,
     in_flight: Vec<InFlight<N::Msg>>,
     timers: BTreeSet<(NodeId, N::Timer)>,
     rng: SplitMix64,
@@ -174,6 +176,7 @@ impl<N: Node> Sim<N> {
         let mut sim = Self {
             configs: configs.into_iter().collect(),
             nodes: BTreeMap::new(),
+            durable: BTreeMap::new(),
             in_flight: Vec::new(),
             timers: BTreeSet::new(),
             rng: SplitMix64(seed),
@@ -352,6 +355,9 @@ impl<N: Node> Sim<N> {
                 Output::CancelTimer(timer) => {
                     self.timers.remove(&(id, timer));
                 }
+                Output::Persist(durable) => {
+                    self.durable.insert(id, durable);
+                }
                 Output::Ignored { .. } => self.stats.ignored += 1,
             }
         }
@@ -359,7 +365,8 @@ impl<N: Node> Sim<N> {
 
     fn start(&mut self, id: NodeId) {
         let mut out = Outbox::new();
-        let node = N::init(&self.configs[&id], &mut out);
+        let durable = self.durable.get(&id).cloned().unwrap_or_default();
+        let node = N::init(&self.configs[&id], &durable, &mut out);
         self.nodes.insert(id, Some(node));
         self.execute(id, out);
     }

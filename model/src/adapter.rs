@@ -56,6 +56,7 @@ fn execute<N: Node>(out: Outbox<N>, o: &mut Out<Adapter<N>>) {
             Output::Send { to, msg } => o.send(actor_id(to), msg),
             Output::SetTimer { timer, after } => o.set_timer(timer, after..after),
             Output::CancelTimer(timer) => o.cancel_timer(timer),
+            Output::Persist(durable) => o.save(durable),
             Output::Ignored { .. } => {}
         }
     }
@@ -65,12 +66,12 @@ impl<N: Node> Actor for Adapter<N> {
     type Msg = N::Msg;
     type Timer = N::Timer;
     type State = Checked<N>;
-    type Storage = ();
+    type Storage = N::Durable;
     type Random = ();
 
-    fn on_start(&self, _: Id, _: &Option<()>, o: &mut Out<Self>) -> Checked<N> {
+    fn on_start(&self, _: Id, durable: &Option<N::Durable>, o: &mut Out<Self>) -> Checked<N> {
         let mut out = Outbox::new();
-        let node = N::init(&self.cfg, &mut out);
+        let node = N::init(&self.cfg, &durable.clone().unwrap_or_default(), &mut out);
         execute(out, o);
         Checked { node, violation: None }
     }

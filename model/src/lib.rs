@@ -197,6 +197,7 @@ where
     N::Config: Send + Sync,
     N::Msg: Send + Sync,
     N::Timer: Send + Sync,
+    N::Durable: Send + Sync,
 {
     let start = Instant::now();
     let mut builder = model.checker().threads(opts.threads.max(1));

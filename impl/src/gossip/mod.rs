@@ -122,8 +122,9 @@ impl<V: Value> Node for GossipNode<V> {
     type Config = GossipConfig<V>;
     type Msg = GossipMsg<V>;
     type Timer = GossipTimer;
+    type Durable = ();
 
-    fn init(cfg: &Self::Config, out: &mut Outbox<Self>) -> Self {
+    fn init(cfg: &Self::Config, _: &(), out: &mut Outbox<Self>) -> Self {
         match cfg {
             GossipConfig::Replica(cfg) => Self::Replica(Replica::init(cfg, out)),
             GossipConfig::Client(cfg) => Self::Client(Client::init(cfg, out)),
