@@ -105,8 +105,10 @@ pub enum Event<N: Node> {
 pub struct Stats {
     /// Messages handled.
     pub delivered: u64,
-    /// Messages lost.
+    /// Messages (or, when duplicated, copies) lost by the drop fault.
     pub dropped: u64,
+    /// Messages discarded because their recipient was down or unknown.
+    pub undeliverable: u64,
     /// Messages delivered and kept in flight for redelivery.
     pub duplicated: u64,
     /// Timers fired.
@@ -230,6 +232,11 @@ impl<N: Node> Sim<N> {
         self.crashable = Some(ids.into_iter().collect());
     }
 
+    /// Whether `timer` of node `id` is armed.
+    pub fn is_armed(&self, id: NodeId, timer: &N::Timer) -> bool {
+        self.timers.contains(&(id, timer.clone()))
+    }
+
     /// Whether no message is in flight and no timer is armed.
     pub fn is_quiet(&self) -> bool {
         self.in_flight.is_empty() && self.timers.is_empty()
@@ -323,8 +330,14 @@ impl<N: Node> Sim<N> {
         } else {
             self.in_flight.swap_remove(index)
         };
-        if dropped || !matches!(self.nodes.get(&to), Some(Some(_))) {
-            self.stats.dropped += 1;
+        // With `duplicated`, one copy stays in flight whatever happens to this one.
+        let recipient_up = matches!(self.nodes.get(&to), Some(Some(_)));
+        if dropped || !recipient_up {
+            if recipient_up {
+                self.stats.dropped += 1;
+            } else {
+                self.stats.undeliverable += 1;
+            }
             self.trace.push(Event::Drop { from, to, msg });
             return Ok(());
         }

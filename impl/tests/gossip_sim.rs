@@ -8,7 +8,7 @@ use squall_proto::NodeId;
 use squall_proto::gossip::invariants;
 use squall_proto::gossip::{ClientConfig, GossipConfig, GossipNode, ReplicaConfig};
 use squall_proto::lattice::{Lww, Merge, Stamp, WriterId};
-use squall_proto::sim::{Faults, Sim, SimError};
+use squall_proto::sim::{Event, Faults, Sim, SimError};
 
 const PERIOD: Duration = Duration::from_millis(10);
 const REPLICAS: u64 = 4;
@@ -58,6 +58,14 @@ fn run(
         let progressed = sim.step().map_err(|e| format!("seed {seed}: {e}"))?;
         if !invariants::no_thin_air(&sim.states()) {
             return Err(format!("seed {seed}: GOSSIP-I1 broken after {:?}", sim.trace().last()));
+        }
+        let armed = sim.nodes().all(|(id, cfg, node)| {
+            node.is_none_or(|node| {
+                invariants::retransmission_armed(cfg, node, |timer| sim.is_armed(id, &timer))
+            })
+        });
+        if !armed {
+            return Err(format!("seed {seed}: GOSSIP-I4 broken after {:?}", sim.trace().last()));
         }
         if !progressed {
             break;
@@ -117,6 +125,7 @@ fn the_same_seed_gives_the_same_run() {
 fn replica_crashes_never_break_safety() {
     // Replicas keep no durable state, so a crash may lose writes and liveness is not expected;
     // values must still come from clients and only grow while a replica lives.
+    let mut replica_crashes = 0;
     for seed in 0..50 {
         let mut sim = Sim::new(seed, faulty(), configs());
         for _ in 0..2_000 {
@@ -127,7 +136,11 @@ fn replica_crashes_never_break_safety() {
             }
             assert!(invariants::no_thin_air(&sim.states()), "seed {seed}");
         }
+        let replica_crash =
+            |e: &Event<GossipNode<u16>>| matches!(e, Event::Crash(id) if id.0 < REPLICAS);
+        replica_crashes += sim.trace().iter().filter(|e| replica_crash(e)).count();
     }
+    assert!(replica_crashes > 0, "no replica ever crashed: the test proved nothing");
 }
 
 #[cfg(feature = "mutants")]
@@ -166,6 +179,7 @@ mod mutants {
             (Mutant::SkipPeer, "GOSSIP-I3"),
             // Without acknowledgements gossip is re-sent for ever: the healed run never settles.
             (Mutant::DropGossipAck, "not quiet"),
+            (Mutant::NoRetransmit, "GOSSIP-I4"),
         ];
         assert_eq!(expected.len(), Mutant::ALL.len());
         for (mutant, symptom) in expected {

@@ -54,7 +54,10 @@ fn execute<N: Node>(out: Outbox<N>, o: &mut Out<Adapter<N>>) {
     for output in out {
         match output {
             Output::Send { to, msg } => o.send(actor_id(to), msg),
-            Output::SetTimer { timer, after } => o.set_timer(timer, after..after),
+            // Stateright wants a non-empty range (its runtime draws from it; the checker ignores it).
+            Output::SetTimer { timer, after } => {
+                o.set_timer(timer, after..after + std::time::Duration::from_millis(1));
+            }
             Output::CancelTimer(timer) => o.cancel_timer(timer),
             Output::Persist(durable) => o.save(durable),
             Output::Ignored { .. } => {}

@@ -1,5 +1,5 @@
 //! The `gossip` model: replicas of an LWW register, clients writing to them, and a network that
-//! drops, duplicates and reorders every message.
+//! duplicates and reorders every message (and loses any, implicitly: see [`Bounds::lossy`]).
 //!
 //! Each client writes its values, one at a time, to one replica and re-sends until
 //! acknowledged. Clients' first writes share a time, so only the writer id orders them: the
@@ -97,7 +97,8 @@ fn no_step_violation(state: &ActorModelState<GossipActor>, id: &str) -> bool {
     })
 }
 
-/// The model with its properties, over a lossy, duplicating, reordering network.
+/// The model with its properties, over a duplicating, reordering network (explicitly lossy
+/// with [`Bounds::lossy`]).
 pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
     ActorModel::new((), ())
         .actors(configs(bounds, mutant).into_iter().map(|cfg| Adapter { cfg }))
@@ -117,6 +118,20 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
             stateright::Expectation::Always,
             "GOSSIP-I3 once quiescent, every replica holds the join of all writes",
             |model, state| invariants::converged_when_quiescent(&states(model, state)),
+        )
+        .property(
+            stateright::Expectation::Always,
+            "GOSSIP-I4 whoever still has something to deliver has its retransmission timer armed",
+            |model, state| {
+                let timers = state.timers_set.iter();
+                let nodes = model.actors.iter().zip(&state.actor_states).zip(&state.crashed);
+                nodes.zip(timers).all(|(((actor, checked), crashed), timers)| {
+                    *crashed
+                        || invariants::retransmission_armed(&actor.cfg, &checked.node, |timer| {
+                            timers.iter().any(|armed| *armed == timer)
+                        })
+                })
+            },
         )
         .property(
             stateright::Expectation::Sometimes,

@@ -40,7 +40,7 @@ pub struct ModelInfo {
 pub fn models() -> Vec<ModelInfo> {
     vec![ModelInfo {
         model: "gossip",
-        about: "replicas of an LWW register gossiping over a lossy, duplicating network",
+        about: "replicas of an LWW register gossiping over a duplicating, reordering network",
         mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
     }]
 }
@@ -205,60 +205,69 @@ where
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
     }
     let mut progress = Progress { model: name, enabled: opts.progress, printed: Duration::ZERO };
+    let run = Run { name, mutant, start, full: opts.full };
     if opts.bfs {
-        summarize(name, mutant, builder.spawn_bfs().join_and_report(&mut progress), start)
+        run.summarize(builder.spawn_bfs().join_and_report(&mut progress))
     } else {
-        summarize(name, mutant, builder.spawn_dfs().join_and_report(&mut progress), start)
+        run.summarize(builder.spawn_dfs().join_and_report(&mut progress))
     }
 }
 
-fn summarize<N: Node>(
+/// What a check was asked to do, for its report.
+struct Run {
     name: &'static str,
     mutant: Option<String>,
-    checker: impl Checker<NodeModel<N>>,
     start: Instant,
-) -> Report {
-    let model = checker.model();
-    let discoveries = checker.discoveries();
-    let failed = |p: &Property<NodeModel<N>>| {
-        p.expectation != Expectation::Sometimes && discoveries.contains_key(p.name)
-    };
-    // Without `--full` the search stops at the first failure, leaving other properties open.
-    let stopped_early = model.properties().iter().any(failed);
-    let properties = model
-        .properties()
-        .into_iter()
-        .map(|property| {
-            let discovery = discoveries.get(property.name);
-            let expectation = match property.expectation {
-                Expectation::Always => "always",
-                Expectation::Eventually => "eventually",
-                Expectation::Sometimes => "sometimes",
-            };
-            let holds = match (&property.expectation, discovery) {
-                (Expectation::Sometimes, Some(_)) => Some(true),
-                (_, Some(_)) => Some(false),
-                (_, None) if stopped_early => None,
-                (Expectation::Sometimes, None) => Some(false),
-                (_, None) => Some(true),
-            };
-            let counterexample = match (holds, discovery) {
-                (Some(false), Some(path)) => Some(format_trace(model, path.clone())),
-                (Some(false), None) => Some("no reachable state satisfies this property\n".into()),
-                _ => None,
-            };
-            PropertyReport { name: property.name, expectation, holds, counterexample }
-        })
-        .collect();
-    Report {
-        model: name,
-        mutant,
-        states: checker.state_count(),
-        unique_states: checker.unique_state_count(),
-        max_depth: checker.max_depth(),
-        secs: start.elapsed().as_secs_f64(),
-        complete: !stopped_early,
-        properties,
+    full: bool,
+}
+
+impl Run {
+    fn summarize<N: Node>(self, checker: impl Checker<NodeModel<N>>) -> Report {
+        let Self { name, mutant, start, full } = self;
+        let model = checker.model();
+        let discoveries = checker.discoveries();
+        let failed = |p: &Property<NodeModel<N>>| {
+            p.expectation != Expectation::Sometimes && discoveries.contains_key(p.name)
+        };
+        // Without `--full` the search stops at the first failure, leaving other properties open.
+        let stopped_early = !full && model.properties().iter().any(failed);
+        let properties = model
+            .properties()
+            .into_iter()
+            .map(|property| {
+                let discovery = discoveries.get(property.name);
+                let expectation = match property.expectation {
+                    Expectation::Always => "always",
+                    Expectation::Eventually => "eventually",
+                    Expectation::Sometimes => "sometimes",
+                };
+                let holds = match (&property.expectation, discovery) {
+                    (Expectation::Sometimes, Some(_)) => Some(true),
+                    (_, Some(_)) => Some(false),
+                    (_, None) if stopped_early => None,
+                    (Expectation::Sometimes, None) => Some(false),
+                    (_, None) => Some(true),
+                };
+                let counterexample = match (holds, discovery) {
+                    (Some(false), Some(path)) => Some(format_trace(model, path.clone())),
+                    (Some(false), None) => {
+                        Some("no reachable state satisfies this property\n".into())
+                    }
+                    _ => None,
+                };
+                PropertyReport { name: property.name, expectation, holds, counterexample }
+            })
+            .collect();
+        Report {
+            model: name,
+            mutant,
+            states: checker.state_count(),
+            unique_states: checker.unique_state_count(),
+            max_depth: checker.max_depth(),
+            secs: start.elapsed().as_secs_f64(),
+            complete: !stopped_early,
+            properties,
+        }
     }
 }
 

@@ -51,6 +51,10 @@ enum Command {
         /// Keep searching after the first failure, to decide every property (slower).
         #[arg(long)]
         full: bool,
+        /// Check the model once per mutant instead, proving every property can fail: exits 0
+        /// when every mutant makes some property fail, 1 when a mutant escapes.
+        #[arg(long, conflicts_with = "mutant")]
+        all_mutants: bool,
     },
     /// Serve Stateright Explorer for a model on localhost, to step through it in a browser.
     Explore {
@@ -92,28 +96,53 @@ fn run() -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { model, mutant, json, bfs, threads, quiet, full } => {
-            let names: Vec<String> = if model == "all" {
+        Command::Check { model, mutant, json, bfs, threads, quiet, full, all_mutants } => {
+            let infos: Vec<_> = if model == "all" {
                 anyhow::ensure!(mutant.is_none(), "--mutant needs a single model, not `all`");
-                models().into_iter().map(|m| m.model.to_owned()).collect()
+                models()
             } else {
-                vec![model]
+                // An unknown name is reported by `check` with the list of known models.
+                models().into_iter().filter(|m| m.model == model).collect()
             };
             let mut opts = CheckOptions { bfs, full, progress: !quiet, ..CheckOptions::default() };
             if let Some(threads) = threads {
                 opts.threads = threads;
             }
-            let mut all_hold = true;
-            for name in names {
-                let report = check(&name, mutant.as_deref(), opts)?;
-                all_hold &= report.holds();
+            if infos.is_empty() {
+                check(&model, None, opts)?;
+            }
+            let mut ok = true;
+            for info in infos {
+                if all_mutants {
+                    for name in &info.mutants {
+                        let report = check(info.model, Some(name), opts)?;
+                        let failed: Vec<_> = report
+                            .properties
+                            .iter()
+                            .filter(|p| p.holds == Some(false))
+                            .map(|p| p.name.split(' ').next().unwrap_or(p.name))
+                            .collect();
+                        ok &= !failed.is_empty();
+                        match failed.is_empty() {
+                            true => println!("{} --mutant {name}: ESCAPED", info.model),
+                            false => println!(
+                                "{} --mutant {name}: caught by {}",
+                                info.model,
+                                failed.join(", ")
+                            ),
+                        }
+                    }
+                    continue;
+                }
+                let report = check(info.model, mutant.as_deref(), opts)?;
+                ok &= report.holds();
                 if json {
                     println!("{}", serde_json::to_string(&report)?);
                 } else {
                     print_report(&report);
                 }
             }
-            Ok(if all_hold { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Explore { model, mutant, addr } => {
             println!("Stateright Explorer for `{model}` on http://{addr} (Ctrl-C to stop)");

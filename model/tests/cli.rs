@@ -69,3 +69,18 @@ fn unknown_names_are_clear_errors() {
     let output = squall_model(&["check", "all", "--mutant", "skip-peer"]);
     assert_eq!(output.status.code(), Some(2));
 }
+
+#[test]
+fn all_mutants_reports_each_mutant_caught() {
+    let output = squall_model(&["check", "gossip", "--all-mutants", "-q"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let text = stdout(&output);
+    assert!(text.contains("gossip --mutant no-retransmit: caught by GOSSIP-I4"), "{text}");
+    assert_eq!(text.lines().count(), squall_model_mutant_count());
+}
+
+fn squall_model_mutant_count() -> usize {
+    let output = squall_model(&["list", "--json"]);
+    let models: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    models[0]["mutants"].as_array().unwrap().len()
+}

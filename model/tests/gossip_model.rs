@@ -47,6 +47,7 @@ fn property_names_start_with_their_invariant_ids() {
         invariants::NO_THIN_AIR,
         invariants::MONOTONE,
         invariants::CONVERGENCE,
+        invariants::RETRANSMISSION,
         invariants::QUIESCENCE_REACHABLE,
     ];
     assert_eq!(names.len(), ids.len());
@@ -63,6 +64,7 @@ fn every_mutant_makes_its_property_fail() {
         (Mutant::LwwIgnoresWriter, invariants::MONOTONE),
         (Mutant::SkipPeer, invariants::CONVERGENCE),
         (Mutant::DropGossipAck, invariants::QUIESCENCE_REACHABLE),
+        (Mutant::NoRetransmit, invariants::RETRANSMISSION),
     ];
     assert_eq!(expected.len(), mutants().len(), "every mutant has an expectation");
     for (mutant, id) in expected {
@@ -111,4 +113,24 @@ fn explicit_message_loss_reaches_no_other_node_states() {
     assert_eq!(implicit, node_states(lossy));
     let caught = check(lossy, Some(Mutant::SkipPeer));
     assert_eq!(verdict(&caught, invariants::CONVERGENCE), Some(false));
+}
+
+#[test]
+fn full_search_decides_every_property_despite_a_failure() {
+    let opts = CheckOptions { progress: false, full: true, ..CheckOptions::default() };
+    let report = run("gossip", None, model(SMALL, Some(Mutant::TornLww)), opts);
+    assert!(report.complete);
+    assert!(report.properties.iter().all(|p| p.holds.is_some()), "{:?}", report.properties);
+    assert_eq!(verdict(&report, invariants::NO_THIN_AIR), Some(false));
+    assert_eq!(verdict(&report, invariants::QUIESCENCE_REACHABLE), Some(true));
+}
+
+#[test]
+fn clients_with_several_writes_are_checked_too() {
+    // Exercises the client's sequence numbers: a later write must not be taken as acknowledged
+    // by an earlier write's PutOk.
+    let bounds = Bounds { replicas: 2, clients: 1, writes_per_client: 2, lossy: false };
+    let checker = model(bounds, None).checker().spawn_dfs().join();
+    checker.assert_properties();
+    assert_eq!(checker.unique_state_count(), 140);
 }

@@ -5,7 +5,7 @@
 //! The functions take every node of the run as `(config, state)`, with `None` for the state of
 //! a crashed node: a crashed client's writes still count as written.
 
-use super::{GossipConfig, GossipNode, Value};
+use super::{GossipConfig, GossipNode, GossipTimer, Value};
 use crate::lattice::{Lww, Merge};
 
 /// GOSSIP-I1: every replica holds bottom or a write some client made (no value from thin air).
@@ -15,6 +15,9 @@ pub const MONOTONE: &str = "GOSSIP-I2";
 /// GOSSIP-I3: once quiescent (every client acknowledged, no replica has a peer behind it),
 /// every replica holds the join of all writes.
 pub const CONVERGENCE: &str = "GOSSIP-I3";
+/// GOSSIP-I4: a replica with a peer behind has its gossip timer armed, and a client with writes
+/// left has its retry timer armed, so a lost message delays progress but never stops it.
+pub const RETRANSMISSION: &str = "GOSSIP-I4";
 /// GOSSIP-L1: quiescence is reachable (the convergence property is not vacuous).
 pub const QUIESCENCE_REACHABLE: &str = "GOSSIP-L1";
 
@@ -64,4 +67,21 @@ pub fn converged_when_quiescent<V: Value>(
     }
     let join = writes(nodes).fold(Lww::default(), |acc, w| Merge::join(acc, w.clone()));
     replicas(nodes).all(|replica| *replica.value() == join)
+}
+
+/// GOSSIP-I4 for one live node, given which of its timers are armed.
+pub fn retransmission_armed<V: Value>(
+    cfg: &GossipConfig<V>,
+    node: &GossipNode<V>,
+    armed: impl Fn(GossipTimer) -> bool,
+) -> bool {
+    match (cfg, node) {
+        (_, GossipNode::Replica(replica)) => {
+            !replica.has_pending_gossip() || armed(GossipTimer::Gossip)
+        }
+        (GossipConfig::Client(cfg), GossipNode::Client(client)) => {
+            client.is_done(cfg) || armed(GossipTimer::Retry)
+        }
+        (GossipConfig::Replica(_), GossipNode::Client(_)) => false,
+    }
 }

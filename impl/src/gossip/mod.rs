@@ -76,16 +76,20 @@ pub enum Mutant {
     SkipPeer,
     /// A replica never acknowledges gossip, so its peers re-send for ever.
     DropGossipAck,
+    /// A replica sends gossip once and does not re-arm its timer (Anna's fire-and-forget), so a
+    /// lost gossip message is never replaced.
+    NoRetransmit,
 }
 
 impl Mutant {
     /// Every mutant, in a stable order.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::OverwriteMerge,
         Self::TornLww,
         Self::LwwIgnoresWriter,
         Self::SkipPeer,
         Self::DropGossipAck,
+        Self::NoRetransmit,
     ];
 
     /// The mutant's command-line name.
@@ -96,6 +100,7 @@ impl Mutant {
             Self::LwwIgnoresWriter => "lww-ignores-writer",
             Self::SkipPeer => "skip-peer",
             Self::DropGossipAck => "drop-gossip-ack",
+            Self::NoRetransmit => "no-retransmit",
         }
     }
 }

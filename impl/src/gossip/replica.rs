@@ -161,7 +161,7 @@ impl<V: Value> Replica<V> {
         }
         if behind.is_empty() {
             out.ignore("gossip timer with every peer up to date");
-        } else {
+        } else if !mutant(cfg, super::Mutant::NoRetransmit) {
             out.set_timer(GossipTimer::Gossip, cfg.gossip_period);
         }
     }
@@ -173,6 +173,17 @@ impl<V: Value> Replica<V> {
                 id: super::invariants::MONOTONE,
                 detail: format!("value went from {:?} to {:?}", before.value, after.value),
             });
+        }
+        for (peer, known) in &before.acked {
+            if after.acked.get(peer).is_none_or(|now| known > now) {
+                return Err(Violation {
+                    id: super::invariants::MONOTONE,
+                    detail: format!(
+                        "knowledge of {peer} went from {known:?} to {:?}",
+                        after.acked.get(peer)
+                    ),
+                });
+            }
         }
         Ok(())
     }

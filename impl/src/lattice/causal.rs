@@ -2,9 +2,10 @@
 //!
 //! Anna stored a causal value as one vector clock plus a set of sibling values, merging by
 //! "replace if the incoming clock dominates or equals, union if concurrent". That merge is not
-//! associative: take concurrent writes `x`, `y` and a write `z` that saw both. `z ⊔ x ⊔ y` is
-//! `z`, but `x ⊔ y` is one value carrying exactly `z`'s clock, and `z ⊔ (x ⊔ y)` then replaces
-//! `z` by the stale siblings. Replicas receiving the same writes in different orders disagree. Squall stores the *versions* instead: a set of `(clock, value)` pairs none of
+//! associative: take concurrent writes `x` at `{a:1}` and `y` at `{b:1}`, and `z` at `{a:2}`,
+//! which saw `x` but not `y`. `(x ⊔ y) ⊔ z` unions all three, keeping the overwritten `x`, while
+//! `x ⊔ (y ⊔ z)` replaces `x` (its clock is below the joined `{a:2, b:1}`) and keeps `{y, z}`.
+//! Replicas receiving the same writes in different orders disagree. Squall stores the *versions* instead: a set of `(clock, value)` pairs none of
 //! which happened before another (an antichain), merged by union followed by discarding every
 //! version whose clock is strictly dominated. That is the lattice of down-sets of versions, so
 //! every law holds; the single clock and sibling set Anna exposed are derived from it
@@ -113,7 +114,7 @@ impl<P: Ord> From<Siblings<P>> for BTreeSet<Version<P>> {
 /// A single-key causal register: the concurrent versions of one key (Anna's
 /// `SINGLE_CAUSAL`). A write that saw every current version replaces them; concurrent writes
 /// are kept side by side as siblings. Bottom has no version.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
 #[cfg_attr(
@@ -161,7 +162,11 @@ impl<V: Ord> PartialOrd for SingleKeyCausal<V> {
 
 /// The dependencies of a multi-key causal write: for each key it causally depends on, the
 /// clock of the version of that key its writer had seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// Its `Ord` and `PartialOrd` are a total order for storage (keys, then clocks by
+/// [`VectorClock::total_cmp`]), **not** the lattice order of the map it wraps: compare
+/// dependencies causally through [`Dependencies::as_map`].
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
 #[cfg_attr(
@@ -213,7 +218,7 @@ impl<K: Ord> PartialOrd for Dependencies<K> {
 
 /// A multi-key causal register (Anna's `MULTI_CAUSAL`): like [`SingleKeyCausal`], but every
 /// version also carries its [`Dependencies`], so a reader can assemble a causal cut across keys.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
 #[cfg_attr(
@@ -266,5 +271,25 @@ impl<K: Ord, V: Ord> Merge for MultiKeyCausal<K, V> {
 impl<K: Ord, V: Ord> PartialOrd for MultiKeyCausal<K, V> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         partial_cmp_by_le(self, other, |a, b| a.0.le(&b.0))
+    }
+}
+
+// `Default` by hand: a derive would demand `K: Default` and `V: Default`, which bottom does
+// not need.
+impl<V: Ord> Default for SingleKeyCausal<V> {
+    fn default() -> Self {
+        Self(Siblings::default())
+    }
+}
+
+impl<K: Ord> Default for Dependencies<K> {
+    fn default() -> Self {
+        Self(MapUnion::default())
+    }
+}
+
+impl<K: Ord, V: Ord> Default for MultiKeyCausal<K, V> {
+    fn default() -> Self {
+        Self(Siblings::default())
     }
 }

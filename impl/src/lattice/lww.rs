@@ -128,7 +128,7 @@ impl<V: Ord + Clone> Lww<V> {
     /// Merges stamp and value as if they were independent registers: a torn write that pairs
     /// one writer's stamp with another writer's value, which nobody wrote.
     pub fn merge_torn(&mut self, other: Self) -> bool {
-        let merged = match (self.0.take(), other.0) {
+        let merged = match (self.0.clone(), other.0) {
             (None, theirs) => theirs,
             (mine, None) => mine,
             (Some((mine, a)), Some((theirs, b))) => Some((mine.max(theirs), a.max(b))),

@@ -68,7 +68,14 @@ impl<T: Bounded> Merge for Max<T> {
 
 impl<T: Bounded> PartialOrd for Max<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.0.cmp(&other.0))
+        Some(self.cmp(other))
+    }
+}
+
+/// The lattice order of `Max` is total, so it is also its `Ord`.
+impl<T: Bounded> Ord for Max<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0.cmp(&other.0)
     }
 }
 
@@ -109,7 +116,13 @@ impl<T: Bounded> Merge for Min<T> {
 
 impl<T: Bounded> PartialOrd for Min<T> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        // Smaller values are higher in the lattice.
-        Some(other.0.cmp(&self.0))
+        Some(self.cmp(other))
+    }
+}
+
+/// The lattice order of `Min` is total, so it is also its `Ord`: smaller values are higher.
+impl<T: Bounded> Ord for Min<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other.0.cmp(&self.0)
     }
 }

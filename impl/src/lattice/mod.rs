@@ -33,7 +33,7 @@ use std::hash::Hash;
 pub use causal::{Dependencies, MultiKeyCausal, SingleKeyCausal, Version};
 pub use lww::{Lww, Stamp};
 pub use map::MapUnion;
-pub use max::{Max, Min};
+pub use max::{Bounded, Max, Min};
 pub use priority::Priority;
 pub use set::SetUnion;
 pub use value::{LatticeType, LatticeValue, TypeMismatch};

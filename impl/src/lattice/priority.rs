@@ -59,6 +59,13 @@ impl<V: Ord> Merge for Priority<V> {
 
 impl<V: Ord> PartialOrd for Priority<V> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(rank(&self.0, &other.0))
+        Some(self.cmp(other))
+    }
+}
+
+/// The lattice order of `Priority` is total, so it is also its `Ord`.
+impl<V: Ord> Ord for Priority<V> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        rank(&self.0, &other.0)
     }
 }

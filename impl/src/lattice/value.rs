@@ -54,6 +54,10 @@ pub struct TypeMismatch {
 ///
 /// It is not itself a lattice — values of different types have no join — so it has no
 /// [`Merge`] impl; [`LatticeValue::merge`] returns a [`TypeMismatch`] instead of guessing.
+///
+/// Its `Ord` is a total order on representations (type tag, then contents), so that messages
+/// carrying values can live in ordered collections and model-checker networks. It is *not* the
+/// lattice order, which is [`LatticeValue::le`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)] // Each variant holds the lattice of the same name.
@@ -113,7 +117,7 @@ impl LatticeValue {
     }
 
     /// Whether `self` is at or below `other` in the lattice order; values of different types
-    /// are unordered.
+    /// are unordered. (The `Ord` of `LatticeValue` is a representation order, not this.)
     pub fn le(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Lww(a), Self::Lww(b)) => a <= b,
@@ -125,5 +129,31 @@ impl LatticeValue {
             (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => a <= b,
             _ => false,
         }
+    }
+}
+
+impl Ord for LatticeValue {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        match (self, other) {
+            (Self::Lww(a), Self::Lww(b)) => a.cmp(b),
+            (Self::Set(a), Self::Set(b)) => a.as_set().cmp(b.as_set()),
+            (Self::Max(a), Self::Max(b)) => a.cmp(b),
+            (Self::Min(a), Self::Min(b)) => a.cmp(b),
+            (Self::Priority(a), Self::Priority(b)) => a.cmp(b),
+            (Self::SingleKeyCausal(a), Self::SingleKeyCausal(b)) => a.versions().cmp(b.versions()),
+            (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => a.versions().cmp(b.versions()),
+            (a, b) => {
+                let order = a.lattice_type().cmp(&b.lattice_type());
+                debug_assert_ne!(order, Ordering::Equal, "same type handled above");
+                order
+            }
+        }
+    }
+}
+
+impl PartialOrd for LatticeValue {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
