@@ -1,11 +1,124 @@
-//! The Anna key-value store protocol: placement, replication, gossip and membership.
+//! The Anna key-value store protocol: placement, replication, gossip and restarts.
 //!
-//! Built so far: the placement function, [`ring`]. The storage node, client and membership
-//! roles follow (see `docs/protocols/kvs.md` for the plan they implement).
+//! Keys hold tagged lattice values ([`LatticeValue`](crate::lattice::LatticeValue)). The
+//! [`ring`] places each key on `replication` storage nodes. A client sends a put to one of them
+//! (the *coordinator*), which merges it, gossips it to the key's other replicas at once, and
+//! acknowledges the client when as many replicas as the put's [`Durability`] asks for are known
+//! to hold the key's value. Every replica re-sends gossip to replicas that have not
+//! acknowledged its value, so replicas converge whatever the network loses. A node that
+//! restarts comes back empty with a higher *incarnation*; its peers then stop trusting its
+//! earlier acknowledgements and send it its keys again.
+//!
+//! Specified on [the KVS page](crate::spec::kvs); invariants in [`invariants`]. Membership
+//! changes (join, leave, handoff) are not implemented yet.
 
+mod client;
+pub mod invariants;
+mod msg;
 pub mod ring;
+mod storage;
 
-pub use ring::{Epoch, Ring, fnv1a64};
+pub use client::{ClientConfig, KvsClient, Op, Outcome};
+pub use msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
+pub use ring::{Epoch, Ring, fnv1a64, ring_hash};
+pub use storage::{StorageConfig, StorageNode};
+
+use crate::node::{Input, Node, Outbox, Violation};
+
+/// Seeded defects that the model checker and the simulator must catch. A node carries one only
+/// through its config's `mutant` field, which exists only with the `mutants` feature.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// The coordinator acknowledges a put as soon as it merged it, whatever the durability.
+    AckBeforeReplicas,
+    /// Gossip never reaches a key's last replica.
+    GossipSkipsReplica,
+    /// A put of the wrong lattice type is answered with success and dropped (Anna's behavior).
+    AcceptMismatch,
+    /// A newer incarnation of a peer is recorded but its keys are not sent to it again.
+    IgnoreIncarnation,
+    /// A get of a missing key answers bottom instead of "no such key".
+    MissingAsBottom,
+    /// Gossip replaces a replica's value instead of merging into it.
+    OverwriteMerge,
+    /// The client follows a redirect from an epoch no newer than its own.
+    FollowStaleRedirect,
+}
+
+impl Mutant {
+    /// The mutants the `kvs` model catches, in a stable order.
+    pub const KVS: [Self; 6] = [
+        Self::AckBeforeReplicas,
+        Self::GossipSkipsReplica,
+        Self::AcceptMismatch,
+        Self::IgnoreIncarnation,
+        Self::MissingAsBottom,
+        Self::OverwriteMerge,
+    ];
+
+    /// The mutant's command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AckBeforeReplicas => "ack-before-replicas",
+            Self::GossipSkipsReplica => "gossip-skips-replica",
+            Self::AcceptMismatch => "accept-mismatch",
+            Self::IgnoreIncarnation => "ignore-incarnation",
+            Self::MissingAsBottom => "missing-as-bottom",
+            Self::OverwriteMerge => "overwrite-merge",
+            Self::FollowStaleRedirect => "follow-stale-redirect",
+        }
+    }
+}
+
+/// Either role of the KVS protocol.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KvsNode {
+    /// A storage node.
+    Storage(StorageNode),
+    /// A client.
+    Client(KvsClient),
+}
+
+/// The configuration of a [`KvsNode`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KvsConfig {
+    /// Configures a [`StorageNode`].
+    Storage(StorageConfig),
+    /// Configures a [`KvsClient`].
+    Client(ClientConfig),
+}
+
+impl Node for KvsNode {
+    type Config = KvsConfig;
+    type Msg = KvsMsg;
+    type Timer = KvsTimer;
+    /// A storage node's incarnation; clients persist nothing.
+    type Durable = u32;
+
+    fn init(cfg: &KvsConfig, durable: &u32, out: &mut Outbox<Self>) -> Self {
+        match cfg {
+            KvsConfig::Storage(cfg) => Self::Storage(StorageNode::init(cfg, *durable, out)),
+            KvsConfig::Client(cfg) => Self::Client(KvsClient::init(cfg, out)),
+        }
+    }
+
+    fn handle(&mut self, cfg: &KvsConfig, input: Input<Self>, out: &mut Outbox<Self>) {
+        match (self, cfg) {
+            (Self::Storage(node), KvsConfig::Storage(cfg)) => node.handle(cfg, input, out),
+            (Self::Client(client), KvsConfig::Client(cfg)) => client.handle(cfg, input, out),
+            _ => unreachable!("a KVS node is always run with the config of its own role"),
+        }
+    }
+
+    fn check_step(_: &KvsConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        match (before, after) {
+            (Self::Storage(before), Self::Storage(after)) => StorageNode::check_step(before, after),
+            _ => Ok(()),
+        }
+    }
+}
 
 #[cfg(test)]
 mod ring_tests;
+#[cfg(test)]
+mod tests;

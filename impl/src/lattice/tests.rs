@@ -276,7 +276,7 @@ mod tagged {
                     };
                     assert_eq!(result, Err(expected));
                     assert_eq!(value, stored, "a rejected merge must not change the value");
-                    assert!(!value.le(&incoming) && !incoming.le(&value));
+                    assert!(!value.lattice_le(&incoming) && !incoming.lattice_le(&value));
                 }
             }
         }
@@ -287,7 +287,7 @@ mod tagged {
         for value in samples() {
             let mut bottom = LatticeValue::bottom(value.lattice_type());
             assert_eq!(bottom.lattice_type(), value.lattice_type());
-            assert!(bottom.le(&value));
+            assert!(bottom.lattice_le(&value));
             assert_eq!(bottom.merge(value.clone()), Ok(true));
             assert_eq!(bottom, value);
         }

@@ -41,7 +41,8 @@ impl std::fmt::Display for LatticeType {
 
 /// A merge of two values of different lattice types: the write is rejected and the stored
 /// value is unchanged. (Anna logged this case and answered success.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[error("cannot merge a {incoming} value into a key that holds {stored}")]
 pub struct TypeMismatch {
     /// The type the key holds.
@@ -57,7 +58,7 @@ pub struct TypeMismatch {
 ///
 /// Its `Ord` is a total order on representations (type tag, then contents), so that messages
 /// carrying values can live in ordered collections and model-checker networks. It is *not* the
-/// lattice order, which is [`LatticeValue::le`].
+/// lattice order, which is [`LatticeValue::lattice_le`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[allow(missing_docs)] // Each variant holds the lattice of the same name.
@@ -118,7 +119,7 @@ impl LatticeValue {
 
     /// Whether `self` is at or below `other` in the lattice order; values of different types
     /// are unordered. (The `Ord` of `LatticeValue` is a representation order, not this.)
-    pub fn le(&self, other: &Self) -> bool {
+    pub fn lattice_le(&self, other: &Self) -> bool {
         match (self, other) {
             (Self::Lww(a), Self::Lww(b)) => a <= b,
             (Self::Set(a), Self::Set(b)) => a <= b,

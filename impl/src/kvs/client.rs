@@ -1,0 +1,225 @@
+//! The KVS client role: runs a fixed list of operations, one at a time, routing each by its own
+//! copy of the ring, following redirects and retrying with new request numbers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::KvsNode;
+use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
+use super::ring::{Epoch, Ring};
+use crate::lattice::LatticeValue;
+use crate::node::{Input, NodeId, Outbox};
+
+type Out = Outbox<KvsNode>;
+
+/// One operation a client performs.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Key,
+    },
+    /// Merge a value into a key.
+    Put {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: LatticeValue,
+        /// How many replicas must hold it before the put is acknowledged.
+        durability: Durability,
+    },
+}
+
+impl Op {
+    /// The key the operation is about.
+    pub fn key(&self) -> &Key {
+        match self {
+            Self::Get { key } | Self::Put { key, .. } => key,
+        }
+    }
+}
+
+/// What became of an operation.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// A get answered: the replica's value, or `None` for a key it does not hold.
+    Read(Option<LatticeValue>),
+    /// A put acknowledged at its durability.
+    Written,
+    /// A put refused; definite: it did not happen.
+    Rejected(PutError),
+    /// Every attempt timed out; indefinite: a put may or may not have happened.
+    Failed,
+}
+
+impl Outcome {
+    /// Whether the outcome is certain (the operation happened, or certainly did not).
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Self::Failed)
+    }
+}
+
+/// How a client is configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// This client.
+    pub id: NodeId,
+    /// The ring the client routes by until a redirect from a newer epoch corrects it.
+    pub ring: Ring,
+    /// The replication factor of every key.
+    pub replication: usize,
+    /// The operations, in order.
+    pub ops: Vec<Op>,
+    /// How long to wait for an answer before retrying.
+    pub retry_after: Duration,
+    /// Attempts per operation before giving up with [`Outcome::Failed`].
+    pub max_attempts: u32,
+    /// The seeded defect this client carries, if any.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<super::Mutant>,
+}
+
+impl ClientConfig {
+    /// A correct client `id` running `ops`.
+    pub fn new(id: NodeId, ring: Ring, replication: usize, ops: Vec<Op>) -> Self {
+        Self {
+            id,
+            ring,
+            replication,
+            ops,
+            retry_after: Duration::from_millis(100),
+            max_attempts: 3,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+
+    #[cfg(feature = "mutants")]
+    fn has(&self, mutant: super::Mutant) -> bool {
+        self.mutant == Some(mutant)
+    }
+
+    #[cfg(not(feature = "mutants"))]
+    fn has(&self, _: super::Mutant) -> bool {
+        false
+    }
+}
+
+/// A client's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KvsClient {
+    /// The number of the next request; the current one is `next_req - 1`.
+    next_req: u32,
+    /// Attempts made at the current operation.
+    attempt: u32,
+    /// Outcomes of the finished operations, in order; the current one is `outcomes.len()`.
+    outcomes: Vec<Outcome>,
+    /// Owners learned from redirects, with the epoch they came from.
+    routes: BTreeMap<Key, (Epoch, Vec<NodeId>)>,
+}
+
+impl KvsClient {
+    /// A client that starts its first operation.
+    pub fn init(cfg: &ClientConfig, out: &mut Out) -> Self {
+        let mut client =
+            Self { next_req: 0, attempt: 0, outcomes: Vec::new(), routes: BTreeMap::new() };
+        client.send_current(cfg, out);
+        client
+    }
+
+    /// The outcomes of the finished operations, in order.
+    pub fn outcomes(&self) -> &[Outcome] {
+        &self.outcomes
+    }
+
+    /// Whether every operation has an outcome.
+    pub fn is_done(&self, cfg: &ClientConfig) -> bool {
+        self.outcomes.len() >= cfg.ops.len()
+    }
+
+    /// Advances the client by one input.
+    pub fn handle(&mut self, cfg: &ClientConfig, input: Input<KvsNode>, out: &mut Out) {
+        let current = self.next_req.wrapping_sub(1);
+        match input {
+            Input::Receive { msg: KvsMsg::GetOk { req, value }, .. } if req == current => {
+                self.finish(cfg, Outcome::Read(value), out);
+            }
+            Input::Receive { msg: KvsMsg::PutOk { req }, .. } if req == current => {
+                self.finish(cfg, Outcome::Written, out);
+            }
+            Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. } if req == current => {
+                self.finish(cfg, Outcome::Rejected(error), out);
+            }
+            Input::Receive { msg: KvsMsg::Redirect { req, key, epoch, owners }, .. }
+                if req == current =>
+            {
+                self.redirect(cfg, key, epoch, owners, out);
+            }
+            Input::Receive { .. } => out.ignore("stale or unexpected answer"),
+            Input::Timeout(KvsTimer::Retry) if !self.is_done(cfg) => {
+                self.attempt += 1;
+                if self.attempt >= cfg.max_attempts {
+                    self.finish(cfg, Outcome::Failed, out);
+                } else {
+                    self.send_current(cfg, out);
+                }
+            }
+            Input::Timeout(_) => out.ignore("timer a client does not expect"),
+        }
+    }
+
+    /// Follows a redirect that is newer than what the client routes by; a stale one (an older
+    /// or equal epoch) could send it back to a node it just left, so it is ignored.
+    fn redirect(
+        &mut self,
+        cfg: &ClientConfig,
+        key: Key,
+        epoch: Epoch,
+        owners: Vec<NodeId>,
+        out: &mut Out,
+    ) {
+        let known = self.routes.get(&key).map_or(cfg.ring.epoch(), |(epoch, _)| *epoch);
+        if epoch <= known && !cfg.has(super::Mutant::FollowStaleRedirect) {
+            return out.ignore("redirect from a stale epoch");
+        }
+        self.routes.insert(key, (epoch, owners));
+        self.attempt += 1;
+        if self.attempt >= cfg.max_attempts {
+            self.finish(cfg, Outcome::Failed, out);
+        } else {
+            self.send_current(cfg, out);
+        }
+    }
+
+    fn finish(&mut self, cfg: &ClientConfig, outcome: Outcome, out: &mut Out) {
+        self.outcomes.push(outcome);
+        self.attempt = 0;
+        self.send_current(cfg, out);
+    }
+
+    /// Sends the current operation as a new request to the next owner in turn, or stops.
+    fn send_current(&mut self, cfg: &ClientConfig, out: &mut Out) {
+        let Some(op) = cfg.ops.get(self.outcomes.len()) else {
+            return out.cancel_timer(KvsTimer::Retry);
+        };
+        let owners = match self.routes.get(op.key()) {
+            Some((_, owners)) => owners.clone(),
+            None => cfg.ring.responsible(op.key(), cfg.replication),
+        };
+        if owners.is_empty() {
+            // No storage node at all: nothing was sent, so the failure is definite for a get
+            // and certain not to have happened for a put; record it and move on.
+            return self.finish(cfg, Outcome::Failed, out);
+        }
+        let to = owners[self.attempt as usize % owners.len()];
+        let req = self.next_req;
+        self.next_req += 1;
+        let msg = match op.clone() {
+            Op::Get { key } => KvsMsg::Get { req, key },
+            Op::Put { key, value, durability } => KvsMsg::Put { req, key, value, durability },
+        };
+        out.send(to, msg);
+        out.set_timer(KvsTimer::Retry, cfg.retry_after);
+    }
+}

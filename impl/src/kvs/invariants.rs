@@ -1,0 +1,171 @@
+//! The KVS protocol's invariants, by id, as plain functions over the nodes of a run: every
+//! node's configuration with its state, `None` for a crashed node. `docs/invariants.md` traces
+//! each id to its model property and tests.
+
+use std::collections::BTreeMap;
+
+use super::client::{ClientConfig, Op, Outcome};
+use super::{Durability, Key, KvsConfig, KvsNode};
+use crate::lattice::LatticeValue;
+
+/// KVS-I2: a read returns nothing, or a join of writes some client made to that key.
+pub const NO_THIN_AIR: &str = "KVS-I2";
+/// KVS-I3: within one incarnation a replica never loses a key or shrinks a value.
+pub const MONOTONE: &str = "KVS-I3";
+/// KVS-I4: a put acknowledged at majority (or all) is held by a live replica as long as at most
+/// one node has crashed.
+pub const DURABLE: &str = "KVS-I4";
+/// KVS-I5: once quiescent, the replicas of each key hold equal values that include every
+/// acknowledged put.
+pub const CONVERGENCE: &str = "KVS-I5";
+/// KVS-I6: a put of a type other than its key's declared type is never acknowledged, and no
+/// replica holds a value of an undeclared type.
+pub const TYPED: &str = "KVS-I6";
+/// KVS-L1: quiescence is reachable.
+pub const QUIESCENCE_REACHABLE: &str = "KVS-L1";
+
+/// The nodes of a run: configuration and state (`None` while crashed).
+pub type Nodes<'a> = [(&'a KvsConfig, Option<&'a KvsNode>)];
+
+fn clients<'a>(
+    nodes: &'a Nodes<'a>,
+) -> impl Iterator<Item = (&'a ClientConfig, Option<&'a [Outcome]>)> {
+    nodes.iter().filter_map(|(cfg, node)| match (cfg, node) {
+        (KvsConfig::Client(cfg), Some(KvsNode::Client(client))) => {
+            Some((cfg, Some(client.outcomes())))
+        }
+        (KvsConfig::Client(cfg), None) => Some((cfg, None)),
+        _ => None,
+    })
+}
+
+fn stores<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = &'a BTreeMap<Key, LatticeValue>> {
+    nodes.iter().filter_map(|(_, node)| match node {
+        Some(KvsNode::Storage(storage)) => Some(storage.store()),
+        _ => None,
+    })
+}
+
+/// Every value any client's configuration puts to `key`.
+fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
+    clients(nodes)
+        .flat_map(|(cfg, _)| &cfg.ops)
+        .filter_map(|op| match op {
+            Op::Put { key: k, value, .. } if k == key => Some(value),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether `value` is the join of a non-empty subset of `writes`.
+fn joins_some(value: &LatticeValue, writes: &[&LatticeValue]) -> bool {
+    let below: Vec<&LatticeValue> =
+        writes.iter().copied().filter(|w| w.lattice_le(value)).collect();
+    let Some((first, rest)) = below.split_first() else { return false };
+    let mut join = (*first).clone();
+    for w in rest {
+        if join.merge((*w).clone()).is_err() {
+            return false;
+        }
+    }
+    // The join of every write below `value` is the largest candidate: if it is not `value`,
+    // no subset joins to it.
+    join == *value
+}
+
+/// KVS-I2 over the outcomes of every live client.
+pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
+    clients(nodes).all(|(cfg, outcomes)| {
+        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match outcome {
+            Outcome::Read(Some(value)) => joins_some(value, &written(nodes, op.key())),
+            _ => true,
+        })
+    })
+}
+
+/// KVS-I4: every put acknowledged at majority or all is below the join of the live replicas'
+/// values of its key. Meaningful while at most one node has crashed; models bound crashes so.
+pub fn acknowledged_writes_survive(nodes: &Nodes<'_>) -> bool {
+    clients(nodes).all(|(cfg, outcomes)| {
+        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
+            (Op::Put { key, value, durability }, Outcome::Written)
+                if *durability != Durability::One =>
+            {
+                let mut held = LatticeValue::bottom(value.lattice_type());
+                for store in stores(nodes) {
+                    if let Some(v) = store.get(key) {
+                        let _ = held.merge(v.clone());
+                    }
+                }
+                value.lattice_le(&held)
+            }
+            _ => true,
+        })
+    })
+}
+
+/// Whether the run is quiescent: every node up, every client done, every storage node idle.
+pub fn quiescent(nodes: &Nodes<'_>) -> bool {
+    nodes.iter().all(|(cfg, node)| match (cfg, node) {
+        (KvsConfig::Client(cfg), Some(KvsNode::Client(client))) => client.is_done(cfg),
+        (KvsConfig::Storage(_), Some(KvsNode::Storage(storage))) => storage.is_idle(),
+        _ => false,
+    })
+}
+
+/// KVS-I5: quiescent ⇒ for each key, every responsible live replica holds the same value, and
+/// it includes every acknowledged put of the key.
+pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
+    if !quiescent(nodes) {
+        return true;
+    }
+    let storages: Vec<_> = nodes
+        .iter()
+        .filter_map(|(cfg, node)| match (cfg, node) {
+            (KvsConfig::Storage(cfg), Some(KvsNode::Storage(s))) => Some((cfg, s)),
+            _ => None,
+        })
+        .collect();
+    let keys: std::collections::BTreeSet<&Key> =
+        storages.iter().flat_map(|(_, s)| s.store().keys()).collect();
+    keys.into_iter().all(|key| {
+        let values: Vec<Option<&LatticeValue>> = storages
+            .iter()
+            .filter(|(cfg, s)| s.ring().is_responsible(cfg.id, key, cfg.replication))
+            .map(|(_, s)| s.store().get(key))
+            .collect();
+        let agree = values.windows(2).all(|pair| pair[0] == pair[1]);
+        let acked = clients(nodes).all(|(cfg, outcomes)| {
+            cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
+                (Op::Put { key: k, value, .. }, Outcome::Written) if k == key => {
+                    values.iter().all(|v| v.is_some_and(|v| value.lattice_le(v)))
+                }
+                _ => true,
+            })
+        });
+        agree && acked
+    })
+}
+
+/// KVS-I6 over every live node.
+pub fn typed(nodes: &Nodes<'_>) -> bool {
+    let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
+        KvsConfig::Storage(cfg) => Some(cfg),
+        KvsConfig::Client(_) => None,
+    });
+    let Some(schema) = schema else { return true };
+    let stores_typed = stores(nodes).all(|store| {
+        store
+            .iter()
+            .all(|(key, value)| schema.declared_type(key).is_none_or(|t| t == value.lattice_type()))
+    });
+    let puts_typed = clients(nodes).all(|(cfg, outcomes)| {
+        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
+            (Op::Put { key, value, .. }, Outcome::Written) => {
+                schema.declared_type(key).is_none_or(|t| t == value.lattice_type())
+            }
+            _ => true,
+        })
+    });
+    stores_typed && puts_typed
+}

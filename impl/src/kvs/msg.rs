@@ -1,0 +1,153 @@
+//! The messages, timers and client-visible errors of the KVS protocol.
+
+use std::collections::BTreeMap;
+
+use super::ring::Epoch;
+use crate::lattice::{LatticeType, LatticeValue, TypeMismatch};
+use crate::node::NodeId;
+
+/// A key: any UTF-8 string. Placement hashes its bytes (see [`super::ring`]).
+pub type Key = String;
+
+/// How many replicas must hold a write before its client is acknowledged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Durability {
+    /// The coordinating replica alone. Lost if that replica crashes before gossiping it.
+    One,
+    /// A majority of the key's replicas: survives any minority of crashes. The default.
+    Majority,
+    /// Every replica of the key.
+    All,
+}
+
+impl Durability {
+    /// The number of replicas, out of `replicas`, that must hold a write.
+    pub fn replicas_needed(self, replicas: usize) -> usize {
+        match self {
+            Self::One => replicas.min(1),
+            Self::Majority => replicas / 2 + usize::from(replicas > 0),
+            Self::All => replicas,
+        }
+    }
+}
+
+/// Why a put was rejected. Every variant is *definite*: the write did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum PutError {
+    /// The key holds, or is declared to hold, another lattice type.
+    #[error(transparent)]
+    TypeMismatch(#[from] TypeMismatch),
+    /// The put would create a key on a replica already holding its maximum number of keys.
+    #[error("the replica already holds its maximum of {max_keys} keys")]
+    StoreFull {
+        /// The replica's bound.
+        max_keys: u32,
+    },
+    /// The replica already tracks its maximum of unacknowledged puts; retry later.
+    #[error("the replica is tracking too many unacknowledged puts; retry later")]
+    Overloaded,
+}
+
+impl PutError {
+    /// The mismatch error for a value of type `incoming` put to a key of type `stored`.
+    pub fn mismatch(stored: LatticeType, incoming: LatticeType) -> Self {
+        Self::TypeMismatch(TypeMismatch { stored, incoming })
+    }
+}
+
+/// The messages of the KVS protocol, between clients and storage nodes and among storage nodes.
+///
+/// `req` numbers a client's requests; a retry is a new request with a new number.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum KvsMsg {
+    /// Client → replica: read `key`.
+    Get {
+        /// The client's request number.
+        req: u32,
+        /// The key.
+        key: Key,
+    },
+    /// Replica → client: the replica's value of the key, `None` when it holds no such key
+    /// (distinct from a key holding bottom).
+    GetOk {
+        /// The request answered.
+        req: u32,
+        /// The value, if the key exists here.
+        value: Option<LatticeValue>,
+    },
+    /// Client → replica: merge `value` into `key`; acknowledge once `durability` is met.
+    Put {
+        /// The client's request number.
+        req: u32,
+        /// The key.
+        key: Key,
+        /// The value to merge.
+        value: LatticeValue,
+        /// How many replicas must hold it before the acknowledgement.
+        durability: Durability,
+    },
+    /// Replica → client: the put is held by as many replicas as it asked for.
+    PutOk {
+        /// The request answered.
+        req: u32,
+    },
+    /// Replica → client: the put was refused and did not happen.
+    PutRejected {
+        /// The request answered.
+        req: u32,
+        /// Why.
+        error: PutError,
+    },
+    /// Replica → client: this replica is not responsible for `key` under ring `epoch`; these
+    /// are the responsible replicas, primary first.
+    Redirect {
+        /// The request answered.
+        req: u32,
+        /// The key.
+        key: Key,
+        /// The ring epoch the answer comes from.
+        epoch: Epoch,
+        /// The key's responsible replicas under that epoch.
+        owners: Vec<NodeId>,
+    },
+    /// Replica → replica: my values of these keys (a batch), from my incarnation `incarnation`.
+    Gossip {
+        /// The sender's incarnation.
+        incarnation: u32,
+        /// Key → the sender's value.
+        entries: BTreeMap<Key, LatticeValue>,
+    },
+    /// Replica → replica: my values of the keys you gossiped, after merging them.
+    GossipAck {
+        /// The acknowledging replica's incarnation.
+        incarnation: u32,
+        /// Key → the acknowledging replica's value.
+        entries: BTreeMap<Key, LatticeValue>,
+    },
+    /// Restarted replica → replica: I restarted empty as incarnation `incarnation`; send me
+    /// what I am responsible for, and stop trusting my earlier acknowledgements.
+    Hello {
+        /// The restarted replica's new incarnation.
+        incarnation: u32,
+    },
+    /// Replica → restarted replica: your `Hello` of `incarnation` was received.
+    HelloAck {
+        /// The incarnation acknowledged.
+        incarnation: u32,
+    },
+}
+
+/// The timers of the KVS protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum KvsTimer {
+    /// Storage node: send gossip to replicas that are behind.
+    Gossip,
+    /// Storage node: re-send `Hello` to peers that have not acknowledged it.
+    Hello,
+    /// Client: the current request timed out.
+    Retry,
+}

@@ -1,0 +1,495 @@
+//! The storage node: holds the keys the ring gives it, answers gets and puts, acknowledges
+//! puts once enough replicas hold them, and gossips until every replica does.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
+use super::ring::Ring;
+use super::{KvsNode, Mutant};
+use crate::lattice::{LatticeType, LatticeValue};
+use crate::node::{Input, NodeId, Outbox, Violation};
+
+type Out = Outbox<KvsNode>;
+
+/// How a storage node is configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// This node.
+    pub id: NodeId,
+    /// The ring at start: which nodes store which keys.
+    pub ring: Ring,
+    /// How many replicas every key has (capped by the number of nodes).
+    pub replication: usize,
+    /// Declared lattice types by key prefix: a key takes the type of its longest declared
+    /// prefix, and every replica rejects puts of another type, even for keys it does not hold
+    /// yet. Keys without a declared prefix take the type of the first write a replica sees,
+    /// which concurrent first writes of different types can make differ between replicas.
+    pub schema: BTreeMap<String, LatticeType>,
+    /// How often replicas that are behind are re-sent gossip.
+    pub gossip_period: Duration,
+    /// How often a restarted node re-sends `Hello` to peers that have not acknowledged it.
+    pub hello_period: Duration,
+    /// The most keys this node stores; puts creating more are rejected.
+    pub max_keys: u32,
+    /// The most unacknowledged puts this node tracks; more are rejected as overloaded.
+    pub max_pending: u32,
+    /// The seeded defect this node carries, if any.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
+}
+
+impl StorageConfig {
+    /// A correct node `id` of `ring` with default periods and bounds.
+    pub fn new(id: NodeId, ring: Ring, replication: usize) -> Self {
+        Self {
+            id,
+            ring,
+            replication,
+            schema: BTreeMap::new(),
+            gossip_period: Duration::from_millis(10),
+            hello_period: Duration::from_millis(100),
+            max_keys: 1_000_000,
+            max_pending: 10_000,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+
+    /// The declared type of `key`: that of its longest declared prefix.
+    pub fn declared_type(&self, key: &str) -> Option<LatticeType> {
+        self.schema
+            .iter()
+            .filter(|(prefix, _)| key.starts_with(prefix.as_str()))
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, lattice)| *lattice)
+    }
+
+    #[cfg(feature = "mutants")]
+    fn has(&self, mutant: Mutant) -> bool {
+        self.mutant == Some(mutant)
+    }
+
+    #[cfg(not(feature = "mutants"))]
+    fn has(&self, _: Mutant) -> bool {
+        false
+    }
+}
+
+/// A put waiting for enough replicas to hold its key's value.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct PendingPut {
+    key: Key,
+    needed: usize,
+}
+
+/// A storage node's state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StorageNode {
+    /// How many times this node has started, persisted across crashes. Peers ignore
+    /// acknowledgements from earlier incarnations: those replicas' data died with them.
+    incarnation: u32,
+    ring: Ring,
+    store: BTreeMap<Key, LatticeValue>,
+    /// Per key, the other replicas not known to hold this node's current value. Never holds an
+    /// empty set.
+    behind: BTreeMap<Key, BTreeSet<NodeId>>,
+    /// The latest incarnation heard from each peer (1 until heard otherwise).
+    peers: BTreeMap<NodeId, u32>,
+    /// Peers that have not acknowledged this incarnation's `Hello`.
+    hello_unacked: BTreeSet<NodeId>,
+    /// Unacknowledged puts by `(client, request)`.
+    pending: BTreeMap<(NodeId, u32), PendingPut>,
+}
+
+impl StorageNode {
+    /// Starts (or restarts, with the incarnation it persisted) a node: a restarted node comes
+    /// back empty and says `Hello` to its peers so they send it its keys again.
+    pub fn init(cfg: &StorageConfig, persisted: u32, out: &mut Out) -> Self {
+        let incarnation = persisted + 1;
+        out.persist(incarnation);
+        let peers: BTreeMap<NodeId, u32> =
+            cfg.ring.members().iter().filter(|n| **n != cfg.id).map(|n| (*n, 1)).collect();
+        let hello_unacked =
+            if incarnation > 1 { peers.keys().copied().collect() } else { BTreeSet::new() };
+        let node = Self {
+            incarnation,
+            ring: cfg.ring.clone(),
+            store: BTreeMap::new(),
+            behind: BTreeMap::new(),
+            peers,
+            hello_unacked,
+            pending: BTreeMap::new(),
+        };
+        node.say_hello(cfg, out);
+        node
+    }
+
+    /// This node's incarnation.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
+    }
+
+    /// The stored keys and values.
+    pub fn store(&self) -> &BTreeMap<Key, LatticeValue> {
+        &self.store
+    }
+
+    /// The node's view of the ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Whether nothing is left to do: no replica behind, no `Hello` unacknowledged, no put
+    /// waiting.
+    pub fn is_idle(&self) -> bool {
+        self.behind.is_empty() && self.hello_unacked.is_empty() && self.pending.is_empty()
+    }
+
+    /// Whether a retransmission timer is needed: something is behind or unacknowledged.
+    pub fn needs_timer(&self, timer: KvsTimer) -> bool {
+        match timer {
+            KvsTimer::Gossip => !self.behind.is_empty(),
+            KvsTimer::Hello => !self.hello_unacked.is_empty(),
+            KvsTimer::Retry => false,
+        }
+    }
+
+    /// The other replicas of `key`.
+    fn others(&self, cfg: &StorageConfig, key: &str) -> Vec<NodeId> {
+        let mut others = self.ring.responsible(key, cfg.replication);
+        others.retain(|n| *n != cfg.id);
+        if cfg.has(Mutant::GossipSkipsReplica) {
+            others.pop();
+        }
+        others
+    }
+
+    fn is_responsible(&self, cfg: &StorageConfig, key: &str) -> bool {
+        self.ring.is_responsible(cfg.id, key, cfg.replication)
+    }
+
+    /// Advances the node by one input.
+    pub fn handle(&mut self, cfg: &StorageConfig, input: Input<KvsNode>, out: &mut Out) {
+        match input {
+            Input::Receive { from, msg: KvsMsg::Get { req, key } } => {
+                self.get(cfg, from, req, key, out)
+            }
+            Input::Receive { from, msg: KvsMsg::Put { req, key, value, durability } } => {
+                self.put(cfg, from, req, key, value, durability, out);
+            }
+            Input::Receive { from, msg: KvsMsg::Gossip { incarnation, entries } }
+                if self.peers.contains_key(&from) =>
+            {
+                self.gossip(cfg, from, incarnation, entries, out);
+            }
+            Input::Receive { from, msg: KvsMsg::GossipAck { incarnation, entries } }
+                if self.peers.contains_key(&from) =>
+            {
+                if self.observe(cfg, from, incarnation, out) {
+                    for (key, theirs) in entries {
+                        self.note_holds(from, &key, &theirs);
+                    }
+                }
+                self.settle(cfg, out);
+                self.disarm_if_done(out);
+            }
+            Input::Receive { from, msg: KvsMsg::Hello { incarnation } }
+                if self.peers.contains_key(&from) =>
+            {
+                self.observe(cfg, from, incarnation, out);
+                out.send(from, KvsMsg::HelloAck { incarnation });
+            }
+            Input::Receive { from, msg: KvsMsg::HelloAck { incarnation } }
+                if incarnation == self.incarnation =>
+            {
+                if self.hello_unacked.remove(&from) && self.hello_unacked.is_empty() {
+                    out.cancel_timer(KvsTimer::Hello);
+                }
+            }
+            Input::Receive { .. } => out.ignore("message a storage node does not expect"),
+            Input::Timeout(KvsTimer::Gossip) => self.send_gossip(cfg, out),
+            Input::Timeout(KvsTimer::Hello) => self.say_hello(cfg, out),
+            Input::Timeout(KvsTimer::Retry) => out.ignore("client timer at a storage node"),
+        }
+    }
+
+    fn redirect(&self, cfg: &StorageConfig, client: NodeId, req: u32, key: Key, out: &mut Out) {
+        let owners = self.ring.responsible(&key, cfg.replication);
+        out.send(client, KvsMsg::Redirect { req, key, epoch: self.ring.epoch(), owners });
+    }
+
+    fn get(&self, cfg: &StorageConfig, client: NodeId, req: u32, key: Key, out: &mut Out) {
+        if !self.is_responsible(cfg, &key) {
+            return self.redirect(cfg, client, req, key, out);
+        }
+        let mut value = self.store.get(&key).cloned();
+        if value.is_none() && cfg.has(Mutant::MissingAsBottom) {
+            value = cfg.declared_type(&key).map(LatticeValue::bottom);
+        }
+        out.send(client, KvsMsg::GetOk { req, value });
+    }
+
+    #[allow(clippy::too_many_arguments)] // The fields of one `Put` message.
+    fn put(
+        &mut self,
+        cfg: &StorageConfig,
+        client: NodeId,
+        req: u32,
+        key: Key,
+        value: LatticeValue,
+        durability: Durability,
+        out: &mut Out,
+    ) {
+        if !self.is_responsible(cfg, &key) {
+            return self.redirect(cfg, client, req, key, out);
+        }
+        match self.admit(cfg, &key, &value) {
+            Err(error) if !cfg.has(Mutant::AcceptMismatch) => {
+                return out.send(client, KvsMsg::PutRejected { req, error });
+            }
+            Err(_) => return out.send(client, KvsMsg::PutOk { req }),
+            Ok(()) => {}
+        }
+        let grew = match self.store.get_mut(&key) {
+            None => {
+                self.store.insert(key.clone(), value);
+                true
+            }
+            Some(stored) => stored.merge(value).expect("admit checked the type"),
+        };
+        if grew {
+            self.mark_behind(cfg, &key);
+            self.send_gossip_of(&key, out);
+            out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+        }
+        let replicas = self.ring.responsible(&key, cfg.replication).len();
+        let mut needed = durability.replicas_needed(replicas);
+        if cfg.has(Mutant::AckBeforeReplicas) {
+            needed = 1;
+        }
+        self.pending.insert((client, req), PendingPut { key, needed });
+        self.settle(cfg, out);
+    }
+
+    /// Checks a put against the schema, the stored type and the bounds, before touching state.
+    fn admit(&self, cfg: &StorageConfig, key: &str, value: &LatticeValue) -> Result<(), PutError> {
+        let incoming = value.lattice_type();
+        let stored =
+            cfg.declared_type(key).or_else(|| self.store.get(key).map(LatticeValue::lattice_type));
+        match stored {
+            Some(stored) if stored != incoming => return Err(PutError::mismatch(stored, incoming)),
+            _ => {}
+        }
+        if !self.store.contains_key(key) && self.store.len() >= cfg.max_keys as usize {
+            return Err(PutError::StoreFull { max_keys: cfg.max_keys });
+        }
+        if self.pending.len() >= cfg.max_pending as usize {
+            return Err(PutError::Overloaded);
+        }
+        Ok(())
+    }
+
+    fn gossip(
+        &mut self,
+        cfg: &StorageConfig,
+        from: NodeId,
+        incarnation: u32,
+        entries: BTreeMap<Key, LatticeValue>,
+        out: &mut Out,
+    ) {
+        // Values are real writes whatever the sender's incarnation, so they are always merged;
+        // only a current incarnation's gossip also tells what the sender holds.
+        let current = self.observe(cfg, from, incarnation, out);
+        let mut reply = BTreeMap::new();
+        let mut grew = false;
+        for (key, theirs) in entries {
+            if !self.is_responsible(cfg, &key) {
+                out.ignore("gossip for a key this node does not own");
+                continue;
+            }
+            match self.absorb(cfg, &key, theirs.clone()) {
+                Err(_) => out.ignore("gossip of another lattice type"),
+                Ok(key_grew) => {
+                    if key_grew {
+                        self.mark_behind(cfg, &key);
+                        grew = true;
+                    }
+                    if current {
+                        self.note_holds(from, &key, &theirs);
+                    }
+                    reply.insert(key.clone(), self.store[&key].clone());
+                }
+            }
+        }
+        if !reply.is_empty() {
+            out.send(from, KvsMsg::GossipAck { incarnation: self.incarnation, entries: reply });
+        }
+        if grew {
+            out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+        }
+        self.settle(cfg, out);
+        self.disarm_if_done(out);
+    }
+
+    /// Merges gossip into a key; returns whether it grew.
+    fn absorb(
+        &mut self,
+        cfg: &StorageConfig,
+        key: &str,
+        theirs: LatticeValue,
+    ) -> Result<bool, PutError> {
+        if let Some(declared) = cfg.declared_type(key)
+            && declared != theirs.lattice_type()
+        {
+            return Err(PutError::mismatch(declared, theirs.lattice_type()));
+        }
+        match self.store.get_mut(key) {
+            None => {
+                self.store.insert(key.to_owned(), theirs);
+                Ok(true)
+            }
+            Some(mine) if cfg.has(Mutant::OverwriteMerge) => {
+                let changed = *mine != theirs;
+                *mine = theirs;
+                Ok(changed)
+            }
+            Some(mine) => Ok(mine.merge(theirs)?),
+        }
+    }
+
+    /// Records the latest incarnation of `peer`; returns whether `incarnation` is current. A
+    /// newer incarnation means the peer restarted empty: everything it is responsible for is
+    /// behind again.
+    fn observe(
+        &mut self,
+        cfg: &StorageConfig,
+        peer: NodeId,
+        incarnation: u32,
+        out: &mut Out,
+    ) -> bool {
+        let known = self.peers.get(&peer).copied().unwrap_or(1);
+        if incarnation < known {
+            out.ignore("message from an earlier incarnation");
+            return false;
+        }
+        if incarnation > known {
+            self.peers.insert(peer, incarnation);
+            if !cfg.has(Mutant::IgnoreIncarnation) {
+                let keys: Vec<Key> = self.store.keys().cloned().collect();
+                for key in keys {
+                    if self.others(cfg, &key).contains(&peer) {
+                        self.behind.entry(key).or_default().insert(peer);
+                    }
+                }
+                if !self.behind.is_empty() {
+                    out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+                }
+            }
+        }
+        true
+    }
+
+    /// Every other replica of `key` is behind its new value.
+    fn mark_behind(&mut self, cfg: &StorageConfig, key: &str) {
+        let others: BTreeSet<NodeId> = self.others(cfg, key).into_iter().collect();
+        if others.is_empty() {
+            self.behind.remove(key);
+        } else {
+            self.behind.insert(key.to_owned(), others);
+        }
+    }
+
+    /// `peer` holds `theirs` for `key`: it is no longer behind if that covers this node's value.
+    fn note_holds(&mut self, peer: NodeId, key: &str, theirs: &LatticeValue) {
+        let covered = self.store.get(key).is_some_and(|mine| mine.lattice_le(theirs));
+        if let Some(lagging) = self.behind.get_mut(key)
+            && covered
+        {
+            lagging.remove(&peer);
+            if lagging.is_empty() {
+                self.behind.remove(key);
+            }
+        }
+    }
+
+    /// How many replicas are known to hold this node's value of `key`, this node included.
+    fn holders(&self, cfg: &StorageConfig, key: &str) -> usize {
+        let lagging = self.behind.get(key).map_or(0, BTreeSet::len);
+        let replicas = self.ring.responsible(key, cfg.replication).len();
+        replicas.saturating_sub(lagging).max(1)
+    }
+
+    /// Acknowledges every pending put whose key is now held by enough replicas.
+    fn settle(&mut self, cfg: &StorageConfig, out: &mut Out) {
+        let done: Vec<(NodeId, u32)> = self
+            .pending
+            .iter()
+            .filter(|(_, put)| self.holders(cfg, &put.key) >= put.needed)
+            .map(|(id, _)| *id)
+            .collect();
+        for (client, req) in done {
+            self.pending.remove(&(client, req));
+            out.send(client, KvsMsg::PutOk { req });
+        }
+    }
+
+    /// Sends the new value of `key` at once to its lagging replicas, so a waiting put is not
+    /// delayed by a timer period.
+    fn send_gossip_of(&self, key: &str, out: &mut Out) {
+        let Some(value) = self.store.get(key) else { return };
+        for peer in self.behind.get(key).into_iter().flatten() {
+            let entries = BTreeMap::from([(key.to_owned(), value.clone())]);
+            out.send(*peer, KvsMsg::Gossip { incarnation: self.incarnation, entries });
+        }
+    }
+
+    /// Sends each behind peer one batch with all its lagging keys, and re-arms the timer.
+    fn send_gossip(&self, cfg: &StorageConfig, out: &mut Out) {
+        let mut batches: BTreeMap<NodeId, BTreeMap<Key, LatticeValue>> = BTreeMap::new();
+        for (key, lagging) in &self.behind {
+            for peer in lagging {
+                batches.entry(*peer).or_default().insert(key.clone(), self.store[key].clone());
+            }
+        }
+        if batches.is_empty() {
+            return out.ignore("gossip timer with every replica up to date");
+        }
+        for (peer, entries) in batches {
+            out.send(peer, KvsMsg::Gossip { incarnation: self.incarnation, entries });
+        }
+        out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+    }
+
+    fn say_hello(&self, cfg: &StorageConfig, out: &mut Out) {
+        if self.hello_unacked.is_empty() {
+            return;
+        }
+        for peer in &self.hello_unacked {
+            out.send(*peer, KvsMsg::Hello { incarnation: self.incarnation });
+        }
+        out.set_timer(KvsTimer::Hello, cfg.hello_period);
+    }
+
+    fn disarm_if_done(&self, out: &mut Out) {
+        if self.behind.is_empty() {
+            out.cancel_timer(KvsTimer::Gossip);
+        }
+    }
+
+    /// KVS-I3: within one incarnation, no key disappears and no value shrinks.
+    pub fn check_step(before: &Self, after: &Self) -> Result<(), Violation> {
+        for (key, old) in &before.store {
+            match after.store.get(key) {
+                Some(new) if old.lattice_le(new) => {}
+                new => {
+                    return Err(Violation {
+                        id: super::invariants::MONOTONE,
+                        detail: format!("{key}: {old:?} became {new:?}"),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,322 @@
+//! Per-handler tests of the storage node and the client: each feeds one input and asserts the
+//! exact outputs.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
+use crate::node::{NodeId, Output};
+
+const N0: NodeId = NodeId(0);
+const N1: NodeId = NodeId(1);
+const N2: NodeId = NodeId(2);
+const CLIENT: NodeId = NodeId(9);
+
+fn ring() -> Ring {
+    Ring::with_members(8, [N0, N1, N2])
+}
+
+fn lww(time: u64, value: &'static str) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(1)), Bytes::from_static(value.as_bytes())))
+}
+
+fn set(value: &'static str) -> LatticeValue {
+    LatticeValue::Set(SetUnion::singleton(Bytes::from_static(value.as_bytes())))
+}
+
+fn storage_cfg(id: NodeId, replication: usize) -> StorageConfig {
+    let mut cfg = StorageConfig::new(id, ring(), replication);
+    cfg.schema = BTreeMap::from([("typed/".to_owned(), LatticeType::Lww)]);
+    cfg
+}
+
+fn storage(cfg: &StorageConfig, persisted: u32) -> (StorageNode, Vec<Output<KvsNode>>) {
+    let mut out = Outbox::new();
+    let node = StorageNode::init(cfg, persisted, &mut out);
+    (node, out.into_iter().collect())
+}
+
+fn deliver(
+    cfg: &StorageConfig,
+    node: &mut StorageNode,
+    from: NodeId,
+    msg: KvsMsg,
+) -> Vec<Output<KvsNode>> {
+    let mut out = Outbox::new();
+    node.handle(cfg, Input::Receive { from, msg }, &mut out);
+    out.into_iter().collect()
+}
+
+fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
+    Output::Send { to, msg }
+}
+
+fn put(req: u32, key: &str, value: LatticeValue, durability: Durability) -> KvsMsg {
+    KvsMsg::Put { req, key: key.to_owned(), value, durability }
+}
+
+fn entries(key: &str, value: LatticeValue) -> BTreeMap<Key, LatticeValue> {
+    BTreeMap::from([(key.to_owned(), value)])
+}
+
+fn gossip(incarnation: u32, key: &str, value: LatticeValue) -> KvsMsg {
+    KvsMsg::Gossip { incarnation, entries: entries(key, value) }
+}
+
+fn ack(incarnation: u32, key: &str, value: LatticeValue) -> KvsMsg {
+    KvsMsg::GossipAck { incarnation, entries: entries(key, value) }
+}
+
+fn arm_gossip(cfg: &StorageConfig) -> Output<KvsNode> {
+    Output::SetTimer { timer: KvsTimer::Gossip, after: cfg.gossip_period }
+}
+
+#[test]
+fn first_start_persists_incarnation_one_and_says_nothing() {
+    let (node, outputs) = storage(&storage_cfg(N0, 3), 0);
+    assert_eq!(outputs, [Output::Persist(1)]);
+    assert_eq!(node.incarnation(), 1);
+    assert!(node.is_idle());
+}
+
+#[test]
+fn restart_comes_back_empty_with_a_new_incarnation_and_says_hello() {
+    let cfg = storage_cfg(N0, 3);
+    let (node, outputs) = storage(&cfg, 1);
+    assert_eq!(node.incarnation(), 2);
+    assert_eq!(
+        outputs,
+        [
+            Output::Persist(2),
+            send(N1, KvsMsg::Hello { incarnation: 2 }),
+            send(N2, KvsMsg::Hello { incarnation: 2 }),
+            Output::SetTimer { timer: KvsTimer::Hello, after: cfg.hello_period },
+        ]
+    );
+}
+
+#[test]
+fn majority_put_is_gossiped_at_once_and_acknowledged_after_one_more_replica() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(7, "k", lww(1, "a"), Durability::Majority));
+    assert_eq!(
+        outputs,
+        [
+            send(N1, gossip(1, "k", lww(1, "a"))),
+            send(N2, gossip(1, "k", lww(1, "a"))),
+            arm_gossip(&cfg)
+        ]
+    );
+    let acked = deliver(&cfg, &mut node, N2, ack(1, "k", lww(1, "a")));
+    assert_eq!(acked, [send(CLIENT, KvsMsg::PutOk { req: 7 })]);
+    assert!(!node.is_idle(), "n1 is still behind");
+}
+
+#[test]
+fn put_at_durability_one_is_acknowledged_immediately() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::One));
+    assert_eq!(outputs.last(), Some(&send(CLIENT, KvsMsg::PutOk { req: 1 })));
+}
+
+#[test]
+fn put_against_the_schema_is_rejected_before_touching_the_store() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(1, "typed/k", set("x"), Durability::One));
+    let error = PutError::mismatch(LatticeType::Lww, LatticeType::Set);
+    assert_eq!(outputs, [send(CLIENT, KvsMsg::PutRejected { req: 1, error })]);
+    assert!(node.store().is_empty());
+}
+
+#[test]
+fn put_against_the_stored_type_is_rejected() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::One));
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(2, "k", set("x"), Durability::One));
+    let error = PutError::mismatch(LatticeType::Lww, LatticeType::Set);
+    assert_eq!(outputs, [send(CLIENT, KvsMsg::PutRejected { req: 2, error })]);
+    assert_eq!(node.store()["k"], lww(1, "a"));
+}
+
+#[test]
+fn bounds_reject_puts_definitely() {
+    let mut cfg = storage_cfg(N0, 3);
+    cfg.max_keys = 1;
+    cfg.max_pending = 1;
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
+    let full = deliver(&cfg, &mut node, CLIENT, put(2, "other", lww(1, "b"), Durability::One));
+    assert_eq!(
+        full,
+        [send(CLIENT, KvsMsg::PutRejected { req: 2, error: PutError::StoreFull { max_keys: 1 } })]
+    );
+    let busy = deliver(&cfg, &mut node, CLIENT, put(3, "k", lww(2, "c"), Durability::One));
+    assert_eq!(busy, [send(CLIENT, KvsMsg::PutRejected { req: 3, error: PutError::Overloaded })]);
+}
+
+#[test]
+fn get_distinguishes_a_missing_key_from_a_stored_one() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    let missing = deliver(&cfg, &mut node, CLIENT, KvsMsg::Get { req: 1, key: "k".into() });
+    assert_eq!(missing, [send(CLIENT, KvsMsg::GetOk { req: 1, value: None })]);
+    deliver(&cfg, &mut node, CLIENT, put(2, "k", set("x"), Durability::One));
+    let found = deliver(&cfg, &mut node, CLIENT, KvsMsg::Get { req: 3, key: "k".into() });
+    assert_eq!(found, [send(CLIENT, KvsMsg::GetOk { req: 3, value: Some(set("x")) })]);
+}
+
+#[test]
+fn a_node_that_does_not_own_the_key_redirects_with_its_epoch() {
+    let key = (0..).map(|i| format!("key{i}")).find(|k| ring().responsible(k, 1) == [N1]).unwrap();
+    let cfg = storage_cfg(N0, 1);
+    let (mut node, _) = storage(&cfg, 0);
+    let outputs = deliver(&cfg, &mut node, CLIENT, KvsMsg::Get { req: 4, key: key.clone() });
+    let redirect = KvsMsg::Redirect { req: 4, key, epoch: ring().epoch(), owners: vec![N1] };
+    assert_eq!(outputs, [send(CLIENT, redirect)]);
+}
+
+#[test]
+fn gossip_is_merged_acknowledged_and_passed_on_to_the_other_replicas() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    let outputs = deliver(&cfg, &mut node, N1, gossip(1, "k", lww(1, "a")));
+    assert_eq!(outputs, [send(N1, ack(1, "k", lww(1, "a"))), arm_gossip(&cfg)]);
+    // n1 sent the value, so only n2 is behind; the timer will send it there.
+    let mut out = Outbox::new();
+    node.handle(&cfg, Input::Timeout(KvsTimer::Gossip), &mut out);
+    let timer: Vec<_> = out.into_iter().collect();
+    assert_eq!(timer, [send(N2, gossip(1, "k", lww(1, "a"))), arm_gossip(&cfg)]);
+}
+
+#[test]
+fn gossip_from_an_earlier_incarnation_is_merged_but_proves_nothing() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, N1, KvsMsg::Hello { incarnation: 2 });
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
+    // An acknowledgement n1 sent before it restarted must not count.
+    let stale = deliver(&cfg, &mut node, N1, ack(1, "k", lww(1, "a")));
+    assert!(matches!(stale[..], [Output::Ignored { .. }, ..]), "{stale:?}");
+    let fresh_n2 = deliver(&cfg, &mut node, N2, ack(1, "k", lww(1, "a")));
+    assert!(!fresh_n2.contains(&send(CLIENT, KvsMsg::PutOk { req: 1 })), "n1 has not confirmed");
+    let fresh_n1 = deliver(&cfg, &mut node, N1, ack(2, "k", lww(1, "a")));
+    assert!(fresh_n1.contains(&send(CLIENT, KvsMsg::PutOk { req: 1 })));
+}
+
+#[test]
+fn hello_from_a_restarted_peer_puts_its_keys_behind_again() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::One));
+    deliver(&cfg, &mut node, N1, ack(1, "k", lww(1, "a")));
+    deliver(&cfg, &mut node, N2, ack(1, "k", lww(1, "a")));
+    assert!(node.is_idle());
+    let outputs = deliver(&cfg, &mut node, N1, KvsMsg::Hello { incarnation: 2 });
+    assert_eq!(outputs, [arm_gossip(&cfg), send(N1, KvsMsg::HelloAck { incarnation: 2 })]);
+    assert!(!node.is_idle());
+}
+
+#[test]
+fn step_check_rejects_a_lost_key() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut before, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut before, CLIENT, put(1, "k", lww(1, "a"), Durability::One));
+    let (after, _) = storage(&cfg, 0);
+    assert_eq!(StorageNode::check_step(&before, &after).unwrap_err().id, invariants::MONOTONE);
+    assert!(StorageNode::check_step(&after, &before).is_ok());
+}
+
+fn client(ops: Vec<Op>) -> (ClientConfig, KvsClient, Vec<Output<KvsNode>>) {
+    let cfg = ClientConfig::new(CLIENT, ring(), 3, ops);
+    let mut out = Outbox::new();
+    let client = KvsClient::init(&cfg, &mut out);
+    (cfg, client, out.into_iter().collect())
+}
+
+fn client_step(
+    cfg: &ClientConfig,
+    c: &mut KvsClient,
+    input: Input<KvsNode>,
+) -> Vec<Output<KvsNode>> {
+    let mut out = Outbox::new();
+    c.handle(cfg, input, &mut out);
+    out.into_iter().collect()
+}
+
+fn get_op(key: &str) -> Op {
+    Op::Get { key: key.to_owned() }
+}
+
+#[test]
+fn client_sends_its_first_operation_to_the_primary() {
+    let (cfg, _, outputs) = client(vec![get_op("k")]);
+    let primary = ring().responsible("k", 3)[0];
+    assert_eq!(
+        outputs,
+        [
+            send(primary, KvsMsg::Get { req: 0, key: "k".into() }),
+            Output::SetTimer { timer: KvsTimer::Retry, after: cfg.retry_after },
+        ]
+    );
+}
+
+#[test]
+fn client_records_the_answer_and_moves_on_with_a_new_request_number() {
+    let (cfg, mut c, _) = client(vec![get_op("k"), get_op("j")]);
+    let outputs = client_step(
+        &cfg,
+        &mut c,
+        Input::Receive { from: N0, msg: KvsMsg::GetOk { req: 0, value: None } },
+    );
+    assert_eq!(c.outcomes(), [Outcome::Read(None)]);
+    assert!(
+        outputs.iter().any(|o| matches!(o, Output::Send { msg: KvsMsg::Get { req: 1, .. }, .. }))
+    );
+    let stale = client_step(
+        &cfg,
+        &mut c,
+        Input::Receive { from: N0, msg: KvsMsg::GetOk { req: 0, value: None } },
+    );
+    assert!(matches!(stale[..], [Output::Ignored { .. }]));
+}
+
+#[test]
+fn client_retries_the_next_replica_then_fails_indefinitely() {
+    let (cfg, mut c, _) = client(vec![get_op("k")]);
+    let owners = ring().responsible("k", 3);
+    let retry = client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
+    assert_eq!(retry[0], send(owners[1], KvsMsg::Get { req: 1, key: "k".into() }));
+    client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
+    let last = client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
+    assert_eq!(c.outcomes(), [Outcome::Failed]);
+    assert!(!c.outcomes()[0].is_definite());
+    assert_eq!(last, [Output::CancelTimer(KvsTimer::Retry)]);
+}
+
+#[test]
+fn client_follows_only_redirects_from_newer_epochs() {
+    let (cfg, mut c, _) = client(vec![get_op("k")]);
+    let stale =
+        KvsMsg::Redirect { req: 0, key: "k".into(), epoch: ring().epoch(), owners: vec![N2] };
+    let ignored = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: stale });
+    assert!(matches!(ignored[..], [Output::Ignored { .. }]));
+    let newer = Epoch(ring().epoch().0 + 1);
+    let fresh = KvsMsg::Redirect { req: 0, key: "k".into(), epoch: newer, owners: vec![N2] };
+    let followed = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: fresh });
+    assert_eq!(followed[0], send(N2, KvsMsg::Get { req: 1, key: "k".into() }));
+}
+
+#[test]
+fn durability_counts_replicas() {
+    assert_eq!(Durability::One.replicas_needed(3), 1);
+    assert_eq!(Durability::Majority.replicas_needed(3), 2);
+    assert_eq!(Durability::Majority.replicas_needed(4), 3);
+    assert_eq!(Durability::All.replicas_needed(3), 3);
+    assert_eq!(Durability::Majority.replicas_needed(0), 0);
+}
