@@ -13,6 +13,7 @@
 
 pub mod adapter;
 pub mod gossip;
+pub mod kvs;
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -38,11 +39,23 @@ pub struct ModelInfo {
 
 /// Every model, in the order `check all` runs them.
 pub fn models() -> Vec<ModelInfo> {
-    vec![ModelInfo {
-        model: "gossip",
-        about: "replicas of an LWW register gossiping over a duplicating, reordering network",
-        mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
-    }]
+    vec![
+        ModelInfo {
+            model: "gossip",
+            about: "replicas of an LWW register gossiping over a duplicating, reordering network",
+            mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
+        },
+        ModelInfo {
+            model: "kvs",
+            about: "3 storage nodes, a put+get and a wrong-type put, one crash-stop",
+            mutants: kvs::mutants(kvs::Scenario::CrashStop).into_iter().map(|(n, _)| n).collect(),
+        },
+        ModelInfo {
+            model: "kvs-restart",
+            about: "3 storage nodes, a majority put, one crash and restart with repopulation",
+            mutants: kvs::mutants(kvs::Scenario::Restart).into_iter().map(|(n, _)| n).collect(),
+        },
+    ]
 }
 
 /// A model or mutant name the CLI does not know.
@@ -145,6 +158,12 @@ pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Rep
             let model = gossip::model(gossip::Bounds::default(), mutant);
             Ok(run("gossip", mutant.map(|m| m.name().to_owned()), model, opts))
         }
+        "kvs" | "kvs-restart" => {
+            let (model, scenario) = kvs_scenario(name);
+            let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
+            let named = mutant.map(|m| m.name().to_owned());
+            Ok(run(model, named, kvs::model(scenario, mutant), opts))
+        }
         _ => Err(unknown_model(name)),
     }
 }
@@ -157,7 +176,20 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
             gossip::model(gossip::Bounds::default(), mutant).checker().serve(addr);
             Ok(())
         }
+        "kvs" | "kvs-restart" => {
+            let (_, scenario) = kvs_scenario(name);
+            let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
+            kvs::model(scenario, mutant).checker().serve(addr);
+            Ok(())
+        }
         _ => Err(unknown_model(name)),
+    }
+}
+
+fn kvs_scenario(name: &str) -> (&'static str, kvs::Scenario) {
+    match name {
+        "kvs-restart" => ("kvs-restart", kvs::Scenario::Restart),
+        _ => ("kvs", kvs::Scenario::CrashStop),
     }
 }
 

@@ -140,19 +140,23 @@ impl KvsClient {
 
     /// Advances the client by one input.
     pub fn handle(&mut self, cfg: &ClientConfig, input: Input<KvsNode>, out: &mut Out) {
-        let current = self.next_req.wrapping_sub(1);
+        // The request in flight, if any: a late answer to the last request of a finished client
+        // must not be taken for an answer to an operation that does not exist.
+        let current = (!self.is_done(cfg)).then(|| self.next_req.wrapping_sub(1));
         match input {
-            Input::Receive { msg: KvsMsg::GetOk { req, value }, .. } if req == current => {
+            Input::Receive { msg: KvsMsg::GetOk { req, value }, .. } if Some(req) == current => {
                 self.finish(cfg, Outcome::Read(value), out);
             }
-            Input::Receive { msg: KvsMsg::PutOk { req }, .. } if req == current => {
+            Input::Receive { msg: KvsMsg::PutOk { req }, .. } if Some(req) == current => {
                 self.finish(cfg, Outcome::Written, out);
             }
-            Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. } if req == current => {
+            Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. }
+                if Some(req) == current =>
+            {
                 self.finish(cfg, Outcome::Rejected(error), out);
             }
             Input::Receive { msg: KvsMsg::Redirect { req, key, epoch, owners }, .. }
-                if req == current =>
+                if Some(req) == current =>
             {
                 self.redirect(cfg, key, epoch, owners, out);
             }

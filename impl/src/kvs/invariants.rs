@@ -21,7 +21,8 @@ pub const CONVERGENCE: &str = "KVS-I5";
 /// KVS-I6: a put of a type other than its key's declared type is never acknowledged, and no
 /// replica holds a value of an undeclared type.
 pub const TYPED: &str = "KVS-I6";
-/// KVS-L1: quiescence is reachable.
+/// KVS-L1: a quiescent state is reachable in which every well-typed put was acknowledged (so
+/// KVS-I5 is not vacuous, and the protocol can finish its work, not merely lose it).
 pub const QUIESCENCE_REACHABLE: &str = "KVS-L1";
 
 /// The nodes of a run: configuration and state (`None` while crashed).
@@ -168,4 +169,25 @@ pub fn typed(nodes: &Nodes<'_>) -> bool {
         })
     });
     stores_typed && puts_typed
+}
+
+/// Whether the run is quiescent and every put of its key's declared type was acknowledged:
+/// the states KVS-L1 asks to be reachable.
+pub fn quiescent_with_puts_acknowledged(nodes: &Nodes<'_>) -> bool {
+    let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
+        KvsConfig::Storage(cfg) => Some(cfg),
+        KvsConfig::Client(_) => None,
+    });
+    let well_typed = |key: &str, value: &LatticeValue| {
+        schema.and_then(|s| s.declared_type(key)).is_none_or(|t| t == value.lattice_type())
+    };
+    quiescent(nodes)
+        && clients(nodes).all(|(cfg, outcomes)| {
+            cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match op {
+                Op::Put { key, value, .. } if well_typed(key, value) => {
+                    *outcome == Outcome::Written
+                }
+                _ => true,
+            })
+        })
 }

@@ -41,20 +41,28 @@ pub enum Mutant {
     MissingAsBottom,
     /// Gossip replaces a replica's value instead of merging into it.
     OverwriteMerge,
+    /// Rejecting a put of the wrong type "rolls back" by removing the key.
+    RollbackOnReject,
+    /// What peers say they hold is never recorded, so every value stays "behind" and gossip is
+    /// re-sent for ever.
+    AcksNeverRecorded,
     /// The client follows a redirect from an epoch no newer than its own.
     FollowStaleRedirect,
 }
 
 impl Mutant {
-    /// The mutants the `kvs` model catches, in a stable order.
+    /// The mutants the `kvs` model (crash-stop) catches, in a stable order.
     pub const KVS: [Self; 6] = [
         Self::AckBeforeReplicas,
         Self::GossipSkipsReplica,
         Self::AcceptMismatch,
-        Self::IgnoreIncarnation,
         Self::MissingAsBottom,
-        Self::OverwriteMerge,
+        Self::RollbackOnReject,
+        Self::AcksNeverRecorded,
     ];
+
+    /// The mutants the `kvs-restart` model catches.
+    pub const KVS_RESTART: [Self; 2] = [Self::IgnoreIncarnation, Self::AckBeforeReplicas];
 
     /// The mutant's command-line name.
     pub fn name(self) -> &'static str {
@@ -65,6 +73,8 @@ impl Mutant {
             Self::IgnoreIncarnation => "ignore-incarnation",
             Self::MissingAsBottom => "missing-as-bottom",
             Self::OverwriteMerge => "overwrite-merge",
+            Self::RollbackOnReject => "rollback-on-reject",
+            Self::AcksNeverRecorded => "acks-never-recorded",
             Self::FollowStaleRedirect => "follow-stale-redirect",
         }
     }

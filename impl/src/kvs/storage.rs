@@ -186,7 +186,8 @@ impl StorageNode {
             Input::Receive { from, msg: KvsMsg::GossipAck { incarnation, entries } }
                 if self.peers.contains_key(&from) =>
             {
-                if self.observe(cfg, from, incarnation, out) {
+                if self.observe(cfg, from, incarnation, out) && !cfg.has(Mutant::AcksNeverRecorded)
+                {
                     for (key, theirs) in entries {
                         self.note_holds(from, &key, &theirs);
                     }
@@ -246,6 +247,10 @@ impl StorageNode {
         }
         match self.admit(cfg, &key, &value) {
             Err(error) if !cfg.has(Mutant::AcceptMismatch) => {
+                if cfg.has(Mutant::RollbackOnReject) {
+                    self.store.remove(&key);
+                    self.behind.remove(&key);
+                }
                 return out.send(client, KvsMsg::PutRejected { req, error });
             }
             Err(_) => return out.send(client, KvsMsg::PutOk { req }),
@@ -315,7 +320,7 @@ impl StorageNode {
                         self.mark_behind(cfg, &key);
                         grew = true;
                     }
-                    if current {
+                    if current && !cfg.has(Mutant::AcksNeverRecorded) {
                         self.note_holds(from, &key, &theirs);
                     }
                     reply.insert(key.clone(), self.store[&key].clone());

@@ -320,3 +320,13 @@ fn durability_counts_replicas() {
     assert_eq!(Durability::All.replicas_needed(3), 3);
     assert_eq!(Durability::Majority.replicas_needed(0), 0);
 }
+
+#[test]
+fn a_finished_client_ignores_late_answers_to_its_last_request() {
+    let (cfg, mut c, _) = client(vec![get_op("k")]);
+    let answer = || Input::Receive { from: N0, msg: KvsMsg::GetOk { req: 0, value: None } };
+    client_step(&cfg, &mut c, answer());
+    let late = client_step(&cfg, &mut c, answer());
+    assert!(matches!(late[..], [Output::Ignored { .. }]), "{late:?}");
+    assert_eq!(c.outcomes(), [Outcome::Read(None)], "one operation, one outcome");
+}
