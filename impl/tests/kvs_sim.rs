@@ -120,3 +120,34 @@ fn the_same_seed_gives_the_same_run() {
     };
     assert_eq!(run(11), run(11));
 }
+
+#[cfg(feature = "mutants")]
+mod mutants {
+    use squall_proto::kvs::Mutant;
+    use squall_proto::sim::SimError;
+
+    use super::*;
+
+    #[test]
+    fn overwrite_merge_is_caught_by_the_monotonicity_check() {
+        // Several clients write k0 and s concurrently, so stale gossip reaches replicas that
+        // already hold a newer value; overwriting it shrinks the value (KVS-I3).
+        let caught = (0..30).find_map(|seed| {
+            let configs = configs().into_iter().map(|(id, cfg)| match cfg {
+                KvsConfig::Storage(mut cfg) => {
+                    cfg.mutant = Some(Mutant::OverwriteMerge);
+                    (id, KvsConfig::Storage(cfg))
+                }
+                client => (id, client),
+            });
+            let mut sim: Sim<KvsNode> = Sim::new(seed, faults(), configs);
+            sim.set_crashable([]);
+            sim.run(4_000).err()
+        });
+        let error = caught.expect("overwrite-merge escaped 30 seeds");
+        assert!(
+            matches!(error, SimError::Violation { ref violation, .. } if violation.id == invariants::MONOTONE),
+            "{error}"
+        );
+    }
+}

@@ -330,3 +330,14 @@ fn a_finished_client_ignores_late_answers_to_its_last_request() {
     assert!(matches!(late[..], [Output::Ignored { .. }]), "{late:?}");
     assert_eq!(c.outcomes(), [Outcome::Read(None)], "one operation, one outcome");
 }
+
+#[cfg(feature = "mutants")]
+#[test]
+fn the_stale_redirect_mutant_follows_a_redirect_from_its_own_epoch() {
+    let (mut cfg, mut c, _) = client(vec![get_op("k")]);
+    cfg.mutant = Some(Mutant::FollowStaleRedirect);
+    let stale =
+        KvsMsg::Redirect { req: 0, key: "k".into(), epoch: ring().epoch(), owners: vec![N2] };
+    let followed = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: stale });
+    assert_eq!(followed[0], send(N2, KvsMsg::Get { req: 1, key: "k".into() }));
+}
