@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 
 use squall_proto::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
-use stateright::actor::{Actor, Id, Out};
+use stateright::actor::{Actor, ActorModel, ActorModelState, Id, Out};
 
 /// A Stateright actor running node `N` with configuration `cfg`. An actor's index in the model
 /// must equal its node id.
@@ -99,4 +99,28 @@ impl<N: Node> Actor for Adapter<N> {
     ) {
         self.step(state, Input::Timeout(timer.clone()), o);
     }
+}
+
+/// Every node of a model state with its configuration, `None` for a crashed node: the shape
+/// the invariant functions of `squall-proto` take.
+pub fn node_states<'a, N: Node>(
+    model: &'a ActorModel<Adapter<N>, (), ()>,
+    state: &'a ActorModelState<Adapter<N>>,
+) -> Vec<(&'a N::Config, Option<&'a N>)>
+where
+    N::Msg: Ord,
+    N::Timer: Ord,
+{
+    model
+        .actors
+        .iter()
+        .zip(&state.actor_states)
+        .zip(&state.crashed)
+        .map(|((actor, checked), crashed)| (&actor.cfg, (!crashed).then_some(&checked.node)))
+        .collect()
+}
+
+/// Whether no node broke the step invariant `id` on the way to `state`.
+pub fn no_step_violation<N: Node>(state: &ActorModelState<Adapter<N>>, id: &str) -> bool {
+    state.actor_states.iter().all(|s| s.violation.as_ref().is_none_or(|v| v.id != id))
 }

@@ -13,9 +13,9 @@ use squall_proto::gossip::{
     ClientConfig, GOSSIP_PERIOD, GossipConfig, GossipNode, Mutant, ReplicaConfig,
 };
 use squall_proto::lattice::{Lww, Stamp, WriterId};
-use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
+use stateright::actor::{ActorModel, LossyNetwork, Network};
 
-use crate::adapter::{Adapter, Checked};
+use crate::adapter::{Adapter, no_step_violation, node_states};
 
 /// The node type the model runs.
 pub type GossipActor = Adapter<GossipNode<u8>>;
@@ -77,26 +77,6 @@ pub fn configs(bounds: Bounds, mutant: Option<Mutant>) -> Vec<GossipConfig<u8>> 
     replicas.chain(clients).collect()
 }
 
-/// Every node of a model state with its configuration; `None` for crashed nodes.
-fn states<'a>(
-    model: &'a GossipModel,
-    state: &'a ActorModelState<GossipActor>,
-) -> Vec<(&'a GossipConfig<u8>, Option<&'a GossipNode<u8>>)> {
-    model
-        .actors
-        .iter()
-        .zip(&state.actor_states)
-        .zip(&state.crashed)
-        .map(|((actor, checked), crashed)| (&actor.cfg, (!crashed).then_some(&checked.node)))
-        .collect()
-}
-
-fn no_step_violation(state: &ActorModelState<GossipActor>, id: &str) -> bool {
-    state.actor_states.iter().all(|s: &std::sync::Arc<Checked<GossipNode<u8>>>| {
-        s.violation.as_ref().is_none_or(|v| v.id != id)
-    })
-}
-
 /// The model with its properties, over a duplicating, reordering network (explicitly lossy
 /// with [`Bounds::lossy`]).
 pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
@@ -107,7 +87,7 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
         .property(
             stateright::Expectation::Always,
             "GOSSIP-I1 no replica holds a value no client wrote",
-            |model, state| invariants::no_thin_air(&states(model, state)),
+            |model, state| invariants::no_thin_air(&node_states(model, state)),
         )
         .property(
             stateright::Expectation::Always,
@@ -117,7 +97,7 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
         .property(
             stateright::Expectation::Always,
             "GOSSIP-I3 once quiescent, every replica holds the join of all writes",
-            |model, state| invariants::converged_when_quiescent(&states(model, state)),
+            |model, state| invariants::converged_when_quiescent(&node_states(model, state)),
         )
         .property(
             stateright::Expectation::Always,
@@ -136,7 +116,7 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
         .property(
             stateright::Expectation::Sometimes,
             "GOSSIP-L1 quiescence is reachable",
-            |model, state| invariants::quiescent(&states(model, state)),
+            |model, state| invariants::quiescent(&node_states(model, state)),
         )
 }
 

@@ -26,7 +26,7 @@ use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, Wri
 use stateright::Expectation;
 use stateright::actor::{ActorModel, ActorModelState, Network};
 
-use crate::adapter::Adapter;
+use crate::adapter::{Adapter, no_step_violation, node_states};
 
 /// The node type the model runs.
 pub type KvsActor = Adapter<KvsNode>;
@@ -78,20 +78,6 @@ pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<KvsConfig> {
     storage.chain(clients).collect()
 }
 
-/// Every node of a model state with its configuration; `None` for crashed nodes.
-fn states<'a>(
-    model: &'a KvsModel,
-    state: &'a ActorModelState<KvsActor>,
-) -> Vec<(&'a KvsConfig, Option<&'a KvsNode>)> {
-    model
-        .actors
-        .iter()
-        .zip(&state.actor_states)
-        .zip(&state.crashed)
-        .map(|((actor, checked), crashed)| (&actor.cfg, (!crashed).then_some(&checked.node)))
-        .collect()
-}
-
 /// At most one crash in the whole run, of a storage node: restarts so far (persisted
 /// incarnations above one) plus nodes down now. Clients hold no data, so their crashes would
 /// only multiply states.
@@ -127,36 +113,32 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> KvsModel {
         .property(
             Expectation::Always,
             "KVS-I2 a read returns nothing or a join of written values",
-            |m, s| invariants::no_thin_air(&states(m, s)),
+            |m, s| invariants::no_thin_air(&node_states(m, s)),
         )
         .property(
             Expectation::Always,
             "KVS-I3 a replica never loses a key or shrinks a value",
-            |_, s| {
-                s.actor_states
-                    .iter()
-                    .all(|a| a.violation.as_ref().is_none_or(|v| v.id != invariants::MONOTONE))
-            },
+            |_, s| no_step_violation(s, invariants::MONOTONE),
         )
         .property(
             Expectation::Always,
             "KVS-I4 a put acknowledged at majority survives one crash",
-            |m, s| invariants::acknowledged_writes_survive(&states(m, s)),
+            |m, s| invariants::acknowledged_writes_survive(&node_states(m, s)),
         )
         .property(
             Expectation::Always,
             "KVS-I5 once quiescent, replicas agree and hold every acknowledged put",
-            |m, s| invariants::converged_when_quiescent(&states(m, s)),
+            |m, s| invariants::converged_when_quiescent(&node_states(m, s)),
         )
         .property(
             Expectation::Always,
             "KVS-I6 a put of the wrong type is never acknowledged",
-            |m, s| invariants::typed(&states(m, s)),
+            |m, s| invariants::typed(&node_states(m, s)),
         )
         .property(
             Expectation::Sometimes,
             "KVS-L1 quiescence with every well-typed put acknowledged is reachable",
-            |m, s| invariants::quiescent_with_puts_acknowledged(&states(m, s)),
+            |m, s| invariants::quiescent_with_puts_acknowledged(&node_states(m, s)),
         )
 }
 
