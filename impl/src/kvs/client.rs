@@ -47,7 +47,8 @@ pub enum Outcome {
     Read(Option<LatticeValue>),
     /// A put acknowledged at its durability.
     Written,
-    /// A put refused; definite: it did not happen.
+    /// A put refused at its first attempt; definite: it did not happen. (A refusal of a retry
+    /// is recorded as [`Outcome::Failed`]: an earlier attempt may have landed.)
     Rejected(PutError),
     /// Every attempt timed out; indefinite: a put may or may not have happened.
     Failed,
@@ -153,7 +154,11 @@ impl KvsClient {
             Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. }
                 if Some(req) == current =>
             {
-                self.finish(cfg, Outcome::Rejected(error), out);
+                // A rejection is definite only for the first attempt: an earlier attempt may
+                // have reached another replica that took the write.
+                let outcome =
+                    if self.attempt == 0 { Outcome::Rejected(error) } else { Outcome::Failed };
+                self.finish(cfg, outcome, out);
             }
             Input::Receive { msg: KvsMsg::Redirect { req, key, epoch, owners }, .. }
                 if Some(req) == current =>
@@ -212,8 +217,8 @@ impl KvsClient {
             None => cfg.ring.responsible(op.key(), cfg.replication),
         };
         if owners.is_empty() {
-            // No storage node at all: nothing was sent, so the failure is definite for a get
-            // and certain not to have happened for a put; record it and move on.
+            // No storage node to ask: record a failure and move on. (Nothing was sent for this
+            // attempt, but an earlier one may have been, so it stays indefinite.)
             return self.finish(cfg, Outcome::Failed, out);
         }
         let to = owners[self.attempt as usize % owners.len()];

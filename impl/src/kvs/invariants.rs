@@ -15,8 +15,8 @@ pub const MONOTONE: &str = "KVS-I3";
 /// KVS-I4: a put acknowledged at majority (or all) is held by a live replica as long as at most
 /// one node has crashed.
 pub const DURABLE: &str = "KVS-I4";
-/// KVS-I5: once quiescent, the replicas of each key hold equal values that include every
-/// acknowledged put.
+/// KVS-I5: once quiescent, the replicas of each key hold equal values that include every put
+/// acknowledged at majority or all.
 pub const CONVERGENCE: &str = "KVS-I5";
 /// KVS-I6: a put of a type other than its key's declared type is never acknowledged, and no
 /// replica holds a value of an undeclared type.
@@ -47,11 +47,18 @@ fn stores<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = &'a BTreeMap<Key, La
     })
 }
 
-/// Every value any client's configuration puts to `key`.
+/// Every value a client may have put to `key`: every configured put except those whose
+/// outcome says definitely that they did not happen (a crashed client's outcomes are unknown).
 fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
     clients(nodes)
-        .flat_map(|(cfg, _)| &cfg.ops)
-        .filter_map(|op| match op {
+        .flat_map(|(cfg, outcomes)| {
+            let outcomes = outcomes.unwrap_or(&[]);
+            cfg.ops
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| !matches!(outcomes.get(*i), Some(Outcome::Rejected(_))))
+        })
+        .filter_map(|(_, op)| match op {
             Op::Put { key: k, value, .. } if k == key => Some(value),
             _ => None,
         })
@@ -115,7 +122,7 @@ pub fn quiescent(nodes: &Nodes<'_>) -> bool {
 }
 
 /// KVS-I5: quiescent ⇒ for each key, every responsible live replica holds the same value, and
-/// it includes every acknowledged put of the key.
+/// it includes every put of the key acknowledged at majority or all.
 pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
     if !quiescent(nodes) {
         return true;
@@ -127,8 +134,18 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
             _ => None,
         })
         .collect();
+    // Every stored key, and every key of an acknowledged put: a key that vanished everywhere
+    // must fail the check, not escape it.
+    let acknowledged = clients(nodes).flat_map(|(cfg, outcomes)| {
+        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).filter_map(|(op, outcome)| {
+            match (op, outcome) {
+                (Op::Put { key, .. }, Outcome::Written) => Some(key),
+                _ => None,
+            }
+        })
+    });
     let keys: std::collections::BTreeSet<&Key> =
-        storages.iter().flat_map(|(_, s)| s.store().keys()).collect();
+        storages.iter().flat_map(|(_, s)| s.store().keys()).chain(acknowledged).collect();
     keys.into_iter().all(|key| {
         let values: Vec<Option<&LatticeValue>> = storages
             .iter()
@@ -138,7 +155,11 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
         let agree = values.windows(2).all(|pair| pair[0] == pair[1]);
         let acked = clients(nodes).all(|(cfg, outcomes)| {
             cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
-                (Op::Put { key: k, value, .. }, Outcome::Written) if k == key => {
+                // A put at durability one may die with its coordinator; only stronger ones must
+                // be everywhere.
+                (Op::Put { key: k, value, durability }, Outcome::Written)
+                    if k == key && *durability != Durability::One =>
+                {
                     values.iter().all(|v| v.is_some_and(|v| value.lattice_le(v)))
                 }
                 _ => true,

@@ -146,15 +146,6 @@ impl StorageNode {
         self.behind.is_empty() && self.hello_unacked.is_empty() && self.pending.is_empty()
     }
 
-    /// Whether a retransmission timer is needed: something is behind or unacknowledged.
-    pub fn needs_timer(&self, timer: KvsTimer) -> bool {
-        match timer {
-            KvsTimer::Gossip => !self.behind.is_empty(),
-            KvsTimer::Hello => !self.hello_unacked.is_empty(),
-            KvsTimer::Retry => false,
-        }
-    }
-
     /// The other replicas of `key`.
     fn others(&self, cfg: &StorageConfig, key: &str) -> Vec<NodeId> {
         let mut others = self.ring.responsible(key, cfg.replication);
@@ -202,7 +193,7 @@ impl StorageNode {
                 out.send(from, KvsMsg::HelloAck { incarnation });
             }
             Input::Receive { from, msg: KvsMsg::HelloAck { incarnation } }
-                if incarnation == self.incarnation =>
+                if incarnation == self.incarnation && self.peers.contains_key(&from) =>
             {
                 if self.hello_unacked.remove(&from) && self.hello_unacked.is_empty() {
                     out.cancel_timer(KvsTimer::Hello);
@@ -245,7 +236,7 @@ impl StorageNode {
         if !self.is_responsible(cfg, &key) {
             return self.redirect(cfg, client, req, key, out);
         }
-        match self.admit(cfg, &key, &value) {
+        match self.admit(cfg, (client, req), &key, &value) {
             Err(error) if !cfg.has(Mutant::AcceptMismatch) => {
                 if cfg.has(Mutant::RollbackOnReject) {
                     self.store.remove(&key);
@@ -278,13 +269,27 @@ impl StorageNode {
     }
 
     /// Checks a put against the schema, the stored type and the bounds, before touching state.
-    fn admit(&self, cfg: &StorageConfig, key: &str, value: &LatticeValue) -> Result<(), PutError> {
+    ///
+    /// A put this node already took (a duplicate of a pending request) or whose value it
+    /// already holds costs nothing, so the bounds do not apply: rejecting it would tell the
+    /// client "it did not happen" about a write that did.
+    fn admit(
+        &self,
+        cfg: &StorageConfig,
+        request: (NodeId, u32),
+        key: &str,
+        value: &LatticeValue,
+    ) -> Result<(), PutError> {
         let incoming = value.lattice_type();
         let stored =
             cfg.declared_type(key).or_else(|| self.store.get(key).map(LatticeValue::lattice_type));
         match stored {
             Some(stored) if stored != incoming => return Err(PutError::mismatch(stored, incoming)),
             _ => {}
+        }
+        let held = self.store.get(key).is_some_and(|stored| value.lattice_le(stored));
+        if self.pending.contains_key(&request) || held {
+            return Ok(());
         }
         if !self.store.contains_key(key) && self.store.len() >= cfg.max_keys as usize {
             return Err(PutError::StoreFull { max_keys: cfg.max_keys });

@@ -341,3 +341,23 @@ fn the_stale_redirect_mutant_follows_a_redirect_from_its_own_epoch() {
     let followed = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: stale });
     assert_eq!(followed[0], send(N2, KvsMsg::Get { req: 1, key: "k".into() }));
 }
+
+#[test]
+fn a_duplicate_of_a_pending_put_is_not_rejected_by_the_bounds() {
+    let mut cfg = storage_cfg(N0, 3);
+    cfg.max_pending = 1;
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
+    let duplicate = deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
+    assert!(duplicate.is_empty(), "still waiting, not rejected: {duplicate:?}");
+}
+
+#[test]
+fn a_rejected_retry_is_an_indefinite_failure() {
+    let ops = vec![Op::Put { key: "k".into(), value: lww(1, "a"), durability: Durability::Majority }];
+    let (cfg, mut c, _) = client(ops);
+    client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
+    let rejected = KvsMsg::PutRejected { req: 1, error: PutError::Overloaded };
+    client_step(&cfg, &mut c, Input::Receive { from: N1, msg: rejected });
+    assert_eq!(c.outcomes(), [Outcome::Failed], "the first attempt may have landed");
+}
