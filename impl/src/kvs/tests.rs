@@ -354,7 +354,8 @@ fn a_duplicate_of_a_pending_put_is_not_rejected_by_the_bounds() {
 
 #[test]
 fn a_rejected_retry_is_an_indefinite_failure() {
-    let ops = vec![Op::Put { key: "k".into(), value: lww(1, "a"), durability: Durability::Majority }];
+    let ops =
+        vec![Op::Put { key: "k".into(), value: lww(1, "a"), durability: Durability::Majority }];
     let (cfg, mut c, _) = client(ops);
     client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
     let rejected = KvsMsg::PutRejected { req: 1, error: PutError::Overloaded };
