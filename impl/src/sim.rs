@@ -8,8 +8,9 @@
 //! test should print its seed and [`Sim::trace`].
 //!
 //! Timer delays are ignored: any armed timer may fire at any step, which is the weakest timing
-//! the node contract allows. [`Sim::run_until_quiet`] is the liveness phase: no faults, until no
-//! message is in flight and no timer is armed.
+//! the node contract allows. [`Sim::partition`] cuts the network in two until [`Sim::heal`].
+//! [`Sim::run_until_quiet`] is the liveness phase: no faults, no partition, every crashed node
+//! restarted, until no message is in flight and no timer is armed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -109,6 +110,8 @@ pub struct Stats {
     pub dropped: u64,
     /// Messages discarded because their recipient was down or unknown.
     pub undeliverable: u64,
+    /// Messages lost to a network partition.
+    pub partitioned: u64,
     /// Messages delivered and kept in flight for redelivery.
     pub duplicated: u64,
     /// Timers fired.
@@ -163,6 +166,8 @@ pub struct Sim<N: Node> {
     faults: Faults,
     /// The nodes crash faults may hit; all when `None`.
     crashable: Option<BTreeSet<NodeId>>,
+    /// One side of a network partition: messages between it and the rest are lost.
+    partition: Option<BTreeSet<NodeId>>,
     step: u64,
     trace: Vec<Event<N>>,
     stats: Stats,
@@ -184,6 +189,7 @@ impl<N: Node> Sim<N> {
             rng: SplitMix64(seed),
             faults,
             crashable: None,
+            partition: None,
             step: 0,
             trace: Vec::new(),
             stats: Stats::default(),
@@ -230,6 +236,21 @@ impl<N: Node> Sim<N> {
     /// assumes durable state).
     pub fn set_crashable(&mut self, ids: impl IntoIterator<Item = NodeId>) {
         self.crashable = Some(ids.into_iter().collect());
+    }
+
+    /// Partitions the network: from now on, every message between a node of `side` and a node
+    /// outside it is lost, until [`Sim::heal`].
+    pub fn partition(&mut self, side: impl IntoIterator<Item = NodeId>) {
+        self.partition = Some(side.into_iter().collect());
+    }
+
+    /// Ends a partition.
+    pub fn heal(&mut self) {
+        self.partition = None;
+    }
+
+    fn partitioned(&self, from: NodeId, to: NodeId) -> bool {
+        self.partition.as_ref().is_some_and(|side| side.contains(&from) != side.contains(&to))
     }
 
     /// Whether `timer` of node `id` is armed.
@@ -313,6 +334,7 @@ impl<N: Node> Sim<N> {
     /// The liveness phase: heals the network, restarts crashed nodes, and steps until quiet.
     pub fn run_until_quiet(&mut self, max_steps: u64) -> Result<(), SimError> {
         self.set_faults(Faults::NONE);
+        self.heal();
         self.restart_all();
         for _ in 0..max_steps {
             if !self.step()? {
@@ -332,11 +354,14 @@ impl<N: Node> Sim<N> {
         };
         // With `duplicated`, one copy stays in flight whatever happens to this one.
         let recipient_up = matches!(self.nodes.get(&to), Some(Some(_)));
-        if dropped || !recipient_up {
-            if recipient_up {
-                self.stats.dropped += 1;
-            } else {
+        let cut = self.partitioned(from, to);
+        if dropped || !recipient_up || cut {
+            if !recipient_up {
                 self.stats.undeliverable += 1;
+            } else if cut {
+                self.stats.partitioned += 1;
+            } else {
+                self.stats.dropped += 1;
             }
             self.trace.push(Event::Drop { from, to, msg });
             return Ok(());

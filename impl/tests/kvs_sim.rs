@@ -111,6 +111,33 @@ fn replicas_converge_and_keep_acknowledged_writes_under_faults_and_restarts() {
 }
 
 #[test]
+fn a_partition_keeps_both_sides_safe_and_heals_into_agreement() {
+    // n0 and n1 are cut off from the rest (and from the clients' preferred replicas for some
+    // keys): majority puts on the minority side cannot be acknowledged, nothing unsafe happens,
+    // and after healing every replica agrees.
+    let mut cut = 0;
+    for seed in 0..40 {
+        let mut sim: Sim<KvsNode> = Sim::new(seed, faults(), configs());
+        sim.set_crashable([]);
+        sim.partition([NodeId(0), NodeId(1)]);
+        for _ in 0..3_000 {
+            let progressed = sim.step().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+            check_safety(seed, &sim);
+            if !progressed {
+                break;
+            }
+        }
+        cut += sim.stats().partitioned;
+        sim.run_until_quiet(200_000).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let states = sim.states();
+        check_safety(seed, &sim);
+        assert!(invariants::quiescent(&states), "seed {seed}: quiet but not quiescent");
+        assert!(invariants::converged_when_quiescent(&states), "seed {seed}: diverged");
+    }
+    assert!(cut > 0, "the partition never cut a message: the test proved nothing");
+}
+
+#[test]
 fn the_same_seed_gives_the_same_run() {
     let run = |seed| {
         let mut sim: Sim<KvsNode> = Sim::new(seed, faults(), configs());
