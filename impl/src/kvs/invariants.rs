@@ -47,6 +47,21 @@ fn stores<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = &'a BTreeMap<Key, La
     })
 }
 
+/// Every finished operation of every live client, with its outcome.
+fn finished<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a Op, &'a Outcome)> {
+    clients(nodes).flat_map(|(cfg, outcomes)| cfg.ops.iter().zip(outcomes.unwrap_or(&[])))
+}
+
+/// Whether `value` has the type the cluster's schema declares for `key` (any type where the
+/// schema declares none, or there is no storage node to hold a schema).
+fn well_typed(nodes: &Nodes<'_>, key: &str, value: &LatticeValue) -> bool {
+    let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
+        KvsConfig::Storage(cfg) => Some(cfg),
+        KvsConfig::Client(_) => None,
+    });
+    schema.and_then(|s| s.declared_type(key)).is_none_or(|t| t == value.lattice_type())
+}
+
 /// Every value a client may have put to `key`: every configured put except those whose
 /// outcome says definitely that they did not happen (a crashed client's outcomes are unknown).
 fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
@@ -83,32 +98,28 @@ fn joins_some(value: &LatticeValue, writes: &[&LatticeValue]) -> bool {
 
 /// KVS-I2 over the outcomes of every live client.
 pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
-    clients(nodes).all(|(cfg, outcomes)| {
-        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match outcome {
-            Outcome::Read(Some(value)) => joins_some(value, &written(nodes, op.key())),
-            _ => true,
-        })
+    finished(nodes).all(|(op, outcome)| match outcome {
+        Outcome::Read(Some(value)) => joins_some(value, &written(nodes, op.key())),
+        _ => true,
     })
 }
 
 /// KVS-I4: every put acknowledged at majority or all is below the join of the live replicas'
 /// values of its key. Meaningful while at most one node has crashed; models bound crashes so.
 pub fn acknowledged_writes_survive(nodes: &Nodes<'_>) -> bool {
-    clients(nodes).all(|(cfg, outcomes)| {
-        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
-            (Op::Put { key, value, durability }, Outcome::Written)
-                if *durability != Durability::One =>
-            {
-                let mut held = LatticeValue::bottom(value.lattice_type());
-                for store in stores(nodes) {
-                    if let Some(v) = store.get(key) {
-                        let _ = held.merge(v.clone());
-                    }
+    finished(nodes).all(|(op, outcome)| match (op, outcome) {
+        (Op::Put { key, value, durability }, Outcome::Written)
+            if *durability != Durability::One =>
+        {
+            let mut held = LatticeValue::bottom(value.lattice_type());
+            for store in stores(nodes) {
+                if let Some(v) = store.get(key) {
+                    let _ = held.merge(v.clone());
                 }
-                value.lattice_le(&held)
             }
-            _ => true,
-        })
+            value.lattice_le(&held)
+        }
+        _ => true,
     })
 }
 
@@ -136,13 +147,9 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
         .collect();
     // Every stored key, and every key of an acknowledged put: a key that vanished everywhere
     // must fail the check, not escape it.
-    let acknowledged = clients(nodes).flat_map(|(cfg, outcomes)| {
-        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).filter_map(|(op, outcome)| {
-            match (op, outcome) {
-                (Op::Put { key, .. }, Outcome::Written) => Some(key),
-                _ => None,
-            }
-        })
+    let acknowledged = finished(nodes).filter_map(|(op, outcome)| match (op, outcome) {
+        (Op::Put { key, .. }, Outcome::Written) => Some(key),
+        _ => None,
     });
     let keys: std::collections::BTreeSet<&Key> =
         storages.iter().flat_map(|(_, s)| s.store().keys()).chain(acknowledged).collect();
@@ -153,17 +160,15 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
             .map(|(_, s)| s.store().get(key))
             .collect();
         let agree = values.windows(2).all(|pair| pair[0] == pair[1]);
-        let acked = clients(nodes).all(|(cfg, outcomes)| {
-            cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
-                // A put at durability one may die with its coordinator; only stronger ones must
-                // be everywhere.
-                (Op::Put { key: k, value, durability }, Outcome::Written)
-                    if k == key && *durability != Durability::One =>
-                {
-                    values.iter().all(|v| v.is_some_and(|v| value.lattice_le(v)))
-                }
-                _ => true,
-            })
+        let acked = finished(nodes).all(|(op, outcome)| match (op, outcome) {
+            // A put at durability one may die with its coordinator; only stronger ones must be
+            // everywhere.
+            (Op::Put { key: k, value, durability }, Outcome::Written)
+                if k == key && *durability != Durability::One =>
+            {
+                values.iter().all(|v| v.is_some_and(|v| value.lattice_le(v)))
+            }
+            _ => true,
         });
         agree && acked
     })
@@ -171,23 +176,11 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
 
 /// KVS-I6 over every live node.
 pub fn typed(nodes: &Nodes<'_>) -> bool {
-    let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
-        KvsConfig::Storage(cfg) => Some(cfg),
-        KvsConfig::Client(_) => None,
-    });
-    let Some(schema) = schema else { return true };
-    let stores_typed = stores(nodes).all(|store| {
-        store
-            .iter()
-            .all(|(key, value)| schema.declared_type(key).is_none_or(|t| t == value.lattice_type()))
-    });
-    let puts_typed = clients(nodes).all(|(cfg, outcomes)| {
-        cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match (op, outcome) {
-            (Op::Put { key, value, .. }, Outcome::Written) => {
-                schema.declared_type(key).is_none_or(|t| t == value.lattice_type())
-            }
-            _ => true,
-        })
+    let stores_typed =
+        stores(nodes).all(|store| store.iter().all(|(key, value)| well_typed(nodes, key, value)));
+    let puts_typed = finished(nodes).all(|(op, outcome)| match (op, outcome) {
+        (Op::Put { key, value, .. }, Outcome::Written) => well_typed(nodes, key, value),
+        _ => true,
     });
     stores_typed && puts_typed
 }
@@ -195,20 +188,11 @@ pub fn typed(nodes: &Nodes<'_>) -> bool {
 /// Whether the run is quiescent and every put of its key's declared type was acknowledged:
 /// the states KVS-L1 asks to be reachable.
 pub fn quiescent_with_puts_acknowledged(nodes: &Nodes<'_>) -> bool {
-    let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
-        KvsConfig::Storage(cfg) => Some(cfg),
-        KvsConfig::Client(_) => None,
-    });
-    let well_typed = |key: &str, value: &LatticeValue| {
-        schema.and_then(|s| s.declared_type(key)).is_none_or(|t| t == value.lattice_type())
-    };
     quiescent(nodes)
-        && clients(nodes).all(|(cfg, outcomes)| {
-            cfg.ops.iter().zip(outcomes.unwrap_or(&[])).all(|(op, outcome)| match op {
-                Op::Put { key, value, .. } if well_typed(key, value) => {
-                    *outcome == Outcome::Written
-                }
-                _ => true,
-            })
+        && finished(nodes).all(|(op, outcome)| match op {
+            Op::Put { key, value, .. } if well_typed(nodes, key, value) => {
+                *outcome == Outcome::Written
+            }
+            _ => true,
         })
 }
