@@ -8,6 +8,15 @@
 //! - `kvs-restart` ([`Scenario::Restart`]): one client puts; at most one storage node crashes
 //!   and may restart empty with a new incarnation, which its peers must repopulate.
 //!
+//! - `membership-join` ([`Scenario::Join`]): a fourth storage node joins the ring of three
+//!   while a client puts at majority and reads; the joiner takes over a replica of the key.
+//! - `membership-leave` ([`Scenario::Leave`]): one of four storage nodes, the key's primary,
+//!   is asked to leave while a client puts at durability one and reads; its keys move to the
+//!   new owners, and a client that routes by the old ring is redirected.
+//!
+//! The membership scenarios have no crash, so every acknowledged put, even at durability one,
+//! must survive every handoff (KVS-I7).
+//!
 //! Restarts are split off because the restart protocol (`Hello`, incarnations) multiplies the
 //! state space: together the scenarios check in seconds, combined they would take many minutes.
 //! The properties are the KVS invariants of `squall_proto::kvs::invariants`, named by id. The
@@ -33,6 +42,7 @@ pub type KvsActor = Adapter<KvsNode>;
 /// The Stateright model.
 pub type KvsModel = ActorModel<KvsActor, (), ()>;
 
+/// The storage nodes of the crash scenarios.
 const STORAGE_NODES: u64 = 3;
 
 fn lww(time: u64, writer: u64, value: &'static str) -> LatticeValue {
@@ -48,30 +58,112 @@ pub enum Scenario {
     CrashStop,
     /// One client's put; one storage node may crash and restart empty.
     Restart,
+    /// A fourth storage node joins while a client puts at majority and reads; no crash.
+    Join,
+    /// The key's primary leaves a ring of four while a client puts at durability one and
+    /// reads; no crash.
+    Leave,
+}
+
+impl Scenario {
+    /// Every scenario, in the order `check all` runs them.
+    pub const ALL: [Self; 4] = [Self::CrashStop, Self::Restart, Self::Join, Self::Leave];
+
+    /// The scenario's model name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CrashStop => "kvs",
+            Self::Restart => "kvs-restart",
+            Self::Join => "membership-join",
+            Self::Leave => "membership-leave",
+        }
+    }
+
+    /// The scenario named `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// What the scenario models, in one line.
+    pub fn about(self) -> &'static str {
+        match self {
+            Self::CrashStop => "3 storage nodes, a put+get and a wrong-type put, one crash-stop",
+            Self::Restart => {
+                "3 storage nodes, a majority put, one crash and restart with repopulation"
+            }
+            Self::Join => "a 4th storage node joins during a majority put+get; handoff to it",
+            Self::Leave => "the key's primary leaves 4 nodes during a put+get; handoff, redirects",
+        }
+    }
+
+    /// The storage nodes, joiner included.
+    fn storage_nodes(self) -> u64 {
+        match self {
+            Self::CrashStop | Self::Restart | Self::Join | Self::Leave => STORAGE_NODES,
+        }
+    }
+
+    /// Every key's replication factor: every node in the crash scenarios, two of three in
+    /// the membership scenarios, so that a membership change moves a replica.
+    fn replication(self) -> usize {
+        match self {
+            Self::CrashStop | Self::Restart => 3,
+            Self::Join | Self::Leave => 2,
+        }
+    }
+
+    /// The key the clients use. On the ring of nodes 0 and 1, "e" is on [1, 0]; when node 2
+    /// joins it moves to [2, 1]. On the ring of nodes 0, 1 and 2, "a" is on [1, 0]; when node
+    /// 1 leaves it moves to [0, 2].
+    fn key(self) -> &'static str {
+        match self {
+            Self::Join => "e",
+            Self::CrashStop | Self::Restart | Self::Leave => "a",
+        }
+    }
 }
 
 /// The configurations of every node, indexed by node id: storage nodes, then clients.
 pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<KvsConfig> {
-    let ids: Vec<NodeId> = (0..STORAGE_NODES).map(NodeId).collect();
-    let ring = Ring::with_members(4, ids.iter().copied());
+    let storage_nodes = scenario.storage_nodes();
+    let ids: Vec<NodeId> = (0..storage_nodes).map(NodeId).collect();
+    // The joiner (the last storage node) is not on the initial ring.
+    let initial = match scenario {
+        Scenario::Join => &ids[..ids.len() - 1],
+        _ => &ids[..],
+    };
+    let ring = Ring::with_members(4, initial.iter().copied());
     let storage = ids.iter().map(|&id| {
-        let mut cfg = StorageConfig::new(id, ring.clone(), 3);
-        cfg.schema = BTreeMap::from([("a".to_owned(), LatticeType::Lww)]);
+        let mut cfg = StorageConfig::new(id, ring.clone(), scenario.replication());
+        cfg.schema = BTreeMap::from([(scenario.key().to_owned(), LatticeType::Lww)]);
+        cfg.join = !ring.members().contains(&id);
         cfg.mutant = mutant;
         KvsConfig::Storage(cfg)
     });
-    let put = |value: LatticeValue, durability| Op::Put { key: "a".into(), value, durability };
+    let key = scenario.key();
+    let put = |value: LatticeValue, durability| Op::Put { key: key.into(), value, durability };
+    let get = Op::Get { key: key.into() };
     let wrong_type = LatticeValue::Set(SetUnion::singleton(Bytes::from_static(b"z")));
     let clients = match scenario {
         Scenario::CrashStop => vec![
-            vec![put(lww(1, 3, "x"), Durability::Majority), Op::Get { key: "a".into() }],
+            vec![put(lww(1, 3, "x"), Durability::Majority), get.clone()],
             vec![put(wrong_type, Durability::One)],
         ],
         Scenario::Restart => vec![vec![put(lww(1, 3, "x"), Durability::Majority)]],
+        Scenario::Join => vec![vec![put(lww(1, 4, "x"), Durability::One)]],
+        // Node 1 is the primary of the key.
+        Scenario::Leave => {
+            vec![vec![put(lww(1, 4, "x"), Durability::One)], vec![Op::Leave { node: NodeId(1) }]]
+        }
     };
     let clients = clients.into_iter().enumerate().map(|(i, ops)| {
-        let mut cfg = ClientConfig::new(NodeId(STORAGE_NODES + i as u64), ring.clone(), 3, ops);
-        cfg.max_attempts = 1;
+        let id = NodeId(storage_nodes + i as u64);
+        // In the membership scenarios the writer has a second attempt: to follow a redirect
+        // (which uses one up), or after a timeout to put through the key's other replica.
+        let membership = matches!(scenario, Scenario::Join | Scenario::Leave);
+        let writer = membership && matches!(ops[0], Op::Put { .. });
+        let mut cfg = ClientConfig::new(id, ring.clone(), scenario.replication(), ops);
+        cfg.max_attempts = if writer { 2 } else { 1 };
         cfg.mutant = mutant;
         KvsConfig::Client(cfg)
     });
@@ -90,6 +182,8 @@ fn at_most_one_crash(_: &(), state: &ActorModelState<KvsActor>) -> bool {
         .sum();
     let down = state.crashed.iter().filter(|c| **c).count() as u32;
     let clients_up = state.crashed[STORAGE_NODES as usize..].iter().all(|crashed| !crashed);
+    // (The membership scenarios allow no crash at all, so their larger node count never
+    // reaches this bound.)
     clients_up && restarts + down <= 1
 }
 
@@ -101,15 +195,53 @@ fn one_crash_stop(cfg: &(), state: &ActorModelState<KvsActor>) -> bool {
 
 /// The model of `scenario` with its properties.
 pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> KvsModel {
-    let boundary = match scenario {
-        Scenario::CrashStop => one_crash_stop,
-        Scenario::Restart => at_most_one_crash,
-    };
-    ActorModel::new((), ())
+    let model = ActorModel::new((), ())
         .actors(configs(scenario, mutant).into_iter().map(|cfg| Adapter { cfg }))
-        .init_network(Network::new_unordered_duplicating([]))
-        .max_crashes(1)
-        .within_boundary(boundary)
+        .init_network(Network::new_unordered_duplicating([]));
+    match scenario {
+        Scenario::CrashStop => {
+            crash_properties(model.max_crashes(1).within_boundary(one_crash_stop))
+        }
+        Scenario::Restart => {
+            crash_properties(model.max_crashes(1).within_boundary(at_most_one_crash))
+        }
+        Scenario::Join | Scenario::Leave => membership_properties(model),
+    }
+}
+
+/// The properties of the membership scenarios (no crash).
+fn membership_properties(model: KvsModel) -> KvsModel {
+    model
+        .property(
+            Expectation::Always,
+            "KVS-I3 a replica never loses a key it owns or shrinks a value",
+            |_, s| no_step_violation(s, invariants::MONOTONE),
+        )
+        .property(
+            Expectation::Always,
+            "KVS-I5 once quiescent, replicas agree and hold every acknowledged put",
+            |m, s| invariants::converged_when_quiescent(&node_states(m, s)),
+        )
+        .property(
+            Expectation::Always,
+            "KVS-I7 no acknowledged put is lost through a handoff",
+            |m, s| invariants::acknowledged_writes_held(&node_states(m, s)),
+        )
+        .property(
+            Expectation::Always,
+            "KVS-I8 once quiescent, one ring everywhere and every key only on its owners",
+            |m, s| invariants::ownership_converged_when_quiescent(&node_states(m, s)),
+        )
+        .property(
+            Expectation::Sometimes,
+            "KVS-L1 quiescence with every put acknowledged and every leave done is reachable",
+            |m, s| invariants::quiescent_with_puts_acknowledged(&node_states(m, s)),
+        )
+}
+
+/// The properties of the crash scenarios.
+fn crash_properties(model: KvsModel) -> KvsModel {
+    model
         .property(
             Expectation::Always,
             "KVS-I2 a read returns nothing or a join of written values",
@@ -147,6 +279,8 @@ pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
     let list: &[Mutant] = match scenario {
         Scenario::CrashStop => &Mutant::KVS,
         Scenario::Restart => &Mutant::KVS_RESTART,
+        Scenario::Join => &Mutant::MEMBERSHIP_JOIN,
+        Scenario::Leave => &Mutant::MEMBERSHIP_LEAVE,
     };
     list.iter().map(|m| (m.name(), *m)).collect()
 }

@@ -39,23 +39,18 @@ pub struct ModelInfo {
 
 /// Every model, in the order `check all` runs them.
 pub fn models() -> Vec<ModelInfo> {
-    vec![
-        ModelInfo {
-            model: "gossip",
-            about: "replicas of an LWW register gossiping over a duplicating, reordering network",
-            mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
-        },
-        ModelInfo {
-            model: "kvs",
-            about: "3 storage nodes, a put+get and a wrong-type put, one crash-stop",
-            mutants: kvs::mutants(kvs::Scenario::CrashStop).into_iter().map(|(n, _)| n).collect(),
-        },
-        ModelInfo {
-            model: "kvs-restart",
-            about: "3 storage nodes, a majority put, one crash and restart with repopulation",
-            mutants: kvs::mutants(kvs::Scenario::Restart).into_iter().map(|(n, _)| n).collect(),
-        },
-    ]
+    [ModelInfo {
+        model: "gossip",
+        about: "replicas of an LWW register gossiping over a duplicating, reordering network",
+        mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
+    }]
+    .into_iter()
+    .chain(kvs::Scenario::ALL.map(|scenario| ModelInfo {
+        model: scenario.name(),
+        about: scenario.about(),
+        mutants: kvs::mutants(scenario).into_iter().map(|(n, _)| n).collect(),
+    }))
+    .collect()
 }
 
 /// A model or mutant name the CLI does not know.
@@ -158,11 +153,10 @@ pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Rep
             let model = gossip::model(gossip::Bounds::default(), mutant);
             Ok(run("gossip", mutant.map(|m| m.name().to_owned()), model, opts))
         }
-        "kvs" | "kvs-restart" => {
-            let (model, scenario) = kvs_scenario(name);
+        _ if let Some(scenario) = kvs::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
             let named = mutant.map(|m| m.name().to_owned());
-            Ok(run(model, named, kvs::model(scenario, mutant), opts))
+            Ok(run(scenario.name(), named, kvs::model(scenario, mutant), opts))
         }
         _ => Err(unknown_model(name)),
     }
@@ -176,20 +170,12 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
             gossip::model(gossip::Bounds::default(), mutant).checker().serve(addr);
             Ok(())
         }
-        "kvs" | "kvs-restart" => {
-            let (_, scenario) = kvs_scenario(name);
+        _ if let Some(scenario) = kvs::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
             kvs::model(scenario, mutant).checker().serve(addr);
             Ok(())
         }
         _ => Err(unknown_model(name)),
-    }
-}
-
-fn kvs_scenario(name: &str) -> (&'static str, kvs::Scenario) {
-    match name {
-        "kvs-restart" => ("kvs-restart", kvs::Scenario::Restart),
-        _ => ("kvs", kvs::Scenario::CrashStop),
     }
 }
 

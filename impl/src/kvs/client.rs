@@ -29,13 +29,19 @@ pub enum Op {
         /// How many replicas must hold it before the put is acknowledged.
         durability: Durability,
     },
+    /// Ask a storage node to leave the ring (an operator's request); finishes when it has.
+    Leave {
+        /// The node.
+        node: NodeId,
+    },
 }
 
 impl Op {
-    /// The key the operation is about.
-    pub fn key(&self) -> &Key {
+    /// The key the operation is about, if any.
+    pub fn key(&self) -> Option<&Key> {
         match self {
-            Self::Get { key } | Self::Put { key, .. } => key,
+            Self::Get { key } | Self::Put { key, .. } => Some(key),
+            Self::Leave { .. } => None,
         }
     }
 }
@@ -52,6 +58,8 @@ pub enum Outcome {
     Rejected(PutError),
     /// Every attempt timed out; indefinite: a put may or may not have happened.
     Failed,
+    /// The node asked to leave has left the ring.
+    Left,
 }
 
 impl Outcome {
@@ -151,6 +159,9 @@ impl KvsClient {
             Input::Receive { msg: KvsMsg::PutOk { req }, .. } if Some(req) == current => {
                 self.finish(cfg, Outcome::Written, out);
             }
+            Input::Receive { msg: KvsMsg::LeaveOk { req }, .. } if Some(req) == current => {
+                self.finish(cfg, Outcome::Left, out);
+            }
             Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. }
                 if Some(req) == current =>
             {
@@ -212,9 +223,12 @@ impl KvsClient {
         let Some(op) = cfg.ops.get(self.outcomes.len()) else {
             return out.cancel_timer(KvsTimer::Retry);
         };
-        let owners = match self.routes.get(op.key()) {
-            Some((_, owners)) => owners.clone(),
-            None => cfg.ring.responsible(op.key(), cfg.replication),
+        let owners = match op {
+            Op::Leave { node } => vec![*node],
+            Op::Get { key } | Op::Put { key, .. } => match self.routes.get(key) {
+                Some((_, owners)) => owners.clone(),
+                None => cfg.ring.responsible(key, cfg.replication),
+            },
         };
         if owners.is_empty() {
             // No storage node to ask: record a failure and move on. (Nothing was sent for this
@@ -227,6 +241,7 @@ impl KvsClient {
         let msg = match op.clone() {
             Op::Get { key } => KvsMsg::Get { req, key },
             Op::Put { key, value, durability } => KvsMsg::Put { req, key, value, durability },
+            Op::Leave { .. } => KvsMsg::Leave { req },
         };
         out.send(to, msg);
         out.set_timer(KvsTimer::Retry, cfg.retry_after);

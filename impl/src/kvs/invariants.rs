@@ -21,6 +21,12 @@ pub const CONVERGENCE: &str = "KVS-I5";
 /// KVS-I6: a put of a type other than its key's declared type is never acknowledged, and no
 /// replica holds a value of an undeclared type.
 pub const TYPED: &str = "KVS-I6";
+/// KVS-I7: with no crash, every acknowledged put, at any durability, is held by some live
+/// node, through every membership change and handoff.
+pub const HANDOFF: &str = "KVS-I7";
+/// KVS-I8: once quiescent, every storage node has the same membership view and stores only
+/// keys that view makes it responsible for.
+pub const OWNERSHIP: &str = "KVS-I8";
 /// KVS-L1: a quiescent state is reachable in which every well-typed put was acknowledged (so
 /// KVS-I5 is not vacuous, and the protocol can finish its work, not merely lose it).
 pub const QUIESCENCE_REACHABLE: &str = "KVS-L1";
@@ -99,7 +105,9 @@ fn joins_some(value: &LatticeValue, writes: &[&LatticeValue]) -> bool {
 /// KVS-I2 over the outcomes of every live client.
 pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
     finished(nodes).all(|(op, outcome)| match outcome {
-        Outcome::Read(Some(value)) => joins_some(value, &written(nodes, op.key())),
+        Outcome::Read(Some(value)) => {
+            op.key().is_some_and(|key| joins_some(value, &written(nodes, key)))
+        }
         _ => true,
     })
 }
@@ -121,6 +129,45 @@ pub fn acknowledged_writes_survive(nodes: &Nodes<'_>) -> bool {
         }
         _ => true,
     })
+}
+
+/// KVS-I7: every acknowledged put is below the join of the live nodes' values of its key.
+/// Meaningful only in runs without crashes (a put at durability one dies with its
+/// coordinator); the membership model has none.
+pub fn acknowledged_writes_held(nodes: &Nodes<'_>) -> bool {
+    finished(nodes).all(|(op, outcome)| match (op, outcome) {
+        (Op::Put { key, value, .. }, Outcome::Written) => {
+            let mut held = LatticeValue::bottom(value.lattice_type());
+            for store in stores(nodes) {
+                if let Some(v) = store.get(key) {
+                    let _ = held.merge(v.clone());
+                }
+            }
+            value.lattice_le(&held)
+        }
+        _ => true,
+    })
+}
+
+/// KVS-I8: quiescent ⇒ one membership view everywhere, and no node stores a key it does not
+/// own under it.
+pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
+    if !quiescent(nodes) {
+        return true;
+    }
+    let storages: Vec<_> = nodes
+        .iter()
+        .filter_map(|(cfg, node)| match (cfg, node) {
+            (KvsConfig::Storage(cfg), Some(KvsNode::Storage(s))) => Some((cfg, s)),
+            _ => None,
+        })
+        .collect();
+    let one_view =
+        storages.windows(2).all(|p| p[0].1.ring().membership() == p[1].1.ring().membership());
+    let owned = storages.iter().all(|(cfg, s)| {
+        s.store().keys().all(|key| s.ring().is_responsible(cfg.id, key, cfg.replication))
+    });
+    one_view && owned
 }
 
 /// Whether the run is quiescent: every node up, every client done, every storage node idle.
@@ -185,14 +232,15 @@ pub fn typed(nodes: &Nodes<'_>) -> bool {
     stores_typed && puts_typed
 }
 
-/// Whether the run is quiescent and every put of its key's declared type was acknowledged:
-/// the states KVS-L1 asks to be reachable.
+/// Whether the run is quiescent, every put of its key's declared type was acknowledged and
+/// every node asked to leave has left: the states KVS-L1 asks to be reachable.
 pub fn quiescent_with_puts_acknowledged(nodes: &Nodes<'_>) -> bool {
     quiescent(nodes)
         && finished(nodes).all(|(op, outcome)| match op {
             Op::Put { key, value, .. } if well_typed(nodes, key, value) => {
                 *outcome == Outcome::Written
             }
+            Op::Leave { .. } => *outcome == Outcome::Left,
             _ => true,
         })
 }

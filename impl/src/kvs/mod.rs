@@ -9,8 +9,11 @@
 //! restarts comes back empty with a higher *incarnation*; its peers then stop trusting its
 //! earlier acknowledgements and send it its keys again.
 //!
-//! Specified on [the KVS page](crate::spec::kvs); invariants in [`invariants`]. Membership
-//! changes (join, leave, handoff) are not implemented yet.
+//! Membership is a lattice too ([`Membership`]: node → [`Status`]), gossiped until every peer
+//! acknowledges it. When a node's view grows, every key it holds is handed to the replicas the
+//! new ring gives it, and a key it no longer owns is deleted only once all of them hold it.
+//!
+//! Specified on [the KVS page](crate::spec::kvs); invariants in [`invariants`].
 
 mod client;
 pub mod invariants;
@@ -20,7 +23,7 @@ mod storage;
 
 pub use client::{ClientConfig, KvsClient, Op, Outcome};
 pub use msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
-pub use ring::{Epoch, Ring, fnv1a64, ring_hash};
+pub use ring::{Epoch, Membership, Ring, Status, fnv1a64, ring_hash};
 pub use storage::{StorageConfig, StorageNode};
 
 use crate::node::{Input, Node, Outbox, Violation};
@@ -48,6 +51,22 @@ pub enum Mutant {
     AcksNeverRecorded,
     /// The client follows a redirect from an epoch no newer than its own.
     FollowStaleRedirect,
+    /// A node that no longer owns a key sends it to the new replicas once and deletes it at
+    /// once, without waiting for their acknowledgement.
+    DeleteBeforeHandoffAck,
+    /// A node keeps the keys it handed off for ever.
+    KeepHandedOff,
+    /// On a ring change, replicas that are new for a key are not marked behind, so they get
+    /// it only if it is written again.
+    ForgetNewOwner,
+    /// A node deletes every key whose replicas all hold its value, owned or not: "handed off"
+    /// confused with "replicated".
+    ReleaseOwnedKeys,
+    /// Acknowledgements of membership views are never recorded, so a view is re-sent for ever.
+    RingAcksIgnored,
+    /// A leaving node that has handed everything off records its departure without telling
+    /// its peers.
+    SilentDeparture,
 }
 
 impl Mutant {
@@ -64,6 +83,24 @@ impl Mutant {
     /// The mutants the `kvs-restart` model catches.
     pub const KVS_RESTART: [Self; 2] = [Self::IgnoreIncarnation, Self::AckBeforeReplicas];
 
+    /// The mutants the `membership-join` model catches.
+    pub const MEMBERSHIP_JOIN: [Self; 5] = [
+        Self::DeleteBeforeHandoffAck,
+        Self::KeepHandedOff,
+        Self::ForgetNewOwner,
+        Self::ReleaseOwnedKeys,
+        Self::RingAcksIgnored,
+    ];
+
+    /// The mutants the `membership-leave` model catches.
+    pub const MEMBERSHIP_LEAVE: [Self; 5] = [
+        Self::DeleteBeforeHandoffAck,
+        Self::ForgetNewOwner,
+        Self::ReleaseOwnedKeys,
+        Self::RingAcksIgnored,
+        Self::SilentDeparture,
+    ];
+
     /// The mutant's command-line name.
     pub fn name(self) -> &'static str {
         match self {
@@ -76,6 +113,12 @@ impl Mutant {
             Self::RollbackOnReject => "rollback-on-reject",
             Self::AcksNeverRecorded => "acks-never-recorded",
             Self::FollowStaleRedirect => "follow-stale-redirect",
+            Self::DeleteBeforeHandoffAck => "delete-before-handoff-ack",
+            Self::KeepHandedOff => "keep-handed-off",
+            Self::ForgetNewOwner => "forget-new-owner",
+            Self::ReleaseOwnedKeys => "release-owned-keys",
+            Self::RingAcksIgnored => "ring-acks-ignored",
+            Self::SilentDeparture => "silent-departure",
         }
     }
 }
@@ -120,9 +163,11 @@ impl Node for KvsNode {
         }
     }
 
-    fn check_step(_: &KvsConfig, before: &Self, after: &Self) -> Result<(), Violation> {
-        match (before, after) {
-            (Self::Storage(before), Self::Storage(after)) => StorageNode::check_step(before, after),
+    fn check_step(cfg: &KvsConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        match (cfg, before, after) {
+            (KvsConfig::Storage(cfg), Self::Storage(before), Self::Storage(after)) => {
+                StorageNode::check_step(cfg, before, after)
+            }
             _ => Ok(()),
         }
     }

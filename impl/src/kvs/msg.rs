@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::ring::Epoch;
+use super::ring::{Epoch, Membership};
 use crate::lattice::{LatticeType, LatticeValue, TypeMismatch};
 use crate::node::NodeId;
 
@@ -133,10 +133,34 @@ pub enum KvsMsg {
         /// The restarted replica's new incarnation.
         incarnation: u32,
     },
-    /// Replica → restarted replica: your `Hello` of `incarnation` was received.
+    /// Replica → restarted replica: your `Hello` of `incarnation` was received; here is my view
+    /// of the membership (a restarted node starts from its configured ring, which may be stale).
     HelloAck {
         /// The incarnation acknowledged.
         incarnation: u32,
+        /// The responder's membership.
+        members: Membership,
+    },
+    /// Replica → replica: my view of the membership changed; merge it. Re-sent until answered.
+    RingUpdate {
+        /// The sender's membership.
+        members: Membership,
+    },
+    /// Replica → replica: my membership after merging your `RingUpdate`.
+    RingAck {
+        /// The responder's membership.
+        members: Membership,
+    },
+    /// Operator → storage node: leave the ring, handing every key to its new owners.
+    Leave {
+        /// The operator's request number.
+        req: u32,
+    },
+    /// Storage node → operator: this node has left: its keys are held by their new owners, no
+    /// put it coordinated is waiting, every peer knows, and it may be stopped.
+    LeaveOk {
+        /// The request answered.
+        req: u32,
     },
 }
 
@@ -148,6 +172,8 @@ pub enum KvsTimer {
     Gossip,
     /// Storage node: re-send `Hello` to peers that have not acknowledged it.
     Hello,
+    /// Storage node: re-send `RingUpdate` to peers not known to hold this node's membership.
+    Ring,
     /// Client: the current request timed out.
     Retry,
 }

@@ -49,17 +49,49 @@ pub const fn fnv1a64(bytes: &[u8]) -> u64 {
     hash
 }
 
-/// A ring version: bumped on every membership change, carried by redirects so that routing
-/// information can be ordered by freshness.
+/// A ring version: the sum of every known node's [`Status`] rank, so it grows with every
+/// membership change and only then. Redirects carry it so that routing information can be
+/// ordered by freshness. Two views that each saw a different concurrent change share an epoch;
+/// their merge has a larger one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Epoch(pub u64);
 
-/// The consistent-hash ring of storage nodes.
+/// Where a node is in its life as a ring member. Statuses only advance, in declaration order,
+/// so a membership (node → status, merged by taking the later status) is a lattice and views of
+/// it converge by gossip without coordination. A node id is never reused: a machine that
+/// rejoins after leaving takes a new id.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Status {
+    /// On the ring: owns keys. Rank 1.
+    Member,
+    /// Asked to leave: off the ring, handing its keys to their new owners. Rank 2.
+    Leaving,
+    /// Handed everything off; may be stopped. Rank 3.
+    Left,
+}
+
+impl Status {
+    /// The status's contribution to the [`Epoch`].
+    pub fn rank(self) -> u64 {
+        match self {
+            Self::Member => 1,
+            Self::Leaving => 2,
+            Self::Left => 3,
+        }
+    }
+}
+
+/// Every node a ring has heard of, with its status: the lattice that ring views gossip.
+pub type Membership = BTreeMap<NodeId, Status>;
+
+/// The consistent-hash ring of storage nodes: a [`Membership`] and the positions of its
+/// [`Status::Member`] nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ring {
     virtual_nodes: u32,
-    epoch: Epoch,
+    membership: Membership,
     members: BTreeSet<NodeId>,
     positions: BTreeMap<u64, NodeId>,
 }
@@ -73,13 +105,13 @@ impl Ring {
         assert!(virtual_nodes > 0, "a ring needs at least one virtual node per member");
         Self {
             virtual_nodes,
-            epoch: Epoch(0),
+            membership: Membership::new(),
             members: BTreeSet::new(),
             positions: BTreeMap::new(),
         }
     }
 
-    /// A ring holding `members`, at the epoch `members.len()` (one bump per join).
+    /// A ring holding `members`, at the epoch `members.len()` (rank 1 each).
     pub fn with_members(virtual_nodes: u32, members: impl IntoIterator<Item = NodeId>) -> Self {
         let mut ring = Self::new(virtual_nodes);
         for member in members {
@@ -88,36 +120,76 @@ impl Ring {
         ring
     }
 
-    /// The ring's epoch.
+    /// The ring's epoch: the sum of its nodes' status ranks.
     pub fn epoch(&self) -> Epoch {
-        self.epoch
+        Epoch(self.membership.values().map(|s| s.rank()).sum())
     }
 
-    /// The members, in id order.
+    /// The nodes on the ring (status [`Status::Member`]), in id order.
     pub fn members(&self) -> &BTreeSet<NodeId> {
         &self.members
     }
 
-    /// Adds `node`; returns whether it was new (the epoch advances only then).
+    /// Every node this ring has heard of, with its status.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// `node`'s status, if the ring has heard of it.
+    pub fn status(&self, node: NodeId) -> Option<Status> {
+        self.membership.get(&node).copied()
+    }
+
+    /// Adds `node` as a member; returns whether it was unknown (only then does anything
+    /// change: a node that left cannot rejoin under its old id).
     pub fn join(&mut self, node: NodeId) -> bool {
-        let new = self.members.insert(node);
-        if new {
-            self.rebuild();
-        }
-        new
+        self.advance(node, Status::Member)
     }
 
-    /// Removes `node`; returns whether it was a member (the epoch advances only then).
+    /// Takes member `node` off the ring ([`Status::Leaving`]); returns whether it was a member.
     pub fn leave(&mut self, node: NodeId) -> bool {
-        let was_member = self.members.remove(&node);
-        if was_member {
-            self.rebuild();
-        }
-        was_member
+        self.status(node) == Some(Status::Member) && self.advance(node, Status::Leaving)
     }
 
-    /// Recomputes every position from the members and advances the epoch.
+    /// Records that leaving `node` handed everything off ([`Status::Left`]); returns whether it
+    /// was leaving.
+    pub fn depart(&mut self, node: NodeId) -> bool {
+        self.status(node) == Some(Status::Leaving) && self.advance(node, Status::Left)
+    }
+
+    /// Merges another view of the membership into this one: every node takes the later of its
+    /// two statuses. Returns whether this view changed.
+    pub fn merge(&mut self, other: &Membership) -> bool {
+        let mut changed = false;
+        for (&node, &status) in other {
+            if self.status(node).is_none_or(|mine| mine < status) {
+                self.membership.insert(node, status);
+                changed = true;
+            }
+        }
+        if changed {
+            self.rebuild();
+        }
+        changed
+    }
+
+    /// Whether this view knows everything `other` does.
+    pub fn covers(&self, other: &Membership) -> bool {
+        other.iter().all(|(node, status)| self.status(*node).is_some_and(|mine| mine >= *status))
+    }
+
+    fn advance(&mut self, node: NodeId, status: Status) -> bool {
+        self.merge(&Membership::from([(node, status)]))
+    }
+
+    /// Recomputes every position from the members.
     fn rebuild(&mut self) {
+        self.members = self
+            .membership
+            .iter()
+            .filter(|(_, status)| **status == Status::Member)
+            .map(|(node, _)| *node)
+            .collect();
         self.positions.clear();
         for &node in &self.members {
             for i in 0..self.virtual_nodes {
@@ -126,7 +198,6 @@ impl Ring {
                 self.positions.entry(position).or_insert(node);
             }
         }
-        self.epoch.0 += 1;
     }
 
     /// The nodes responsible for `key` at replication factor `factor`: distinct, primary

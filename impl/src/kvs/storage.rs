@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
-use super::ring::Ring;
+use super::ring::{Membership, Ring, Status};
 use super::{KvsNode, Mutant};
 use crate::lattice::{LatticeType, LatticeValue};
 use crate::node::{Input, NodeId, Outbox, Violation};
@@ -30,6 +30,12 @@ pub struct StorageConfig {
     pub gossip_period: Duration,
     /// How often a restarted node re-sends `Hello` to peers that have not acknowledged it.
     pub hello_period: Duration,
+    /// How often a node whose membership view changed re-sends it to peers that have not
+    /// acknowledged it.
+    pub ring_period: Duration,
+    /// Whether this node starts by joining `ring` (which need not list it) rather than as one
+    /// of its members.
+    pub join: bool,
     /// The most keys this node stores; puts creating more are rejected.
     pub max_keys: u32,
     /// The most unacknowledged puts this node tracks; more are rejected as overloaded.
@@ -49,6 +55,8 @@ impl StorageConfig {
             schema: BTreeMap::new(),
             gossip_period: Duration::from_millis(10),
             hello_period: Duration::from_millis(100),
+            ring_period: Duration::from_millis(100),
+            join: false,
             max_keys: 1_000_000,
             max_pending: 10_000,
             #[cfg(feature = "mutants")]
@@ -100,29 +108,60 @@ pub struct StorageNode {
     hello_unacked: BTreeSet<NodeId>,
     /// Unacknowledged puts by `(client, request)`.
     pending: BTreeMap<(NodeId, u32), PendingPut>,
+    /// Peers not known to hold this node's membership view.
+    ring_unacked: BTreeSet<NodeId>,
+    /// `Leave` requests to answer once this node has left, by `(operator, request)`.
+    leave_waiters: BTreeSet<(NodeId, u32)>,
 }
 
 impl StorageNode {
     /// Starts (or restarts, with the incarnation it persisted) a node: a restarted node comes
     /// back empty and says `Hello` to its peers so they send it its keys again.
+    ///
+    /// A node configured to join adds itself to its ring and sends the new view to every peer;
+    /// the peers then hand it the keys it now owns.
     pub fn init(cfg: &StorageConfig, persisted: u32, out: &mut Out) -> Self {
         let incarnation = persisted + 1;
         out.persist(incarnation);
+        let mut ring = cfg.ring.clone();
+        let joined = cfg.join && ring.join(cfg.id);
         let peers: BTreeMap<NodeId, u32> =
-            cfg.ring.members().iter().filter(|n| **n != cfg.id).map(|n| (*n, 1)).collect();
-        let hello_unacked =
-            if incarnation > 1 { peers.keys().copied().collect() } else { BTreeSet::new() };
-        let node = Self {
+            ring.membership().keys().filter(|n| **n != cfg.id).map(|n| (*n, 1)).collect();
+        let mut node = Self {
             incarnation,
-            ring: cfg.ring.clone(),
+            ring,
             store: BTreeMap::new(),
             behind: BTreeMap::new(),
             peers,
-            hello_unacked,
+            hello_unacked: BTreeSet::new(),
             pending: BTreeMap::new(),
+            ring_unacked: BTreeSet::new(),
+            leave_waiters: BTreeSet::new(),
         };
+        if incarnation > 1 {
+            node.hello_unacked = node.ring_peers(cfg).collect();
+        }
+        if joined {
+            node.ring_unacked = node.ring_peers(cfg).collect();
+        }
         node.say_hello(cfg, out);
+        node.send_ring(cfg, out);
         node
+    }
+
+    /// The peers that take part in membership gossip: every node heard of except this one and
+    /// those that have left.
+    fn ring_peers<'a>(&'a self, cfg: &'a StorageConfig) -> impl Iterator<Item = NodeId> + 'a {
+        self.ring
+            .membership()
+            .iter()
+            .filter(move |(node, status)| **node != cfg.id && **status != Status::Left)
+            .map(|(node, _)| *node)
+    }
+
+    /// Whether this node has left the ring and every peer knows: it may be stopped.
+    pub fn has_left(&self, cfg: &StorageConfig) -> bool {
+        self.ring.status(cfg.id) == Some(Status::Left) && self.ring_unacked.is_empty()
     }
 
     /// This node's incarnation.
@@ -140,20 +179,19 @@ impl StorageNode {
         &self.ring
     }
 
-    /// Whether nothing is left to do: no replica behind, no `Hello` unacknowledged, no put
-    /// waiting.
+    /// Whether nothing is left to do: no replica behind, no `Hello` or membership view
+    /// unacknowledged, no put waiting, no `Leave` request unanswered.
     pub fn is_idle(&self) -> bool {
-        self.behind.is_empty() && self.hello_unacked.is_empty() && self.pending.is_empty()
+        self.behind.is_empty()
+            && self.hello_unacked.is_empty()
+            && self.pending.is_empty()
+            && self.ring_unacked.is_empty()
+            && self.leave_waiters.is_empty()
     }
 
     /// The other replicas of `key`.
     fn others(&self, cfg: &StorageConfig, key: &str) -> Vec<NodeId> {
-        let mut others = self.ring.responsible(key, cfg.replication);
-        others.retain(|n| *n != cfg.id);
-        if cfg.has(Mutant::GossipSkipsReplica) {
-            others.pop();
-        }
-        others
+        others_in(&self.ring, cfg, key)
     }
 
     fn is_responsible(&self, cfg: &StorageConfig, key: &str) -> bool {
@@ -184,24 +222,56 @@ impl StorageNode {
                     }
                 }
                 self.settle(cfg, out);
+                self.release_handed_off(cfg);
+                self.check_left(cfg, out);
                 self.disarm_if_done(out);
             }
             Input::Receive { from, msg: KvsMsg::Hello { incarnation } }
                 if self.peers.contains_key(&from) =>
             {
                 self.observe(cfg, from, incarnation, out);
-                out.send(from, KvsMsg::HelloAck { incarnation });
+                let members = self.ring.membership().clone();
+                out.send(from, KvsMsg::HelloAck { incarnation, members });
             }
-            Input::Receive { from, msg: KvsMsg::HelloAck { incarnation } }
+            Input::Receive { from, msg: KvsMsg::HelloAck { incarnation, members } }
                 if incarnation == self.incarnation && self.peers.contains_key(&from) =>
             {
                 if self.hello_unacked.remove(&from) && self.hello_unacked.is_empty() {
                     out.cancel_timer(KvsTimer::Hello);
                 }
+                // What a restarted node learns, it spreads: the view's creator may be the node
+                // that crashed (this one) and never finished spreading it.
+                self.adopt(cfg, &members, Spread::Always, out);
+            }
+            // Membership views are accepted from any node: they only ever add knowledge.
+            Input::Receive { from, msg: KvsMsg::RingUpdate { members } } => {
+                self.adopt(cfg, &members, Spread::IfNew, out);
+                out.send(from, KvsMsg::RingAck { members: self.ring.membership().clone() });
+            }
+            Input::Receive { from, msg: KvsMsg::RingAck { members } } => {
+                self.adopt(cfg, &members, Spread::IfNew, out);
+                // After the merge this view covers theirs; they hold it if the two are equal.
+                if &members == self.ring.membership()
+                    && !cfg.has(Mutant::RingAcksIgnored)
+                    && self.ring_unacked.remove(&from)
+                    && self.ring_unacked.is_empty()
+                {
+                    out.cancel_timer(KvsTimer::Ring);
+                    self.check_left(cfg, out);
+                }
+            }
+            Input::Receive { from, msg: KvsMsg::Leave { req } } => {
+                self.leave_waiters.insert((from, req));
+                let mut ring = self.ring.clone();
+                if ring.leave(cfg.id) {
+                    self.change_ring(cfg, ring, true, out);
+                }
+                self.check_left(cfg, out);
             }
             Input::Receive { .. } => out.ignore("message a storage node does not expect"),
             Input::Timeout(KvsTimer::Gossip) => self.send_gossip(cfg, out),
             Input::Timeout(KvsTimer::Hello) => self.say_hello(cfg, out),
+            Input::Timeout(KvsTimer::Ring) => self.send_ring(cfg, out),
             Input::Timeout(KvsTimer::Retry) => out.ignore("client timer at a storage node"),
         }
     }
@@ -471,6 +541,114 @@ impl StorageNode {
         out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
     }
 
+    /// Merges a peer's membership view into this node's; see [`Self::change_ring`].
+    ///
+    /// Every view is spread by the node that created it: the node where a join, leave or
+    /// departure happened, or where a merge produced a view no peer sent. A view received
+    /// whole is already being spread by its creator, which re-sends it until every peer has
+    /// acknowledged it, so passing it on again would only multiply messages.
+    fn adopt(&mut self, cfg: &StorageConfig, members: &Membership, spread: Spread, out: &mut Out) {
+        if self.ring.covers(members) {
+            return;
+        }
+        let mut ring = self.ring.clone();
+        ring.merge(members);
+        let created = ring.membership() != members;
+        self.change_ring(cfg, ring, created || spread == Spread::Always, out);
+    }
+
+    /// Moves to a grown membership view, telling every peer if `announce`, and hands each
+    /// stored key to the replicas the new ring gives it. A new replica of a key is behind
+    /// until it acknowledges this node's value; a key this node no longer owns is deleted only
+    /// once every new replica has acknowledged it.
+    fn change_ring(&mut self, cfg: &StorageConfig, ring: Ring, announce: bool, out: &mut Out) {
+        let old = std::mem::replace(&mut self.ring, ring);
+        for node in self.ring.membership().keys() {
+            if *node != cfg.id {
+                self.peers.entry(*node).or_insert(1);
+            }
+        }
+        if announce {
+            self.ring_unacked = self.ring_peers(cfg).collect();
+            self.send_ring(cfg, out);
+        } else {
+            let ring = &self.ring;
+            self.ring_unacked.retain(|peer| ring.status(*peer) != Some(Status::Left));
+            if self.ring_unacked.is_empty() {
+                out.cancel_timer(KvsTimer::Ring);
+            }
+        }
+        let keys: Vec<Key> = self.store.keys().cloned().collect();
+        for key in keys {
+            let before: BTreeSet<NodeId> = others_in(&old, cfg, &key).into_iter().collect();
+            let after: BTreeSet<NodeId> = self.others(cfg, &key).into_iter().collect();
+            let mut lagging = self.behind.remove(&key).unwrap_or_default();
+            lagging.retain(|n| after.contains(n));
+            if !cfg.has(Mutant::ForgetNewOwner) {
+                lagging.extend(after.difference(&before));
+            }
+            if !lagging.is_empty() {
+                self.behind.insert(key, lagging);
+            }
+        }
+        if !self.behind.is_empty() {
+            self.send_gossip(cfg, out);
+        }
+        if cfg.has(Mutant::DeleteBeforeHandoffAck) {
+            let id = cfg.id;
+            let ring = &self.ring;
+            self.store.retain(|key, _| ring.is_responsible(id, key, cfg.replication));
+            self.behind.retain(|key, _| ring.is_responsible(id, key, cfg.replication));
+        }
+        self.settle(cfg, out);
+        self.release_handed_off(cfg);
+        self.check_left(cfg, out);
+        self.disarm_if_done(out);
+    }
+
+    /// Deletes the keys this node no longer owns once every new replica holds its value.
+    fn release_handed_off(&mut self, cfg: &StorageConfig) {
+        if cfg.has(Mutant::KeepHandedOff) {
+            return;
+        }
+        let (id, ring, behind) = (cfg.id, &self.ring, &self.behind);
+        self.store.retain(|key, _| {
+            let owners = ring.responsible(key, cfg.replication);
+            // With no owner at all (the last member is leaving) the key stays put.
+            let owned = owners.contains(&id) && !cfg.has(Mutant::ReleaseOwnedKeys);
+            owned || owners.is_empty() || behind.contains_key(key)
+        });
+    }
+
+    /// A leaving node leaves once it holds nothing and waits for nothing; it answers its
+    /// `Leave` requests once every peer knows.
+    fn check_left(&mut self, cfg: &StorageConfig, out: &mut Out) {
+        if self.ring.status(cfg.id) == Some(Status::Leaving)
+            && self.store.is_empty()
+            && self.pending.is_empty()
+        {
+            let mut ring = self.ring.clone();
+            ring.depart(cfg.id);
+            return self.change_ring(cfg, ring, !cfg.has(Mutant::SilentDeparture), out);
+        }
+        if self.has_left(cfg) {
+            for (operator, req) in std::mem::take(&mut self.leave_waiters) {
+                out.send(operator, KvsMsg::LeaveOk { req });
+            }
+        }
+    }
+
+    /// Sends this node's membership view to every peer that has not acknowledged it.
+    fn send_ring(&self, cfg: &StorageConfig, out: &mut Out) {
+        if self.ring_unacked.is_empty() {
+            return;
+        }
+        for peer in &self.ring_unacked {
+            out.send(*peer, KvsMsg::RingUpdate { members: self.ring.membership().clone() });
+        }
+        out.set_timer(KvsTimer::Ring, cfg.ring_period);
+    }
+
     fn say_hello(&self, cfg: &StorageConfig, out: &mut Out) {
         if self.hello_unacked.is_empty() {
             return;
@@ -487,11 +665,13 @@ impl StorageNode {
         }
     }
 
-    /// KVS-I3: within one incarnation, no key disappears and no value shrinks.
-    pub fn check_step(before: &Self, after: &Self) -> Result<(), Violation> {
+    /// KVS-I3: within one incarnation, no value shrinks, and no key disappears from a node
+    /// that still owns it.
+    pub fn check_step(cfg: &StorageConfig, before: &Self, after: &Self) -> Result<(), Violation> {
         for (key, old) in &before.store {
             match after.store.get(key) {
                 Some(new) if old.lattice_le(new) => {}
+                None if !after.ring.is_responsible(cfg.id, key, cfg.replication) => {}
                 new => {
                     return Err(Violation {
                         id: super::invariants::MONOTONE,
@@ -502,4 +682,23 @@ impl StorageNode {
         }
         Ok(())
     }
+}
+
+/// When a node passes on a membership view it merged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Spread {
+    /// Only if the merge created a view the peer did not send.
+    IfNew,
+    /// Whenever the view grew.
+    Always,
+}
+
+/// The replicas of `key` under `ring` other than this node.
+fn others_in(ring: &Ring, cfg: &StorageConfig, key: &str) -> Vec<NodeId> {
+    let mut others = ring.responsible(key, cfg.replication);
+    others.retain(|n| *n != cfg.id);
+    if cfg.has(Mutant::GossipSkipsReplica) {
+        others.pop();
+    }
+    others
 }
