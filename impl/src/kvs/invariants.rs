@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::client::{ClientConfig, Op, Outcome};
-use super::{Durability, Key, KvsConfig, KvsNode};
+use super::{Durability, Key, KvsConfig, KvsNode, Status};
 use crate::lattice::LatticeValue;
 
 /// KVS-I2: a read returns nothing, or a join of writes some client made to that key.
@@ -24,8 +24,9 @@ pub const TYPED: &str = "KVS-I6";
 /// KVS-I7: with no crash, every acknowledged put, at any durability, is held by some live
 /// node, through every membership change and handoff.
 pub const HANDOFF: &str = "KVS-I7";
-/// KVS-I8: once quiescent, every storage node has the same membership view and stores only
-/// keys that view makes it responsible for.
+/// KVS-I8: once quiescent, every storage node that has not left has the same membership view,
+/// that view gives every node the status the node gives itself, and every storage node stores
+/// only keys its view makes it responsible for.
 pub const OWNERSHIP: &str = "KVS-I8";
 /// KVS-L1: a quiescent state is reachable in which every well-typed put was acknowledged (so
 /// KVS-I5 is not vacuous, and the protocol can finish its work, not merely lose it).
@@ -149,8 +150,8 @@ pub fn acknowledged_writes_held(nodes: &Nodes<'_>) -> bool {
     })
 }
 
-/// KVS-I8: quiescent ⇒ one membership view everywhere, and no node stores a key it does not
-/// own under it.
+/// KVS-I8: quiescent ⇒ one membership view on every node that has not left, agreeing with
+/// each node's own status, and no node stores a key it does not own under its view.
 pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
     if !quiescent(nodes) {
         return true;
@@ -162,12 +163,22 @@ pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
             _ => None,
         })
         .collect();
-    let one_view =
-        storages.windows(2).all(|p| p[0].1.ring().membership() == p[1].1.ring().membership());
+    // A node that has left is no longer told of changes (it may have been stopped), so only
+    // the others must agree.
+    let staying: Vec<_> = storages
+        .iter()
+        .filter(|(cfg, s)| s.ring().status(cfg.id) != Some(Status::Left))
+        .map(|(_, s)| s.ring().membership())
+        .collect();
+    let one_view = staying.windows(2).all(|pair| pair[0] == pair[1]);
+    // And that view knows where every node is: what each node says of itself.
+    let self_known = storages.iter().all(|(cfg, s)| {
+        staying.iter().all(|view| view.get(&cfg.id) == s.ring().membership().get(&cfg.id))
+    });
     let owned = storages.iter().all(|(cfg, s)| {
         s.store().keys().all(|key| s.ring().is_responsible(cfg.id, key, cfg.replication))
     });
-    one_view && owned
+    one_view && self_known && owned
 }
 
 /// Whether the run is quiescent: every node up, every client done, every storage node idle.

@@ -174,6 +174,8 @@ impl Node for KvsNode {
 }
 
 #[cfg(test)]
+mod membership_tests;
+#[cfg(test)]
 mod ring_tests;
 #[cfg(test)]
 mod tests;

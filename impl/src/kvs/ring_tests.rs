@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 
-use super::ring::{Epoch, Ring, fnv1a64, ring_hash};
+use super::ring::{Epoch, Membership, Ring, Status, fnv1a64, ring_hash};
 use crate::node::NodeId;
 
 fn ids(list: &[u64]) -> Vec<NodeId> {
@@ -104,7 +104,56 @@ fn membership_changes_advance_the_epoch_only_when_they_change_the_ring() {
     assert!(ring.responsible("k", 3).is_empty(), "an empty ring owns nothing");
 }
 
+fn membership() -> impl Strategy<Value = Membership> {
+    let status = prop_oneof![Just(Status::Member), Just(Status::Leaving), Just(Status::Left)];
+    prop::collection::btree_map((0u64..6).prop_map(NodeId), status, 0..6)
+}
+
+fn view(members: &Membership) -> Ring {
+    let mut ring = Ring::new(4);
+    ring.merge(members);
+    ring
+}
+
+#[test]
+fn leaving_and_departing_follow_the_status_order() {
+    let mut ring = Ring::with_members(4, [NodeId(0), NodeId(1)]);
+    assert!(!ring.depart(NodeId(1)), "a member must leave before it departs");
+    assert!(ring.leave(NodeId(1)));
+    assert!(!ring.leave(NodeId(1)));
+    assert_eq!(ring.members().iter().copied().collect::<Vec<_>>(), [NodeId(0)]);
+    assert!(ring.depart(NodeId(1)));
+    assert!(!ring.join(NodeId(1)), "a node that left cannot rejoin under its id");
+    assert_eq!(ring.epoch(), Epoch(1 + 3));
+    assert_eq!(ring.status(NodeId(1)), Some(Status::Left));
+}
+
 proptest! {
+    #[test]
+    fn membership_merge_is_a_join(a in membership(), b in membership(), c in membership()) {
+        // Commutative, associative, idempotent: views converge in any delivery order.
+        let mut ab = view(&a);
+        ab.merge(&b);
+        let mut ba = view(&b);
+        ba.merge(&a);
+        prop_assert_eq!(&ab, &ba);
+        let mut ab_c = ab.clone();
+        ab_c.merge(&c);
+        let mut bc = view(&b);
+        bc.merge(&c);
+        let mut a_bc = view(&a);
+        a_bc.merge(bc.membership());
+        prop_assert_eq!(&ab_c, &a_bc);
+        prop_assert!(!ab.clone().merge(&a), "idempotent");
+        // The merge covers both sides, and the epoch grows exactly when the view changes.
+        prop_assert!(ab.covers(&a) && ab.covers(&b));
+        let mut grown = view(&a);
+        let before = grown.epoch();
+        let changed = grown.merge(&b);
+        prop_assert_eq!(changed, grown.epoch() > before);
+        prop_assert_eq!(changed, !view(&a).covers(&b));
+    }
+
     #[test]
     fn responsible_agrees_with_the_reference(
         members in prop::collection::btree_set(0u64..20, 0..6),
