@@ -60,6 +60,8 @@ pub enum Outcome {
     Failed,
     /// The node asked to leave has left the ring.
     Left,
+    /// The node asked to leave is the ring's last member and stays; definite.
+    LeaveRefused,
 }
 
 impl Outcome {
@@ -161,6 +163,9 @@ impl KvsClient {
             }
             Input::Receive { msg: KvsMsg::LeaveOk { req }, .. } if Some(req) == current => {
                 self.finish(cfg, Outcome::Left, out);
+            }
+            Input::Receive { msg: KvsMsg::LeaveRefused { req }, .. } if Some(req) == current => {
+                self.finish(cfg, Outcome::LeaveRefused, out);
             }
             Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. }
                 if Some(req) == current =>

@@ -66,11 +66,11 @@ fn sent(outputs: &[Output<KvsNode>]) -> Vec<(NodeId, &KvsMsg)> {
 }
 
 fn update(ring: &Ring) -> KvsMsg {
-    KvsMsg::RingUpdate { members: ring.membership().clone() }
+    KvsMsg::RingUpdate { incarnation: 1, members: ring.membership().clone() }
 }
 
 fn ring_ack(ring: &Ring) -> KvsMsg {
-    KvsMsg::RingAck { members: ring.membership().clone() }
+    KvsMsg::RingAck { incarnation: 1, members: ring.membership().clone() }
 }
 
 /// The first key `k0`, `k1`, … whose replicas go from `before` to `after` as `want` says.
@@ -266,16 +266,66 @@ fn leave_hands_off_departs_and_answers_once_every_peer_knows() {
 }
 
 #[test]
-fn the_last_member_keeps_its_keys_when_asked_to_leave() {
+fn the_last_member_refuses_to_leave() {
     let alone = Ring::with_members(8, [N0]);
-    let cfg = StorageConfig::new(N0, alone, 1);
+    let cfg = StorageConfig::new(N0, alone.clone(), 1);
     let (mut node, _) = start(&cfg);
     let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(1), durability: Durability::One };
     deliver(&cfg, &mut node, OPERATOR, put);
     let outputs = deliver(&cfg, &mut node, OPERATOR, KvsMsg::Leave { req: 2 });
-    assert!(sent(&outputs).is_empty(), "{outputs:?}");
-    assert_eq!(node.store().get("k"), Some(&lww(1)), "no owner to hand it to");
-    assert!(!node.is_idle(), "the leave request stays open");
+    assert_eq!(outputs, [send(OPERATOR, KvsMsg::LeaveRefused { req: 2 })]);
+    assert_eq!(node.ring(), &alone, "still a member");
+    assert_eq!(node.store().get("k"), Some(&lww(1)));
+    assert!(node.is_idle());
+}
+
+#[test]
+fn a_view_from_a_stranger_is_ignored_unless_it_introduces_itself() {
+    let cfg = cfg(N0, ring());
+    let (mut node, _) = start(&cfg);
+    let mut forged = ring();
+    forged.join(N4);
+    let ignored = deliver(&cfg, &mut node, OPERATOR, update(&forged));
+    assert!(matches!(ignored[..], [Output::Ignored { .. }]), "{ignored:?}");
+    assert_eq!(node.ring(), &ring());
+    let accepted = deliver(&cfg, &mut node, N4, update(&forged));
+    assert_eq!(node.ring(), &forged, "a joiner introduces itself");
+    assert!(accepted.contains(&send(N4, ring_ack(&forged))));
+}
+
+#[test]
+fn a_peer_known_only_from_a_view_learns_of_a_restart_from_its_ring_messages() {
+    // n3 joined after n0's configuration was written, so n0's `Hello` never reaches it.
+    let view = joined(N3);
+    let key = key_where(&ring(), &view, |_, after| after.contains(&N0) && after.contains(&N3));
+    let cfg3 = cfg(N3, view.clone());
+    let mut n3 = holding(&cfg3, &key, lww(1));
+    let restarted = KvsMsg::RingUpdate { incarnation: 2, members: view.membership().clone() };
+    deliver(&cfg3, &mut n3, N0, restarted);
+    let mut out = Outbox::new();
+    n3.handle(&cfg3, Input::Timeout(KvsTimer::Gossip), &mut out);
+    let outputs: Vec<_> = out.into_iter().collect();
+    let entries = BTreeMap::from([(key.clone(), lww(1))]);
+    assert!(
+        outputs.contains(&send(N0, KvsMsg::Gossip { incarnation: 1, entries })),
+        "n0 restarted empty: n3 must send it the key again: {outputs:?}"
+    );
+}
+
+#[test]
+fn a_pending_put_is_judged_by_the_current_replica_count() {
+    // An `All` put at n0 on a ring of three at replication 3 needs three holders; once n2
+    // leaves, the key has two replicas, and two holders are enough.
+    let cfg = StorageConfig::new(N0, ring(), 3);
+    let (mut node, _) = start(&cfg);
+    let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(1), durability: Durability::All };
+    deliver(&cfg, &mut node, OPERATOR, put);
+    let entries = BTreeMap::from([("k".to_owned(), lww(1))]);
+    deliver(&cfg, &mut node, N1, KvsMsg::GossipAck { incarnation: 1, entries });
+    let mut leaving = ring();
+    leaving.leave(N2);
+    let outputs = deliver(&cfg, &mut node, N2, update(&leaving));
+    assert!(outputs.contains(&send(OPERATOR, KvsMsg::PutOk { req: 1 })), "{outputs:?}");
 }
 
 #[test]
@@ -288,7 +338,8 @@ fn a_restarted_node_adopts_and_spreads_the_view_in_a_hello_ack() {
     let ack = KvsMsg::HelloAck { incarnation: 2, members: leaving.membership().clone() };
     let outputs = deliver(&cfg, &mut node, N1, ack);
     assert_eq!(node.ring(), &leaving);
-    assert!(outputs.contains(&send(N2, update(&leaving))), "{outputs:?}");
+    let spread = KvsMsg::RingUpdate { incarnation: 2, members: leaving.membership().clone() };
+    assert!(outputs.contains(&send(N2, spread)), "{outputs:?}");
 }
 
 #[test]

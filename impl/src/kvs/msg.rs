@@ -143,17 +143,28 @@ pub enum KvsMsg {
     },
     /// Replica → replica: my view of the membership changed; merge it. Re-sent until answered.
     RingUpdate {
+        /// The sender's incarnation (a peer that learns of the sender only from a view must
+        /// still learn that it restarted).
+        incarnation: u32,
         /// The sender's membership.
         members: Membership,
     },
     /// Replica → replica: my membership after merging your `RingUpdate`.
     RingAck {
+        /// The responder's incarnation.
+        incarnation: u32,
         /// The responder's membership.
         members: Membership,
     },
     /// Operator → storage node: leave the ring, handing every key to its new owners.
     Leave {
         /// The operator's request number.
+        req: u32,
+    },
+    /// Storage node → operator: this node is the ring's last member and cannot leave: its keys
+    /// would have nowhere to go. Definite: nothing changed.
+    LeaveRefused {
+        /// The request answered.
         req: u32,
     },
     /// Storage node → operator: this node has left: its keys are held by their new owners, no

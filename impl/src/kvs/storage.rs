@@ -84,11 +84,13 @@ impl StorageConfig {
     }
 }
 
-/// A put waiting for enough replicas to hold its key's value.
+/// A put waiting for enough replicas to hold its key's value. How many is "enough" is worked
+/// out from the current ring each time, so a ring change that shrinks the replica set cannot
+/// leave the put waiting for ever.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PendingPut {
     key: Key,
-    needed: usize,
+    durability: Durability,
 }
 
 /// A storage node's state.
@@ -244,12 +246,21 @@ impl StorageNode {
                 self.adopt(cfg, &members, Spread::Always, out);
             }
             // Membership views are accepted from any node: they only ever add knowledge.
-            Input::Receive { from, msg: KvsMsg::RingUpdate { members } } => {
+            // A view is taken from a known peer, or from a node introducing itself as a member.
+            Input::Receive { from, msg: KvsMsg::RingUpdate { incarnation, members } }
+                if self.peers.contains_key(&from)
+                    || members.get(&from) == Some(&Status::Member) =>
+            {
                 self.adopt(cfg, &members, Spread::IfNew, out);
-                out.send(from, KvsMsg::RingAck { members: self.ring.membership().clone() });
+                self.observe(cfg, from, incarnation, out);
+                let members = self.ring.membership().clone();
+                out.send(from, KvsMsg::RingAck { incarnation: self.incarnation, members });
             }
-            Input::Receive { from, msg: KvsMsg::RingAck { members } } => {
+            Input::Receive { from, msg: KvsMsg::RingAck { incarnation, members } }
+                if self.peers.contains_key(&from) =>
+            {
                 self.adopt(cfg, &members, Spread::IfNew, out);
+                self.observe(cfg, from, incarnation, out);
                 // After the merge this view covers theirs; they hold it if the two are equal.
                 if &members == self.ring.membership()
                     && !cfg.has(Mutant::RingAcksIgnored)
@@ -261,9 +272,14 @@ impl StorageNode {
                 }
             }
             Input::Receive { from, msg: KvsMsg::Leave { req } } => {
-                self.leave_waiters.insert((from, req));
                 let mut ring = self.ring.clone();
-                if ring.leave(cfg.id) {
+                let leaving = ring.leave(cfg.id);
+                if leaving && ring.members().is_empty() {
+                    // Its keys would have nowhere to go.
+                    return out.send(from, KvsMsg::LeaveRefused { req });
+                }
+                self.leave_waiters.insert((from, req));
+                if leaving {
                     self.change_ring(cfg, ring, true, out);
                 }
                 self.check_left(cfg, out);
@@ -329,12 +345,7 @@ impl StorageNode {
             self.send_gossip_of(&key, out);
             out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
         }
-        let replicas = self.ring.responsible(&key, cfg.replication).len();
-        let mut needed = durability.replicas_needed(replicas);
-        if cfg.has(Mutant::AckBeforeReplicas) {
-            needed = 1;
-        }
-        self.pending.insert((client, req), PendingPut { key, needed });
+        self.pending.insert((client, req), PendingPut { key, durability });
         self.settle(cfg, out);
     }
 
@@ -505,7 +516,15 @@ impl StorageNode {
         let done: Vec<(NodeId, u32)> = self
             .pending
             .iter()
-            .filter(|(_, put)| self.holders(cfg, &put.key) >= put.needed)
+            .filter(|(_, put)| {
+                let replicas = self.ring.responsible(&put.key, cfg.replication).len();
+                let needed = if cfg.has(Mutant::AckBeforeReplicas) {
+                    1
+                } else {
+                    put.durability.replicas_needed(replicas)
+                };
+                self.holders(cfg, &put.key) >= needed
+            })
             .map(|(id, _)| *id)
             .collect();
         for (client, req) in done {
@@ -644,7 +663,8 @@ impl StorageNode {
             return;
         }
         for peer in &self.ring_unacked {
-            out.send(*peer, KvsMsg::RingUpdate { members: self.ring.membership().clone() });
+            let members = self.ring.membership().clone();
+            out.send(*peer, KvsMsg::RingUpdate { incarnation: self.incarnation, members });
         }
         out.set_timer(KvsTimer::Ring, cfg.ring_period);
     }
