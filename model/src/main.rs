@@ -52,7 +52,8 @@ enum Command {
         #[arg(long)]
         full: bool,
         /// Check the model once per mutant instead, proving every property can fail: exits 0
-        /// when every mutant makes some property fail, 1 when a mutant escapes.
+        /// when every mutant makes some property fail, 1 when a mutant escapes. With `--json`,
+        /// one report per mutant.
         #[arg(long, conflicts_with = "mutant")]
         all_mutants: bool,
     },
@@ -124,6 +125,9 @@ fn run() -> anyhow::Result<ExitCode> {
                             .collect();
                         ok &= !failed.is_empty();
                         match failed.is_empty() {
+                            // The report itself, its `mutant` field set: a caught mutant is one
+                            // whose report has a property with `holds: false`.
+                            _ if json => println!("{}", serde_json::to_string(&report)?),
                             true => println!("{} --mutant {name}: ESCAPED", info.model),
                             false => println!(
                                 "{} --mutant {name}: caught by {}",

@@ -84,3 +84,17 @@ fn squall_model_mutant_count() -> usize {
     let models: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
     models[0]["mutants"].as_array().unwrap().len()
 }
+
+#[test]
+fn all_mutants_with_json_prints_one_report_per_mutant() {
+    let output = squall_model(&["check", "gossip", "--all-mutants", "--json", "-q"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let reports: Vec<serde_json::Value> =
+        stdout(&output).lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    assert_eq!(reports.len(), squall_model_mutant_count());
+    for report in reports {
+        assert!(report["mutant"].is_string(), "{report}");
+        let caught = report["properties"].as_array().unwrap().iter().any(|p| p["holds"] == false);
+        assert!(caught, "{report}");
+    }
+}
