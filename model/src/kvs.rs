@@ -203,81 +203,87 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> KvsModel {
     let model = ActorModel::new((), ())
         .actors(configs(scenario, mutant).into_iter().map(|cfg| Adapter { cfg }))
         .init_network(Network::new_unordered_duplicating([]));
-    match scenario {
-        Scenario::CrashStop => {
-            crash_properties(model.max_crashes(1).within_boundary(one_crash_stop))
-        }
-        Scenario::Restart => {
-            crash_properties(model.max_crashes(1).within_boundary(at_most_one_crash))
-        }
-        Scenario::Join | Scenario::Leave => membership_properties(model),
-    }
+    let model = match scenario {
+        Scenario::CrashStop => model.max_crashes(1).within_boundary(one_crash_stop),
+        Scenario::Restart => model.max_crashes(1).within_boundary(at_most_one_crash),
+        Scenario::Join | Scenario::Leave => model,
+    };
+    let membership = matches!(scenario, Scenario::Join | Scenario::Leave);
+    PROPERTIES
+        .iter()
+        .filter(|p| p.scope == Scope::All || (p.scope == Scope::Membership) == membership)
+        .fold(model, |model, p| model.property(p.expectation.clone(), p.name, p.condition))
 }
 
-/// The properties of the membership scenarios (no crash).
-fn membership_properties(model: KvsModel) -> KvsModel {
-    model
-        .property(
-            Expectation::Always,
-            "KVS-I3 a replica never loses a key it owns or shrinks a value",
-            |_, s| no_step_violation(s, invariants::MONOTONE),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I5 once quiescent, replicas agree and hold every acknowledged put",
-            |m, s| invariants::converged_when_quiescent(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I7 no acknowledged put is lost through a handoff",
-            |m, s| invariants::acknowledged_writes_held(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I8 once quiescent, one ring everywhere and every key only on its owners",
-            |m, s| invariants::ownership_converged_when_quiescent(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Sometimes,
-            "KVS-L1 quiescence with every put acknowledged and every leave done is reachable",
-            |m, s| invariants::quiescent_with_puts_acknowledged(&node_states(m, s)),
-        )
+/// Which scenarios check a property.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Every scenario.
+    All,
+    /// The crash scenarios: their clients read and put the wrong type, and a node crashes.
+    Crash,
+    /// The membership scenarios, which have no crash.
+    Membership,
 }
 
-/// The properties of the crash scenarios.
-fn crash_properties(model: KvsModel) -> KvsModel {
-    model
-        .property(
-            Expectation::Always,
-            "KVS-I2 a read returns nothing or a join of written values",
-            |m, s| invariants::no_thin_air(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I3 a replica never loses a key or shrinks a value",
-            |_, s| no_step_violation(s, invariants::MONOTONE),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I4 a put acknowledged at majority survives one crash",
-            |m, s| invariants::acknowledged_writes_survive(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I5 once quiescent, replicas agree and hold every acknowledged put",
-            |m, s| invariants::converged_when_quiescent(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Always,
-            "KVS-I6 a put of the wrong type is never acknowledged",
-            |m, s| invariants::typed(&node_states(m, s)),
-        )
-        .property(
-            Expectation::Sometimes,
-            "KVS-L1 quiescence with every well-typed put acknowledged is reachable",
-            |m, s| invariants::quiescent_with_puts_acknowledged(&node_states(m, s)),
-        )
+struct KvsProperty {
+    scope: Scope,
+    expectation: Expectation,
+    name: &'static str,
+    condition: fn(&KvsModel, &ActorModelState<KvsActor>) -> bool,
 }
+
+/// Every property, in report order.
+const PROPERTIES: [KvsProperty; 8] = [
+    KvsProperty {
+        scope: Scope::Crash,
+        expectation: Expectation::Always,
+        name: "KVS-I2 a read returns nothing or a join of written values",
+        condition: |m, s| invariants::no_thin_air(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::All,
+        expectation: Expectation::Always,
+        name: "KVS-I3 a replica never loses a key it owns or shrinks a value",
+        condition: |_, s| no_step_violation(s, invariants::MONOTONE),
+    },
+    KvsProperty {
+        scope: Scope::Crash,
+        expectation: Expectation::Always,
+        name: "KVS-I4 a put acknowledged at majority survives one crash",
+        condition: |m, s| invariants::acknowledged_writes_survive(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::All,
+        expectation: Expectation::Always,
+        name: "KVS-I5 once quiescent, replicas agree and hold every acknowledged put",
+        condition: |m, s| invariants::converged_when_quiescent(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::Crash,
+        expectation: Expectation::Always,
+        name: "KVS-I6 a put of the wrong type is never acknowledged",
+        condition: |m, s| invariants::typed(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::Membership,
+        expectation: Expectation::Always,
+        name: "KVS-I7 no acknowledged put is lost through a handoff",
+        condition: |m, s| invariants::acknowledged_writes_held(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::Membership,
+        expectation: Expectation::Always,
+        name: "KVS-I8 once quiescent, one ring everywhere and every key only on its owners",
+        condition: |m, s| invariants::ownership_converged_when_quiescent(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::All,
+        expectation: Expectation::Sometimes,
+        name: "KVS-L1 quiescence with every well-typed put acknowledged and every leave done is reachable",
+        condition: |m, s| invariants::quiescent_with_puts_acknowledged(&node_states(m, s)),
+    },
+];
 
 /// The mutants each scenario must catch, by command-line name.
 pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {

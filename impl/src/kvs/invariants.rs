@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::client::{ClientConfig, Op, Outcome};
-use super::{Durability, Key, KvsConfig, KvsNode, Status};
+use super::{Durability, Key, KvsConfig, KvsNode, Status, StorageConfig, StorageNode};
 use crate::lattice::LatticeValue;
 
 /// KVS-I2: a read returns nothing, or a join of writes some client made to that key.
@@ -52,6 +52,17 @@ fn stores<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = &'a BTreeMap<Key, La
         Some(KvsNode::Storage(storage)) => Some(storage.store()),
         _ => None,
     })
+}
+
+/// Every live storage node with its configuration.
+fn live_storages<'a>(nodes: &'a Nodes<'a>) -> Vec<(&'a StorageConfig, &'a StorageNode)> {
+    nodes
+        .iter()
+        .filter_map(|(cfg, node)| match (cfg, node) {
+            (KvsConfig::Storage(cfg), Some(KvsNode::Storage(s))) => Some((cfg, s)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Every finished operation of every live client, with its outcome.
@@ -116,28 +127,21 @@ pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
 /// KVS-I4: every put acknowledged at majority or all is below the join of the live replicas'
 /// values of its key. Meaningful while at most one node has crashed; models bound crashes so.
 pub fn acknowledged_writes_survive(nodes: &Nodes<'_>) -> bool {
-    finished(nodes).all(|(op, outcome)| match (op, outcome) {
-        (Op::Put { key, value, durability }, Outcome::Written)
-            if *durability != Durability::One =>
-        {
-            let mut held = LatticeValue::bottom(value.lattice_type());
-            for store in stores(nodes) {
-                if let Some(v) = store.get(key) {
-                    let _ = held.merge(v.clone());
-                }
-            }
-            value.lattice_le(&held)
-        }
-        _ => true,
-    })
+    acknowledged_puts_held(nodes, |durability| durability != Durability::One)
 }
 
 /// KVS-I7: every acknowledged put is below the join of the live nodes' values of its key.
 /// Meaningful only in runs without crashes (a put at durability one dies with its
 /// coordinator); the membership model has none.
 pub fn acknowledged_writes_held(nodes: &Nodes<'_>) -> bool {
+    acknowledged_puts_held(nodes, |_| true)
+}
+
+/// Whether every acknowledged put at a durability `counted` is below the join of the live
+/// nodes' values of its key.
+fn acknowledged_puts_held(nodes: &Nodes<'_>, counted: impl Fn(Durability) -> bool) -> bool {
     finished(nodes).all(|(op, outcome)| match (op, outcome) {
-        (Op::Put { key, value, .. }, Outcome::Written) => {
+        (Op::Put { key, value, durability }, Outcome::Written) if counted(*durability) => {
             let mut held = LatticeValue::bottom(value.lattice_type());
             for store in stores(nodes) {
                 if let Some(v) = store.get(key) {
@@ -156,13 +160,7 @@ pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
     if !quiescent(nodes) {
         return true;
     }
-    let storages: Vec<_> = nodes
-        .iter()
-        .filter_map(|(cfg, node)| match (cfg, node) {
-            (KvsConfig::Storage(cfg), Some(KvsNode::Storage(s))) => Some((cfg, s)),
-            _ => None,
-        })
-        .collect();
+    let storages = live_storages(nodes);
     // A node that has left is no longer told of changes (it may have been stopped), so only
     // the others must agree.
     let staying: Vec<_> = storages
@@ -196,13 +194,7 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
     if !quiescent(nodes) {
         return true;
     }
-    let storages: Vec<_> = nodes
-        .iter()
-        .filter_map(|(cfg, node)| match (cfg, node) {
-            (KvsConfig::Storage(cfg), Some(KvsNode::Storage(s))) => Some((cfg, s)),
-            _ => None,
-        })
-        .collect();
+    let storages = live_storages(nodes);
     // Every stored key, and every key of an acknowledged put: a key that vanished everywhere
     // must fail the check, not escape it.
     let acknowledged = finished(nodes).filter_map(|(op, outcome)| match (op, outcome) {

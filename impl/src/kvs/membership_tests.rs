@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use super::tests::{deliver, send};
 use super::*;
 use crate::lattice::{LatticeValue, Lww, Stamp, WriterId};
 use crate::node::{NodeId, Output};
@@ -38,21 +39,6 @@ fn start(cfg: &StorageConfig) -> (StorageNode, Vec<Output<KvsNode>>) {
     let mut out = Outbox::new();
     let node = StorageNode::init(cfg, 0, &mut out);
     (node, out.into_iter().collect())
-}
-
-fn deliver(
-    cfg: &StorageConfig,
-    node: &mut StorageNode,
-    from: NodeId,
-    msg: KvsMsg,
-) -> Vec<Output<KvsNode>> {
-    let mut out = Outbox::new();
-    node.handle(cfg, Input::Receive { from, msg }, &mut out);
-    out.into_iter().collect()
-}
-
-fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
-    Output::Send { to, msg }
 }
 
 fn sent(outputs: &[Output<KvsNode>]) -> Vec<(NodeId, &KvsMsg)> {

@@ -38,7 +38,7 @@ fn storage(cfg: &StorageConfig, persisted: u32) -> (StorageNode, Vec<Output<KvsN
     (node, out.into_iter().collect())
 }
 
-fn deliver(
+pub(super) fn deliver(
     cfg: &StorageConfig,
     node: &mut StorageNode,
     from: NodeId,
@@ -49,7 +49,7 @@ fn deliver(
     out.into_iter().collect()
 }
 
-fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
+pub(super) fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
     Output::Send { to, msg }
 }
 
