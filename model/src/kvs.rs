@@ -234,7 +234,7 @@ struct KvsProperty {
 }
 
 /// Every property, in report order.
-const PROPERTIES: [KvsProperty; 8] = [
+const PROPERTIES: [KvsProperty; 9] = [
     KvsProperty {
         scope: Scope::Crash,
         expectation: Expectation::Always,
@@ -276,6 +276,12 @@ const PROPERTIES: [KvsProperty; 8] = [
         expectation: Expectation::Always,
         name: "KVS-I8 once quiescent, one ring everywhere and every key only on its owners",
         condition: |m, s| invariants::ownership_converged_when_quiescent(&node_states(m, s)),
+    },
+    KvsProperty {
+        scope: Scope::Membership,
+        expectation: Expectation::Always,
+        name: "KVS-I9 a client replaces a route only with one from a newer ring",
+        condition: |_, s| no_step_violation(s, invariants::ROUTING),
     },
     KvsProperty {
         scope: Scope::All,

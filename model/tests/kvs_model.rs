@@ -79,6 +79,7 @@ fn membership_property_names_start_with_their_invariant_ids() {
         invariants::CONVERGENCE,
         invariants::HANDOFF,
         invariants::OWNERSHIP,
+        invariants::ROUTING,
         invariants::QUIESCENCE_REACHABLE,
     ];
     for scenario in [Scenario::Join, Scenario::Leave] {
@@ -102,15 +103,18 @@ fn every_membership_mutant_makes_its_property_fail() {
         (Mutant::RingAcksIgnored, invariants::QUIESCENCE_REACHABLE),
     ];
     let leave = [
+        (Mutant::FollowStaleRedirect, invariants::ROUTING),
         (Mutant::DeleteBeforeHandoffAck, invariants::HANDOFF),
         (Mutant::ForgetNewOwner, invariants::CONVERGENCE),
         (Mutant::ReleaseOwnedKeys, invariants::MONOTONE),
         (Mutant::RingAcksIgnored, invariants::QUIESCENCE_REACHABLE),
         (Mutant::SilentDeparture, invariants::OWNERSHIP),
     ];
-    for (scenario, expected) in [(Scenario::Join, join), (Scenario::Leave, leave)] {
+    let cases: [(Scenario, &[(Mutant, &str)]); 2] =
+        [(Scenario::Join, &join), (Scenario::Leave, &leave)];
+    for (scenario, expected) in cases {
         assert_eq!(expected.len(), mutants(scenario).len());
-        for (mutant, id) in expected {
+        for &(mutant, id) in expected {
             let report = check(scenario, Some(mutant));
             let verdict = verdict(&report, id);
             assert_eq!(verdict, Some(false), "{scenario:?} {mutant:?} should break {id}");

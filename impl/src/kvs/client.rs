@@ -8,7 +8,7 @@ use super::KvsNode;
 use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
 use super::ring::{Epoch, Ring};
 use crate::lattice::LatticeValue;
-use crate::node::{Input, NodeId, Outbox};
+use crate::node::{Input, NodeId, Outbox, Violation};
 
 type Out = Outbox<KvsNode>;
 
@@ -215,6 +215,23 @@ impl KvsClient {
         } else {
             self.send_current(cfg, out);
         }
+    }
+
+    /// KVS-I9: a route to a key is only ever replaced by one from a strictly newer epoch (so a
+    /// client follows at most one redirect per membership change, and never goes back to an
+    /// older ring).
+    pub fn check_step(cfg: &ClientConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        for (key, route) in &after.routes {
+            let old = before.routes.get(key);
+            let old_epoch = old.map_or(cfg.ring.epoch(), |(epoch, _)| *epoch);
+            if old != Some(route) && route.0 <= old_epoch {
+                return Err(Violation {
+                    id: super::invariants::ROUTING,
+                    detail: format!("{key}: route from {old_epoch:?} replaced by {route:?}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     fn finish(&mut self, cfg: &ClientConfig, outcome: Outcome, out: &mut Out) {

@@ -28,6 +28,9 @@ pub const HANDOFF: &str = "KVS-I7";
 /// that view gives every node the status the node gives itself, and every storage node stores
 /// only keys its view makes it responsible for.
 pub const OWNERSHIP: &str = "KVS-I8";
+/// KVS-I9: a client replaces its route to a key only with one from a strictly newer ring
+/// epoch.
+pub const ROUTING: &str = "KVS-I9";
 /// KVS-L1: a quiescent state is reachable in which every well-typed put was acknowledged (so
 /// KVS-I5 is not vacuous, and the protocol can finish its work, not merely lose it).
 pub const QUIESCENCE_REACHABLE: &str = "KVS-L1";

@@ -93,7 +93,8 @@ impl Mutant {
     ];
 
     /// The mutants the `membership-leave` model catches.
-    pub const MEMBERSHIP_LEAVE: [Self; 5] = [
+    pub const MEMBERSHIP_LEAVE: [Self; 6] = [
+        Self::FollowStaleRedirect,
         Self::DeleteBeforeHandoffAck,
         Self::ForgetNewOwner,
         Self::ReleaseOwnedKeys,
@@ -167,6 +168,9 @@ impl Node for KvsNode {
         match (cfg, before, after) {
             (KvsConfig::Storage(cfg), Self::Storage(before), Self::Storage(after)) => {
                 StorageNode::check_step(cfg, before, after)
+            }
+            (KvsConfig::Client(cfg), Self::Client(before), Self::Client(after)) => {
+                KvsClient::check_step(cfg, before, after)
             }
             _ => Ok(()),
         }
