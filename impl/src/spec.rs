@@ -17,6 +17,9 @@ pub mod gossip {}
 #[doc = include_str!("../../docs/protocols/kvs.md")]
 pub mod kvs {}
 
+#[doc = include_str!("../../docs/protocols/cache.md")]
+pub mod cache {}
+
 #[doc = include_str!("../../docs/invariants.md")]
 pub mod invariants {}
 

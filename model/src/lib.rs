@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod adapter;
+pub mod cache;
 pub mod gossip;
 pub mod kvs;
 
@@ -50,6 +51,11 @@ pub fn models() -> Vec<ModelInfo> {
         about: scenario.about(),
         mutants: kvs::mutants(scenario).into_iter().map(|(n, _)| n).collect(),
     }))
+    .chain([ModelInfo {
+        model: "cache",
+        about: "1 storage node, 2 caches; a writer's 2 puts, a reader's gets with an eviction",
+        mutants: cache::mutants().into_iter().map(|(n, _)| n).collect(),
+    }])
     .collect()
 }
 
@@ -158,6 +164,11 @@ pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Rep
             let named = mutant.map(|m| m.name().to_owned());
             Ok(run(scenario.name(), named, kvs::model(scenario, mutant), opts))
         }
+        "cache" => {
+            let mutant = lookup_mutant(name, mutant, cache::mutants())?;
+            let named = mutant.map(|m| m.name().to_owned());
+            Ok(run("cache", named, cache::model(mutant), opts))
+        }
         _ => Err(unknown_model(name)),
     }
 }
@@ -173,6 +184,11 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
         _ if let Some(scenario) = kvs::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
             kvs::model(scenario, mutant).checker().serve(addr);
+            Ok(())
+        }
+        "cache" => {
+            let mutant = lookup_mutant(name, mutant, cache::mutants())?;
+            cache::model(mutant).checker().serve(addr);
             Ok(())
         }
         _ => Err(unknown_model(name)),

@@ -86,6 +86,8 @@ pub struct ClientConfig {
     pub retry_after: Duration,
     /// Attempts per operation before giving up with [`Outcome::Failed`].
     pub max_attempts: u32,
+    /// The cache every get and put goes through, for an executor; `None` routes by the ring.
+    pub via: Option<NodeId>,
     /// The seeded defect this client carries, if any.
     #[cfg(feature = "mutants")]
     pub mutant: Option<super::Mutant>,
@@ -101,6 +103,7 @@ impl ClientConfig {
             ops,
             retry_after: Duration::from_millis(100),
             max_attempts: 3,
+            via: None,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -247,6 +250,7 @@ impl KvsClient {
         };
         let owners = match op {
             Op::Leave { node } => vec![*node],
+            Op::Get { .. } | Op::Put { .. } if cfg.via.is_some() => cfg.via.into_iter().collect(),
             Op::Get { key } | Op::Put { key, .. } => match self.routes.get(key) {
                 Some((_, owners)) => owners.clone(),
                 None => cfg.ring.responsible(key, cfg.replication),

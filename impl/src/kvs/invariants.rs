@@ -58,7 +58,7 @@ fn stores<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = &'a BTreeMap<Key, La
 }
 
 /// Every live storage node with its configuration.
-fn live_storages<'a>(nodes: &'a Nodes<'a>) -> Vec<(&'a StorageConfig, &'a StorageNode)> {
+pub(crate) fn live_storages<'a>(nodes: &'a Nodes<'a>) -> Vec<(&'a StorageConfig, &'a StorageNode)> {
     nodes
         .iter()
         .filter_map(|(cfg, node)| match (cfg, node) {
@@ -69,7 +69,7 @@ fn live_storages<'a>(nodes: &'a Nodes<'a>) -> Vec<(&'a StorageConfig, &'a Storag
 }
 
 /// Every finished operation of every live client, with its outcome.
-fn finished<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a Op, &'a Outcome)> {
+pub(crate) fn finished<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a Op, &'a Outcome)> {
     clients(nodes).flat_map(|(cfg, outcomes)| cfg.ops.iter().zip(outcomes.unwrap_or(&[])))
 }
 
@@ -78,14 +78,14 @@ fn finished<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a Op, &'a Outco
 fn well_typed(nodes: &Nodes<'_>, key: &str, value: &LatticeValue) -> bool {
     let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
         KvsConfig::Storage(cfg) => Some(cfg),
-        KvsConfig::Client(_) => None,
+        KvsConfig::Client(_) | KvsConfig::Cache(_) => None,
     });
     schema.and_then(|s| s.declared_type(key)).is_none_or(|t| t == value.lattice_type())
 }
 
 /// Every value a client may have put to `key`: every configured put except those whose
 /// outcome says definitely that they did not happen (a crashed client's outcomes are unknown).
-fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
+pub(crate) fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
     clients(nodes)
         .flat_map(|(cfg, outcomes)| {
             let outcomes = outcomes.unwrap_or(&[]);
@@ -102,7 +102,7 @@ fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
 }
 
 /// Whether `value` is the join of a non-empty subset of `writes`.
-fn joins_some(value: &LatticeValue, writes: &[&LatticeValue]) -> bool {
+pub(crate) fn joins_some(value: &LatticeValue, writes: &[&LatticeValue]) -> bool {
     let below: Vec<&LatticeValue> =
         writes.iter().copied().filter(|w| w.lattice_le(value)).collect();
     let Some((first, rest)) = below.split_first() else { return false };

@@ -20,12 +20,15 @@ pub mod invariants;
 mod msg;
 pub mod ring;
 mod storage;
+mod subscriptions;
 
 pub use client::{ClientConfig, KvsClient, Op, Outcome};
 pub use msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
 pub use ring::{Epoch, Membership, Ring, Status, fnv1a64, ring_hash};
 pub use storage::{StorageConfig, StorageNode};
+pub use subscriptions::Subscriptions;
 
+use crate::cache::{CacheConfig, CacheNode};
 use crate::node::{Input, Node, Outbox, Violation};
 
 /// Seeded defects that the model checker and the simulator must catch. A node carries one only
@@ -67,6 +70,19 @@ pub enum Mutant {
     /// A leaving node that has handed everything off records its departure without telling
     /// its peers.
     SilentDeparture,
+    /// A lease check drops a lapsed cache's lease but keeps its subscriptions.
+    KeepLapsedSubscribers,
+    /// The cache acknowledges an executor's put before the KVS acknowledged it.
+    AckExecutorEarly,
+    /// A push replaces the cached value instead of merging into it (Anna's cache on a type
+    /// change), so a push from a lagging replica takes the cache back.
+    PushOverwrites,
+    /// The cache acknowledges pushes but does not apply them.
+    IgnorePushes,
+    /// A cache miss on a key the KVS does not hold caches and returns bottom.
+    CacheMissAsBottom,
+    /// The cache never passes the KVS's acknowledgement of a write-through on to its executor.
+    ForgetExecutorAck,
 }
 
 impl Mutant {
@@ -82,6 +98,16 @@ impl Mutant {
 
     /// The mutants the `kvs-restart` model catches.
     pub const KVS_RESTART: [Self; 2] = [Self::IgnoreIncarnation, Self::AckBeforeReplicas];
+
+    /// The mutants the `cache` model catches.
+    pub const CACHE: [Self; 6] = [
+        Self::CacheMissAsBottom,
+        Self::PushOverwrites,
+        Self::IgnorePushes,
+        Self::KeepLapsedSubscribers,
+        Self::AckExecutorEarly,
+        Self::ForgetExecutorAck,
+    ];
 
     /// The mutants the `membership-join` model catches.
     pub const MEMBERSHIP_JOIN: [Self; 5] = [
@@ -120,17 +146,26 @@ impl Mutant {
             Self::ReleaseOwnedKeys => "release-owned-keys",
             Self::RingAcksIgnored => "ring-acks-ignored",
             Self::SilentDeparture => "silent-departure",
+            Self::KeepLapsedSubscribers => "keep-lapsed-subscribers",
+            Self::AckExecutorEarly => "ack-executor-early",
+            Self::PushOverwrites => "push-overwrites",
+            Self::IgnorePushes => "ignore-pushes",
+            Self::CacheMissAsBottom => "cache-miss-as-bottom",
+            Self::ForgetExecutorAck => "forget-executor-ack",
         }
     }
 }
 
-/// Either role of the KVS protocol.
+/// Every role that speaks the KVS protocol: storage nodes, clients (and executors, which are
+/// clients of a cache), and caches.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum KvsNode {
     /// A storage node.
     Storage(StorageNode),
     /// A client.
     Client(KvsClient),
+    /// A cache.
+    Cache(CacheNode),
 }
 
 /// The configuration of a [`KvsNode`].
@@ -140,6 +175,8 @@ pub enum KvsConfig {
     Storage(StorageConfig),
     /// Configures a [`KvsClient`].
     Client(ClientConfig),
+    /// Configures a [`CacheNode`].
+    Cache(CacheConfig),
 }
 
 impl Node for KvsNode {
@@ -153,6 +190,7 @@ impl Node for KvsNode {
         match cfg {
             KvsConfig::Storage(cfg) => Self::Storage(StorageNode::init(cfg, *durable, out)),
             KvsConfig::Client(cfg) => Self::Client(KvsClient::init(cfg, out)),
+            KvsConfig::Cache(cfg) => Self::Cache(CacheNode::init(cfg, out)),
         }
     }
 
@@ -160,6 +198,7 @@ impl Node for KvsNode {
         match (self, cfg) {
             (Self::Storage(node), KvsConfig::Storage(cfg)) => node.handle(cfg, input, out),
             (Self::Client(client), KvsConfig::Client(cfg)) => client.handle(cfg, input, out),
+            (Self::Cache(cache), KvsConfig::Cache(cfg)) => cache.handle(cfg, input, out),
             _ => unreachable!("a KVS node is always run with the config of its own role"),
         }
     }
@@ -171,6 +210,9 @@ impl Node for KvsNode {
             }
             (KvsConfig::Client(cfg), Self::Client(before), Self::Client(after)) => {
                 KvsClient::check_step(cfg, before, after)
+            }
+            (KvsConfig::Cache(_), Self::Cache(before), Self::Cache(after)) => {
+                CacheNode::check_step(before, after)
             }
             _ => Ok(()),
         }

@@ -1,6 +1,6 @@
 //! The messages, timers and client-visible errors of the KVS protocol.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::ring::{Epoch, Membership};
 use crate::lattice::{LatticeType, LatticeValue, TypeMismatch};
@@ -161,6 +161,27 @@ pub enum KvsMsg {
         /// The operator's request number.
         req: u32,
     },
+    /// Cache → replica: I hold (or am fetching) these keys; push me their values when they
+    /// grow. Also renews the cache's lease at this replica; sent again every renewal period.
+    Subscribe {
+        /// The keys.
+        keys: BTreeSet<Key>,
+    },
+    /// Cache → replica: I no longer hold these keys (evicted, or pushed but not held).
+    Unsubscribe {
+        /// The keys.
+        keys: BTreeSet<Key>,
+    },
+    /// Replica → cache: the replica's values of subscribed keys (`None`: it holds no such key).
+    Push {
+        /// Key → the replica's value.
+        entries: BTreeMap<Key, Option<LatticeValue>>,
+    },
+    /// Cache → replica: the cache's values of the pushed keys it holds, after merging.
+    PushAck {
+        /// Key → the cache's value.
+        entries: BTreeMap<Key, LatticeValue>,
+    },
     /// Storage node → operator: this node is the ring's last member and cannot leave: its keys
     /// would have nowhere to go. Definite: nothing changed.
     LeaveRefused {
@@ -187,4 +208,12 @@ pub enum KvsTimer {
     Ring,
     /// Client: the current request timed out.
     Retry,
+    /// Storage node: re-send pushes that caches have not acknowledged.
+    Push,
+    /// Storage node: drop caches that did not renew since the last tick.
+    Lease,
+    /// Cache: renew subscriptions (and re-send lost fetches).
+    Renew,
+    /// Cache: re-send write-through puts the KVS has not answered.
+    WriteRetry,
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
 use super::ring::{Membership, Ring, Status};
+use super::subscriptions::Subscriptions;
 use super::{KvsNode, Mutant};
 use crate::lattice::{LatticeType, LatticeValue};
 use crate::node::{Input, NodeId, Outbox, Violation};
@@ -36,6 +37,11 @@ pub struct StorageConfig {
     /// Whether this node starts by joining `ring` (which need not list it) rather than as one
     /// of its members.
     pub join: bool,
+    /// How often pushes that caches have not acknowledged are re-sent.
+    pub push_period: Duration,
+    /// How often leases are checked: a cache that did not renew between two checks is
+    /// dropped, so a lease lasts between one and two periods after its last renewal.
+    pub lease_period: Duration,
     /// The most keys this node stores; puts creating more are rejected.
     pub max_keys: u32,
     /// The most unacknowledged puts this node tracks; more are rejected as overloaded.
@@ -57,6 +63,8 @@ impl StorageConfig {
             hello_period: Duration::from_millis(100),
             ring_period: Duration::from_millis(100),
             join: false,
+            push_period: Duration::from_millis(10),
+            lease_period: Duration::from_secs(3),
             max_keys: 1_000_000,
             max_pending: 10_000,
             #[cfg(feature = "mutants")]
@@ -114,6 +122,8 @@ pub struct StorageNode {
     ring_unacked: BTreeSet<NodeId>,
     /// `Leave` requests to answer once this node has left, by `(operator, request)`.
     leave_waiters: BTreeSet<(NodeId, u32)>,
+    /// The caches subscribed to this node's keys.
+    subs: Subscriptions,
 }
 
 impl StorageNode {
@@ -139,6 +149,7 @@ impl StorageNode {
             pending: BTreeMap::new(),
             ring_unacked: BTreeSet::new(),
             leave_waiters: BTreeSet::new(),
+            subs: Subscriptions::default(),
         };
         if incarnation > 1 {
             node.hello_unacked = node.ring_peers(cfg).collect();
@@ -189,6 +200,12 @@ impl StorageNode {
             && self.pending.is_empty()
             && self.ring_unacked.is_empty()
             && self.leave_waiters.is_empty()
+            && self.subs.is_settled()
+    }
+
+    /// The caches subscribed to this node's keys.
+    pub fn subscriptions(&self) -> &Subscriptions {
+        &self.subs
     }
 
     /// The other replicas of `key`.
@@ -284,11 +301,39 @@ impl StorageNode {
                 }
                 self.check_left(cfg, out);
             }
+            Input::Receive { from, msg: KvsMsg::Subscribe { keys } } => {
+                self.subscribe(cfg, from, keys, out);
+            }
+            Input::Receive { from, msg: KvsMsg::Unsubscribe { keys } } => {
+                for key in keys {
+                    self.subs.unsubscribe(from, &key);
+                }
+            }
+            Input::Receive { from, msg: KvsMsg::PushAck { entries } } => {
+                for (key, theirs) in entries {
+                    let covered = self.store.get(&key).is_none_or(|mine| mine.lattice_le(&theirs));
+                    if covered {
+                        self.subs.holds(from, &key);
+                    }
+                }
+                if self.subs.is_settled() {
+                    out.cancel_timer(KvsTimer::Push);
+                }
+            }
             Input::Receive { .. } => out.ignore("message a storage node does not expect"),
             Input::Timeout(KvsTimer::Gossip) => self.send_gossip(cfg, out),
             Input::Timeout(KvsTimer::Hello) => self.say_hello(cfg, out),
             Input::Timeout(KvsTimer::Ring) => self.send_ring(cfg, out),
-            Input::Timeout(KvsTimer::Retry) => out.ignore("client timer at a storage node"),
+            Input::Timeout(KvsTimer::Push) => self.send_pushes(cfg, out),
+            Input::Timeout(KvsTimer::Lease) => {
+                if self.subs.tick(cfg.has(Mutant::KeepLapsedSubscribers)) {
+                    out.set_timer(KvsTimer::Lease, cfg.lease_period);
+                }
+            }
+            Input::Timeout(timer) => out.ignore(match timer {
+                KvsTimer::Retry | KvsTimer::Renew | KvsTimer::WriteRetry => "another role's timer",
+                _ => unreachable!("storage timers are matched above"),
+            }),
         }
     }
 
@@ -344,6 +389,7 @@ impl StorageNode {
             self.mark_behind(cfg, &key);
             self.send_gossip_of(&key, out);
             out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+            self.push_grown(cfg, &key, out);
         }
         self.pending.insert((client, req), PendingPut { key, durability });
         self.settle(cfg, out);
@@ -404,6 +450,7 @@ impl StorageNode {
                 Ok(key_grew) => {
                     if key_grew {
                         self.mark_behind(cfg, &key);
+                        self.push_grown(cfg, &key, out);
                         grew = true;
                     }
                     if current && !cfg.has(Mutant::AcksNeverRecorded) {
@@ -621,8 +668,70 @@ impl StorageNode {
         }
         self.settle(cfg, out);
         self.release_handed_off(cfg);
+        let (id, ring) = (cfg.id, &self.ring);
+        self.subs.retain_keys(|key| ring.is_responsible(id, key, cfg.replication));
         self.check_left(cfg, out);
         self.disarm_if_done(out);
+    }
+
+    /// Subscribes `cache` to the keys this node owns among `keys`, renewing its lease, and
+    /// pushes each newly subscribed key's value (which answers the cache's fetch).
+    fn subscribe(
+        &mut self,
+        cfg: &StorageConfig,
+        cache: NodeId,
+        keys: BTreeSet<Key>,
+        out: &mut Out,
+    ) {
+        let had_subscriptions = !self.subs.is_empty();
+        let mut entries = BTreeMap::new();
+        for key in keys {
+            if !self.is_responsible(cfg, &key) {
+                out.ignore("subscription to a key this node does not own");
+                continue;
+            }
+            if self.subs.subscribe(cache, &key) {
+                let value = self.store.get(&key).cloned();
+                if value.is_some() {
+                    self.subs.mark_behind(cache, &key);
+                }
+                entries.insert(key, value);
+            }
+        }
+        if !entries.is_empty() {
+            out.send(cache, KvsMsg::Push { entries });
+        }
+        if !self.subs.is_settled() {
+            out.set_timer(KvsTimer::Push, cfg.push_period);
+        }
+        if !had_subscriptions && !self.subs.is_empty() {
+            out.set_timer(KvsTimer::Lease, cfg.lease_period);
+        }
+    }
+
+    /// Pushes `key`'s new value to its subscribers at once.
+    fn push_grown(&mut self, cfg: &StorageConfig, key: &str, out: &mut Out) {
+        let caches = self.subs.grew(key);
+        for cache in &caches {
+            let entries = BTreeMap::from([(key.to_owned(), self.store.get(key).cloned())]);
+            out.send(*cache, KvsMsg::Push { entries });
+        }
+        if !caches.is_empty() {
+            out.set_timer(KvsTimer::Push, cfg.push_period);
+        }
+    }
+
+    /// Re-sends every unacknowledged push, one batch per cache, and re-arms.
+    fn send_pushes(&self, cfg: &StorageConfig, out: &mut Out) {
+        let batches = self.subs.behind_by_cache();
+        if batches.is_empty() {
+            return out.ignore("push timer with every cache up to date");
+        }
+        for (cache, keys) in batches {
+            let entries = keys.into_iter().map(|k| (k.clone(), self.store.get(&k).cloned()));
+            out.send(cache, KvsMsg::Push { entries: entries.collect() });
+        }
+        out.set_timer(KvsTimer::Push, cfg.push_period);
     }
 
     /// Deletes the keys this node no longer owns once every new replica holds its value.

@@ -1,0 +1,89 @@
+//! The cache protocol's invariants, by id, over the nodes of a run (configuration and state,
+//! `None` for a crashed node). Executors are KVS clients whose operations go through a cache,
+//! so the KVS invariants about clients apply to them unchanged.
+
+use crate::kvs::invariants::{Nodes, finished, joins_some, live_storages, written};
+use crate::kvs::{KvsConfig, KvsNode, Op, Outcome};
+
+use super::{CacheConfig, CacheNode};
+
+/// CACHE-I1: a cached value, and so every read through a cache, is a join of values clients
+/// wrote to its key.
+pub const NO_THIN_AIR: &str = "CACHE-I1";
+/// CACHE-I2: while a key stays cached, its value never goes backwards.
+pub const MONOTONE_READS: &str = "CACHE-I2";
+/// CACHE-I3: once quiescent, every cached key subscribed at all its replicas equals their value.
+pub const FRESH: &str = "CACHE-I3";
+/// CACHE-I4: a storage node drops a subscription that missed two lease ticks.
+pub const LEASED: &str = "CACHE-I4";
+/// CACHE-I5: a put acknowledged to an executor is in the KVS (no crash in the cache model).
+pub const WRITE_THROUGH: &str = "CACHE-I5";
+/// CACHE-L1: quiescence with every put acknowledged is reachable.
+pub const QUIESCENCE_REACHABLE: &str = "CACHE-L1";
+
+fn caches<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a CacheConfig, &'a CacheNode)> {
+    nodes.iter().filter_map(|(cfg, node)| match (cfg, node) {
+        (KvsConfig::Cache(cfg), Some(KvsNode::Cache(cache))) => Some((cfg, cache)),
+        _ => None,
+    })
+}
+
+/// CACHE-I1 over every live cache's entries and every executor's reads.
+pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
+    let entries = caches(nodes).all(|(_, cache)| {
+        cache.entries().iter().all(|(key, entry)| {
+            entry.value.as_ref().is_none_or(|value| joins_some(value, &written(nodes, key)))
+        })
+    });
+    entries && crate::kvs::invariants::no_thin_air(nodes)
+}
+
+/// Whether every node is up, every client done, and every storage node and cache idle.
+pub fn quiescent(nodes: &Nodes<'_>) -> bool {
+    nodes.iter().all(|(cfg, node)| match (cfg, node) {
+        (KvsConfig::Cache(_), Some(KvsNode::Cache(cache))) => cache.is_idle(),
+        (KvsConfig::Client(cfg), Some(KvsNode::Client(client))) => client.is_done(cfg),
+        (KvsConfig::Storage(_), Some(KvsNode::Storage(storage))) => storage.is_idle(),
+        _ => false,
+    })
+}
+
+/// CACHE-I3: quiescent ⇒ every cached key that all its live replicas list the cache as a
+/// subscriber of holds exactly their value (`None` where they hold none).
+pub fn fresh_when_quiescent(nodes: &Nodes<'_>) -> bool {
+    if !quiescent(nodes) {
+        return true;
+    }
+    let storages = live_storages(nodes);
+    caches(nodes).all(|(cfg, cache)| {
+        cache.entries().iter().all(|(key, entry)| {
+            let replicas: Vec<_> = storages
+                .iter()
+                .filter(|(s_cfg, s)| s.ring().is_responsible(s_cfg.id, key, s_cfg.replication))
+                .collect();
+            let subscribed =
+                replicas.iter().all(|(_, s)| s.subscriptions().is_subscribed(cfg.id, key));
+            !subscribed || replicas.iter().all(|(_, s)| s.store().get(key) == entry.value.as_ref())
+        })
+    })
+}
+
+/// CACHE-I4 over every live storage node.
+pub fn leased(nodes: &Nodes<'_>) -> bool {
+    live_storages(nodes).iter().all(|(_, s)| s.subscriptions().leases_current())
+}
+
+/// CACHE-I5: every put acknowledged to an executor is below the join of the storage nodes'
+/// values of its key.
+pub fn acknowledged_puts_in_kvs(nodes: &Nodes<'_>) -> bool {
+    crate::kvs::invariants::acknowledged_writes_held(nodes)
+}
+
+/// Whether the run is quiescent with every put acknowledged: the states CACHE-L1 asks for.
+pub fn quiescent_with_puts_acknowledged(nodes: &Nodes<'_>) -> bool {
+    quiescent(nodes)
+        && finished(nodes).all(|(op, outcome)| match op {
+            Op::Put { .. } => *outcome == Outcome::Written,
+            _ => true,
+        })
+}

@@ -1,0 +1,379 @@
+//! The per-worker cache: serves its executors' gets and puts at memory speed, fetches misses
+//! from the KVS, writes puts through, and keeps cached keys fresh by subscribing to them.
+//!
+//! A miss subscribes to the key at every replica; the first replica's answer (a `Push`, with
+//! `None` for a key it does not hold) fills the entry and answers every executor waiting on it,
+//! so one fetch per key is in flight however many executors miss. While the key stays cached,
+//! each replica pushes its value whenever the key grows, and re-sends until the cache
+//! acknowledges a value covering it; the cache merges every push, so pushes from replicas in
+//! any order only ever move an entry forward. The cache renews its subscriptions every
+//! `renew_period`, which also keeps its lease at each replica and re-sends lost fetches.
+//!
+//! A put is written through to the key's replicas at the executor's durability, and the
+//! executor is acknowledged only once the KVS acknowledged it. Entries are evicted least
+//! recently used first, by a logical access counter, beyond `max_keys`; eviction unsubscribes.
+//! A cache that restarts comes back empty.
+//!
+//! Specified on [the cache page](crate::spec::cache).
+
+pub mod invariants;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use crate::kvs::{Durability, Key, KvsMsg, KvsNode, KvsTimer, Mutant, Ring};
+use crate::lattice::LatticeValue;
+use crate::node::{Input, NodeId, Outbox, Violation};
+
+type Out = Outbox<KvsNode>;
+
+/// How a cache is configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// This cache.
+    pub id: NodeId,
+    /// The ring the cache routes fetches, subscriptions and write-throughs by.
+    pub ring: Ring,
+    /// The replication factor of every key.
+    pub replication: usize,
+    /// The most keys the cache holds; beyond it the least recently used is evicted.
+    pub max_keys: u32,
+    /// The most write-throughs in flight; more are refused as overloaded.
+    pub max_writes: u32,
+    /// How often subscriptions are renewed (well under the replicas' `lease_period`).
+    pub renew_period: Duration,
+    /// How long to wait for the KVS to answer a write-through before re-sending it.
+    pub retry_after: Duration,
+    /// Attempts per write-through before leaving the executor to time out (indefinite).
+    pub max_attempts: u32,
+    /// The seeded defect this cache carries, if any.
+    #[cfg(feature = "mutants")]
+    pub mutant: Option<Mutant>,
+}
+
+impl CacheConfig {
+    /// A correct cache `id` over `ring` with default bounds and periods.
+    pub fn new(id: NodeId, ring: Ring, replication: usize) -> Self {
+        Self {
+            id,
+            ring,
+            replication,
+            max_keys: 100_000,
+            max_writes: 10_000,
+            renew_period: Duration::from_secs(1),
+            retry_after: Duration::from_millis(100),
+            max_attempts: 3,
+            #[cfg(feature = "mutants")]
+            mutant: None,
+        }
+    }
+
+    #[cfg(feature = "mutants")]
+    fn has(&self, mutant: Mutant) -> bool {
+        self.mutant == Some(mutant)
+    }
+
+    #[cfg(not(feature = "mutants"))]
+    fn has(&self, _: Mutant) -> bool {
+        false
+    }
+
+    fn replicas(&self, key: &str) -> Vec<NodeId> {
+        self.ring.responsible(key, self.replication)
+    }
+}
+
+/// A cached key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Entry {
+    /// The value, `None` for a key the KVS did not hold when fetched.
+    pub value: Option<LatticeValue>,
+    /// The access counter at the entry's last use.
+    used: u64,
+}
+
+/// A put being written through to the KVS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct WriteThrough {
+    executor: NodeId,
+    req: u32,
+    key: Key,
+    value: LatticeValue,
+    durability: Durability,
+    attempt: u32,
+}
+
+/// A cache's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CacheNode {
+    entries: BTreeMap<Key, Entry>,
+    /// The logical access counter.
+    clock: u64,
+    /// Keys being fetched, with the `(executor, request)` gets waiting on each.
+    fetching: BTreeMap<Key, BTreeSet<(NodeId, u32)>>,
+    /// Write-throughs by the cache's own request number.
+    writes: BTreeMap<u32, WriteThrough>,
+    next_req: u32,
+    /// The highest request number seen from each executor: an executor numbers its requests
+    /// in order, so anything at or below it is a duplicate (or older than an answered one)
+    /// and is ignored. Without this, duplicated gets would advance the access counter for
+    /// ever, and a duplicated put would be written through twice.
+    seen: BTreeMap<NodeId, u32>,
+}
+
+impl CacheNode {
+    /// Starts (or restarts) a cache: empty.
+    pub fn init(_: &CacheConfig, _: &mut Out) -> Self {
+        Self::default()
+    }
+
+    /// The cached entries.
+    pub fn entries(&self) -> &BTreeMap<Key, Entry> {
+        &self.entries
+    }
+
+    /// Whether `key` is cached or being fetched (so the cache wants its pushes).
+    pub fn wants(&self, key: &str) -> bool {
+        self.entries.contains_key(key) || self.fetching.contains_key(key)
+    }
+
+    /// Whether nothing is in flight: no fetch, no write-through.
+    pub fn is_idle(&self) -> bool {
+        self.fetching.is_empty() && self.writes.is_empty()
+    }
+
+    /// Advances the cache by one input.
+    pub fn handle(&mut self, cfg: &CacheConfig, input: Input<KvsNode>, out: &mut Out) {
+        match input {
+            Input::Receive { from, msg: KvsMsg::Get { req, .. } | KvsMsg::Put { req, .. } }
+                if self.seen.get(&from).is_some_and(|seen| req <= *seen) =>
+            {
+                out.ignore("duplicate or outdated executor request");
+            }
+            Input::Receive { from, msg: KvsMsg::Get { req, key } } => {
+                self.seen.insert(from, req);
+                self.get(cfg, from, req, key, out);
+            }
+            Input::Receive { from, msg: KvsMsg::Put { req, key, value, durability } } => {
+                self.seen.insert(from, req);
+                let write =
+                    WriteThrough { executor: from, req, key, value, durability, attempt: 0 };
+                self.put(cfg, write, out);
+            }
+            Input::Receive { from, msg: KvsMsg::Push { entries } } => {
+                self.push(cfg, from, entries, out)
+            }
+            Input::Receive { msg: KvsMsg::PutOk { req }, .. } if self.writes.contains_key(&req) => {
+                let write = self.writes.remove(&req).expect("guarded");
+                if let Some(Entry { value: Some(cached), .. }) = self.entries.get_mut(&write.key) {
+                    // The KVS holds it now; types were checked when the put arrived.
+                    let _ = cached.merge(write.value.clone());
+                }
+                if !cfg.has(Mutant::AckExecutorEarly) && !cfg.has(Mutant::ForgetExecutorAck) {
+                    out.send(write.executor, KvsMsg::PutOk { req: write.req });
+                }
+            }
+            Input::Receive { msg: KvsMsg::PutRejected { req, error }, .. }
+                if self.writes.contains_key(&req) =>
+            {
+                let write = self.writes.remove(&req).expect("guarded");
+                // Definite only for the first attempt; otherwise the executor times out.
+                if write.attempt == 0 {
+                    out.send(write.executor, KvsMsg::PutRejected { req: write.req, error });
+                }
+            }
+            Input::Receive { msg: KvsMsg::Redirect { req, owners, .. }, .. }
+                if self.writes.contains_key(&req) =>
+            {
+                let mut write = self.writes.remove(&req).expect("guarded");
+                write.attempt += 1;
+                if let Some(to) = owners.first() {
+                    self.send_write(cfg, *to, write, out);
+                }
+            }
+            Input::Receive { .. } => out.ignore("message a cache does not expect"),
+            Input::Timeout(KvsTimer::Renew) => self.renew(cfg, out),
+            Input::Timeout(KvsTimer::WriteRetry) => self.retry_writes(cfg, out),
+            Input::Timeout(_) => out.ignore("another role's timer"),
+        }
+    }
+
+    fn get(&mut self, cfg: &CacheConfig, executor: NodeId, req: u32, key: Key, out: &mut Out) {
+        self.clock += 1;
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.used = self.clock;
+            return out.send(executor, KvsMsg::GetOk { req, value: entry.value.clone() });
+        }
+        if let Some(waiting) = self.fetching.get_mut(&key) {
+            waiting.insert((executor, req));
+            return;
+        }
+        let was_idle = self.entries.is_empty() && self.fetching.is_empty();
+        self.fetching.insert(key.clone(), BTreeSet::from([(executor, req)]));
+        for replica in cfg.replicas(&key) {
+            out.send(replica, KvsMsg::Subscribe { keys: BTreeSet::from([key.clone()]) });
+        }
+        if was_idle {
+            out.set_timer(KvsTimer::Renew, cfg.renew_period);
+        }
+    }
+
+    fn put(&mut self, cfg: &CacheConfig, write: WriteThrough, out: &mut Out) {
+        let cached = self.entries.get(&write.key).and_then(|e| e.value.as_ref());
+        if let Some(cached) = cached
+            && cached.lattice_type() != write.value.lattice_type()
+        {
+            let error =
+                crate::kvs::PutError::mismatch(cached.lattice_type(), write.value.lattice_type());
+            return out.send(write.executor, KvsMsg::PutRejected { req: write.req, error });
+        }
+        if self.writes.len() >= cfg.max_writes as usize {
+            let error = crate::kvs::PutError::Overloaded;
+            return out.send(write.executor, KvsMsg::PutRejected { req: write.req, error });
+        }
+        if cfg.has(Mutant::AckExecutorEarly) {
+            out.send(write.executor, KvsMsg::PutOk { req: write.req });
+        }
+        let Some(primary) = cfg.replicas(&write.key).first().copied() else {
+            return out.ignore("no storage node to write through to");
+        };
+        self.send_write(cfg, primary, write, out);
+    }
+
+    /// Sends `write` to `to` under a new request number and arms the retry timer.
+    fn send_write(&mut self, cfg: &CacheConfig, to: NodeId, write: WriteThrough, out: &mut Out) {
+        if write.attempt >= cfg.max_attempts {
+            return out.ignore("write-through out of attempts; the executor times out");
+        }
+        let req = self.next_req;
+        self.next_req += 1;
+        let (key, value, durability) = (write.key.clone(), write.value.clone(), write.durability);
+        out.send(to, KvsMsg::Put { req, key, value, durability });
+        self.writes.insert(req, write);
+        out.set_timer(KvsTimer::WriteRetry, cfg.retry_after);
+    }
+
+    fn retry_writes(&mut self, cfg: &CacheConfig, out: &mut Out) {
+        for (_, mut write) in std::mem::take(&mut self.writes) {
+            write.attempt += 1;
+            let replicas = cfg.replicas(&write.key);
+            if let Some(to) = replicas.get(write.attempt as usize % replicas.len().max(1)) {
+                self.send_write(cfg, *to, write, out);
+            }
+        }
+    }
+
+    fn push(
+        &mut self,
+        cfg: &CacheConfig,
+        replica: NodeId,
+        entries: BTreeMap<Key, Option<LatticeValue>>,
+        out: &mut Out,
+    ) {
+        let (mut acked, mut unwanted) = (BTreeMap::new(), BTreeSet::new());
+        for (key, pushed) in entries {
+            if let Some(waiting) = self.fetching.remove(&key) {
+                let pushed = match pushed {
+                    None if cfg.has(Mutant::CacheMissAsBottom) => {
+                        Some(LatticeValue::bottom(crate::lattice::LatticeType::Lww))
+                    }
+                    pushed => pushed,
+                };
+                self.clock += 1;
+                let entry = Entry { value: pushed.clone(), used: self.clock };
+                for (executor, req) in waiting {
+                    out.send(executor, KvsMsg::GetOk { req, value: pushed.clone() });
+                }
+                self.entries.insert(key.clone(), entry);
+                self.evict(cfg, &key, out);
+            } else if let Some(entry) = self.entries.get_mut(&key) {
+                if cfg.has(Mutant::IgnorePushes) {
+                    // Claims the pushed value without taking it.
+                    acked.extend(pushed.map(|v| (key, v)));
+                    continue;
+                }
+                apply(cfg, entry, pushed);
+            } else {
+                unwanted.insert(key);
+                continue;
+            }
+            if let Some(Entry { value: Some(value), .. }) = self.entries.get(&key) {
+                acked.insert(key, value.clone());
+            }
+        }
+        if !acked.is_empty() {
+            out.send(replica, KvsMsg::PushAck { entries: acked });
+        }
+        if !unwanted.is_empty() {
+            out.send(replica, KvsMsg::Unsubscribe { keys: unwanted });
+        }
+    }
+
+    /// Evicts least recently used entries other than `keep` down to `max_keys`.
+    fn evict(&mut self, cfg: &CacheConfig, keep: &str, out: &mut Out) {
+        while self.entries.len() > cfg.max_keys as usize {
+            let victim = self
+                .entries
+                .iter()
+                .filter(|(key, _)| key.as_str() != keep)
+                .min_by_key(|(_, entry)| entry.used)
+                .map(|(key, _)| key.clone());
+            let Some(victim) = victim else { return };
+            self.entries.remove(&victim);
+            for replica in cfg.replicas(&victim) {
+                let keys = BTreeSet::from([victim.clone()]);
+                out.send(replica, KvsMsg::Unsubscribe { keys });
+            }
+        }
+    }
+
+    /// Renews every subscription (and re-sends every fetch), one message per replica.
+    fn renew(&mut self, cfg: &CacheConfig, out: &mut Out) {
+        let mut batches: BTreeMap<NodeId, BTreeSet<Key>> = BTreeMap::new();
+        for key in self.entries.keys().chain(self.fetching.keys()) {
+            for replica in cfg.replicas(key) {
+                batches.entry(replica).or_default().insert(key.clone());
+            }
+        }
+        if batches.is_empty() {
+            return out.ignore("renewal with nothing cached");
+        }
+        for (replica, keys) in batches {
+            out.send(replica, KvsMsg::Subscribe { keys });
+        }
+        out.set_timer(KvsTimer::Renew, cfg.renew_period);
+    }
+
+    /// CACHE-I2: while a key stays cached, its value never goes backwards.
+    pub fn check_step(before: &Self, after: &Self) -> Result<(), Violation> {
+        for (key, old) in &before.entries {
+            let Some(new) = after.entries.get(key) else { continue };
+            let forward = match (&old.value, &new.value) {
+                (None, _) => true,
+                (Some(old), Some(new)) => old.lattice_le(new),
+                (Some(_), None) => false,
+            };
+            if !forward {
+                return Err(Violation {
+                    id: invariants::MONOTONE_READS,
+                    detail: format!("{key}: {:?} became {:?}", old.value, new.value),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies a pushed value to a cached entry: a merge (a push of another type is ignored).
+fn apply(cfg: &CacheConfig, entry: &mut Entry, pushed: Option<LatticeValue>) {
+    let Some(pushed) = pushed else { return };
+    match &mut entry.value {
+        None => entry.value = Some(pushed),
+        Some(_) if cfg.has(Mutant::PushOverwrites) => entry.value = Some(pushed),
+        Some(cached) => {
+            let _ = cached.merge(pushed);
+        }
+    }
+}

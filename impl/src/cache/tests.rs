@@ -1,0 +1,293 @@
+//! Per-handler tests of the cache and of the storage node's subscription side: each feeds one
+//! input and asserts the outputs.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::*;
+use crate::kvs::{PutError, StorageConfig, StorageNode};
+use crate::lattice::{Lww, Stamp, WriterId};
+use crate::node::Output;
+
+const S0: NodeId = NodeId(0);
+const S1: NodeId = NodeId(1);
+const CACHE: NodeId = NodeId(5);
+const EXEC: NodeId = NodeId(7);
+const OTHER_EXEC: NodeId = NodeId(8);
+
+fn ring() -> Ring {
+    Ring::with_members(8, [S0, S1])
+}
+
+fn lww(time: u64) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(1)), Bytes::from_static(b"v")))
+}
+
+fn cfg() -> CacheConfig {
+    CacheConfig::new(CACHE, ring(), 2)
+}
+
+fn step(
+    cfg: &CacheConfig,
+    cache: &mut CacheNode,
+    from: NodeId,
+    msg: KvsMsg,
+) -> Vec<Output<KvsNode>> {
+    let mut out = Outbox::new();
+    cache.handle(cfg, Input::Receive { from, msg }, &mut out);
+    out.into_iter().collect()
+}
+
+fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
+    Output::Send { to, msg }
+}
+
+fn keys(list: &[&str]) -> BTreeSet<Key> {
+    list.iter().map(|k| (*k).to_owned()).collect()
+}
+
+fn push(key: &str, value: Option<LatticeValue>) -> KvsMsg {
+    KvsMsg::Push { entries: BTreeMap::from([(key.to_owned(), value)]) }
+}
+
+fn get(req: u32, key: &str) -> KvsMsg {
+    KvsMsg::Get { req, key: key.to_owned() }
+}
+
+/// A cache holding `key` at `value`, fetched by `EXEC` with request 0.
+fn holding(cfg: &CacheConfig, key: &str, value: LatticeValue) -> CacheNode {
+    let mut cache = CacheNode::default();
+    step(cfg, &mut cache, EXEC, get(0, key));
+    step(cfg, &mut cache, S0, push(key, Some(value)));
+    cache
+}
+
+#[test]
+fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_waiter() {
+    let cfg = cfg();
+    let mut cache = CacheNode::default();
+    let first = step(&cfg, &mut cache, EXEC, get(0, "k"));
+    let mut expected: Vec<_> = ring()
+        .responsible("k", 2)
+        .into_iter()
+        .map(|replica| send(replica, KvsMsg::Subscribe { keys: keys(&["k"]) }))
+        .collect();
+    expected.push(Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period });
+    assert_eq!(first, expected, "replicas in ring order");
+    assert!(step(&cfg, &mut cache, OTHER_EXEC, get(4, "k")).is_empty(), "one fetch in flight");
+    let answered = step(&cfg, &mut cache, S1, push("k", Some(lww(1))));
+    assert_eq!(
+        answered,
+        [
+            send(EXEC, KvsMsg::GetOk { req: 0, value: Some(lww(1)) }),
+            send(OTHER_EXEC, KvsMsg::GetOk { req: 4, value: Some(lww(1)) }),
+            send(S1, KvsMsg::PushAck { entries: BTreeMap::from([("k".to_owned(), lww(1))]) }),
+        ]
+    );
+    assert!(cache.is_idle());
+    let hit = step(&cfg, &mut cache, EXEC, get(1, "k"));
+    assert_eq!(hit, [send(EXEC, KvsMsg::GetOk { req: 1, value: Some(lww(1)) })]);
+}
+
+#[test]
+fn a_missing_key_is_cached_as_missing_not_as_bottom() {
+    let cfg = cfg();
+    let mut cache = CacheNode::default();
+    step(&cfg, &mut cache, EXEC, get(0, "k"));
+    let answered = step(&cfg, &mut cache, S0, push("k", None));
+    assert_eq!(answered, [send(EXEC, KvsMsg::GetOk { req: 0, value: None })]);
+    assert_eq!(cache.entries()["k"].value, None);
+}
+
+#[test]
+fn pushes_merge_so_a_late_older_push_never_takes_an_entry_back() {
+    let cfg = cfg();
+    let mut cache = holding(&cfg, "k", lww(2));
+    let late = step(&cfg, &mut cache, S1, push("k", Some(lww(1))));
+    assert_eq!(cache.entries()["k"].value, Some(lww(2)));
+    let ack = KvsMsg::PushAck { entries: BTreeMap::from([("k".to_owned(), lww(2))]) };
+    assert_eq!(late, [send(S1, ack)], "the ack says what the cache holds");
+    step(&cfg, &mut cache, S0, push("k", Some(lww(3))));
+    assert_eq!(cache.entries()["k"].value, Some(lww(3)));
+}
+
+#[test]
+fn a_push_for_a_key_the_cache_does_not_hold_is_answered_with_unsubscribe() {
+    let cfg = cfg();
+    let mut cache = CacheNode::default();
+    let outputs = step(&cfg, &mut cache, S0, push("gone", Some(lww(1))));
+    assert_eq!(outputs, [send(S0, KvsMsg::Unsubscribe { keys: keys(&["gone"]) })]);
+}
+
+#[test]
+fn a_put_is_acknowledged_to_the_executor_only_after_the_kvs_acknowledged_it() {
+    let cfg = cfg();
+    let mut cache = holding(&cfg, "k", lww(1));
+    let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(2), durability: Durability::All };
+    let primary = ring().responsible("k", 2)[0];
+    let outputs = step(&cfg, &mut cache, EXEC, put);
+    let through =
+        KvsMsg::Put { req: 0, key: "k".into(), value: lww(2), durability: Durability::All };
+    assert_eq!(
+        outputs,
+        [
+            send(primary, through),
+            Output::SetTimer { timer: KvsTimer::WriteRetry, after: cfg.retry_after }
+        ]
+    );
+    assert_eq!(cache.entries()["k"].value, Some(lww(1)), "not before the KVS has it");
+    let acked = step(&cfg, &mut cache, primary, KvsMsg::PutOk { req: 0 });
+    assert_eq!(acked, [send(EXEC, KvsMsg::PutOk { req: 1 })]);
+    assert_eq!(cache.entries()["k"].value, Some(lww(2)));
+}
+
+#[test]
+fn a_put_of_another_type_than_the_cached_one_is_rejected_at_once() {
+    let cfg = cfg();
+    let mut cache = holding(&cfg, "k", lww(1));
+    let set = LatticeValue::Set(crate::lattice::SetUnion::singleton(Bytes::from_static(b"s")));
+    let put =
+        KvsMsg::Put { req: 1, key: "k".into(), value: set.clone(), durability: Durability::One };
+    let outputs = step(&cfg, &mut cache, EXEC, put);
+    let error = PutError::mismatch(lww(1).lattice_type(), set.lattice_type());
+    assert_eq!(outputs, [send(EXEC, KvsMsg::PutRejected { req: 1, error })]);
+}
+
+#[test]
+fn a_rejection_is_passed_on_only_for_the_first_attempt() {
+    let cfg = cfg();
+    let mut cache = CacheNode::default();
+    let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(1), durability: Durability::One };
+    step(&cfg, &mut cache, EXEC, put);
+    let rejected = KvsMsg::PutRejected { req: 0, error: PutError::Overloaded };
+    let first = step(&cfg, &mut cache, S0, rejected);
+    assert_eq!(first, [send(EXEC, KvsMsg::PutRejected { req: 1, error: PutError::Overloaded })]);
+    // A retried write-through's rejection is indefinite: the executor is left to time out.
+    let put = KvsMsg::Put { req: 2, key: "k".into(), value: lww(1), durability: Durability::One };
+    step(&cfg, &mut cache, EXEC, put);
+    let mut out = Outbox::new();
+    cache.handle(&cfg, Input::Timeout(KvsTimer::WriteRetry), &mut out);
+    let rejected = KvsMsg::PutRejected { req: 2, error: PutError::Overloaded };
+    assert!(step(&cfg, &mut cache, S1, rejected).is_empty());
+}
+
+#[test]
+fn duplicate_executor_requests_are_ignored() {
+    let cfg = cfg();
+    let mut cache = holding(&cfg, "k", lww(1));
+    let duplicate = step(&cfg, &mut cache, EXEC, get(0, "k"));
+    assert!(matches!(duplicate[..], [Output::Ignored { .. }]), "{duplicate:?}");
+}
+
+#[test]
+fn eviction_drops_the_least_recently_used_key_and_unsubscribes_it() {
+    let mut cfg = cfg();
+    cfg.max_keys = 2;
+    let mut cache = holding(&cfg, "a", lww(1));
+    step(&cfg, &mut cache, EXEC, get(1, "b"));
+    step(&cfg, &mut cache, S0, push("b", Some(lww(1))));
+    step(&cfg, &mut cache, EXEC, get(2, "a")); // "a" is now the most recent
+    step(&cfg, &mut cache, EXEC, get(3, "c"));
+    let outputs = step(&cfg, &mut cache, S0, push("c", None));
+    assert!(outputs.contains(&send(S0, KvsMsg::Unsubscribe { keys: keys(&["b"]) })), "{outputs:?}");
+    assert!(outputs.contains(&send(S1, KvsMsg::Unsubscribe { keys: keys(&["b"]) })));
+    assert_eq!(cache.entries().keys().collect::<Vec<_>>(), ["a", "c"]);
+}
+
+#[test]
+fn renewal_resubscribes_every_held_and_fetched_key_at_each_replica() {
+    let cfg = cfg();
+    let mut cache = holding(&cfg, "a", lww(1));
+    step(&cfg, &mut cache, EXEC, get(1, "b"));
+    let mut out = Outbox::new();
+    cache.handle(&cfg, Input::Timeout(KvsTimer::Renew), &mut out);
+    let outputs: Vec<_> = out.into_iter().collect();
+    assert_eq!(
+        outputs,
+        [
+            send(S0, KvsMsg::Subscribe { keys: keys(&["a", "b"]) }),
+            send(S1, KvsMsg::Subscribe { keys: keys(&["a", "b"]) }),
+            Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period },
+        ]
+    );
+}
+
+#[test]
+fn cached_values_only_move_forward_as_a_step_invariant() {
+    let cfg = cfg();
+    let newer = holding(&cfg, "k", lww(2));
+    let older = holding(&cfg, "k", lww(1));
+    assert!(CacheNode::check_step(&older, &newer).is_ok());
+    assert_eq!(CacheNode::check_step(&newer, &older).unwrap_err().id, invariants::MONOTONE_READS);
+}
+
+fn storage() -> (StorageConfig, StorageNode) {
+    let cfg = StorageConfig::new(S0, Ring::with_members(8, [S0]), 1);
+    let mut out = Outbox::new();
+    let node = StorageNode::init(&cfg, 0, &mut out);
+    (cfg, node)
+}
+
+fn storage_step(
+    cfg: &StorageConfig,
+    node: &mut StorageNode,
+    input: Input<KvsNode>,
+) -> Vec<Output<KvsNode>> {
+    let mut out = Outbox::new();
+    node.handle(cfg, input, &mut out);
+    out.into_iter().collect()
+}
+
+#[test]
+fn a_subscription_is_answered_with_the_value_and_growth_is_pushed_until_acknowledged() {
+    let (cfg, mut node) = storage();
+    let put = |req, value| Input::Receive {
+        from: EXEC,
+        msg: KvsMsg::Put { req, key: "k".into(), value, durability: Durability::One },
+    };
+    storage_step(&cfg, &mut node, put(0, lww(1)));
+    let subscribe = Input::Receive { from: CACHE, msg: KvsMsg::Subscribe { keys: keys(&["k"]) } };
+    let answered = storage_step(&cfg, &mut node, subscribe.clone());
+    assert_eq!(
+        answered,
+        [
+            send(CACHE, push("k", Some(lww(1)))),
+            Output::SetTimer { timer: KvsTimer::Push, after: cfg.push_period },
+            Output::SetTimer { timer: KvsTimer::Lease, after: cfg.lease_period },
+        ]
+    );
+    assert!(!node.is_idle(), "waiting for the cache's acknowledgement");
+    let ack = |value| Input::Receive {
+        from: CACHE,
+        msg: KvsMsg::PushAck { entries: BTreeMap::from([("k".to_owned(), value)]) },
+    };
+    storage_step(&cfg, &mut node, ack(lww(1)));
+    assert!(node.is_idle());
+    let grown = storage_step(&cfg, &mut node, put(1, lww(2)));
+    assert!(grown.contains(&send(CACHE, push("k", Some(lww(2))))), "{grown:?}");
+    storage_step(&cfg, &mut node, ack(lww(1)));
+    assert!(!node.is_idle(), "an older value does not settle the push");
+    let resent = storage_step(&cfg, &mut node, Input::Timeout(KvsTimer::Push));
+    assert!(resent.contains(&send(CACHE, push("k", Some(lww(2))))));
+    storage_step(&cfg, &mut node, ack(lww(2)));
+    assert!(node.is_idle());
+    // A renewal of a subscription it has is no new fetch: nothing is pushed.
+    assert!(storage_step(&cfg, &mut node, subscribe).is_empty());
+}
+
+#[test]
+fn a_subscription_not_renewed_across_two_lease_ticks_is_dropped() {
+    let (cfg, mut node) = storage();
+    let subscribe = Input::Receive { from: CACHE, msg: KvsMsg::Subscribe { keys: keys(&["k"]) } };
+    storage_step(&cfg, &mut node, subscribe.clone());
+    let tick = Input::Timeout(KvsTimer::Lease);
+    storage_step(&cfg, &mut node, tick.clone());
+    storage_step(&cfg, &mut node, subscribe); // renewed: survives the next tick
+    storage_step(&cfg, &mut node, tick.clone());
+    assert!(node.subscriptions().is_subscribed(CACHE, "k"));
+    let last = storage_step(&cfg, &mut node, tick);
+    assert!(!node.subscriptions().is_subscribed(CACHE, "k"));
+    assert!(last.is_empty(), "no subscription left: the lease timer is not re-armed");
+    assert!(node.subscriptions().leases_current());
+}

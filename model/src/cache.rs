@@ -1,0 +1,108 @@
+//! The cache model: one storage node, two caches, a writer and a reader, each an executor
+//! behind its own cache, over a duplicating, reordering network.
+//!
+//! The writer puts two versions of key `x` through cache 1; the reader reads `x` and then `y`
+//! through cache 2, which holds one key, so reading `y` evicts `x`. Pushes, renewals (any
+//! time: the cache's `Renew` timer) and lease checks (any time: the storage node's `Lease`
+//! timer) interleave with everything, so a lease may lapse between two renewals and a late
+//! push may arrive after a newer one. The properties are the cache invariants of
+//! `squall_proto::cache::invariants`, named by id.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use squall_proto::NodeId;
+use squall_proto::cache::{CacheConfig, invariants};
+use squall_proto::kvs::{
+    ClientConfig, Durability, KvsConfig, KvsNode, Mutant, Op, Ring, StorageConfig,
+};
+use squall_proto::lattice::{LatticeType, LatticeValue, Lww, Stamp, WriterId};
+use stateright::Expectation;
+use stateright::actor::{ActorModel, Network};
+
+use crate::adapter::{Adapter, no_step_violation, node_states};
+
+/// The node type the model runs.
+pub type CacheActor = Adapter<KvsNode>;
+/// The Stateright model.
+pub type CacheModel = ActorModel<CacheActor, (), ()>;
+
+const STORAGE: NodeId = NodeId(0);
+const WRITER_CACHE: NodeId = NodeId(1);
+const READER_CACHE: NodeId = NodeId(2);
+const WRITER: NodeId = NodeId(3);
+const READER: NodeId = NodeId(4);
+
+fn lww(time: u64) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(3)), Bytes::from_static(b"v")))
+}
+
+/// The configurations of every node, indexed by node id.
+pub fn configs(mutant: Option<Mutant>) -> Vec<KvsConfig> {
+    let ring = Ring::with_members(4, [STORAGE]);
+    let mut storage = StorageConfig::new(STORAGE, ring.clone(), 1);
+    storage.schema = BTreeMap::from([("".to_owned(), LatticeType::Lww)]);
+    storage.mutant = mutant;
+    let cache = |id, max_keys| {
+        let mut cfg = CacheConfig::new(id, ring.clone(), 1);
+        cfg.max_keys = max_keys;
+        cfg.max_attempts = 1;
+        cfg.mutant = mutant;
+        KvsConfig::Cache(cfg)
+    };
+    let executor = |id, via, ops| {
+        let mut cfg = ClientConfig::new(id, ring.clone(), 1, ops);
+        cfg.via = Some(via);
+        cfg.max_attempts = 1;
+        KvsConfig::Client(cfg)
+    };
+    let put = |time| Op::Put { key: "x".into(), value: lww(time), durability: Durability::One };
+    let get = |key: &str| Op::Get { key: key.into() };
+    vec![
+        KvsConfig::Storage(storage),
+        cache(WRITER_CACHE, 100),
+        cache(READER_CACHE, 100),
+        executor(WRITER, WRITER_CACHE, vec![put(1), put(2)]),
+        executor(READER, READER_CACHE, vec![get("x")]),
+    ]
+}
+
+/// The model with its properties. No node crashes.
+pub fn model(mutant: Option<Mutant>) -> CacheModel {
+    ActorModel::new((), ())
+        .actors(configs(mutant).into_iter().map(|cfg| Adapter { cfg }))
+        .init_network(Network::new_unordered_duplicating([]))
+        .property(
+            Expectation::Always,
+            "CACHE-I1 a cache holds and returns only joins of written values",
+            |m, s| invariants::no_thin_air(&node_states(m, s)),
+        )
+        .property(Expectation::Always, "CACHE-I2 a cached value never goes backwards", |_, s| {
+            no_step_violation(s, invariants::MONOTONE_READS)
+        })
+        .property(
+            Expectation::Always,
+            "CACHE-I3 once quiescent, every subscribed cached key equals the KVS value",
+            |m, s| invariants::fresh_when_quiescent(&node_states(m, s)),
+        )
+        .property(
+            Expectation::Always,
+            "CACHE-I4 a subscription that missed two lease ticks is dropped",
+            |m, s| invariants::leased(&node_states(m, s)),
+        )
+        .property(
+            Expectation::Always,
+            "CACHE-I5 a put acknowledged to an executor is in the KVS",
+            |m, s| invariants::acknowledged_puts_in_kvs(&node_states(m, s)),
+        )
+        .property(
+            Expectation::Sometimes,
+            "CACHE-L1 quiescence with every put acknowledged is reachable",
+            |m, s| invariants::quiescent_with_puts_acknowledged(&node_states(m, s)),
+        )
+}
+
+/// The mutants the cache model catches, by command-line name.
+pub fn mutants() -> Vec<(&'static str, Mutant)> {
+    Mutant::CACHE.iter().map(|m| (m.name(), *m)).collect()
+}

@@ -1,0 +1,51 @@
+//! The cache model: a pinned state count, every property holds for the real protocol, and
+//! every mutant makes its property fail.
+
+use squall_model::cache::{model, mutants};
+use squall_model::{CheckOptions, run};
+use squall_proto::cache::invariants;
+use squall_proto::kvs::Mutant;
+use stateright::{Checker, Model};
+
+#[test]
+fn cache_model_holds_with_a_pinned_state_count() {
+    let checker = model(None).checker().spawn_dfs().join();
+    checker.assert_properties();
+    assert_eq!(checker.unique_state_count(), 170_820);
+}
+
+#[test]
+fn property_names_start_with_their_invariant_ids() {
+    let ids = [
+        invariants::NO_THIN_AIR,
+        invariants::MONOTONE_READS,
+        invariants::FRESH,
+        invariants::LEASED,
+        invariants::WRITE_THROUGH,
+        invariants::QUIESCENCE_REACHABLE,
+    ];
+    let names: Vec<&str> = model(None).properties().iter().map(|p| p.name).collect();
+    assert_eq!(names.len(), ids.len());
+    for (name, id) in names.iter().zip(ids) {
+        assert!(name.starts_with(&format!("{id} ")), "{name} should start with {id}");
+    }
+}
+
+#[test]
+fn every_cache_mutant_makes_its_property_fail() {
+    let expected = [
+        (Mutant::CacheMissAsBottom, invariants::NO_THIN_AIR),
+        (Mutant::PushOverwrites, invariants::MONOTONE_READS),
+        (Mutant::IgnorePushes, invariants::FRESH),
+        (Mutant::KeepLapsedSubscribers, invariants::LEASED),
+        (Mutant::AckExecutorEarly, invariants::WRITE_THROUGH),
+        (Mutant::ForgetExecutorAck, invariants::QUIESCENCE_REACHABLE),
+    ];
+    assert_eq!(expected.len(), mutants().len());
+    for (mutant, id) in expected {
+        let opts = CheckOptions { progress: false, ..CheckOptions::default() };
+        let report = run("cache", Some(mutant.name().to_owned()), model(Some(mutant)), opts);
+        let verdict = report.properties.iter().find(|p| p.name.starts_with(id)).expect(id).holds;
+        assert_eq!(verdict, Some(false), "{mutant:?} should break {id}");
+    }
+}
