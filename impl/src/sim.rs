@@ -258,6 +258,11 @@ impl<N: Node> Sim<N> {
         self.timers.contains(&(id, timer.clone()))
     }
 
+    /// How many messages are in flight.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
     /// Whether no message is in flight and no timer is armed.
     pub fn is_quiet(&self) -> bool {
         self.in_flight.is_empty() && self.timers.is_empty()
@@ -342,6 +347,26 @@ impl<N: Node> Sim<N> {
             }
         }
         if self.is_quiet() { Ok(()) } else { Err(SimError::NotQuiet { steps: max_steps }) }
+    }
+
+    /// The liveness phase for protocols with periodic timers (leases, renewals), which are
+    /// never quiet: heals the network, restarts crashed nodes, and steps until no message is in
+    /// flight and `settled` holds.
+    pub fn run_until_settled(
+        &mut self,
+        max_steps: u64,
+        settled: impl Fn(&Self) -> bool,
+    ) -> Result<(), SimError> {
+        self.set_faults(Faults::NONE);
+        self.heal();
+        self.restart_all();
+        for _ in 0..max_steps {
+            if self.in_flight.is_empty() && settled(self) {
+                return Ok(());
+            }
+            self.step()?;
+        }
+        Err(SimError::NotQuiet { steps: max_steps })
     }
 
     fn deliver(&mut self, index: usize) -> Result<(), SimError> {
