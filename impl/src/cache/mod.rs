@@ -40,6 +40,10 @@ pub struct CacheConfig {
     pub replication: usize,
     /// The most keys the cache holds; beyond it the least recently used is evicted.
     pub max_keys: u32,
+    /// The most bytes of keys and payloads ([`LatticeValue::payload_len`]) the cache holds;
+    /// beyond it the least recently used entries are evicted. An entry larger than this on its
+    /// own is still cached, alone.
+    pub max_bytes: u64,
     /// The most write-throughs in flight; more are refused as overloaded.
     pub max_writes: u32,
     /// How often subscriptions are renewed (well under the replicas' `lease_period`).
@@ -61,6 +65,7 @@ impl CacheConfig {
             ring,
             replication,
             max_keys: 100_000,
+            max_bytes: 256 << 20,
             max_writes: 10_000,
             renew_period: Duration::from_secs(1),
             retry_after: Duration::from_millis(100),
@@ -109,6 +114,8 @@ struct WriteThrough {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CacheNode {
     entries: BTreeMap<Key, Entry>,
+    /// The bytes of keys and payloads of `entries`.
+    bytes: u64,
     /// The logical access counter.
     clock: u64,
     /// Keys being fetched, with the `(executor, request)` gets waiting on each.
@@ -132,6 +139,11 @@ impl CacheNode {
     /// The cached entries.
     pub fn entries(&self) -> &BTreeMap<Key, Entry> {
         &self.entries
+    }
+
+    /// The bytes of keys and payloads cached.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
     }
 
     /// Whether `key` is cached or being fetched (so the cache wants its pushes).
@@ -167,10 +179,13 @@ impl CacheNode {
             }
             Input::Receive { msg: KvsMsg::PutOk { req }, .. } if self.writes.contains_key(&req) => {
                 let write = self.writes.remove(&req).expect("guarded");
-                if let Some(Entry { value: Some(cached), .. }) = self.entries.get_mut(&write.key) {
-                    // The KVS holds it now; types were checked when the put arrived.
-                    let _ = cached.merge(write.value.clone());
-                }
+                // The KVS holds it now; types were checked when the put arrived.
+                self.update(&write.key, |entry| {
+                    if let Some(cached) = &mut entry.value {
+                        let _ = cached.merge(write.value.clone());
+                    }
+                });
+                self.evict(cfg, &write.key, out);
                 if !cfg.has(Mutant::AckExecutorEarly) && !cfg.has(Mutant::ForgetExecutorAck) {
                     out.send(write.executor, KvsMsg::PutOk { req: write.req });
                 }
@@ -286,15 +301,17 @@ impl CacheNode {
                 for (executor, req) in waiting {
                     out.send(executor, KvsMsg::GetOk { req, value: pushed.clone() });
                 }
+                self.bytes += entry_bytes(&key, &entry);
                 self.entries.insert(key.clone(), entry);
                 self.evict(cfg, &key, out);
-            } else if let Some(entry) = self.entries.get_mut(&key) {
+            } else if self.entries.contains_key(&key) {
                 if cfg.has(Mutant::IgnorePushes) {
                     // Claims the pushed value without taking it.
                     acked.extend(pushed.map(|v| (key, v)));
                     continue;
                 }
-                apply(cfg, entry, pushed);
+                self.update(&key, |entry| apply(cfg, entry, pushed));
+                self.evict(cfg, &key, out);
             } else {
                 unwanted.insert(key);
                 continue;
@@ -311,9 +328,19 @@ impl CacheNode {
         }
     }
 
-    /// Evicts least recently used entries other than `keep` down to `max_keys`.
+    /// Changes the entry of `key`, if cached, keeping `bytes` up to date.
+    fn update(&mut self, key: &str, change: impl FnOnce(&mut Entry)) {
+        if let Some(entry) = self.entries.get_mut(key) {
+            self.bytes -= entry_bytes(key, entry);
+            change(entry);
+            self.bytes += entry_bytes(key, entry);
+        }
+    }
+
+    /// Evicts least recently used entries other than `keep` down to `max_keys` and
+    /// `max_bytes`.
     fn evict(&mut self, cfg: &CacheConfig, keep: &str, out: &mut Out) {
-        while self.entries.len() > cfg.max_keys as usize {
+        while self.entries.len() > cfg.max_keys as usize || self.bytes > cfg.max_bytes {
             let victim = self
                 .entries
                 .iter()
@@ -321,7 +348,8 @@ impl CacheNode {
                 .min_by_key(|(_, entry)| entry.used)
                 .map(|(key, _)| key.clone());
             let Some(victim) = victim else { return };
-            self.entries.remove(&victim);
+            let entry = self.entries.remove(&victim).expect("chosen among the entries");
+            self.bytes -= entry_bytes(&victim, &entry);
             for replica in cfg.replicas(&victim) {
                 let keys = BTreeSet::from([victim.clone()]);
                 out.send(replica, KvsMsg::Unsubscribe { keys });
@@ -364,6 +392,11 @@ impl CacheNode {
         }
         Ok(())
     }
+}
+
+/// The bytes an entry counts against `max_bytes`.
+fn entry_bytes(key: &str, entry: &Entry) -> u64 {
+    (key.len() + entry.value.as_ref().map_or(0, LatticeValue::payload_len)) as u64
 }
 
 /// Applies a pushed value to a cached entry: a merge (a push of another type is ignored).

@@ -291,3 +291,24 @@ fn a_subscription_not_renewed_across_two_lease_ticks_is_dropped() {
     assert!(last.is_empty(), "no subscription left: the lease timer is not re-armed");
     assert!(node.subscriptions().leases_current());
 }
+
+#[test]
+fn eviction_also_keeps_the_cache_within_its_byte_bound() {
+    let mut cfg = cfg();
+    cfg.max_bytes = 4; // "a" + 1 byte of payload is 2 bytes
+    let mut cache = holding(&cfg, "a", lww(1));
+    assert_eq!(cache.bytes(), 2);
+    step(&cfg, &mut cache, EXEC, get(1, "b"));
+    step(&cfg, &mut cache, S0, push("b", Some(lww(1))));
+    assert_eq!(cache.bytes(), 4);
+    step(&cfg, &mut cache, EXEC, get(2, "c"));
+    let outputs = step(&cfg, &mut cache, S0, push("c", Some(lww(1))));
+    assert!(outputs.contains(&send(S0, KvsMsg::Unsubscribe { keys: keys(&["a"]) })), "{outputs:?}");
+    assert_eq!(cache.entries().keys().collect::<Vec<_>>(), ["b", "c"]);
+    assert_eq!(cache.bytes(), 4);
+    // A single entry larger than the bound is cached alone.
+    let big = LatticeValue::Lww(Lww::new(Stamp::new(9, WriterId(1)), Bytes::from_static(b"large")));
+    step(&cfg, &mut cache, S0, push("b", Some(big)));
+    assert_eq!(cache.entries().keys().collect::<Vec<_>>(), ["b"]);
+    assert_eq!(cache.bytes(), 6);
+}

@@ -117,6 +117,20 @@ impl LatticeValue {
         }
     }
 
+    /// The bytes of user payload the value carries: written values and set elements, 8 for a
+    /// counter. Metadata (stamps, clocks, dependencies) is not counted. Caches bound their
+    /// size by it.
+    pub fn payload_len(&self) -> usize {
+        match self {
+            Self::Lww(lww) => lww.value().map_or(0, Bytes::len),
+            Self::Set(set) => set.as_set().iter().map(Bytes::len).sum(),
+            Self::Max(_) | Self::Min(_) => 8,
+            Self::Priority(priority) => priority.value().map_or(0, Bytes::len),
+            Self::SingleKeyCausal(causal) => causal.values().map(Bytes::len).sum(),
+            Self::MultiKeyCausal(causal) => causal.values().map(Bytes::len).sum(),
+        }
+    }
+
     /// Whether `self` is at or below `other` in the lattice order; values of different types
     /// are unordered. (The `Ord` of `LatticeValue` is a representation order, not this.)
     pub fn lattice_le(&self, other: &Self) -> bool {
