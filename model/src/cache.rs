@@ -1,12 +1,14 @@
 //! The cache model: one storage node, two caches, a writer and a reader, each an executor
 //! behind its own cache, over a duplicating, reordering network.
 //!
-//! The writer puts two versions of key `x` through cache 1; the reader reads `x` and then `y`
-//! through cache 2, which holds one key, so reading `y` evicts `x`. Pushes, renewals (any
-//! time: the cache's `Renew` timer) and lease checks (any time: the storage node's `Lease`
-//! timer) interleave with everything, so a lease may lapse between two renewals and a late
-//! push may arrive after a newer one. The properties are the cache invariants of
-//! `squall_proto::cache::invariants`, named by id.
+//! The writer puts two versions of key `x` through cache 1; the reader reads `x` through
+//! cache 2, which fetches it and then holds it subscribed. Pushes, renewals (any time: the
+//! cache's `Renew` timer) and lease checks (any time: the storage node's `Lease` timer)
+//! interleave with everything, so a lease may lapse between two renewals and a late push may
+//! arrive after a newer one. Each executor and cache makes one attempt per request, and nothing
+//! crashes or is evicted: cache crashes, evictions, retries and membership changes are
+//! exercised by the simulator (`impl/tests/cache_sim.rs`), which would multiply the model's
+//! states. The properties are the cache invariants of `squall_proto::cache::invariants`.
 
 use std::collections::BTreeMap;
 

@@ -53,7 +53,7 @@ pub fn models() -> Vec<ModelInfo> {
     }))
     .chain([ModelInfo {
         model: "cache",
-        about: "1 storage node, 2 caches; a writer's 2 puts, a reader's gets with an eviction",
+        about: "1 storage node, 2 caches; a writer's 2 puts and a reader's get through them",
         mutants: cache::mutants().into_iter().map(|(n, _)| n).collect(),
     }])
     .collect()

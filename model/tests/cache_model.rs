@@ -11,7 +11,7 @@ use stateright::{Checker, Model};
 fn cache_model_holds_with_a_pinned_state_count() {
     let checker = model(None).checker().spawn_dfs().join();
     checker.assert_properties();
-    assert_eq!(checker.unique_state_count(), 170_820);
+    assert_eq!(checker.unique_state_count(), 229_520);
 }
 
 #[test]

@@ -23,7 +23,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::kvs::{Durability, Key, KvsMsg, KvsNode, KvsTimer, Mutant, Ring};
+use crate::kvs::{Durability, Key, KvsMsg, KvsNode, KvsTimer, Membership, Mutant, ReqId, Ring};
 use crate::lattice::LatticeValue;
 use crate::node::{Input, NodeId, Outbox, Violation};
 
@@ -34,7 +34,8 @@ type Out = Outbox<KvsNode>;
 pub struct CacheConfig {
     /// This cache.
     pub id: NodeId,
-    /// The ring the cache routes fetches, subscriptions and write-throughs by.
+    /// The ring the cache starts routing fetches, subscriptions and write-throughs by; views
+    /// learned from storage nodes then update it.
     pub ring: Ring,
     /// The replication factor of every key.
     pub replication: usize,
@@ -84,10 +85,6 @@ impl CacheConfig {
     fn has(&self, _: Mutant) -> bool {
         false
     }
-
-    fn replicas(&self, key: &str) -> Vec<NodeId> {
-        self.ring.responsible(key, self.replication)
-    }
 }
 
 /// A cached key.
@@ -103,37 +100,70 @@ pub struct Entry {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct WriteThrough {
     executor: NodeId,
-    req: u32,
+    req: ReqId,
     key: Key,
     value: LatticeValue,
     durability: Durability,
+    /// Attempts made so far, the first being 0. Every attempt uses the same request number,
+    /// so an acknowledgement of any of them settles the write.
     attempt: u32,
+    /// Whether a `WriteRetry` tick has passed since the last attempt: the next tick retries.
+    waited: bool,
+    /// The replicas a redirect named, which later attempts use instead of the cache's ring.
+    route: Option<Vec<NodeId>>,
 }
 
 /// A cache's state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheNode {
+    /// The cache's view of the ring: the configured one, merged with every view a storage
+    /// node sent it.
+    ring: Ring,
     entries: BTreeMap<Key, Entry>,
     /// The bytes of keys and payloads of `entries`.
     bytes: u64,
     /// The logical access counter.
     clock: u64,
     /// Keys being fetched, with the `(executor, request)` gets waiting on each.
-    fetching: BTreeMap<Key, BTreeSet<(NodeId, u32)>>,
+    fetching: BTreeMap<Key, BTreeSet<(NodeId, ReqId)>>,
     /// Write-throughs by the cache's own request number.
-    writes: BTreeMap<u32, WriteThrough>,
-    next_req: u32,
+    writes: BTreeMap<ReqId, WriteThrough>,
+    /// The next write-through's request number: the incarnation in the high 32 bits, so an
+    /// answer to a request from before a restart never matches a new one.
+    next_req: ReqId,
     /// The highest request number seen from each executor: an executor numbers its requests
     /// in order, so anything at or below it is a duplicate (or older than an answered one)
     /// and is ignored. Without this, duplicated gets would advance the access counter for
     /// ever, and a duplicated put would be written through twice.
-    seen: BTreeMap<NodeId, u32>,
+    seen: BTreeMap<NodeId, ReqId>,
 }
 
 impl CacheNode {
-    /// Starts (or restarts) a cache: empty.
-    pub fn init(_: &CacheConfig, _: &mut Out) -> Self {
-        Self::default()
+    /// Starts (or restarts, with the incarnation it persisted) a cache: empty, routing by the
+    /// configured ring, numbering its requests from its new incarnation.
+    pub fn init(cfg: &CacheConfig, persisted: u32, out: &mut Out) -> Self {
+        let incarnation = persisted + 1;
+        out.persist(incarnation);
+        Self {
+            ring: cfg.ring.clone(),
+            entries: BTreeMap::new(),
+            bytes: 0,
+            clock: 0,
+            fetching: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            next_req: ReqId::from(incarnation) << 32,
+            seen: BTreeMap::new(),
+        }
+    }
+
+    /// The replicas of `key` by the cache's view of the ring.
+    fn replicas(&self, cfg: &CacheConfig, key: &str) -> Vec<NodeId> {
+        self.ring.responsible(key, cfg.replication)
+    }
+
+    /// The cache's view of the ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
     }
 
     /// The cached entries.
@@ -170,8 +200,16 @@ impl CacheNode {
             }
             Input::Receive { from, msg: KvsMsg::Put { req, key, value, durability } } => {
                 self.seen.insert(from, req);
-                let write =
-                    WriteThrough { executor: from, req, key, value, durability, attempt: 0 };
+                let write = WriteThrough {
+                    executor: from,
+                    req,
+                    key,
+                    value,
+                    durability,
+                    attempt: 0,
+                    waited: false,
+                    route: None,
+                };
                 self.put(cfg, write, out);
             }
             Input::Receive { from, msg: KvsMsg::Push { entries } } => {
@@ -180,10 +218,11 @@ impl CacheNode {
             Input::Receive { msg: KvsMsg::PutOk { req }, .. } if self.writes.contains_key(&req) => {
                 let write = self.writes.remove(&req).expect("guarded");
                 // The KVS holds it now; types were checked when the put arrived.
-                self.update(&write.key, |entry| {
-                    if let Some(cached) = &mut entry.value {
+                self.update(&write.key, |entry| match &mut entry.value {
+                    Some(cached) => {
                         let _ = cached.merge(write.value.clone());
                     }
+                    None => entry.value = Some(write.value.clone()),
                 });
                 self.evict(cfg, &write.key, out);
                 if !cfg.has(Mutant::AckExecutorEarly) && !cfg.has(Mutant::ForgetExecutorAck) {
@@ -204,9 +243,11 @@ impl CacheNode {
             {
                 let mut write = self.writes.remove(&req).expect("guarded");
                 write.attempt += 1;
-                if let Some(to) = owners.first() {
-                    self.send_write(cfg, *to, write, out);
-                }
+                write.route = Some(owners);
+                self.send_attempt(cfg, req, write, out);
+            }
+            Input::Receive { msg: KvsMsg::RingUpdate { members, .. }, .. } => {
+                self.adopt(cfg, &members, out);
             }
             Input::Receive { .. } => out.ignore("message a cache does not expect"),
             Input::Timeout(KvsTimer::Renew) => self.renew(cfg, out),
@@ -215,7 +256,7 @@ impl CacheNode {
         }
     }
 
-    fn get(&mut self, cfg: &CacheConfig, executor: NodeId, req: u32, key: Key, out: &mut Out) {
+    fn get(&mut self, cfg: &CacheConfig, executor: NodeId, req: ReqId, key: Key, out: &mut Out) {
         self.clock += 1;
         if let Some(entry) = self.entries.get_mut(&key) {
             entry.used = self.clock;
@@ -227,8 +268,8 @@ impl CacheNode {
         }
         let was_idle = self.entries.is_empty() && self.fetching.is_empty();
         self.fetching.insert(key.clone(), BTreeSet::from([(executor, req)]));
-        for replica in cfg.replicas(&key) {
-            out.send(replica, KvsMsg::Subscribe { keys: BTreeSet::from([key.clone()]) });
+        for replica in self.replicas(cfg, &key) {
+            out.send(replica, KvsMsg::Fetch { keys: BTreeSet::from([key.clone()]) });
         }
         if was_idle {
             out.set_timer(KvsTimer::Renew, cfg.renew_period);
@@ -251,32 +292,55 @@ impl CacheNode {
         if cfg.has(Mutant::AckExecutorEarly) {
             out.send(write.executor, KvsMsg::PutOk { req: write.req });
         }
-        let Some(primary) = cfg.replicas(&write.key).first().copied() else {
-            return out.ignore("no storage node to write through to");
-        };
-        self.send_write(cfg, primary, write, out);
+        self.start_write(cfg, write, out);
     }
 
-    /// Sends `write` to `to` under a new request number and arms the retry timer.
-    fn send_write(&mut self, cfg: &CacheConfig, to: NodeId, write: WriteThrough, out: &mut Out) {
+    /// Starts a write-through under a new request number, which all its attempts share.
+    fn start_write(&mut self, cfg: &CacheConfig, write: WriteThrough, out: &mut Out) {
+        let req = self.next_req;
+        self.next_req += 1;
+        if self.writes.is_empty() {
+            out.set_timer(KvsTimer::WriteRetry, cfg.retry_after);
+        }
+        self.send_attempt(cfg, req, write, out);
+    }
+
+    /// Sends attempt `write.attempt` to the next replica in turn (of the redirect's owners,
+    /// if one came), or gives up after `max_attempts` (the executor then times out).
+    fn send_attempt(
+        &mut self,
+        cfg: &CacheConfig,
+        req: ReqId,
+        mut write: WriteThrough,
+        out: &mut Out,
+    ) {
         if write.attempt >= cfg.max_attempts {
             return out.ignore("write-through out of attempts; the executor times out");
         }
-        let req = self.next_req;
-        self.next_req += 1;
+        let owners = write.route.clone().unwrap_or_else(|| self.replicas(cfg, &write.key));
+        let Some(to) = owners.get(write.attempt as usize % owners.len().max(1)).copied() else {
+            return out.ignore("no storage node to write through to");
+        };
         let (key, value, durability) = (write.key.clone(), write.value.clone(), write.durability);
         out.send(to, KvsMsg::Put { req, key, value, durability });
+        write.waited = false;
         self.writes.insert(req, write);
-        out.set_timer(KvsTimer::WriteRetry, cfg.retry_after);
     }
 
+    /// A `WriteRetry` tick: every write-through that has waited a whole tick is sent again;
+    /// the others start waiting. Each write waits between one and two periods, and the timer
+    /// is never pushed back by new writes.
     fn retry_writes(&mut self, cfg: &CacheConfig, out: &mut Out) {
-        for (_, mut write) in std::mem::take(&mut self.writes) {
+        let due: Vec<ReqId> =
+            self.writes.iter().filter(|(_, w)| w.waited).map(|(req, _)| *req).collect();
+        self.writes.values_mut().for_each(|write| write.waited = true);
+        for req in due {
+            let mut write = self.writes.remove(&req).expect("due writes are pending");
             write.attempt += 1;
-            let replicas = cfg.replicas(&write.key);
-            if let Some(to) = replicas.get(write.attempt as usize % replicas.len().max(1)) {
-                self.send_write(cfg, *to, write, out);
-            }
+            self.send_attempt(cfg, req, write, out);
+        }
+        if !self.writes.is_empty() {
+            out.set_timer(KvsTimer::WriteRetry, cfg.retry_after);
         }
     }
 
@@ -350,28 +414,66 @@ impl CacheNode {
             let Some(victim) = victim else { return };
             let entry = self.entries.remove(&victim).expect("chosen among the entries");
             self.bytes -= entry_bytes(&victim, &entry);
-            for replica in cfg.replicas(&victim) {
+            for replica in self.replicas(cfg, &victim) {
                 let keys = BTreeSet::from([victim.clone()]);
                 out.send(replica, KvsMsg::Unsubscribe { keys });
             }
         }
     }
 
-    /// Renews every subscription (and re-sends every fetch), one message per replica.
-    fn renew(&mut self, cfg: &CacheConfig, out: &mut Out) {
-        let mut batches: BTreeMap<NodeId, BTreeSet<Key>> = BTreeMap::new();
-        for key in self.entries.keys().chain(self.fetching.keys()) {
-            for replica in cfg.replicas(key) {
-                batches.entry(replica).or_default().insert(key.clone());
-            }
+    /// Merges a storage node's view of the membership; every key whose replicas changed is
+    /// subscribed at its new replicas (the old ones dropped it when they learned the view).
+    fn adopt(&mut self, cfg: &CacheConfig, members: &Membership, out: &mut Out) {
+        if self.ring.covers(members) {
+            return out.ignore("a view the cache already has");
         }
-        if batches.is_empty() {
+        let old = self.ring.clone();
+        self.ring.merge(members);
+        self.subscribe_where(
+            cfg,
+            |(replica, key)| !old.responsible(key, cfg.replication).contains(replica),
+            out,
+        );
+    }
+
+    /// Renews every subscription and re-sends every fetch, at most two messages per replica.
+    fn renew(&mut self, cfg: &CacheConfig, out: &mut Out) {
+        let sent = self.subscribe_where(cfg, |_| true, out);
+        if !sent {
             return out.ignore("renewal with nothing cached");
         }
-        for (replica, keys) in batches {
+        out.set_timer(KvsTimer::Renew, cfg.renew_period);
+    }
+
+    /// Sends, to every replica `to` for which `wanted(to, key)`, a `Subscribe` of the cached
+    /// keys and a `Fetch` of the keys being fetched; returns whether it sent anything.
+    fn subscribe_where(
+        &self,
+        cfg: &CacheConfig,
+        wanted: impl Fn(&(NodeId, &Key)) -> bool,
+        out: &mut Out,
+    ) -> bool {
+        let batches = |keys: &mut dyn Iterator<Item = &Key>| {
+            let mut batches: BTreeMap<NodeId, BTreeSet<Key>> = BTreeMap::new();
+            for key in keys {
+                for replica in self.replicas(cfg, key) {
+                    if wanted(&(replica, key)) {
+                        batches.entry(replica).or_default().insert(key.clone());
+                    }
+                }
+            }
+            batches
+        };
+        let subscribe = batches(&mut self.entries.keys());
+        let fetch = batches(&mut self.fetching.keys());
+        let sent = !subscribe.is_empty() || !fetch.is_empty();
+        for (replica, keys) in subscribe {
             out.send(replica, KvsMsg::Subscribe { keys });
         }
-        out.set_timer(KvsTimer::Renew, cfg.renew_period);
+        for (replica, keys) in fetch {
+            out.send(replica, KvsMsg::Fetch { keys });
+        }
+        sent
     }
 
     /// CACHE-I2: while a key stays cached, its value never goes backwards.

@@ -15,6 +15,8 @@ const S1: NodeId = NodeId(1);
 const CACHE: NodeId = NodeId(5);
 const EXEC: NodeId = NodeId(7);
 const OTHER_EXEC: NodeId = NodeId(8);
+/// The first write-through request number of a cache's first incarnation.
+const FIRST: u64 = 1 << 32;
 
 fn ring() -> Ring {
     Ring::with_members(8, [S0, S1])
@@ -51,13 +53,13 @@ fn push(key: &str, value: Option<LatticeValue>) -> KvsMsg {
     KvsMsg::Push { entries: BTreeMap::from([(key.to_owned(), value)]) }
 }
 
-fn get(req: u32, key: &str) -> KvsMsg {
+fn get(req: u64, key: &str) -> KvsMsg {
     KvsMsg::Get { req, key: key.to_owned() }
 }
 
 /// A cache holding `key` at `value`, fetched by `EXEC` with request 0.
 fn holding(cfg: &CacheConfig, key: &str, value: LatticeValue) -> CacheNode {
-    let mut cache = CacheNode::default();
+    let mut cache = CacheNode::init(cfg, 0, &mut Outbox::new());
     step(cfg, &mut cache, EXEC, get(0, key));
     step(cfg, &mut cache, S0, push(key, Some(value)));
     cache
@@ -66,12 +68,12 @@ fn holding(cfg: &CacheConfig, key: &str, value: LatticeValue) -> CacheNode {
 #[test]
 fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_waiter() {
     let cfg = cfg();
-    let mut cache = CacheNode::default();
+    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
     let first = step(&cfg, &mut cache, EXEC, get(0, "k"));
     let mut expected: Vec<_> = ring()
         .responsible("k", 2)
         .into_iter()
-        .map(|replica| send(replica, KvsMsg::Subscribe { keys: keys(&["k"]) }))
+        .map(|replica| send(replica, KvsMsg::Fetch { keys: keys(&["k"]) }))
         .collect();
     expected.push(Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period });
     assert_eq!(first, expected, "replicas in ring order");
@@ -93,7 +95,7 @@ fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_wait
 #[test]
 fn a_missing_key_is_cached_as_missing_not_as_bottom() {
     let cfg = cfg();
-    let mut cache = CacheNode::default();
+    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
     step(&cfg, &mut cache, EXEC, get(0, "k"));
     let answered = step(&cfg, &mut cache, S0, push("k", None));
     assert_eq!(answered, [send(EXEC, KvsMsg::GetOk { req: 0, value: None })]);
@@ -115,7 +117,7 @@ fn pushes_merge_so_a_late_older_push_never_takes_an_entry_back() {
 #[test]
 fn a_push_for_a_key_the_cache_does_not_hold_is_answered_with_unsubscribe() {
     let cfg = cfg();
-    let mut cache = CacheNode::default();
+    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
     let outputs = step(&cfg, &mut cache, S0, push("gone", Some(lww(1))));
     assert_eq!(outputs, [send(S0, KvsMsg::Unsubscribe { keys: keys(&["gone"]) })]);
 }
@@ -128,16 +130,11 @@ fn a_put_is_acknowledged_to_the_executor_only_after_the_kvs_acknowledged_it() {
     let primary = ring().responsible("k", 2)[0];
     let outputs = step(&cfg, &mut cache, EXEC, put);
     let through =
-        KvsMsg::Put { req: 0, key: "k".into(), value: lww(2), durability: Durability::All };
-    assert_eq!(
-        outputs,
-        [
-            send(primary, through),
-            Output::SetTimer { timer: KvsTimer::WriteRetry, after: cfg.retry_after }
-        ]
-    );
+        KvsMsg::Put { req: FIRST, key: "k".into(), value: lww(2), durability: Durability::All };
+    let arm = Output::SetTimer { timer: KvsTimer::WriteRetry, after: cfg.retry_after };
+    assert_eq!(outputs, [arm, send(primary, through)]);
     assert_eq!(cache.entries()["k"].value, Some(lww(1)), "not before the KVS has it");
-    let acked = step(&cfg, &mut cache, primary, KvsMsg::PutOk { req: 0 });
+    let acked = step(&cfg, &mut cache, primary, KvsMsg::PutOk { req: FIRST });
     assert_eq!(acked, [send(EXEC, KvsMsg::PutOk { req: 1 })]);
     assert_eq!(cache.entries()["k"].value, Some(lww(2)));
 }
@@ -157,18 +154,29 @@ fn a_put_of_another_type_than_the_cached_one_is_rejected_at_once() {
 #[test]
 fn a_rejection_is_passed_on_only_for_the_first_attempt() {
     let cfg = cfg();
-    let mut cache = CacheNode::default();
+    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
     let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(1), durability: Durability::One };
     step(&cfg, &mut cache, EXEC, put);
-    let rejected = KvsMsg::PutRejected { req: 0, error: PutError::Overloaded };
+    let rejected = KvsMsg::PutRejected { req: FIRST, error: PutError::Overloaded };
     let first = step(&cfg, &mut cache, S0, rejected);
     assert_eq!(first, [send(EXEC, KvsMsg::PutRejected { req: 1, error: PutError::Overloaded })]);
     // A retried write-through's rejection is indefinite: the executor is left to time out.
     let put = KvsMsg::Put { req: 2, key: "k".into(), value: lww(1), durability: Durability::One };
     step(&cfg, &mut cache, EXEC, put);
-    let mut out = Outbox::new();
-    cache.handle(&cfg, Input::Timeout(KvsTimer::WriteRetry), &mut out);
-    let rejected = KvsMsg::PutRejected { req: 2, error: PutError::Overloaded };
+    let tick = |cache: &mut CacheNode| {
+        let mut out = Outbox::new();
+        cache.handle(&cfg, Input::Timeout(KvsTimer::WriteRetry), &mut out);
+        out.into_iter().collect::<Vec<_>>()
+    };
+    // Retried on the second tick after it was sent, to the next replica, under one number.
+    let arm = Output::SetTimer { timer: KvsTimer::WriteRetry, after: cfg.retry_after };
+    assert_eq!(tick(&mut cache), [arm]);
+    let retried = tick(&mut cache);
+    let replicas = ring().responsible("k", 2);
+    let again =
+        KvsMsg::Put { req: FIRST + 1, key: "k".into(), value: lww(1), durability: Durability::One };
+    assert_eq!(retried[0], send(replicas[1], again));
+    let rejected = KvsMsg::PutRejected { req: FIRST + 1, error: PutError::Overloaded };
     assert!(step(&cfg, &mut cache, S1, rejected).is_empty());
 }
 
@@ -196,7 +204,7 @@ fn eviction_drops_the_least_recently_used_key_and_unsubscribes_it() {
 }
 
 #[test]
-fn renewal_resubscribes_every_held_and_fetched_key_at_each_replica() {
+fn renewal_resubscribes_held_keys_and_refetches_fetched_ones_at_each_replica() {
     let cfg = cfg();
     let mut cache = holding(&cfg, "a", lww(1));
     step(&cfg, &mut cache, EXEC, get(1, "b"));
@@ -206,8 +214,10 @@ fn renewal_resubscribes_every_held_and_fetched_key_at_each_replica() {
     assert_eq!(
         outputs,
         [
-            send(S0, KvsMsg::Subscribe { keys: keys(&["a", "b"]) }),
-            send(S1, KvsMsg::Subscribe { keys: keys(&["a", "b"]) }),
+            send(S0, KvsMsg::Subscribe { keys: keys(&["a"]) }),
+            send(S1, KvsMsg::Subscribe { keys: keys(&["a"]) }),
+            send(S0, KvsMsg::Fetch { keys: keys(&["b"]) }),
+            send(S1, KvsMsg::Fetch { keys: keys(&["b"]) }),
             Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period },
         ]
     );
@@ -311,4 +321,88 @@ fn eviction_also_keeps_the_cache_within_its_byte_bound() {
     step(&cfg, &mut cache, S0, push("b", Some(big)));
     assert_eq!(cache.entries().keys().collect::<Vec<_>>(), ["b"]);
     assert_eq!(cache.bytes(), 6);
+}
+
+#[test]
+fn a_newer_view_moves_subscriptions_to_the_keys_new_replicas() {
+    let cfg = cfg();
+    let mut joined = ring();
+    joined.join(NodeId(2));
+    let key = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| joined.responsible(k, 2).contains(&NodeId(2)))
+        .expect("some key moves to the joiner");
+    let mut cache = holding(&cfg, &key, lww(1));
+    let update = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
+    let outputs = step(&cfg, &mut cache, S0, update.clone());
+    assert_eq!(outputs, [send(NodeId(2), KvsMsg::Subscribe { keys: keys(&[&key]) })]);
+    assert_eq!(cache.ring(), &joined);
+    let again = step(&cfg, &mut cache, S1, update);
+    assert!(matches!(again[..], [Output::Ignored { .. }]), "an old view changes nothing");
+}
+
+#[test]
+fn a_subscription_to_a_key_a_node_does_not_own_is_answered_with_its_view() {
+    let (cfg, mut node) = storage();
+    // A one-node ring owns every key: make it a two-node ring where it owns only some.
+    let mut joined = cfg.ring.clone();
+    joined.join(NodeId(1));
+    let update = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
+    storage_step(&cfg, &mut node, Input::Receive { from: NodeId(1), msg: update });
+    let foreign = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| !joined.is_responsible(S0, k, 1))
+        .expect("some key is not n0's");
+    let subscribe = KvsMsg::Subscribe { keys: keys(&[&foreign]) };
+    let outputs = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
+    let view = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
+    assert_eq!(outputs, [send(CACHE, view)]);
+    assert!(!node.subscriptions().is_subscribed(CACHE, &foreign));
+}
+
+#[test]
+fn a_view_change_tells_the_caches_of_keys_that_moved_away() {
+    let (cfg, mut node) = storage();
+    let mut joined = cfg.ring.clone();
+    joined.join(NodeId(1));
+    let moving = (0..1000)
+        .map(|i| format!("k{i}"))
+        .find(|k| !joined.is_responsible(S0, k, 1))
+        .expect("some key moves to n1");
+    let subscribe = KvsMsg::Subscribe { keys: keys(&[&moving]) };
+    storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
+    let update = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
+    let outputs = storage_step(&cfg, &mut node, Input::Receive { from: NodeId(1), msg: update });
+    let view = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
+    assert!(outputs.contains(&send(CACHE, view)), "{outputs:?}");
+    assert!(!node.subscriptions().is_subscribed(CACHE, &moving));
+}
+
+#[test]
+fn a_fetch_is_answered_even_when_the_cache_is_still_subscribed() {
+    // A cache that restarted (or evicted and lost its Unsubscribe) fetches a key a replica
+    // still lists it for: a renewal would push nothing, a fetch pushes the value.
+    let (cfg, mut node) = storage();
+    let put = KvsMsg::Put { req: 0, key: "k".into(), value: lww(1), durability: Durability::One };
+    storage_step(&cfg, &mut node, Input::Receive { from: EXEC, msg: put });
+    let subscribe = KvsMsg::Subscribe { keys: keys(&["k"]) };
+    storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
+    let fetch = KvsMsg::Fetch { keys: keys(&["k"]) };
+    let outputs = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: fetch });
+    assert!(outputs.contains(&send(CACHE, push("k", Some(lww(1))))), "{outputs:?}");
+}
+
+#[test]
+fn a_restarted_cache_never_takes_an_old_answer_for_a_new_write() {
+    let cfg = cfg();
+    let mut out = Outbox::new();
+    let mut restarted = CacheNode::init(&cfg, 1, &mut out);
+    assert_eq!(out.into_iter().next(), Some(Output::Persist(2)));
+    let put = KvsMsg::Put { req: 0, key: "k".into(), value: lww(1), durability: Durability::One };
+    step(&cfg, &mut restarted, EXEC, put);
+    // The first incarnation's first write-through, acknowledged late.
+    let stale = step(&cfg, &mut restarted, S0, KvsMsg::PutOk { req: FIRST });
+    assert!(matches!(stale[..], [Output::Ignored { .. }]), "{stale:?}");
+    let fresh = step(&cfg, &mut restarted, S0, KvsMsg::PutOk { req: 2 << 32 });
+    assert_eq!(fresh, [send(EXEC, KvsMsg::PutOk { req: 0 })]);
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::KvsNode;
-use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
+use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError, ReqId};
 use super::ring::{Epoch, Ring};
 use crate::lattice::LatticeValue;
 use crate::node::{Input, NodeId, Outbox, Violation};
@@ -124,7 +124,7 @@ impl ClientConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KvsClient {
     /// The number of the next request; the current one is `next_req - 1`.
-    next_req: u32,
+    next_req: ReqId,
     /// Attempts made at the current operation.
     attempt: u32,
     /// Outcomes of the finished operations, in order; the current one is `outcomes.len()`.

@@ -23,7 +23,7 @@ mod storage;
 mod subscriptions;
 
 pub use client::{ClientConfig, KvsClient, Op, Outcome};
-pub use msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
+pub use msg::{Durability, Key, KvsMsg, KvsTimer, PutError, ReqId};
 pub use ring::{Epoch, Membership, Ring, Status, fnv1a64, ring_hash};
 pub use storage::{StorageConfig, StorageNode};
 pub use subscriptions::Subscriptions;
@@ -183,14 +183,14 @@ impl Node for KvsNode {
     type Config = KvsConfig;
     type Msg = KvsMsg;
     type Timer = KvsTimer;
-    /// A storage node's incarnation; clients persist nothing.
+    /// A storage node's or a cache's incarnation; clients persist nothing.
     type Durable = u32;
 
     fn init(cfg: &KvsConfig, durable: &u32, out: &mut Outbox<Self>) -> Self {
         match cfg {
             KvsConfig::Storage(cfg) => Self::Storage(StorageNode::init(cfg, *durable, out)),
             KvsConfig::Client(cfg) => Self::Client(KvsClient::init(cfg, out)),
-            KvsConfig::Cache(cfg) => Self::Cache(CacheNode::init(cfg, out)),
+            KvsConfig::Cache(cfg) => Self::Cache(CacheNode::init(cfg, *durable, out)),
         }
     }
 

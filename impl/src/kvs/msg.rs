@@ -6,6 +6,10 @@ use super::ring::{Epoch, Membership};
 use crate::lattice::{LatticeType, LatticeValue, TypeMismatch};
 use crate::node::NodeId;
 
+/// A request number. A client or cache numbers its requests in increasing order; a cache puts
+/// its incarnation in the high 32 bits, so numbers from before a restart never come back.
+pub type ReqId = u64;
+
 /// A key: any UTF-8 string. Placement hashes its bytes (see [`super::ring`]).
 pub type Key = String;
 
@@ -66,7 +70,7 @@ pub enum KvsMsg {
     /// Client → replica: read `key`.
     Get {
         /// The client's request number.
-        req: u32,
+        req: ReqId,
         /// The key.
         key: Key,
     },
@@ -74,14 +78,14 @@ pub enum KvsMsg {
     /// (distinct from a key holding bottom).
     GetOk {
         /// The request answered.
-        req: u32,
+        req: ReqId,
         /// The value, if the key exists here.
         value: Option<LatticeValue>,
     },
     /// Client → replica: merge `value` into `key`; acknowledge once `durability` is met.
     Put {
         /// The client's request number.
-        req: u32,
+        req: ReqId,
         /// The key.
         key: Key,
         /// The value to merge.
@@ -92,12 +96,12 @@ pub enum KvsMsg {
     /// Replica → client: the put is held by as many replicas as it asked for.
     PutOk {
         /// The request answered.
-        req: u32,
+        req: ReqId,
     },
     /// Replica → client: the put was refused and did not happen.
     PutRejected {
         /// The request answered.
-        req: u32,
+        req: ReqId,
         /// Why.
         error: PutError,
     },
@@ -105,7 +109,7 @@ pub enum KvsMsg {
     /// are the responsible replicas, primary first.
     Redirect {
         /// The request answered.
-        req: u32,
+        req: ReqId,
         /// The key.
         key: Key,
         /// The ring epoch the answer comes from.
@@ -159,11 +163,19 @@ pub enum KvsMsg {
     /// Operator → storage node: leave the ring, handing every key to its new owners.
     Leave {
         /// The operator's request number.
-        req: u32,
+        req: ReqId,
     },
-    /// Cache → replica: I hold (or am fetching) these keys; push me their values when they
-    /// grow. Also renews the cache's lease at this replica; sent again every renewal period.
+    /// Cache → replica: I hold these keys; push me their values when they grow. Sent again
+    /// every renewal period, which renews each subscription's lease; a subscription that is
+    /// new is answered with the value.
     Subscribe {
+        /// The keys.
+        keys: BTreeSet<Key>,
+    },
+    /// Cache → replica: I am fetching these keys: subscribe me and push me their values now
+    /// (even if I am subscribed already, since a renewal would push nothing). Re-sent every
+    /// renewal period while the fetch lasts.
+    Fetch {
         /// The keys.
         keys: BTreeSet<Key>,
     },
@@ -186,13 +198,13 @@ pub enum KvsMsg {
     /// would have nowhere to go. Definite: nothing changed.
     LeaveRefused {
         /// The request answered.
-        req: u32,
+        req: ReqId,
     },
     /// Storage node → operator: this node has left: its keys are held by their new owners, no
     /// put it coordinated is waiting, every peer knows, and it may be stopped.
     LeaveOk {
         /// The request answered.
-        req: u32,
+        req: ReqId,
     },
 }
 

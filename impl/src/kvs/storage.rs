@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError};
+use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError, ReqId};
 use super::ring::{Membership, Ring, Status};
 use super::subscriptions::Subscriptions;
 use super::{KvsNode, Mutant};
@@ -117,11 +117,11 @@ pub struct StorageNode {
     /// Peers that have not acknowledged this incarnation's `Hello`.
     hello_unacked: BTreeSet<NodeId>,
     /// Unacknowledged puts by `(client, request)`.
-    pending: BTreeMap<(NodeId, u32), PendingPut>,
+    pending: BTreeMap<(NodeId, ReqId), PendingPut>,
     /// Peers not known to hold this node's membership view.
     ring_unacked: BTreeSet<NodeId>,
     /// `Leave` requests to answer once this node has left, by `(operator, request)`.
-    leave_waiters: BTreeSet<(NodeId, u32)>,
+    leave_waiters: BTreeSet<(NodeId, ReqId)>,
     /// The caches subscribed to this node's keys.
     subs: Subscriptions,
 }
@@ -302,7 +302,10 @@ impl StorageNode {
                 self.check_left(cfg, out);
             }
             Input::Receive { from, msg: KvsMsg::Subscribe { keys } } => {
-                self.subscribe(cfg, from, keys, out);
+                self.subscribe(cfg, from, keys, false, out);
+            }
+            Input::Receive { from, msg: KvsMsg::Fetch { keys } } => {
+                self.subscribe(cfg, from, keys, true, out);
             }
             Input::Receive { from, msg: KvsMsg::Unsubscribe { keys } } => {
                 for key in keys {
@@ -311,7 +314,11 @@ impl StorageNode {
             }
             Input::Receive { from, msg: KvsMsg::PushAck { entries } } => {
                 for (key, theirs) in entries {
-                    let covered = self.store.get(&key).is_none_or(|mine| mine.lattice_le(&theirs));
+                    // A cache holding another type (keys outside the schema can differ between
+                    // replicas) will never hold this one: stop pushing it.
+                    let covered = self.store.get(&key).is_none_or(|mine| {
+                        mine.lattice_le(&theirs) || mine.lattice_type() != theirs.lattice_type()
+                    });
                     if covered {
                         self.subs.holds(from, &key);
                     }
@@ -337,12 +344,12 @@ impl StorageNode {
         }
     }
 
-    fn redirect(&self, cfg: &StorageConfig, client: NodeId, req: u32, key: Key, out: &mut Out) {
+    fn redirect(&self, cfg: &StorageConfig, client: NodeId, req: ReqId, key: Key, out: &mut Out) {
         let owners = self.ring.responsible(&key, cfg.replication);
         out.send(client, KvsMsg::Redirect { req, key, epoch: self.ring.epoch(), owners });
     }
 
-    fn get(&self, cfg: &StorageConfig, client: NodeId, req: u32, key: Key, out: &mut Out) {
+    fn get(&self, cfg: &StorageConfig, client: NodeId, req: ReqId, key: Key, out: &mut Out) {
         if !self.is_responsible(cfg, &key) {
             return self.redirect(cfg, client, req, key, out);
         }
@@ -358,7 +365,7 @@ impl StorageNode {
         &mut self,
         cfg: &StorageConfig,
         client: NodeId,
-        req: u32,
+        req: ReqId,
         key: Key,
         value: LatticeValue,
         durability: Durability,
@@ -386,9 +393,10 @@ impl StorageNode {
             Some(stored) => stored.merge(value).expect("admit checked the type"),
         };
         if grew {
+            let was_behind = !self.behind.is_empty();
             self.mark_behind(cfg, &key);
             self.send_gossip_of(&key, out);
-            out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+            self.arm_gossip(cfg, was_behind, out);
             self.push_grown(cfg, &key, out);
         }
         self.pending.insert((client, req), PendingPut { key, durability });
@@ -403,7 +411,7 @@ impl StorageNode {
     fn admit(
         &self,
         cfg: &StorageConfig,
-        request: (NodeId, u32),
+        request: (NodeId, ReqId),
         key: &str,
         value: &LatticeValue,
     ) -> Result<(), PutError> {
@@ -437,6 +445,7 @@ impl StorageNode {
     ) {
         // Values are real writes whatever the sender's incarnation, so they are always merged;
         // only a current incarnation's gossip also tells what the sender holds.
+        let was_behind = !self.behind.is_empty();
         let current = self.observe(cfg, from, incarnation, out);
         let mut reply = BTreeMap::new();
         let mut grew = false;
@@ -464,10 +473,19 @@ impl StorageNode {
             out.send(from, KvsMsg::GossipAck { incarnation: self.incarnation, entries: reply });
         }
         if grew {
-            out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+            self.arm_gossip(cfg, was_behind, out);
         }
         self.settle(cfg, out);
         self.disarm_if_done(out);
+    }
+
+    /// Arms the gossip timer when replicas have just fallen behind. The timer is armed exactly
+    /// while some replica is behind, and never pushed back: re-arming it on every put would
+    /// postpone the re-sending of lost gossip for as long as writes keep coming.
+    fn arm_gossip(&self, cfg: &StorageConfig, was_behind: bool, out: &mut Out) {
+        if !was_behind && !self.behind.is_empty() {
+            out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+        }
     }
 
     /// Merges gossip into a key; returns whether it grew.
@@ -514,15 +532,14 @@ impl StorageNode {
         if incarnation > known {
             self.peers.insert(peer, incarnation);
             if !cfg.has(Mutant::IgnoreIncarnation) {
+                let was_behind = !self.behind.is_empty();
                 let keys: Vec<Key> = self.store.keys().cloned().collect();
                 for key in keys {
                     if self.others(cfg, &key).contains(&peer) {
                         self.behind.entry(key).or_default().insert(peer);
                     }
                 }
-                if !self.behind.is_empty() {
-                    out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
-                }
+                self.arm_gossip(cfg, was_behind, out);
             }
         }
         true
@@ -560,7 +577,7 @@ impl StorageNode {
 
     /// Acknowledges every pending put whose key is now held by enough replicas.
     fn settle(&mut self, cfg: &StorageConfig, out: &mut Out) {
-        let done: Vec<(NodeId, u32)> = self
+        let done: Vec<(NodeId, ReqId)> = self
             .pending
             .iter()
             .filter(|(_, put)| {
@@ -668,29 +685,38 @@ impl StorageNode {
         }
         self.settle(cfg, out);
         self.release_handed_off(cfg);
+        // Caches subscribed to keys that moved away learn the view, and subscribe at the
+        // keys' new replicas.
         let (id, ring) = (cfg.id, &self.ring);
-        self.subs.retain_keys(|key| ring.is_responsible(id, key, cfg.replication));
+        let moved = self.subs.retain_keys(|key| ring.is_responsible(id, key, cfg.replication));
+        for cache in moved {
+            let members = self.ring.membership().clone();
+            out.send(cache, KvsMsg::RingUpdate { incarnation: self.incarnation, members });
+        }
         self.check_left(cfg, out);
         self.disarm_if_done(out);
     }
 
-    /// Subscribes `cache` to the keys this node owns among `keys`, renewing its lease, and
-    /// pushes each newly subscribed key's value (which answers the cache's fetch).
+    /// Subscribes `cache` to the keys this node owns among `keys` (renewing those it has), and
+    /// pushes the value of each new one, or of every one for a `fetch`.
     fn subscribe(
         &mut self,
         cfg: &StorageConfig,
         cache: NodeId,
         keys: BTreeSet<Key>,
+        fetch: bool,
         out: &mut Out,
     ) {
         let had_subscriptions = !self.subs.is_empty();
+        let was_settled = self.subs.is_settled();
         let mut entries = BTreeMap::new();
+        let mut misrouted = false;
         for key in keys {
             if !self.is_responsible(cfg, &key) {
-                out.ignore("subscription to a key this node does not own");
+                misrouted = true;
                 continue;
             }
-            if self.subs.subscribe(cache, &key) {
+            if self.subs.subscribe(cache, &key) || fetch {
                 let value = self.store.get(&key).cloned();
                 if value.is_some() {
                     self.subs.mark_behind(cache, &key);
@@ -701,7 +727,12 @@ impl StorageNode {
         if !entries.is_empty() {
             out.send(cache, KvsMsg::Push { entries });
         }
-        if !self.subs.is_settled() {
+        if misrouted {
+            // The cache routes by an older view: send it ours.
+            let members = self.ring.membership().clone();
+            out.send(cache, KvsMsg::RingUpdate { incarnation: self.incarnation, members });
+        }
+        if was_settled && !self.subs.is_settled() {
             out.set_timer(KvsTimer::Push, cfg.push_period);
         }
         if !had_subscriptions && !self.subs.is_empty() {
@@ -711,12 +742,15 @@ impl StorageNode {
 
     /// Pushes `key`'s new value to its subscribers at once.
     fn push_grown(&mut self, cfg: &StorageConfig, key: &str, out: &mut Out) {
+        let was_settled = self.subs.is_settled();
         let caches = self.subs.grew(key);
         for cache in &caches {
             let entries = BTreeMap::from([(key.to_owned(), self.store.get(key).cloned())]);
             out.send(*cache, KvsMsg::Push { entries });
         }
-        if !caches.is_empty() {
+        // Armed only when pushes start waiting: re-arming on every growth would postpone
+        // the re-sending of a lost push for as long as writes keep coming.
+        if was_settled && !caches.is_empty() {
             out.set_timer(KvsTimer::Push, cfg.push_period);
         }
     }

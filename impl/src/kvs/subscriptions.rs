@@ -117,9 +117,18 @@ impl Subscriptions {
         self.subscribers.get(key).is_some_and(|caches| caches.contains_key(&cache))
     }
 
-    /// Keeps only the subscriptions to keys for which `keep` holds (those this node owns).
-    pub fn retain_keys(&mut self, keep: impl Fn(&str) -> bool) {
-        self.subscribers.retain(|key, _| keep(key));
+    /// Keeps only the subscriptions to keys for which `keep` holds (those this node owns);
+    /// returns the caches that lost one.
+    pub fn retain_keys(&mut self, keep: impl Fn(&str) -> bool) -> BTreeSet<NodeId> {
+        let mut dropped = BTreeSet::new();
+        self.subscribers.retain(|key, caches| {
+            let kept = keep(key);
+            if !kept {
+                dropped.extend(caches.keys().copied());
+            }
+            kept
+        });
         self.behind.retain(|key, _| keep(key));
+        dropped
     }
 }

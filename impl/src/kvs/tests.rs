@@ -53,7 +53,7 @@ pub(super) fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
     Output::Send { to, msg }
 }
 
-fn put(req: u32, key: &str, value: LatticeValue, durability: Durability) -> KvsMsg {
+fn put(req: u64, key: &str, value: LatticeValue, durability: Durability) -> KvsMsg {
     KvsMsg::Put { req, key: key.to_owned(), value, durability }
 }
 
