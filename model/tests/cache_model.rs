@@ -37,6 +37,7 @@ fn every_cache_mutant_makes_its_property_fail() {
         (Mutant::CacheMissAsBottom, invariants::NO_THIN_AIR),
         (Mutant::PushOverwrites, invariants::MONOTONE_READS),
         (Mutant::IgnorePushes, invariants::FRESH),
+        (Mutant::RenewalClearsPushes, invariants::FRESH),
         (Mutant::KeepLapsedSubscribers, invariants::LEASED),
         (Mutant::AckExecutorEarly, invariants::WRITE_THROUGH),
         (Mutant::ForgetExecutorAck, invariants::QUIESCENCE_REACHABLE),

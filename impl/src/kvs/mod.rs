@@ -83,6 +83,9 @@ pub enum Mutant {
     CacheMissAsBottom,
     /// The cache never passes the KVS's acknowledgement of a write-through on to its executor.
     ForgetExecutorAck,
+    /// A renewal is taken to mean the cache holds the key's current value, so pushes still
+    /// waiting for it are forgotten.
+    RenewalClearsPushes,
 }
 
 impl Mutant {
@@ -100,10 +103,11 @@ impl Mutant {
     pub const KVS_RESTART: [Self; 2] = [Self::IgnoreIncarnation, Self::AckBeforeReplicas];
 
     /// The mutants the `cache` model catches.
-    pub const CACHE: [Self; 6] = [
+    pub const CACHE: [Self; 7] = [
         Self::CacheMissAsBottom,
         Self::PushOverwrites,
         Self::IgnorePushes,
+        Self::RenewalClearsPushes,
         Self::KeepLapsedSubscribers,
         Self::AckExecutorEarly,
         Self::ForgetExecutorAck,
@@ -152,6 +156,7 @@ impl Mutant {
             Self::IgnorePushes => "ignore-pushes",
             Self::CacheMissAsBottom => "cache-miss-as-bottom",
             Self::ForgetExecutorAck => "forget-executor-ack",
+            Self::RenewalClearsPushes => "renewal-clears-pushes",
         }
     }
 }

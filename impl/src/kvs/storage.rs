@@ -716,7 +716,11 @@ impl StorageNode {
                 misrouted = true;
                 continue;
             }
-            if self.subs.subscribe(cache, &key) || fetch {
+            let new = self.subs.subscribe(cache, &key);
+            if !new && !fetch && cfg.has(Mutant::RenewalClearsPushes) {
+                self.subs.holds(cache, &key);
+            }
+            if new || fetch {
                 let value = self.store.get(&key).cloned();
                 if value.is_some() {
                     self.subs.mark_behind(cache, &key);
