@@ -20,7 +20,7 @@ use squall_proto::kvs::{
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, Stamp, WriterId};
 use stateright::Expectation;
-use stateright::actor::{ActorModel, Network};
+use stateright::actor::{ActorModel, ActorModelState, Network};
 
 use crate::adapter::{Adapter, no_step_violation, node_states};
 
@@ -69,11 +69,29 @@ pub fn configs(mutant: Option<Mutant>) -> Vec<KvsConfig> {
     ]
 }
 
-/// The model with its properties. No node crashes.
-pub fn model(mutant: Option<Mutant>) -> CacheModel {
-    ActorModel::new((), ())
+/// The only crash is of the reader's cache, at most once (it then restarts empty, with a new
+/// incarnation): restarts so far plus caches down now. The storage node and the executors do
+/// not crash here; storage crashes are the KVS models' business.
+fn reader_cache_crashes_at_most_once(_: &(), state: &ActorModelState<CacheActor>) -> bool {
+    let reader_cache = usize::try_from(READER_CACHE.0).expect("small id");
+    let others_up = state.crashed.iter().enumerate().all(|(i, down)| i == reader_cache || !down);
+    let restarts = state.actor_storages[reader_cache].map_or(0, |inc| inc.saturating_sub(1));
+    let down = u32::from(state.crashed[reader_cache]);
+    others_up && restarts + down <= 1
+}
+
+/// The model of `scenario` with its properties.
+pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> CacheModel {
+    let model = ActorModel::new((), ())
         .actors(configs(mutant).into_iter().map(|cfg| Adapter { cfg }))
-        .init_network(Network::new_unordered_duplicating([]))
+        .init_network(Network::new_unordered_duplicating([]));
+    let model = match scenario {
+        Scenario::NoCrash => model,
+        Scenario::Restart => {
+            model.max_crashes(1).within_boundary(reader_cache_crashes_at_most_once)
+        }
+    };
+    model
         .property(
             Expectation::Always,
             "CACHE-I1 a cache holds and returns only joins of written values",
@@ -104,7 +122,21 @@ pub fn model(mutant: Option<Mutant>) -> CacheModel {
         )
 }
 
-/// The mutants the cache model catches, by command-line name.
-pub fn mutants() -> Vec<(&'static str, Mutant)> {
-    Mutant::CACHE.iter().map(|m| (m.name(), *m)).collect()
+/// Which failures a cache model explores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// No node crashes: model `cache`.
+    NoCrash,
+    /// The reader's cache may crash once and restart empty: model `cache-restart` (3.5 M
+    /// states, about two minutes in release mode).
+    Restart,
+}
+
+/// The mutants each scenario catches, by command-line name.
+pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
+    let list: &[Mutant] = match scenario {
+        Scenario::NoCrash => &Mutant::CACHE,
+        Scenario::Restart => &Mutant::CACHE_RESTART,
+    };
+    list.iter().map(|m| (m.name(), *m)).collect()
 }

@@ -51,11 +51,18 @@ pub fn models() -> Vec<ModelInfo> {
         about: scenario.about(),
         mutants: kvs::mutants(scenario).into_iter().map(|(n, _)| n).collect(),
     }))
-    .chain([ModelInfo {
-        model: "cache",
-        about: "1 storage node, 2 caches; a writer's 2 puts and a reader's get through them",
-        mutants: cache::mutants().into_iter().map(|(n, _)| n).collect(),
-    }])
+    .chain([
+        ModelInfo {
+            model: "cache",
+            about: "1 storage node, 2 caches; a writer's 2 puts and a reader's get through them",
+            mutants: cache::mutants(cache::Scenario::NoCrash).into_iter().map(|(n, _)| n).collect(),
+        },
+        ModelInfo {
+            model: "cache-restart",
+            about: "the cache model, and the reader's cache may crash and restart empty once",
+            mutants: cache::mutants(cache::Scenario::Restart).into_iter().map(|(n, _)| n).collect(),
+        },
+    ])
     .collect()
 }
 
@@ -164,10 +171,11 @@ pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Rep
             let named = mutant.map(|m| m.name().to_owned());
             Ok(run(scenario.name(), named, kvs::model(scenario, mutant), opts))
         }
-        "cache" => {
-            let mutant = lookup_mutant(name, mutant, cache::mutants())?;
+        "cache" | "cache-restart" => {
+            let (name, scenario) = cache_scenario(name);
+            let mutant = lookup_mutant(name, mutant, cache::mutants(scenario))?;
             let named = mutant.map(|m| m.name().to_owned());
-            Ok(run("cache", named, cache::model(mutant), opts))
+            Ok(run(name, named, cache::model(scenario, mutant), opts))
         }
         _ => Err(unknown_model(name)),
     }
@@ -186,12 +194,20 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
             kvs::model(scenario, mutant).checker().serve(addr);
             Ok(())
         }
-        "cache" => {
-            let mutant = lookup_mutant(name, mutant, cache::mutants())?;
-            cache::model(mutant).checker().serve(addr);
+        "cache" | "cache-restart" => {
+            let (name, scenario) = cache_scenario(name);
+            let mutant = lookup_mutant(name, mutant, cache::mutants(scenario))?;
+            cache::model(scenario, mutant).checker().serve(addr);
             Ok(())
         }
         _ => Err(unknown_model(name)),
+    }
+}
+
+fn cache_scenario(name: &str) -> (&'static str, cache::Scenario) {
+    match name {
+        "cache-restart" => ("cache-restart", cache::Scenario::Restart),
+        _ => ("cache", cache::Scenario::NoCrash),
     }
 }
 

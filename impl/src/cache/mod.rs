@@ -116,6 +116,9 @@ struct WriteThrough {
 /// A cache's state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CacheNode {
+    /// How many times this cache has started, persisted: replicas ignore what an earlier
+    /// incarnation sent.
+    incarnation: u32,
     /// The cache's view of the ring: the configured one, merged with every view a storage
     /// node sent it.
     ring: Ring,
@@ -145,6 +148,7 @@ impl CacheNode {
         let incarnation = persisted + 1;
         out.persist(incarnation);
         Self {
+            incarnation,
             ring: cfg.ring.clone(),
             entries: BTreeMap::new(),
             bytes: 0,
@@ -212,7 +216,12 @@ impl CacheNode {
                 };
                 self.put(cfg, write, out);
             }
-            Input::Receive { from, msg: KvsMsg::Push { entries } } => {
+            Input::Receive { msg: KvsMsg::Push { incarnation, .. }, .. }
+                if incarnation != self.incarnation && !cfg.has(Mutant::PushIgnoresIncarnation) =>
+            {
+                out.ignore("a push meant for another incarnation of this cache");
+            }
+            Input::Receive { from, msg: KvsMsg::Push { entries, .. } } => {
                 self.push(cfg, from, entries, out)
             }
             Input::Receive { msg: KvsMsg::PutOk { req }, .. } if self.writes.contains_key(&req) => {
@@ -269,7 +278,13 @@ impl CacheNode {
         let was_idle = self.entries.is_empty() && self.fetching.is_empty();
         self.fetching.insert(key.clone(), BTreeSet::from([(executor, req)]));
         for replica in self.replicas(cfg, &key) {
-            out.send(replica, KvsMsg::Fetch { keys: BTreeSet::from([key.clone()]) });
+            out.send(
+                replica,
+                KvsMsg::Fetch {
+                    incarnation: self.incarnation,
+                    keys: BTreeSet::from([key.clone()]),
+                },
+            );
         }
         if was_idle {
             out.set_timer(KvsTimer::Renew, cfg.renew_period);
@@ -385,10 +400,13 @@ impl CacheNode {
             }
         }
         if !acked.is_empty() {
-            out.send(replica, KvsMsg::PushAck { entries: acked });
+            out.send(replica, KvsMsg::PushAck { incarnation: self.incarnation, entries: acked });
         }
         if !unwanted.is_empty() {
-            out.send(replica, KvsMsg::Unsubscribe { keys: unwanted });
+            out.send(
+                replica,
+                KvsMsg::Unsubscribe { incarnation: self.incarnation, keys: unwanted },
+            );
         }
     }
 
@@ -416,7 +434,7 @@ impl CacheNode {
             self.bytes -= entry_bytes(&victim, &entry);
             for replica in self.replicas(cfg, &victim) {
                 let keys = BTreeSet::from([victim.clone()]);
-                out.send(replica, KvsMsg::Unsubscribe { keys });
+                out.send(replica, KvsMsg::Unsubscribe { incarnation: self.incarnation, keys });
             }
         }
     }
@@ -468,10 +486,10 @@ impl CacheNode {
         let fetch = batches(&mut self.fetching.keys());
         let sent = !subscribe.is_empty() || !fetch.is_empty();
         for (replica, keys) in subscribe {
-            out.send(replica, KvsMsg::Subscribe { keys });
+            out.send(replica, KvsMsg::Subscribe { incarnation: self.incarnation, keys });
         }
         for (replica, keys) in fetch {
-            out.send(replica, KvsMsg::Fetch { keys });
+            out.send(replica, KvsMsg::Fetch { incarnation: self.incarnation, keys });
         }
         sent
     }

@@ -50,7 +50,7 @@ fn keys(list: &[&str]) -> BTreeSet<Key> {
 }
 
 fn push(key: &str, value: Option<LatticeValue>) -> KvsMsg {
-    KvsMsg::Push { entries: BTreeMap::from([(key.to_owned(), value)]) }
+    KvsMsg::Push { incarnation: 1, entries: BTreeMap::from([(key.to_owned(), value)]) }
 }
 
 fn get(req: u64, key: &str) -> KvsMsg {
@@ -73,7 +73,7 @@ fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_wait
     let mut expected: Vec<_> = ring()
         .responsible("k", 2)
         .into_iter()
-        .map(|replica| send(replica, KvsMsg::Fetch { keys: keys(&["k"]) }))
+        .map(|replica| send(replica, KvsMsg::Fetch { incarnation: 1, keys: keys(&["k"]) }))
         .collect();
     expected.push(Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period });
     assert_eq!(first, expected, "replicas in ring order");
@@ -84,7 +84,13 @@ fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_wait
         [
             send(EXEC, KvsMsg::GetOk { req: 0, value: Some(lww(1)) }),
             send(OTHER_EXEC, KvsMsg::GetOk { req: 4, value: Some(lww(1)) }),
-            send(S1, KvsMsg::PushAck { entries: BTreeMap::from([("k".to_owned(), lww(1))]) }),
+            send(
+                S1,
+                KvsMsg::PushAck {
+                    incarnation: 1,
+                    entries: BTreeMap::from([("k".to_owned(), lww(1))])
+                }
+            ),
         ]
     );
     assert!(cache.is_idle());
@@ -108,7 +114,8 @@ fn pushes_merge_so_a_late_older_push_never_takes_an_entry_back() {
     let mut cache = holding(&cfg, "k", lww(2));
     let late = step(&cfg, &mut cache, S1, push("k", Some(lww(1))));
     assert_eq!(cache.entries()["k"].value, Some(lww(2)));
-    let ack = KvsMsg::PushAck { entries: BTreeMap::from([("k".to_owned(), lww(2))]) };
+    let ack =
+        KvsMsg::PushAck { incarnation: 1, entries: BTreeMap::from([("k".to_owned(), lww(2))]) };
     assert_eq!(late, [send(S1, ack)], "the ack says what the cache holds");
     step(&cfg, &mut cache, S0, push("k", Some(lww(3))));
     assert_eq!(cache.entries()["k"].value, Some(lww(3)));
@@ -119,7 +126,7 @@ fn a_push_for_a_key_the_cache_does_not_hold_is_answered_with_unsubscribe() {
     let cfg = cfg();
     let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
     let outputs = step(&cfg, &mut cache, S0, push("gone", Some(lww(1))));
-    assert_eq!(outputs, [send(S0, KvsMsg::Unsubscribe { keys: keys(&["gone"]) })]);
+    assert_eq!(outputs, [send(S0, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["gone"]) })]);
 }
 
 #[test]
@@ -198,8 +205,13 @@ fn eviction_drops_the_least_recently_used_key_and_unsubscribes_it() {
     step(&cfg, &mut cache, EXEC, get(2, "a")); // "a" is now the most recent
     step(&cfg, &mut cache, EXEC, get(3, "c"));
     let outputs = step(&cfg, &mut cache, S0, push("c", None));
-    assert!(outputs.contains(&send(S0, KvsMsg::Unsubscribe { keys: keys(&["b"]) })), "{outputs:?}");
-    assert!(outputs.contains(&send(S1, KvsMsg::Unsubscribe { keys: keys(&["b"]) })));
+    assert!(
+        outputs.contains(&send(S0, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["b"]) })),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs.contains(&send(S1, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["b"]) }))
+    );
     assert_eq!(cache.entries().keys().collect::<Vec<_>>(), ["a", "c"]);
 }
 
@@ -214,10 +226,10 @@ fn renewal_resubscribes_held_keys_and_refetches_fetched_ones_at_each_replica() {
     assert_eq!(
         outputs,
         [
-            send(S0, KvsMsg::Subscribe { keys: keys(&["a"]) }),
-            send(S1, KvsMsg::Subscribe { keys: keys(&["a"]) }),
-            send(S0, KvsMsg::Fetch { keys: keys(&["b"]) }),
-            send(S1, KvsMsg::Fetch { keys: keys(&["b"]) }),
+            send(S0, KvsMsg::Subscribe { incarnation: 1, keys: keys(&["a"]) }),
+            send(S1, KvsMsg::Subscribe { incarnation: 1, keys: keys(&["a"]) }),
+            send(S0, KvsMsg::Fetch { incarnation: 1, keys: keys(&["b"]) }),
+            send(S1, KvsMsg::Fetch { incarnation: 1, keys: keys(&["b"]) }),
             Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period },
         ]
     );
@@ -257,7 +269,10 @@ fn a_subscription_is_answered_with_the_value_and_growth_is_pushed_until_acknowle
         msg: KvsMsg::Put { req, key: "k".into(), value, durability: Durability::One },
     };
     storage_step(&cfg, &mut node, put(0, lww(1)));
-    let subscribe = Input::Receive { from: CACHE, msg: KvsMsg::Subscribe { keys: keys(&["k"]) } };
+    let subscribe = Input::Receive {
+        from: CACHE,
+        msg: KvsMsg::Subscribe { incarnation: 1, keys: keys(&["k"]) },
+    };
     let answered = storage_step(&cfg, &mut node, subscribe.clone());
     assert_eq!(
         answered,
@@ -270,17 +285,22 @@ fn a_subscription_is_answered_with_the_value_and_growth_is_pushed_until_acknowle
     assert!(!node.is_idle(), "waiting for the cache's acknowledgement");
     let ack = |value| Input::Receive {
         from: CACHE,
-        msg: KvsMsg::PushAck { entries: BTreeMap::from([("k".to_owned(), value)]) },
+        msg: KvsMsg::PushAck { incarnation: 1, entries: BTreeMap::from([("k".to_owned(), value)]) },
     };
     storage_step(&cfg, &mut node, ack(lww(1)));
     assert!(node.is_idle());
+    // Growth arms the flush timer; its tick pushes every key that grew, in one batch per cache.
     let grown = storage_step(&cfg, &mut node, put(1, lww(2)));
-    assert!(grown.contains(&send(CACHE, push("k", Some(lww(2))))), "{grown:?}");
-    storage_step(&cfg, &mut node, ack(lww(1)));
+    let flush = Output::SetTimer { timer: KvsTimer::Push, after: cfg.push_period };
+    assert!(grown.contains(&flush), "{grown:?}");
+    storage_step(&cfg, &mut node, put(2, lww(3)));
+    let flushed = storage_step(&cfg, &mut node, Input::Timeout(KvsTimer::Push));
+    assert!(flushed.contains(&send(CACHE, push("k", Some(lww(3))))), "{flushed:?}");
+    storage_step(&cfg, &mut node, ack(lww(2)));
     assert!(!node.is_idle(), "an older value does not settle the push");
     let resent = storage_step(&cfg, &mut node, Input::Timeout(KvsTimer::Push));
-    assert!(resent.contains(&send(CACHE, push("k", Some(lww(2))))));
-    storage_step(&cfg, &mut node, ack(lww(2)));
+    assert!(resent.contains(&send(CACHE, push("k", Some(lww(3))))));
+    storage_step(&cfg, &mut node, ack(lww(3)));
     assert!(node.is_idle());
     // A renewal of a subscription it has is no new fetch: nothing is pushed.
     assert!(storage_step(&cfg, &mut node, subscribe).is_empty());
@@ -289,7 +309,10 @@ fn a_subscription_is_answered_with_the_value_and_growth_is_pushed_until_acknowle
 #[test]
 fn a_subscription_not_renewed_across_two_lease_ticks_is_dropped() {
     let (cfg, mut node) = storage();
-    let subscribe = Input::Receive { from: CACHE, msg: KvsMsg::Subscribe { keys: keys(&["k"]) } };
+    let subscribe = Input::Receive {
+        from: CACHE,
+        msg: KvsMsg::Subscribe { incarnation: 1, keys: keys(&["k"]) },
+    };
     storage_step(&cfg, &mut node, subscribe.clone());
     let tick = Input::Timeout(KvsTimer::Lease);
     storage_step(&cfg, &mut node, tick.clone());
@@ -313,7 +336,10 @@ fn eviction_also_keeps_the_cache_within_its_byte_bound() {
     assert_eq!(cache.bytes(), 4);
     step(&cfg, &mut cache, EXEC, get(2, "c"));
     let outputs = step(&cfg, &mut cache, S0, push("c", Some(lww(1))));
-    assert!(outputs.contains(&send(S0, KvsMsg::Unsubscribe { keys: keys(&["a"]) })), "{outputs:?}");
+    assert!(
+        outputs.contains(&send(S0, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["a"]) })),
+        "{outputs:?}"
+    );
     assert_eq!(cache.entries().keys().collect::<Vec<_>>(), ["b", "c"]);
     assert_eq!(cache.bytes(), 4);
     // A single entry larger than the bound is cached alone.
@@ -335,7 +361,10 @@ fn a_newer_view_moves_subscriptions_to_the_keys_new_replicas() {
     let mut cache = holding(&cfg, &key, lww(1));
     let update = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
     let outputs = step(&cfg, &mut cache, S0, update.clone());
-    assert_eq!(outputs, [send(NodeId(2), KvsMsg::Subscribe { keys: keys(&[&key]) })]);
+    assert_eq!(
+        outputs,
+        [send(NodeId(2), KvsMsg::Subscribe { incarnation: 1, keys: keys(&[&key]) })]
+    );
     assert_eq!(cache.ring(), &joined);
     let again = step(&cfg, &mut cache, S1, update);
     assert!(matches!(again[..], [Output::Ignored { .. }]), "an old view changes nothing");
@@ -353,7 +382,7 @@ fn a_subscription_to_a_key_a_node_does_not_own_is_answered_with_its_view() {
         .map(|i| format!("k{i}"))
         .find(|k| !joined.is_responsible(S0, k, 1))
         .expect("some key is not n0's");
-    let subscribe = KvsMsg::Subscribe { keys: keys(&[&foreign]) };
+    let subscribe = KvsMsg::Subscribe { incarnation: 1, keys: keys(&[&foreign]) };
     let outputs = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
     let view = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
     assert_eq!(outputs, [send(CACHE, view)]);
@@ -369,7 +398,7 @@ fn a_view_change_tells_the_caches_of_keys_that_moved_away() {
         .map(|i| format!("k{i}"))
         .find(|k| !joined.is_responsible(S0, k, 1))
         .expect("some key moves to n1");
-    let subscribe = KvsMsg::Subscribe { keys: keys(&[&moving]) };
+    let subscribe = KvsMsg::Subscribe { incarnation: 1, keys: keys(&[&moving]) };
     storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
     let update = KvsMsg::RingUpdate { incarnation: 1, members: joined.membership().clone() };
     let outputs = storage_step(&cfg, &mut node, Input::Receive { from: NodeId(1), msg: update });
@@ -385,9 +414,9 @@ fn a_fetch_is_answered_even_when_the_cache_is_still_subscribed() {
     let (cfg, mut node) = storage();
     let put = KvsMsg::Put { req: 0, key: "k".into(), value: lww(1), durability: Durability::One };
     storage_step(&cfg, &mut node, Input::Receive { from: EXEC, msg: put });
-    let subscribe = KvsMsg::Subscribe { keys: keys(&["k"]) };
+    let subscribe = KvsMsg::Subscribe { incarnation: 1, keys: keys(&["k"]) };
     storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
-    let fetch = KvsMsg::Fetch { keys: keys(&["k"]) };
+    let fetch = KvsMsg::Fetch { incarnation: 1, keys: keys(&["k"]) };
     let outputs = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: fetch });
     assert!(outputs.contains(&send(CACHE, push("k", Some(lww(1))))), "{outputs:?}");
 }

@@ -86,6 +86,9 @@ pub enum Mutant {
     /// A renewal is taken to mean the cache holds the key's current value, so pushes still
     /// waiting for it are forgotten.
     RenewalClearsPushes,
+    /// A restarted cache takes pushes meant for its predecessor, which may answer fetches
+    /// made before a write.
+    PushIgnoresIncarnation,
 }
 
 impl Mutant {
@@ -112,6 +115,9 @@ impl Mutant {
         Self::AckExecutorEarly,
         Self::ForgetExecutorAck,
     ];
+
+    /// The mutants the `cache-restart` model catches.
+    pub const CACHE_RESTART: [Self; 1] = [Self::PushIgnoresIncarnation];
 
     /// The mutants the `membership-join` model catches.
     pub const MEMBERSHIP_JOIN: [Self; 5] = [
@@ -157,6 +163,7 @@ impl Mutant {
             Self::CacheMissAsBottom => "cache-miss-as-bottom",
             Self::ForgetExecutorAck => "forget-executor-ack",
             Self::RenewalClearsPushes => "renewal-clears-pushes",
+            Self::PushIgnoresIncarnation => "push-ignores-incarnation",
         }
     }
 }

@@ -169,6 +169,9 @@ pub enum KvsMsg {
     /// every renewal period, which renews each subscription's lease; a subscription that is
     /// new is answered with the value.
     Subscribe {
+        /// The cache's incarnation: a replica ignores what an earlier one sent, and forgets an
+        /// earlier one's subscriptions when a later one speaks.
+        incarnation: u32,
         /// The keys.
         keys: BTreeSet<Key>,
     },
@@ -176,21 +179,32 @@ pub enum KvsMsg {
     /// (even if I am subscribed already, since a renewal would push nothing). Re-sent every
     /// renewal period while the fetch lasts.
     Fetch {
+        /// The cache's incarnation: a replica ignores what an earlier one sent, and forgets an
+        /// earlier one's subscriptions when a later one speaks.
+        incarnation: u32,
         /// The keys.
         keys: BTreeSet<Key>,
     },
     /// Cache → replica: I no longer hold these keys (evicted, or pushed but not held).
     Unsubscribe {
+        /// The cache's incarnation: a replica ignores what an earlier one sent, and forgets an
+        /// earlier one's subscriptions when a later one speaks.
+        incarnation: u32,
         /// The keys.
         keys: BTreeSet<Key>,
     },
     /// Replica → cache: the replica's values of subscribed keys (`None`: it holds no such key).
     Push {
+        /// The incarnation of the cache it is for: a restarted cache ignores pushes meant for
+        /// its predecessor (they may answer fetches from before a write).
+        incarnation: u32,
         /// Key → the replica's value.
         entries: BTreeMap<Key, Option<LatticeValue>>,
     },
     /// Cache → replica: the cache's values of the pushed keys it holds, after merging.
     PushAck {
+        /// The cache's incarnation.
+        incarnation: u32,
         /// Key → the cache's value.
         entries: BTreeMap<Key, LatticeValue>,
     },

@@ -37,7 +37,9 @@ pub struct StorageConfig {
     /// Whether this node starts by joining `ring` (which need not list it) rather than as one
     /// of its members.
     pub join: bool,
-    /// How often pushes that caches have not acknowledged are re-sent.
+    /// The push flush period: a key that grows is pushed to its subscribers this long after
+    /// (batched with every other key that grew meanwhile), and re-sent each period until
+    /// acknowledged.
     pub push_period: Duration,
     /// How often leases are checked: a cache that did not renew between two checks is
     /// dropped, so a lease lasts between one and two periods after its last renewal.
@@ -63,7 +65,7 @@ impl StorageConfig {
             hello_period: Duration::from_millis(100),
             ring_period: Duration::from_millis(100),
             join: false,
-            push_period: Duration::from_millis(10),
+            push_period: Duration::from_millis(5),
             lease_period: Duration::from_secs(3),
             max_keys: 1_000_000,
             max_pending: 10_000,
@@ -301,18 +303,28 @@ impl StorageNode {
                 }
                 self.check_left(cfg, out);
             }
-            Input::Receive { from, msg: KvsMsg::Subscribe { keys } } => {
+            Input::Receive {
+                from,
+                msg:
+                    KvsMsg::Subscribe { incarnation, .. }
+                    | KvsMsg::Fetch { incarnation, .. }
+                    | KvsMsg::Unsubscribe { incarnation, .. }
+                    | KvsMsg::PushAck { incarnation, .. },
+            } if !self.subs.current(from, incarnation) => {
+                out.ignore("a message from an earlier incarnation of the cache");
+            }
+            Input::Receive { from, msg: KvsMsg::Subscribe { keys, .. } } => {
                 self.subscribe(cfg, from, keys, false, out);
             }
-            Input::Receive { from, msg: KvsMsg::Fetch { keys } } => {
+            Input::Receive { from, msg: KvsMsg::Fetch { keys, .. } } => {
                 self.subscribe(cfg, from, keys, true, out);
             }
-            Input::Receive { from, msg: KvsMsg::Unsubscribe { keys } } => {
+            Input::Receive { from, msg: KvsMsg::Unsubscribe { keys, .. } } => {
                 for key in keys {
                     self.subs.unsubscribe(from, &key);
                 }
             }
-            Input::Receive { from, msg: KvsMsg::PushAck { entries } } => {
+            Input::Receive { from, msg: KvsMsg::PushAck { entries, .. } } => {
                 for (key, theirs) in entries {
                     // A cache holding another type (keys outside the schema can differ between
                     // replicas) will never hold this one: stop pushing it.
@@ -729,7 +741,8 @@ impl StorageNode {
             }
         }
         if !entries.is_empty() {
-            out.send(cache, KvsMsg::Push { entries });
+            let incarnation = self.subs.incarnation(cache);
+            out.send(cache, KvsMsg::Push { incarnation, entries });
         }
         if misrouted {
             // The cache routes by an older view: send it ours.
@@ -744,22 +757,20 @@ impl StorageNode {
         }
     }
 
-    /// Pushes `key`'s new value to its subscribers at once.
+    /// Marks every subscriber of `key` behind its new value. Pushes go out batched on the
+    /// `Push` timer (`push_period`, a few milliseconds): one message per cache carries every
+    /// key that grew meanwhile, and the same timer re-sends what is not acknowledged.
     fn push_grown(&mut self, cfg: &StorageConfig, key: &str, out: &mut Out) {
         let was_settled = self.subs.is_settled();
         let caches = self.subs.grew(key);
-        for cache in &caches {
-            let entries = BTreeMap::from([(key.to_owned(), self.store.get(key).cloned())]);
-            out.send(*cache, KvsMsg::Push { entries });
-        }
         // Armed only when pushes start waiting: re-arming on every growth would postpone
-        // the re-sending of a lost push for as long as writes keep coming.
+        // the flush for as long as writes keep coming.
         if was_settled && !caches.is_empty() {
             out.set_timer(KvsTimer::Push, cfg.push_period);
         }
     }
 
-    /// Re-sends every unacknowledged push, one batch per cache, and re-arms.
+    /// Sends every unacknowledged push, one batch per cache, and re-arms.
     fn send_pushes(&self, cfg: &StorageConfig, out: &mut Out) {
         let batches = self.subs.behind_by_cache();
         if batches.is_empty() {
@@ -767,7 +778,8 @@ impl StorageNode {
         }
         for (cache, keys) in batches {
             let entries = keys.into_iter().map(|k| (k.clone(), self.store.get(&k).cloned()));
-            out.send(cache, KvsMsg::Push { entries: entries.collect() });
+            let incarnation = self.subs.incarnation(cache);
+            out.send(cache, KvsMsg::Push { incarnation, entries: entries.collect() });
         }
         out.set_timer(KvsTimer::Push, cfg.push_period);
     }

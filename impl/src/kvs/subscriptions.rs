@@ -22,9 +22,38 @@ pub struct Subscriptions {
     subscribers: BTreeMap<Key, BTreeMap<NodeId, u8>>,
     /// Key → subscribers not known to hold this node's current value. Never an empty set.
     behind: BTreeMap<Key, BTreeSet<NodeId>>,
+    /// The latest incarnation heard from each cache (one entry per cache that ever spoke).
+    incarnations: BTreeMap<NodeId, u32>,
 }
 
 impl Subscriptions {
+    /// Whether a message from `cache`'s `incarnation` counts: not if a later incarnation
+    /// spoke already. A later incarnation restarted empty: its predecessor's subscriptions
+    /// and acknowledgements are forgotten.
+    pub fn current(&mut self, cache: NodeId, incarnation: u32) -> bool {
+        let known = self.incarnations.get(&cache).copied().unwrap_or(0);
+        if incarnation < known {
+            return false;
+        }
+        if incarnation > known {
+            self.incarnations.insert(cache, incarnation);
+            self.subscribers.values_mut().for_each(|caches| {
+                caches.remove(&cache);
+            });
+            self.subscribers.retain(|_, caches| !caches.is_empty());
+            self.behind.values_mut().for_each(|caches| {
+                caches.remove(&cache);
+            });
+            self.behind.retain(|_, caches| !caches.is_empty());
+        }
+        true
+    }
+
+    /// The latest incarnation heard from `cache` (0 if none).
+    pub fn incarnation(&self, cache: NodeId) -> u32 {
+        self.incarnations.get(&cache).copied().unwrap_or(0)
+    }
+
     /// Subscribes `cache` to `key`, or renews the subscription; returns whether it is new.
     pub fn subscribe(&mut self, cache: NodeId, key: &str) -> bool {
         let caches = self.subscribers.entry(key.to_owned()).or_default();
