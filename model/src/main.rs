@@ -6,6 +6,21 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use squall_model::{CheckOptions, Report, check, explore, models};
 
+/// Prints a line of output. When standard output is closed early (`check all | head`), exits
+/// with status 141 — what a shell reports for a process killed by `SIGPIPE` — instead of
+/// panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            if error.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+            panic!("cannot write to standard output: {error}");
+        }
+    }};
+}
+
 /// Model-check Squall's protocols.
 ///
 /// Each model runs the real protocol state machines of `squall-proto` over a faulty network
@@ -88,11 +103,11 @@ fn run() -> anyhow::Result<ExitCode> {
     match Cli::parse().command {
         Command::List { json } => {
             if json {
-                println!("{}", serde_json::to_string(&models())?);
+                say!("{}", serde_json::to_string(&models())?);
             } else {
                 for info in models() {
-                    println!("{:<10} {}", info.model, info.about);
-                    println!("{:<10} mutants: {}", "", info.mutants.join(", "));
+                    say!("{:<10} {}", info.model, info.about);
+                    say!("{:<10} mutants: {}", "", info.mutants.join(", "));
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -127,9 +142,9 @@ fn run() -> anyhow::Result<ExitCode> {
                         match failed.is_empty() {
                             // The report itself, its `mutant` field set: a caught mutant is one
                             // whose report has a property with `holds: false`.
-                            _ if json => println!("{}", serde_json::to_string(&report)?),
-                            true => println!("{} --mutant {name}: ESCAPED", info.model),
-                            false => println!(
+                            _ if json => say!("{}", serde_json::to_string(&report)?),
+                            true => say!("{} --mutant {name}: ESCAPED", info.model),
+                            false => say!(
                                 "{} --mutant {name}: caught by {}",
                                 info.model,
                                 failed.join(", ")
@@ -141,7 +156,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 let report = check(info.model, mutant.as_deref(), opts)?;
                 ok &= report.holds();
                 if json {
-                    println!("{}", serde_json::to_string(&report)?);
+                    say!("{}", serde_json::to_string(&report)?);
                 } else {
                     print_report(&report);
                 }
@@ -149,7 +164,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Explore { model, mutant, addr } => {
-            println!("Stateright Explorer for `{model}` on http://{addr} (Ctrl-C to stop)");
+            say!("Stateright Explorer for `{model}` on http://{addr} (Ctrl-C to stop)");
             explore(&model, mutant.as_deref(), &addr).context("cannot explore")?;
             Ok(ExitCode::SUCCESS)
         }
@@ -159,9 +174,14 @@ fn run() -> anyhow::Result<ExitCode> {
 #[allow(clippy::print_stdout)]
 fn print_report(report: &Report) {
     let mutant = report.mutant.as_deref().map(|m| format!(" --mutant {m}")).unwrap_or_default();
-    println!(
+    say!(
         "{}{}: {} states, {} unique, max depth {}, {:.2}s",
-        report.model, mutant, report.states, report.unique_states, report.max_depth, report.secs
+        report.model,
+        mutant,
+        report.states,
+        report.unique_states,
+        report.max_depth,
+        report.secs
     );
     for property in &report.properties {
         let verdict = match property.holds {
@@ -169,12 +189,12 @@ fn print_report(report: &Report) {
             Some(false) => "FAILS ",
             None => "open  ",
         };
-        println!("  {verdict} {} ({})", property.name, property.expectation);
+        say!("  {verdict} {} ({})", property.name, property.expectation);
         if let Some(trace) = &property.counterexample {
             print!("{trace}");
         }
     }
     if !report.complete {
-        println!("  (search stopped at the first failure; `--full` decides the open properties)");
+        say!("  (search stopped at the first failure; `--full` decides the open properties)");
     }
 }
