@@ -23,7 +23,9 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use crate::kvs::{Durability, Key, KvsMsg, KvsNode, KvsTimer, Membership, Mutant, ReqId, Ring};
+use crate::kvs::{
+    Durability, Key, KvsMsg, KvsNode, KvsTimer, Membership, Mutant, ReqId, Ring, seeded_defects,
+};
 use crate::lattice::LatticeValue;
 use crate::node::{Input, NodeId, Outbox, Violation};
 
@@ -74,16 +76,6 @@ impl CacheConfig {
             #[cfg(feature = "mutants")]
             mutant: None,
         }
-    }
-
-    #[cfg(feature = "mutants")]
-    fn has(&self, mutant: Mutant) -> bool {
-        self.mutant == Some(mutant)
-    }
-
-    #[cfg(not(feature = "mutants"))]
-    fn has(&self, _: Mutant) -> bool {
-        false
     }
 }
 
@@ -530,3 +522,5 @@ fn apply(cfg: &CacheConfig, entry: &mut Entry, pushed: Option<LatticeValue>) {
         }
     }
 }
+
+seeded_defects!(CacheConfig);

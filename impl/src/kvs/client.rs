@@ -108,16 +108,6 @@ impl ClientConfig {
             mutant: None,
         }
     }
-
-    #[cfg(feature = "mutants")]
-    fn has(&self, mutant: super::Mutant) -> bool {
-        self.mutant == Some(mutant)
-    }
-
-    #[cfg(not(feature = "mutants"))]
-    fn has(&self, _: super::Mutant) -> bool {
-        false
-    }
 }
 
 /// A client's state.
@@ -273,3 +263,5 @@ impl KvsClient {
         out.set_timer(KvsTimer::Retry, cfg.retry_after);
     }
 }
+
+seeded_defects!(ClientConfig);

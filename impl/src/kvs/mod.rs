@@ -15,6 +15,25 @@
 //!
 //! Specified on [the KVS page](crate::spec::kvs); invariants in [`invariants`].
 
+/// Gives a configuration type `has(mutant)`: whether it carries that seeded defect (always
+/// false without the `mutants` feature, where the `mutant` field does not exist).
+macro_rules! seeded_defects {
+    ($config:ty) => {
+        impl $config {
+            #[cfg(feature = "mutants")]
+            fn has(&self, mutant: $crate::kvs::Mutant) -> bool {
+                self.mutant == Some(mutant)
+            }
+
+            #[cfg(not(feature = "mutants"))]
+            fn has(&self, _: $crate::kvs::Mutant) -> bool {
+                false
+            }
+        }
+    };
+}
+pub(crate) use seeded_defects;
+
 mod client;
 pub mod invariants;
 mod msg;

@@ -82,16 +82,6 @@ impl StorageConfig {
             .max_by_key(|(prefix, _)| prefix.len())
             .map(|(_, lattice)| *lattice)
     }
-
-    #[cfg(feature = "mutants")]
-    fn has(&self, mutant: Mutant) -> bool {
-        self.mutant == Some(mutant)
-    }
-
-    #[cfg(not(feature = "mutants"))]
-    fn has(&self, _: Mutant) -> bool {
-        false
-    }
 }
 
 /// A put waiting for enough replicas to hold its key's value. How many is "enough" is worked
@@ -881,3 +871,5 @@ fn others_in(ring: &Ring, cfg: &StorageConfig, key: &str) -> Vec<NodeId> {
     }
     others
 }
+
+seeded_defects!(StorageConfig);
