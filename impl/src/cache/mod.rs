@@ -172,11 +172,6 @@ impl CacheNode {
         self.bytes
     }
 
-    /// Whether `key` is cached or being fetched (so the cache wants its pushes).
-    pub fn wants(&self, key: &str) -> bool {
-        self.entries.contains_key(key) || self.fetching.contains_key(key)
-    }
-
     /// Whether nothing is in flight: no fetch, no write-through.
     pub fn is_idle(&self) -> bool {
         self.fetching.is_empty() && self.writes.is_empty()

@@ -182,9 +182,11 @@ pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
     one_view && self_known && owned
 }
 
-/// Whether the run is quiescent: every node up, every client done, every storage node idle.
+/// Whether the run is quiescent: every node up, every client done, every storage node and cache
+/// idle.
 pub fn quiescent(nodes: &Nodes<'_>) -> bool {
     nodes.iter().all(|(cfg, node)| match (cfg, node) {
+        (KvsConfig::Cache(_), Some(KvsNode::Cache(cache))) => cache.is_idle(),
         (KvsConfig::Client(cfg), Some(KvsNode::Client(client))) => client.is_done(cfg),
         (KvsConfig::Storage(_), Some(KvsNode::Storage(storage))) => storage.is_idle(),
         _ => false,
