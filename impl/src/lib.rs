@@ -55,6 +55,7 @@ pub mod gossip;
 pub mod kvs;
 pub mod lattice;
 mod node;
+pub mod session;
 pub mod sim;
 pub mod spec;
 

@@ -263,6 +263,11 @@ impl<N: Node> Sim<N> {
         self.in_flight.len()
     }
 
+    /// The messages in flight.
+    pub fn messages(&self) -> impl Iterator<Item = &N::Msg> {
+        self.in_flight.iter().map(|m| &m.msg)
+    }
+
     /// Whether no message is in flight and no timer is armed.
     pub fn is_quiet(&self) -> bool {
         self.in_flight.is_empty() && self.timers.is_empty()

@@ -25,3 +25,9 @@ pub mod invariants {}
 
 #[doc = include_str!("../../docs/verification.md")]
 pub mod verification {}
+
+#[doc = include_str!("../../docs/protocols/session.md")]
+pub mod session {}
+
+#[doc = include_str!("../../docs/consistency.md")]
+pub mod consistency {}

@@ -15,6 +15,7 @@ pub mod adapter;
 pub mod cache;
 pub mod gossip;
 pub mod kvs;
+pub mod session;
 
 use std::fmt::Debug;
 use std::hash::Hash;
@@ -63,6 +64,11 @@ pub fn models() -> Vec<ModelInfo> {
             mutants: cache::mutants(cache::Scenario::Restart).into_iter().map(|(n, _)| n).collect(),
         },
     ])
+    .chain(session::Scenario::ALL.map(|scenario| ModelInfo {
+        model: scenario.name(),
+        about: scenario.about(),
+        mutants: session::mutants(scenario).into_iter().map(|(n, _)| n).collect(),
+    }))
     .collect()
 }
 
@@ -177,6 +183,11 @@ pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Rep
             let named = mutant.map(|m| m.name().to_owned());
             Ok(run(name, named, cache::model(scenario, mutant), opts))
         }
+        _ if let Some(scenario) = session::Scenario::from_name(name) => {
+            let mutant = lookup_mutant(name, mutant, session::mutants(scenario))?;
+            let named = mutant.map(|m| m.name().to_owned());
+            Ok(run(scenario.name(), named, session::model(scenario, mutant), opts))
+        }
         _ => Err(unknown_model(name)),
     }
 }
@@ -198,6 +209,11 @@ pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), Unkno
             let (name, scenario) = cache_scenario(name);
             let mutant = lookup_mutant(name, mutant, cache::mutants(scenario))?;
             cache::model(scenario, mutant).checker().serve(addr);
+            Ok(())
+        }
+        _ if let Some(scenario) = session::Scenario::from_name(name) => {
+            let mutant = lookup_mutant(name, mutant, session::mutants(scenario))?;
+            session::model(scenario, mutant).checker().serve(addr);
             Ok(())
         }
         _ => Err(unknown_model(name)),

@@ -1,0 +1,570 @@
+//! Distributed-session consistency: a DAG execution reads consistent data although its
+//! functions run on executors behind different caches.
+//!
+//! A call of a [`Dag`] at a consistency [`Level`] is a *session* with its own [`SessionId`]
+//! (never the client's id). The [`Scheduler`] starts it by triggering the DAG's sources; each
+//! [`Worker`] (one cache and its executor) runs a function once all its predecessors' triggers
+//! arrived, reads its keys as the level demands, and triggers its successors with the session
+//! metadata ([`Meta`]): for each key a downstream function may read, which cache *pinned*
+//! which version ([`Pin`]), and for the causal levels the dependency clocks the reads impose.
+//! The sink reports the result to the scheduler, which records it once under the request id
+//! and releases the session's pins at every worker that holds some. A worker that cannot
+//! serve a pinned version (it restarted, or a lease expired it) makes the reader abort the
+//! session; the scheduler re-executes the DAG under a new session id, a bounded number of
+//! times.
+//!
+//! The [`Store`] stands in for the KVS and its cache propagation (checked by the `kvs` and
+//! `cache` models): it holds each key's lattice value, answers fetches and pushes every change
+//! to the workers that fetched the key. A [`Writer`] updates keys concurrently, each write
+//! acknowledged before the next (the causal-put discipline).
+//!
+//! Specified on [the session page](crate::spec::session) and [the consistency
+//! page](crate::spec::consistency); invariants in [`invariants`].
+
+mod dag;
+pub mod invariants;
+mod scheduler;
+mod store;
+#[cfg(test)]
+mod tests;
+mod worker;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+pub use dag::{Dag, DagError, FnId, Function};
+pub use scheduler::{Outcome, Recorded, Request, Scheduler, SchedulerConfig};
+pub use store::{Store, StoreConfig, Writer, WriterConfig};
+pub use worker::{Worker, WorkerConfig};
+
+use crate::kvs::{Key, ReqId};
+use crate::lattice::{LatticeValue, Stamp, VectorClock, WriterId};
+use crate::node::{Input, Node, NodeId, Outbox, Violation};
+
+/// Gives a configuration type `has(mutant)`, like the KVS configs.
+macro_rules! session_defects {
+    ($config:ty) => {
+        impl $config {
+            #[cfg(feature = "mutants")]
+            pub(crate) fn has(&self, mutant: $crate::session::Mutant) -> bool {
+                self.mutant == Some(mutant)
+            }
+
+            #[cfg(not(feature = "mutants"))]
+            pub(crate) fn has(&self, _: $crate::session::Mutant) -> bool {
+                false
+            }
+        }
+    };
+}
+pub(crate) use session_defects;
+
+/// The consistency a DAG call asks for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Level {
+    /// Plain reads of each cache's latest value (the default).
+    #[default]
+    Lww,
+    /// Distributed-session repeatable read: every read of a key in the session returns the
+    /// version its first reader saw.
+    Dsrr,
+    /// Single-key causal: the versions of a key the session reads never go backwards.
+    SingleKey,
+    /// Multi-key causal: the versions one function reads form a causal cut.
+    MultiKey,
+    /// Distributed-session causal: multi-key causal across the whole DAG, plus repeatable read.
+    Dsc,
+}
+
+impl Level {
+    /// Every level, weakest first.
+    pub const ALL: [Level; 5] =
+        [Level::Lww, Level::Dsrr, Level::SingleKey, Level::MultiKey, Level::Dsc];
+
+    /// The level's short name (`lww`, `dsrr`, `sk`, `mk`, `dsc`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Lww => "lww",
+            Level::Dsrr => "dsrr",
+            Level::SingleKey => "sk",
+            Level::MultiKey => "mk",
+            Level::Dsc => "dsc",
+        }
+    }
+
+    /// Whether functions read the causal cut (rather than each key's latest value).
+    pub fn reads_cut(self) -> bool {
+        matches!(self, Level::MultiKey | Level::Dsc)
+    }
+
+    /// Whether the session pins the versions downstream functions may read.
+    pub fn pins(self) -> bool {
+        matches!(self, Level::Dsrr | Level::SingleKey | Level::Dsc)
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A session: one execution of a DAG call, named by the scheduler that started it and a
+/// sequence number it never reuses (its incarnation in the high 32 bits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SessionId {
+    /// The scheduler that started it.
+    pub scheduler: NodeId,
+    /// Its number at that scheduler.
+    pub seq: u64,
+}
+
+/// What identifies a version of a key in session metadata: enough to tell whether two reads
+/// returned the same version, and which of two versions is newer, without the payload.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum VersionId {
+    /// The key had no value.
+    Missing,
+    /// An LWW value, by its stamp (unique per write).
+    Stamp(Stamp),
+    /// A causal value, by the join of its versions' clocks (writers never reuse a clock).
+    Clock(Vec<(WriterId, u64)>),
+    /// Any other lattice type, by its (small) value.
+    Value(LatticeValue),
+}
+
+impl VersionId {
+    /// The id of a read value (`None`: the key had none).
+    pub fn of(value: &Option<LatticeValue>) -> Self {
+        match value {
+            None => VersionId::Missing,
+            Some(LatticeValue::Lww(lww)) => {
+                lww.stamp().map_or(VersionId::Missing, VersionId::Stamp)
+            }
+            Some(value) => match clock(value) {
+                Some(clock) => VersionId::Clock(clock.iter().collect()),
+                None => VersionId::Value(value.clone()),
+            },
+        }
+    }
+
+    /// Whether the version `self` names is at or below the one `other` names (versions of
+    /// different kinds are unordered).
+    pub fn le(&self, other: &VersionId) -> bool {
+        match (self, other) {
+            (VersionId::Missing, _) => true,
+            (VersionId::Stamp(a), VersionId::Stamp(b)) => a <= b,
+            (VersionId::Clock(a), VersionId::Clock(b)) => {
+                VectorClock::new(a.iter().copied()) <= VectorClock::new(b.iter().copied())
+            }
+            (VersionId::Value(a), VersionId::Value(b)) => a.lattice_le(b),
+            _ => false,
+        }
+    }
+}
+
+/// The vector clock of a causal value: the join of its versions' clocks.
+pub fn clock(value: &LatticeValue) -> Option<VectorClock> {
+    match value {
+        LatticeValue::SingleKeyCausal(v) => Some(v.clock()),
+        LatticeValue::MultiKeyCausal(v) => Some(v.clock()),
+        _ => None,
+    }
+}
+
+/// The dependencies of a value: for a multi-key causal value, the clock of each key it
+/// depends on (joined over its siblings); nothing for any other type.
+pub fn dependencies(value: &Option<LatticeValue>) -> BTreeMap<Key, VectorClock> {
+    match value {
+        Some(LatticeValue::MultiKeyCausal(v)) => {
+            v.dependencies().iter().map(|(k, c)| (k.clone(), c.clone())).collect()
+        }
+        _ => BTreeMap::new(),
+    }
+}
+
+/// Whether `value` satisfies a requirement: its clock covers `required` (a key without a
+/// value covers only the empty clock).
+pub fn covers(value: &Option<LatticeValue>, required: &VectorClock) -> bool {
+    let zero = VectorClock::default();
+    match value.as_ref().and_then(clock) {
+        Some(have) => *required <= have,
+        None => *required <= zero,
+    }
+}
+
+/// Where a session's version of a key is pinned, and which version it is.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Pin {
+    /// The worker whose cache pinned it.
+    pub cache: NodeId,
+    /// That worker's incarnation when it pinned it: a restarted worker has lost its pins.
+    pub incarnation: u32,
+    /// The version.
+    pub version: VersionId,
+    /// Whether an upstream function read it (rather than it being pinned as part of a causal
+    /// snapshot of keys downstream functions may read).
+    pub read: bool,
+}
+
+/// One read a function made, as it reports it: the model's functions output what they read.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Read {
+    /// The function.
+    pub function: FnId,
+    /// The key.
+    pub key: Key,
+    /// What it read (`None`: the key had no value).
+    pub value: Option<LatticeValue>,
+}
+
+/// The session metadata that travels with each trigger.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Meta {
+    /// For each key a downstream function may read: where the session's version is pinned.
+    pub pins: BTreeMap<Key, Pin>,
+    /// The causal levels' frontier: for each key, the join of the clocks upstream reads
+    /// depend on (and the clocks of upstream reads themselves); a later read must cover it.
+    pub requires: BTreeMap<Key, Vec<(WriterId, u64)>>,
+    /// Every read of every upstream function, in function order: the functions' output.
+    pub log: Vec<Read>,
+}
+
+impl Meta {
+    /// The frontier's requirement on `key`, the empty clock if none.
+    pub fn required(&self, key: &str) -> VectorClock {
+        self.requires.get(key).map(|c| VectorClock::new(c.iter().copied())).unwrap_or_default()
+    }
+
+    /// Raises the frontier's requirement on `key` to cover `clock`.
+    pub fn require(&mut self, key: &str, clock: &VectorClock) {
+        let joined = crate::lattice::Merge::join(self.required(key), clock.clone());
+        self.requires.insert(key.to_owned(), joined.iter().collect());
+    }
+
+    /// Merges the metadata of another incoming trigger (fan-in). Fails when the two pinned
+    /// different versions of one key: no read can repeat both, so the session must abort.
+    pub fn join(&mut self, other: Meta) -> Result<(), Key> {
+        for (key, pin) in other.pins {
+            match self.pins.get(&key) {
+                Some(mine) if mine.version != pin.version => return Err(key),
+                Some(mine) if mine.read || !pin.read => {}
+                _ => {
+                    self.pins.insert(key, pin);
+                }
+            }
+        }
+        for (key, clock) in other.requires {
+            self.require(&key, &VectorClock::new(clock));
+        }
+        self.log.extend(other.log);
+        self.log.sort();
+        self.log.dedup();
+        Ok(())
+    }
+}
+
+/// The session protocol's messages.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum SessionMsg {
+    /// A client calls the DAG at `level` (client → scheduler).
+    Call {
+        /// The client's request number.
+        req: ReqId,
+        /// The consistency asked for.
+        level: Level,
+    },
+    /// The request's outcome (scheduler → client).
+    Done {
+        /// The client's request number.
+        req: ReqId,
+        /// What happened.
+        outcome: Outcome,
+    },
+    /// Run `function` of `session` once every predecessor's trigger arrived (scheduler →
+    /// worker for sources, worker → worker after a function finished).
+    Trigger {
+        /// The session.
+        session: SessionId,
+        /// What the session runs.
+        info: SessionInfo,
+        /// The function to run.
+        function: FnId,
+        /// The predecessor that finished, `None` from the scheduler.
+        from: Option<FnId>,
+        /// The session metadata after the predecessor.
+        meta: Meta,
+    },
+    /// Asks a worker for the version of `key` it pinned for `session` (worker → worker).
+    Fetch {
+        /// The session.
+        session: SessionId,
+        /// The session's client (only a defective worker keys pins by it).
+        client: NodeId,
+        /// The key.
+        key: Key,
+        /// The incarnation the pin was made in.
+        incarnation: u32,
+    },
+    /// The answer to [`SessionMsg::Fetch`]: the pinned value, or `None` if the worker holds
+    /// no pin for it (released, expired, or lost in a restart).
+    Fetched {
+        /// The session.
+        session: SessionId,
+        /// The key.
+        key: Key,
+        /// `Some(value)` (itself `None` for a key that had no value) if pinned.
+        pinned: Option<Option<LatticeValue>>,
+    },
+    /// A worker holds pins of `session` (worker → scheduler), re-sent until answered.
+    Hold {
+        /// The session.
+        session: SessionId,
+        /// The session's client.
+        client: NodeId,
+        /// The worker's incarnation.
+        incarnation: u32,
+    },
+    /// The scheduler will release the session's pins at this worker when it ends.
+    HoldOk {
+        /// The session.
+        session: SessionId,
+        /// The incarnation the hold came from: a restarted worker's new pins are not held.
+        incarnation: u32,
+    },
+    /// Drop every pin of `session` (scheduler → worker), re-sent until acknowledged.
+    Release {
+        /// The session.
+        session: SessionId,
+        /// The session's client (only a defective worker keys pins by it).
+        client: NodeId,
+    },
+    /// The worker dropped the session's pins.
+    ReleaseOk {
+        /// The session.
+        session: SessionId,
+    },
+    /// The session cannot go on (worker → scheduler).
+    Abort {
+        /// The session.
+        session: SessionId,
+        /// Why, as a short phrase.
+        reason: String,
+    },
+    /// The sink finished (worker → scheduler), with every function's reads.
+    Result {
+        /// The session.
+        session: SessionId,
+        /// The session's client.
+        client: NodeId,
+        /// The client's request number.
+        req: ReqId,
+        /// The functions' output: every read, in function order.
+        log: Vec<Read>,
+    },
+    /// Reads a key from the store, subscribing to its changes (worker → store).
+    Get {
+        /// The key.
+        key: Key,
+    },
+    /// A key's value (store → worker), in answer to a get or pushed on a change.
+    Value {
+        /// The key.
+        key: Key,
+        /// Its value, `None` if the store has none.
+        value: Option<LatticeValue>,
+    },
+    /// Merges `value` into `key` (writer → store).
+    Put {
+        /// The writer's request number.
+        req: ReqId,
+        /// The key.
+        key: Key,
+        /// The value.
+        value: LatticeValue,
+    },
+    /// The store merged the put.
+    PutOk {
+        /// The writer's request number.
+        req: ReqId,
+    },
+}
+
+/// What a session runs, carried with each trigger so workers need no per-session setup.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SessionInfo {
+    /// The client that called.
+    pub client: NodeId,
+    /// The client's request number.
+    pub req: ReqId,
+    /// The consistency level.
+    pub level: Level,
+    /// The worker each function runs on, by function id.
+    pub placement: Vec<NodeId>,
+}
+
+/// The session protocol's timers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum SessionTimer {
+    /// Scheduler: sessions that made no progress for a whole tick are aborted.
+    Deadline,
+    /// Scheduler: releases not yet acknowledged are re-sent.
+    Release,
+    /// Worker: unanswered holds, store reads and remote reads are re-sent.
+    Retry,
+    /// Worker: pins unused for `lease_ticks` ticks expire.
+    Lease,
+    /// Writer: re-sends an unacknowledged put.
+    Put,
+}
+
+/// Seeded defects that the session models must catch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// A downstream function reads its own cache's version of a key pinned elsewhere.
+    SkipRemoteRead,
+    /// Pins are keyed by the client id instead of the session id (the reference code).
+    PinByClient,
+    /// A worker drops its pins of a session as soon as its function triggered the next ones.
+    ReleaseBeforeSink,
+    /// A worker acknowledges a release but keeps the pins.
+    IgnoreRelease,
+    /// A cache moves a version into its causal cut without its dependencies.
+    ExposeBeforeDeps,
+    /// Downstream functions ignore the upstream causal snapshot and frontier.
+    IgnoreFrontier,
+    /// The scheduler records the result of a superseded session too.
+    RecordEveryResult,
+    /// The scheduler gives up a request on its first abort.
+    GiveUpOnAbort,
+    /// A worker waits for a trigger from every other function of the DAG, not just the
+    /// function's predecessors.
+    EveryFunctionPrecedes,
+    /// A restarted worker takes the scheduler's acknowledgement of an earlier incarnation's
+    /// hold for its new pins.
+    StaleHoldOk,
+}
+
+impl Mutant {
+    /// The mutants the `dsrr` model catches.
+    pub const DSRR: [Mutant; 7] = [
+        Mutant::SkipRemoteRead,
+        Mutant::PinByClient,
+        Mutant::ReleaseBeforeSink,
+        Mutant::IgnoreRelease,
+        Mutant::RecordEveryResult,
+        Mutant::GiveUpOnAbort,
+        Mutant::EveryFunctionPrecedes,
+    ];
+
+    /// The mutants the `dsrr-crash` model catches (it runs one attempt, so the retry mutants
+    /// are the `dsrr` model's).
+    pub const DSRR_CRASH: [Mutant; 5] = [
+        Mutant::SkipRemoteRead,
+        Mutant::ReleaseBeforeSink,
+        Mutant::IgnoreRelease,
+        Mutant::EveryFunctionPrecedes,
+        Mutant::StaleHoldOk,
+    ];
+
+    /// The mutants the `causal` model catches.
+    pub const CAUSAL: [Mutant; 4] = [
+        Mutant::SkipRemoteRead,
+        Mutant::ExposeBeforeDeps,
+        Mutant::IgnoreFrontier,
+        Mutant::EveryFunctionPrecedes,
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutant::SkipRemoteRead => "skip-remote-read",
+            Mutant::PinByClient => "pin-by-client",
+            Mutant::ReleaseBeforeSink => "release-before-sink",
+            Mutant::IgnoreRelease => "ignore-release",
+            Mutant::ExposeBeforeDeps => "expose-before-deps",
+            Mutant::IgnoreFrontier => "ignore-frontier",
+            Mutant::RecordEveryResult => "record-every-result",
+            Mutant::GiveUpOnAbort => "give-up-on-abort",
+            Mutant::EveryFunctionPrecedes => "every-function-precedes",
+            Mutant::StaleHoldOk => "stale-hold-ok",
+        }
+    }
+}
+
+/// The configuration of one node of the session protocol.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionConfig {
+    /// A scheduler.
+    Scheduler(SchedulerConfig),
+    /// A worker: a cache and its executor.
+    Worker(WorkerConfig),
+    /// The store.
+    Store(StoreConfig),
+    /// A writer.
+    Writer(WriterConfig),
+}
+
+/// A node of the session protocol: one enum over its roles, so one model runs them all.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SessionNode {
+    /// A scheduler.
+    Scheduler(Scheduler),
+    /// A worker.
+    Worker(Worker),
+    /// The store.
+    Store(Store),
+    /// A writer.
+    Writer(Writer),
+}
+
+type Out = Outbox<SessionNode>;
+
+impl Node for SessionNode {
+    type Config = SessionConfig;
+    type Msg = SessionMsg;
+    type Timer = SessionTimer;
+    /// The incarnation of a scheduler or worker.
+    type Durable = u32;
+
+    fn init(cfg: &SessionConfig, durable: &u32, out: &mut Out) -> Self {
+        match cfg {
+            SessionConfig::Scheduler(cfg) => {
+                SessionNode::Scheduler(Scheduler::init(cfg, *durable, out))
+            }
+            SessionConfig::Worker(cfg) => SessionNode::Worker(Worker::init(cfg, *durable, out)),
+            SessionConfig::Store(cfg) => SessionNode::Store(Store::init(cfg)),
+            SessionConfig::Writer(cfg) => SessionNode::Writer(Writer::init(cfg, out)),
+        }
+    }
+
+    fn handle(&mut self, cfg: &SessionConfig, input: Input<Self>, out: &mut Out) {
+        match (self, cfg) {
+            (SessionNode::Scheduler(node), SessionConfig::Scheduler(cfg)) => {
+                node.handle(cfg, input, out)
+            }
+            (SessionNode::Worker(node), SessionConfig::Worker(cfg)) => node.handle(cfg, input, out),
+            (SessionNode::Store(node), SessionConfig::Store(_)) => node.handle(input, out),
+            (SessionNode::Writer(node), SessionConfig::Writer(cfg)) => node.handle(cfg, input, out),
+            _ => panic!("a session node runs with its own role's config"),
+        }
+    }
+
+    fn check_step(cfg: &SessionConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        match (cfg, before, after) {
+            (SessionConfig::Scheduler(_), SessionNode::Scheduler(b), SessionNode::Scheduler(a)) => {
+                Scheduler::check_step(b, a)
+            }
+            _ => Ok(()),
+        }
+    }
+}
