@@ -11,8 +11,8 @@ use squall_proto::lattice::{
     Dependencies, LatticeValue, Lww, MultiKeyCausal, Stamp, VectorClock, WriterId,
 };
 use squall_proto::session::{
-    Dag, Function, Level, Outcome, SchedulerConfig, SessionConfig, SessionNode, StoreConfig,
-    WorkerConfig, WriterConfig, invariants,
+    Dag, Function, Level, Mutant, Outcome, SchedulerConfig, SessionConfig, SessionNode,
+    StoreConfig, WorkerConfig, WriterConfig, invariants,
 };
 use squall_proto::sim::{Faults, Sim};
 use std::time::Duration;
@@ -87,67 +87,128 @@ fn faults() -> Faults {
     }
 }
 
-fn check_safety(seed: u64, sim: &Sim<SessionNode>) {
+/// The safety invariants broken now, as "ID, ID", if any.
+fn broken(sim: &Sim<SessionNode>) -> Option<String> {
     let states = sim.states();
-    let last = sim.trace().last();
-    for id in [
+    let mut ids: Vec<&str> = [
         invariants::REPEATABLE_READ,
         invariants::SINGLE_KEY,
         invariants::MULTI_KEY,
         invariants::DISTRIBUTED_CAUSAL,
-    ] {
-        assert!(invariants::levels_hold(&states, id), "seed {seed}: {id} after {last:?}");
+    ]
+    .into_iter()
+    .filter(|id| !invariants::levels_hold(&states, id))
+    .collect();
+    if !invariants::result_once(&states) {
+        ids.push(invariants::RESULT_ONCE);
     }
-    assert!(invariants::result_once(&states), "seed {seed}: SESS-I5 after {last:?}");
-    assert!(invariants::retried(&states), "seed {seed}: SESS-I4 after {last:?}");
-    assert!(invariants::pins_held(&states, sim.messages()), "seed {seed}: SESS-I2 after {last:?}");
+    if !invariants::retried(&states) {
+        ids.push(invariants::RETRIED);
+    }
+    if !invariants::pins_held(&states, sim.messages()) {
+        ids.push(invariants::PINS_HELD);
+    }
+    (!ids.is_empty()).then(|| ids.join(", "))
 }
 
-/// Runs `seeds` simulations; returns (requests completed, requests retried, restarts).
-fn simulate(causal_values: bool, seeds: u64) -> (usize, usize, u64) {
-    let (mut completed, mut retried, mut restarts) = (0, 0, 0);
+/// What a run of `seeds` simulations found.
+#[derive(Debug, Default)]
+struct Findings {
+    completed: usize,
+    retried: usize,
+    restarts: u64,
+    /// The first invariant broken, with its seed.
+    broken: Option<(u64, String)>,
+}
+
+/// Runs seeds `0..seeds` with `mutant` (if any) in every node, stopping at the first broken
+/// invariant: after every step, and after healing (every request must then have ended, and no
+/// pin may remain).
+fn simulate(causal_values: bool, seeds: u64, mutant: Option<Mutant>) -> Findings {
+    let mut findings = Findings::default();
     for seed in 0..seeds {
-        let mut sim = Sim::new(seed, faults(), configs(causal_values));
+        let mut configs = configs(causal_values);
+        for (_, cfg) in &mut configs {
+            match cfg {
+                SessionConfig::Scheduler(cfg) => cfg.mutant = mutant,
+                SessionConfig::Worker(cfg) => cfg.mutant = mutant,
+                _ => {}
+            }
+        }
+        let mut sim = Sim::new(seed, faults(), configs);
         sim.set_crashable(WORKERS);
+        let fail = |what: String| Some((seed, what));
         for _ in 0..3_000 {
             let progressed = sim.step().unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-            check_safety(seed, &sim);
+            if let Some(id) = broken(&sim) {
+                findings.broken = fail(format!("{id} after {:?}", sim.trace().last()));
+                return findings;
+            }
             if !progressed {
                 break;
             }
         }
-        restarts += sim.stats().restarts;
-        sim.run_until_settled(200_000, |sim| invariants::quiescent(&sim.states()))
-            .unwrap_or_else(|e| panic!("seed {seed}: {e}: {:#?}", sim.states()));
-        check_safety(seed, &sim);
+        findings.restarts += sim.stats().restarts;
+        if let Err(e) = sim.run_until_settled(200_000, |sim| invariants::quiescent(&sim.states())) {
+            findings.broken = fail(format!("not settled: {e}"));
+            return findings;
+        }
         let states = sim.states();
-        assert!(invariants::no_leaked_pins(&states), "seed {seed}: SESS-I3");
+        let leaked = (!invariants::no_leaked_pins(&states)).then(|| "SESS-I3".to_owned());
+        if let Some(ids) = broken(&sim).or(leaked) {
+            findings.broken = fail(ids);
+            return findings;
+        }
         let Some(SessionNode::Scheduler(scheduler)) = sim.node(SCHEDULER) else {
             panic!("the scheduler does not crash")
         };
         for request in scheduler.requests().values() {
             match &request.outcome {
-                Some(Outcome::Completed { .. }) => completed += 1,
+                Some(Outcome::Completed { .. }) => findings.completed += 1,
                 Some(Outcome::Failed { .. }) => {}
                 None => panic!("seed {seed}: a request never ended"),
             }
-            retried += usize::from(request.attempts > 1);
+            findings.retried += usize::from(request.attempts > 1);
         }
     }
-    (completed, retried, restarts)
+    findings
+}
+
+/// The correct protocol: nothing broken, and the checks were not vacuous (results were
+/// recorded, retries and restarts happened).
+fn assert_consistent(causal_values: bool) {
+    let findings = simulate(causal_values, 80, None);
+    assert_eq!(findings.broken, None, "{findings:?}");
+    assert!(findings.completed > 200, "only {} of 320 requests completed", findings.completed);
+    assert!(findings.retried > 0 && findings.restarts > 0, "{findings:?}");
 }
 
 #[test]
 fn lww_and_dsrr_sessions_stay_consistent_under_faults() {
-    let (completed, retried, restarts) = simulate(false, 60);
-    // The checks were not vacuous: results were recorded, retries and restarts happened.
-    assert!(completed > 60, "only {completed} of 240 requests completed");
-    assert!(retried > 0 && restarts > 0, "retried {retried}, restarts {restarts}");
+    assert_consistent(false);
 }
 
 #[test]
 fn causal_sessions_stay_consistent_under_faults() {
-    let (completed, retried, restarts) = simulate(true, 60);
-    assert!(completed > 60, "only {completed} of 240 requests completed");
-    assert!(retried > 0 && restarts > 0, "retried {retried}, restarts {restarts}");
+    assert_consistent(true);
+}
+
+#[test]
+fn the_simulator_catches_the_session_mutants() {
+    let expected = [
+        (false, Mutant::SkipRemoteRead, invariants::REPEATABLE_READ),
+        (false, Mutant::PinByClient, invariants::PINS_HELD),
+        (false, Mutant::ReleaseBeforeSink, invariants::PINS_HELD),
+        (false, Mutant::IgnoreRelease, invariants::NO_LEAKED_PINS),
+        (false, Mutant::RecordEveryResult, invariants::RESULT_ONCE),
+        (false, Mutant::GiveUpOnAbort, invariants::RETRIED),
+        (true, Mutant::ExposeBeforeDeps, invariants::MULTI_KEY),
+        (true, Mutant::IgnoreFrontier, invariants::DISTRIBUTED_CAUSAL),
+    ];
+    for (causal_values, mutant, id) in expected {
+        let findings = simulate(causal_values, 80, Some(mutant));
+        let (seed, what) = findings.broken.unwrap_or_else(|| panic!("{mutant:?} escaped"));
+        let ids = what.split(" after ").next().expect("split yields one part");
+        assert!(ids.contains(id), "{mutant:?}: seed {seed} broke {what}, expected {id}");
+    }
 }
