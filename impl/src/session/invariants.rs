@@ -94,9 +94,10 @@ pub fn multi_key(log: &[Read]) -> Result<(), Violation> {
     Ok(())
 }
 
-/// SESS-DSC on one session's reads: each function's reads are a causal cut (SESS-MK), and a
-/// function never reads a key older than a dependency of an upstream read, nor another
-/// version of a key an upstream function read.
+/// SESS-DSC on one session's reads: each function's reads are a causal cut (SESS-MK), and so
+/// are the reads along every DAG path: a function never reads another version of a key an
+/// upstream function read, never a version older than a dependency of an upstream read, and
+/// never one depending on a newer version of a key than an upstream function read.
 pub fn distributed_causal(dag: &Dag, log: &[Read]) -> Result<(), Violation> {
     multi_key(log).map_err(|v| violation(DISTRIBUTED_CAUSAL, v.detail))?;
     for up in log {
@@ -105,6 +106,7 @@ pub fn distributed_causal(dag: &Dag, log: &[Read]) -> Result<(), Violation> {
                 VersionId::of(&down.value) != VersionId::of(&up.value)
             } else {
                 dependencies(&up.value).get(&down.key).is_some_and(|c| !covers(&down.value, c))
+                    || dependencies(&down.value).get(&up.key).is_some_and(|c| !covers(&up.value, c))
             };
             if broken {
                 return Err(violation(

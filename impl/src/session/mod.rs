@@ -248,14 +248,25 @@ impl Meta {
         self.requires.insert(key.to_owned(), joined.iter().collect());
     }
 
-    /// Merges the metadata of another incoming trigger (fan-in). Fails when the two pinned
-    /// different versions of one key: no read can repeat both, so the session must abort.
-    pub fn join(&mut self, other: Meta) -> Result<(), Key> {
+    /// Merges the metadata of another incoming trigger (fan-in) of a session at `level`.
+    /// Fails, naming the key, when the branches cannot be reconciled and the session must
+    /// abort: at DSRR and DSC when they read or pinned different versions of one key (no
+    /// later read can repeat both); at SK when they pinned concurrent versions (at SK the
+    /// newer of two ordered pins is kept, since a later read need only be at or above both).
+    pub fn join(&mut self, other: Meta, level: Level) -> Result<(), Key> {
         for (key, pin) in other.pins {
             match self.pins.get(&key) {
-                Some(mine) if mine.version != pin.version => return Err(key),
-                Some(mine) if mine.read || !pin.read => {}
-                _ => {
+                Some(mine) if mine.version == pin.version => {
+                    if pin.read && !mine.read {
+                        self.pins.insert(key, pin);
+                    }
+                }
+                Some(mine) if level == Level::SingleKey && mine.version.le(&pin.version) => {
+                    self.pins.insert(key, pin);
+                }
+                Some(mine) if level == Level::SingleKey && pin.version.le(&mine.version) => {}
+                Some(_) => return Err(key),
+                None => {
                     self.pins.insert(key, pin);
                 }
             }
@@ -266,6 +277,16 @@ impl Meta {
         self.log.extend(other.log);
         self.log.sort();
         self.log.dedup();
+        if matches!(level, Level::Dsrr | Level::Dsc) {
+            // Branches may read a key no later function reads (so unpinned): compare the reads.
+            let mut seen: BTreeMap<&Key, VersionId> = BTreeMap::new();
+            for read in &self.log {
+                let version = VersionId::of(&read.value);
+                if seen.entry(&read.key).or_insert_with(|| version.clone()) != &version {
+                    return Err(read.key.clone());
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -279,7 +279,15 @@ fn level_checkers_accept_consistent_logs_and_name_anomalies() {
     assert!(multi_key(&across).is_ok());
     let dsc = distributed_causal(&dag_xy, &across).unwrap_err();
     assert_eq!(dsc.id, invariants::DISTRIBUTED_CAUSAL);
-    assert!(distributed_causal(&dag_xy, &[read(0, "x", x2), read(1, "y", y1)]).is_ok());
+    assert!(distributed_causal(&dag_xy, &[read(0, "x", x2.clone()), read(1, "y", y1)]).is_ok());
+    // And the other way round: a downstream read depending on a newer version than upstream's.
+    let dag_yx = Dag::chain(&[&["y"], &["x"]]).expect("valid");
+    let reverse = [read(0, "y", y0), read(1, "x", x2)];
+    assert!(multi_key(&reverse).is_ok());
+    assert_eq!(
+        distributed_causal(&dag_yx, &reverse).unwrap_err().id,
+        invariants::DISTRIBUTED_CAUSAL
+    );
 }
 
 #[test]
@@ -487,4 +495,101 @@ fn results_are_recorded_once_and_bad_input_is_ignored() {
     net.inject(B, A, fetch);
     let answer = net.queue.pop_back().expect("answered");
     assert_eq!(answer.2, SessionMsg::Fetched { session, key: "x".into(), pinned: None });
+}
+
+#[test]
+fn sibling_branches_abort_even_when_no_later_function_reads_the_key() {
+    // f1 (on B) and f2 (on A) read x; the sink f3 reads nothing, so nobody pins x.
+    let dag = Dag::new(vec![
+        Function::new("f0", &[], &[1, 2]),
+        Function::new("f1", &["x"], &[3]),
+        Function::new("f2", &["x"], &[3]),
+        Function::new("f3", &[], &[]),
+    ])
+    .expect("valid");
+    let mut net = diverged(dag);
+    net.call(1, Level::Dsrr);
+    net.run_until(|(_, to, msg)| *to == SCHEDULER && matches!(msg, SessionMsg::Abort { .. }));
+    let Some((_, _, SessionMsg::Abort { reason, .. })) = net.queue.front() else { unreachable!() };
+    assert!(reason.contains("different versions of x"), "{reason}");
+    net.inject(STORE, B, SessionMsg::Value { key: "x".into(), value: Some(lww(2)) });
+    net.run();
+    assert_eq!(net.scheduler().requests()[&(CLIENT, 1)].attempts, 2);
+    assert!(repeatable_read(net.log(1)).is_ok());
+}
+
+#[test]
+fn a_branch_without_the_pin_reads_the_version_a_sibling_pinned_on_its_worker() {
+    // Branch one: f2 (on A) reads x. Branch two: f1 and f3 (on B), then f4 (on A) reads x
+    // without a pin in its metadata. The sink f5 (on B) reads x too.
+    let dag = Dag::new(vec![
+        Function::new("f0", &[], &[1, 2]),
+        Function::new("f1", &[], &[3]),
+        Function::new("f2", &["x"], &[5]),
+        Function::new("f3", &[], &[4]),
+        Function::new("f4", &["x"], &[5]),
+        Function::new("f5", &["x"], &[]),
+    ])
+    .expect("valid");
+    let mut net = Net::new(dag, &[("x", lww(1))], None);
+    net.call(0, Level::Lww);
+    net.run();
+    net.call(1, Level::Dsrr);
+    net.run_until(|(_, to, msg)| {
+        *to == A && matches!(msg, SessionMsg::Trigger { function: 4, .. })
+    });
+    // f2 pinned x@1 on A; now x@2 reaches A before f4 runs there.
+    net.inject(STORE, A, SessionMsg::Value { key: "x".into(), value: Some(lww(2)) });
+    net.run();
+    assert_eq!(net.scheduler().requests()[&(CLIENT, 1)].attempts, 1, "no abort needed");
+    for function in [2, 4, 5] {
+        assert_eq!(net.read(1, function, "x"), Some(lww(1)), "function {function}");
+    }
+}
+
+#[test]
+fn a_dsc_read_depending_on_newer_versions_than_the_session_pinned_aborts() {
+    // f0 (on A) reads y; f1 (on B) reads x; f2 (on A) reads y again.
+    let dag = Dag::chain(&[&["y"], &["x"], &["y"]]).expect("valid");
+    let mut net = causal_net(dag.clone());
+    net.call(0, Level::Lww);
+    net.run();
+    // B's cut gets y@1 and x@2 (which depends on it); A keeps y@0.
+    net.put("y", y1(), &[B]);
+    net.put("x", x2(), &[B]);
+    assert_eq!(net.worker(B).cut()["x"], Some(x2()));
+    net.call(1, Level::Dsc);
+    net.run_until(|(_, to, msg)| *to == SCHEDULER && matches!(msg, SessionMsg::Abort { .. }));
+    let Some((_, _, SessionMsg::Abort { reason, .. })) = net.queue.front() else { unreachable!() };
+    assert!(reason.contains("x in this cache conflicts"), "{reason}");
+    // Once A has y@1 too, the retry reads one causal cut along the chain.
+    net.inject(STORE, A, SessionMsg::Value { key: "y".into(), value: Some(y1()) });
+    net.run();
+    assert_eq!(net.scheduler().requests()[&(CLIENT, 1)].attempts, 2);
+    assert!(distributed_causal(&dag, net.log(1)).is_ok());
+    assert_eq!(net.read(1, 2, "y"), Some(y1()));
+}
+
+#[test]
+fn two_functions_waiting_on_a_lost_pin_abort_the_session_once() {
+    // f0 (on A) pins x; f1 and f3 (both on B) read it remotely; f4 (on A) joins them.
+    let dag = Dag::new(vec![
+        Function::new("f0", &["x"], &[1, 2]),
+        Function::new("f1", &["x"], &[4]),
+        Function::new("f2", &[], &[3]),
+        Function::new("f3", &["x"], &[4]),
+        Function::new("f4", &[], &[]),
+    ])
+    .expect("valid");
+    let mut net = diverged(dag);
+    net.call(1, Level::Dsrr);
+    net.run_dropping(|(_, _, msg)| matches!(msg, SessionMsg::Fetch { .. }));
+    // A restarts empty; B re-sends both remote reads, and A answers that the pin is gone.
+    net.start(A);
+    net.fire(B, SessionTimer::Retry);
+    net.run();
+    let aborts = net.sent.iter().filter(|(_, _, m)| matches!(m, SessionMsg::Abort { .. })).count();
+    assert_eq!(aborts, 1);
+    assert!(matches!(net.outcome(1), Some(Outcome::Completed { .. })));
+    assert_eq!(net.scheduler().requests()[&(CLIENT, 1)].attempts, 2);
 }

@@ -24,8 +24,8 @@ pub struct WorkerConfig {
     pub scheduler: NodeId,
     /// The DAG its functions belong to.
     pub dag: Dag,
-    /// The `Retry` period: holds and store reads are re-sent, and a remote read that waited
-    /// a whole period aborts its session.
+    /// The `Retry` period: unanswered holds, store reads and remote reads are re-sent, and
+    /// functions waiting for triggers age (see `max_wait`).
     pub retry: Duration,
     /// `Retry` ticks a function waits for its other predecessors' triggers before it aborts
     /// its session (one of them was lost, or the session already ended).
@@ -324,7 +324,7 @@ impl Worker {
                 let (_, got, _) = self.waiting.remove(&id).expect("just filled");
                 let mut joined = Meta::default();
                 for meta in got.into_values() {
-                    if let Err(key) = joined.join(meta) {
+                    if let Err(key) = joined.join(meta, info.level) {
                         let reason = format!("upstream branches read different versions of {key}");
                         return out.send(cfg.scheduler, SessionMsg::Abort { session, reason });
                     }
@@ -350,21 +350,24 @@ impl Worker {
         self.ran.insert((session, function), 0);
         let level = info.level;
         let mut plan = BTreeMap::new();
+        let own = self.pins.get(&pin_key(cfg, session, info.client));
         for key in &cfg.dag.function(function).reads {
             let pin = meta.pins.get(key).filter(|pin| level.pins() && self.honours(cfg, pin));
+            let own_pin = own.and_then(|pins| pins.values.get(key));
             let step = match pin {
+                // A sibling branch pinned the key here: read that, so the branches agree.
+                None if matches!(level, Level::Dsrr | Level::Dsc) && own_pin.is_some() => {
+                    Plan::Have(own_pin.expect("matched").clone())
+                }
                 None => {
                     Plan::Local { checked: level == Level::Dsc && !meta.pins.contains_key(key) }
                 }
                 Some(pin) if pin.cache == cfg.id && pin.incarnation == self.incarnation => {
-                    match self
-                        .pins
-                        .get(&pin_key(cfg, session, info.client))
-                        .and_then(|p| p.values.get(key))
-                    {
-                        Some(value) => Plan::Have(value.clone()),
-                        None => {
-                            return self.abort(cfg, session, format!("own pin of {key} gone"), out);
+                    match own_pin {
+                        Some(value) if matches_pin(level, pin, value) => Plan::Have(value.clone()),
+                        _ => {
+                            let reason = format!("this worker's pin of {key} is gone or moved");
+                            return self.abort(cfg, session, reason, out);
                         }
                     }
                 }
@@ -442,14 +445,15 @@ impl Worker {
             return out.ignore("a pinned version nobody waits for");
         }
         for id in waiting {
-            let exec = self.running.get_mut(&id).expect("listed");
+            // An abort below drops every running function of the session.
+            let Some(exec) = self.running.get_mut(&id) else { continue };
             let Some(Plan::Remote(pin)) = exec.plan.get(&key) else { unreachable!("filtered") };
             match &pinned {
                 None => {
                     self.running.remove(&id);
                     self.abort(cfg, session, format!("the pinned version of {key} is gone"), out);
                 }
-                Some(value) if VersionId::of(value) != pin.version => {
+                Some(value) if !matches_pin(exec.info.level, pin, value) => {
                     self.running.remove(&id);
                     self.abort(cfg, session, format!("{key} is pinned at another version"), out);
                 }
@@ -556,13 +560,7 @@ impl Worker {
                 if meta.pins.contains_key(key) {
                     continue;
                 }
-                let agrees = covers(value, &meta.required(key))
-                    && dependencies(value).iter().all(|(dep, clock)| {
-                        meta.pins.get(dep).is_none_or(|pin| {
-                            VersionId::Clock(clock.iter().collect()).le(&pin.version)
-                        })
-                    });
-                if agrees {
+                if covers(value, &meta.required(key)) && agrees_with_session(&meta, value) {
                     pin(&mut meta, key, value, false);
                     pinned.push((key.clone(), value.clone(), false));
                 }
@@ -710,6 +708,13 @@ impl Worker {
     }
 }
 
+/// Whether a pinned `value` serves a read that metadata `pin` names: exactly that version,
+/// or at SK (where a worker may re-pin a newer version) one at or above it.
+fn matches_pin(level: Level, pin: &Pin, value: &Option<LatticeValue>) -> bool {
+    let version = VersionId::of(value);
+    version == pin.version || (level == Level::SingleKey && pin.version.le(&version))
+}
+
 /// Where pins of `session` are kept: by session (by client in a defective worker).
 fn pin_key(cfg: &WorkerConfig, session: SessionId, client: NodeId) -> SessionId {
     if cfg.has(Mutant::PinByClient) { SessionId { scheduler: client, seq: 0 } } else { session }
@@ -726,9 +731,23 @@ fn constrain(meta: &mut Meta, key: &str, value: &Option<LatticeValue>) {
     }
 }
 
+/// Whether `value`'s dependencies are covered by what the session already read or pinned
+/// of their keys: a version that depends on newer versions than the session's would tear its
+/// causal cut.
+fn agrees_with_session(meta: &Meta, value: &Option<LatticeValue>) -> bool {
+    dependencies(value).iter().all(|(dep, clock)| {
+        let pinned = meta
+            .pins
+            .get(dep)
+            .is_none_or(|pin| VersionId::Clock(clock.iter().collect()).le(&pin.version));
+        let read = meta.log.iter().filter(|r| &r.key == dep).all(|r| covers(&r.value, clock));
+        pinned && read
+    })
+}
+
 /// The first key read from this cache (`checked`) that breaks the session's causal snapshot:
-/// below the frontier, or not covering a dependency of another read (or another read not
-/// covering one of its dependencies).
+/// below the frontier, depending on newer versions than the session read or pinned, or not
+/// covering a dependency of another read of this function (or the other way round).
 fn conflict(
     meta: &Meta,
     reads: &BTreeMap<Key, Option<LatticeValue>>,
@@ -736,7 +755,7 @@ fn conflict(
 ) -> Option<Key> {
     for key in checked {
         let value = &reads[key];
-        if !covers(value, &meta.required(key)) {
+        if !covers(value, &meta.required(key)) || !agrees_with_session(meta, value) {
             return Some(key.clone());
         }
         for (other, other_value) in reads {
