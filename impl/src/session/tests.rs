@@ -140,6 +140,15 @@ impl Net {
         panic!("no message matched");
     }
 
+    /// Delivers in order until a worker's `Abort` is next (left queued); returns its reason.
+    fn run_until_abort(&mut self) -> String {
+        self.run_until(|(_, to, msg)| *to == SCHEDULER && matches!(msg, SessionMsg::Abort { .. }));
+        match self.queue.front() {
+            Some((_, _, SessionMsg::Abort { reason, .. })) => reason.clone(),
+            _ => unreachable!("run_until stopped at an abort"),
+        }
+    }
+
     fn call(&mut self, req: ReqId, level: Level) {
         self.inject(CLIENT, SCHEDULER, SessionMsg::Call { req, level });
     }
@@ -351,8 +360,7 @@ fn sibling_branches_that_read_different_versions_abort_at_the_join() {
     .expect("valid");
     let mut net = diverged(dag);
     net.call(1, Level::Dsrr);
-    net.run_until(|(_, to, msg)| *to == SCHEDULER && matches!(msg, SessionMsg::Abort { .. }));
-    let Some((_, _, SessionMsg::Abort { reason, .. })) = net.queue.front() else { unreachable!() };
+    let reason = net.run_until_abort();
     assert!(reason.contains("different versions of x"), "{reason}");
     // A (late) push reaches B before the retry: both branches now read x@2.
     net.inject(STORE, B, SessionMsg::Value { key: "x".into(), value: Some(lww(2)) });
@@ -509,8 +517,7 @@ fn sibling_branches_abort_even_when_no_later_function_reads_the_key() {
     .expect("valid");
     let mut net = diverged(dag);
     net.call(1, Level::Dsrr);
-    net.run_until(|(_, to, msg)| *to == SCHEDULER && matches!(msg, SessionMsg::Abort { .. }));
-    let Some((_, _, SessionMsg::Abort { reason, .. })) = net.queue.front() else { unreachable!() };
+    let reason = net.run_until_abort();
     assert!(reason.contains("different versions of x"), "{reason}");
     net.inject(STORE, B, SessionMsg::Value { key: "x".into(), value: Some(lww(2)) });
     net.run();
@@ -559,8 +566,7 @@ fn a_dsc_read_depending_on_newer_versions_than_the_session_pinned_aborts() {
     net.put("x", x2(), &[B]);
     assert_eq!(net.worker(B).cut()["x"], Some(x2()));
     net.call(1, Level::Dsc);
-    net.run_until(|(_, to, msg)| *to == SCHEDULER && matches!(msg, SessionMsg::Abort { .. }));
-    let Some((_, _, SessionMsg::Abort { reason, .. })) = net.queue.front() else { unreachable!() };
+    let reason = net.run_until_abort();
     assert!(reason.contains("x in this cache conflicts"), "{reason}");
     // Once A has y@1 too, the retry reads one causal cut along the chain.
     net.inject(STORE, A, SessionMsg::Value { key: "y".into(), value: Some(y1()) });
