@@ -16,17 +16,21 @@
 //! Specified on [the KVS page](crate::spec::kvs); invariants in [`invariants`].
 
 /// Gives a configuration type `has(mutant)`: whether it carries that seeded defect (always
-/// false without the `mutants` feature, where the `mutant` field does not exist).
+/// false without the `mutants` feature, where the `mutant` field does not exist). The mutant
+/// type is the KVS protocol's unless named.
 macro_rules! seeded_defects {
     ($config:ty) => {
+        $crate::kvs::seeded_defects!($config, $crate::kvs::Mutant);
+    };
+    ($config:ty, $mutant:ty) => {
         impl $config {
             #[cfg(feature = "mutants")]
-            fn has(&self, mutant: $crate::kvs::Mutant) -> bool {
+            fn has(&self, mutant: $mutant) -> bool {
                 self.mutant == Some(mutant)
             }
 
             #[cfg(not(feature = "mutants"))]
-            fn has(&self, _: $crate::kvs::Mutant) -> bool {
+            fn has(&self, _: $mutant) -> bool {
                 false
             }
         }

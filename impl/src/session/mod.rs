@@ -41,24 +41,6 @@ use crate::kvs::{Key, ReqId};
 use crate::lattice::{LatticeValue, Stamp, VectorClock, WriterId};
 use crate::node::{Input, Node, NodeId, Outbox, Violation};
 
-/// Gives a configuration type `has(mutant)`, like the KVS configs.
-macro_rules! session_defects {
-    ($config:ty) => {
-        impl $config {
-            #[cfg(feature = "mutants")]
-            pub(crate) fn has(&self, mutant: $crate::session::Mutant) -> bool {
-                self.mutant == Some(mutant)
-            }
-
-            #[cfg(not(feature = "mutants"))]
-            pub(crate) fn has(&self, _: $crate::session::Mutant) -> bool {
-                false
-            }
-        }
-    };
-}
-pub(crate) use session_defects;
-
 /// The consistency a DAG call asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

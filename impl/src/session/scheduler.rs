@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use super::{
     Dag, Level, Mutant, Out, Read, SessionId, SessionInfo, SessionMsg, SessionNode, SessionTimer,
-    invariants, session_defects,
+    invariants,
 };
-use crate::kvs::ReqId;
+use crate::kvs::{ReqId, seeded_defects};
 use crate::node::{Input, NodeId, Violation};
 
 /// How a scheduler is configured.
@@ -54,7 +54,7 @@ impl SchedulerConfig {
     }
 }
 
-session_defects!(SchedulerConfig);
+seeded_defects!(SchedulerConfig, Mutant);
 
 /// How a request ended.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use super::{
     Dag, FnId, Level, Meta, Mutant, Out, Pin, Read, SessionId, SessionInfo, SessionMsg,
-    SessionNode, SessionTimer, VersionId, clock, covers, dependencies, session_defects,
+    SessionNode, SessionTimer, VersionId, clock, covers, dependencies,
 };
-use crate::kvs::Key;
+use crate::kvs::{Key, seeded_defects};
 use crate::lattice::LatticeValue;
 use crate::node::{Input, NodeId};
 
@@ -60,7 +60,7 @@ impl WorkerConfig {
     }
 }
 
-session_defects!(WorkerConfig);
+seeded_defects!(WorkerConfig, Mutant);
 
 /// The versions a worker pinned for one session.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
