@@ -8,11 +8,15 @@
 //! test should print its seed and [`Sim::trace`].
 //!
 //! Timer delays are ignored: any armed timer may fire at any step, which is the weakest timing
-//! the node contract allows. [`Sim::partition`] cuts the network in two until [`Sim::heal`].
+//! the node contract allows. [`Sim::set_timed`] switches to the strongest instead, for liveness
+//! phases of protocols that rely on timing (leases renewed more often than they lapse): every
+//! message in flight is delivered before the clock moves, and timers fire in the order of their
+//! deadlines. [`Sim::partition`] cuts the network in two until [`Sim::heal`].
 //! [`Sim::run_until_quiet`] is the liveness phase: no faults, no partition, every crashed node
 //! restarted, until no message is in flight and no timer is armed.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use crate::node::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
 
@@ -162,6 +166,12 @@ pub struct Sim<N: Node> {
     durable: BTreeMap<NodeId, N::Durable>,
     in_flight: Vec<InFlight<N::Msg>>,
     timers: BTreeSet<(NodeId, N::Timer)>,
+    /// Each armed timer's deadline on the simulated clock.
+    deadlines: BTreeMap<(NodeId, N::Timer), Duration>,
+    /// The simulated clock; it moves only in timed mode.
+    now: Duration,
+    /// Whether timers fire by deadline, after every message in flight (see [`Sim::set_timed`]).
+    timed: bool,
     rng: SplitMix64,
     faults: Faults,
     /// The nodes crash faults may hit; all when `None`.
@@ -186,6 +196,9 @@ impl<N: Node> Sim<N> {
             durable: BTreeMap::new(),
             in_flight: Vec::new(),
             timers: BTreeSet::new(),
+            deadlines: BTreeMap::new(),
+            now: Duration::ZERO,
+            timed: false,
             rng: SplitMix64(seed),
             faults,
             crashable: None,
@@ -230,6 +243,17 @@ impl<N: Node> Sim<N> {
     /// Replaces the fault schedule (for example with [`Faults::NONE`] to heal).
     pub fn set_faults(&mut self, faults: Faults) {
         self.faults = faults;
+    }
+
+    /// Timed mode (see the [module docs](self)): from now on, a step delivers a message in
+    /// flight if there is one, and otherwise fires the timer with the earliest deadline. Timers
+    /// armed before count from the moment timed mode starts.
+    pub fn set_timed(&mut self, timed: bool) {
+        if timed && !self.timed {
+            let now = self.now;
+            self.deadlines.values_mut().for_each(|deadline| *deadline = (*deadline).max(now));
+        }
+        self.timed = timed;
     }
 
     /// Limits crash faults to the given nodes (say, clients but not replicas whose protocol
@@ -317,18 +341,36 @@ impl<N: Node> Sim<N> {
         if choices == 0 {
             return Ok(false);
         }
-        let pick = self.rng.below(choices);
+        if self.timed && self.in_flight.is_empty() {
+            let (node, timer) = self
+                .timers
+                .iter()
+                .min_by_key(|key| self.deadlines.get(*key).copied().unwrap_or(self.now))
+                .cloned()
+                .expect("a timer is armed");
+            self.now = self
+                .now
+                .max(self.deadlines.get(&(node, timer.clone())).copied().unwrap_or(self.now));
+            return self.fire(node, timer).map(|()| true);
+        }
+        let pick =
+            if self.timed { self.rng.below(self.in_flight.len()) } else { self.rng.below(choices) };
         if pick < self.in_flight.len() {
             self.deliver(pick)?;
         } else {
             let (node, timer) =
                 self.timers.iter().nth(pick - self.in_flight.len()).cloned().expect("in range");
-            self.timers.remove(&(node, timer.clone()));
-            self.stats.fired += 1;
-            self.trace.push(Event::Fire { node, timer: timer.clone() });
-            self.apply(node, Input::Timeout(timer))?;
+            self.fire(node, timer)?;
         }
         Ok(true)
+    }
+
+    fn fire(&mut self, node: NodeId, timer: N::Timer) -> Result<(), SimError> {
+        self.timers.remove(&(node, timer.clone()));
+        self.deadlines.remove(&(node, timer.clone()));
+        self.stats.fired += 1;
+        self.trace.push(Event::Fire { node, timer: timer.clone() });
+        self.apply(node, Input::Timeout(timer))
     }
 
     /// Takes up to `steps` steps, stopping early when there is nothing to do.
@@ -417,10 +459,12 @@ impl<N: Node> Sim<N> {
         for output in out {
             match output {
                 Output::Send { to, msg } => self.in_flight.push(InFlight { from: id, to, msg }),
-                Output::SetTimer { timer, .. } => {
+                Output::SetTimer { timer, after } => {
+                    self.deadlines.insert((id, timer.clone()), self.now + after);
                     self.timers.insert((id, timer));
                 }
                 Output::CancelTimer(timer) => {
+                    self.deadlines.remove(&(id, timer.clone()));
                     self.timers.remove(&(id, timer));
                 }
                 Output::Persist(durable) => {
@@ -442,6 +486,7 @@ impl<N: Node> Sim<N> {
     fn crash(&mut self, id: NodeId) {
         self.nodes.insert(id, None);
         self.timers.retain(|(node, _)| *node != id);
+        self.deadlines.retain(|(node, _), _| *node != id);
         self.stats.crashes += 1;
         self.trace.push(Event::Crash(id));
     }

@@ -1,10 +1,19 @@
 //! Histories, consistency checkers, the deterministic simulator at scale and conformance
 //! traces for Squall.
 //!
-//! This crate is the independent judge of the protocol crate: its checkers read recorded
-//! histories and never call protocol code to decide a verdict. It is filled in by the
-//! simulation and history-checking work; for now it only fixes the crate's place in the
-//! dependency graph (`squall-proto` ← `squall-verify` ← `squall-model`).
+//! This crate is the independent judge of the protocol crate: its [checkers](check) read
+//! recorded [histories](history) and never call protocol code to decide a verdict. The
+//! [deterministic simulator](dst) runs the protocol state machines at scale under faults and
+//! records their histories; [conformance] traces record every role's inputs and outputs for
+//! reimplementations to replay.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod check;
+
+pub mod dst;
+pub mod history;
+
+pub use check::Anomaly;
+pub use history::{History, Op};

@@ -1,0 +1,152 @@
+//! The gossip world: 3–5 replicas of one LWW register, 2–3 clients each writing 2–3 stamped
+//! values to a replica of their own (several at the same time, so ties are broken by the
+//! writer). Clients may crash; replicas do not (they keep no durable state). History: every
+//! client write (acknowledged or not) and every replica's settled value.
+
+use std::time::Duration;
+
+use rand::Rng;
+use squall_proto::NodeId;
+use squall_proto::gossip::{ClientConfig, GossipConfig, GossipNode, ReplicaConfig, invariants};
+use squall_proto::lattice::{Lww, Stamp, WriterId};
+use squall_proto::sim::Sim;
+
+use super::{Failure, Mutant, Partition, WorldReport, faults, judge, liveness, rng, safety, tail};
+use crate::history::{Held, History, INITIAL, Level, Op, Status, Version};
+
+const KEY: &str = "register";
+const PERIOD: Duration = Duration::from_millis(10);
+const SAFETY_STEPS: u64 = 2_000;
+const LIVENESS_STEPS: u64 = 100_000;
+
+/// The version of a write stamped `(time, writer)`: ordered as the stamps are.
+fn version(time: u64, writer: u64) -> Version {
+    time * 100 + writer + 1
+}
+
+/// The version a replica's register holds: its stamp's, if the payload is the one that
+/// stamp's write carried; else one nobody wrote.
+fn held_version(value: &Lww<u16>) -> Version {
+    match value.write() {
+        None => INITIAL,
+        Some((stamp, payload)) => {
+            let v = version(stamp.time, stamp.writer.0);
+            if u64::from(*payload) == v { v } else { u64::MAX - u64::from(*payload) }
+        }
+    }
+}
+
+/// Runs the gossip world of `seed`.
+pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
+    let mut rng = rng(seed);
+    let replicas: Vec<NodeId> = (0..rng.random_range(3..=5)).map(NodeId).collect();
+    let clients = rng.random_range(2..=3u64);
+    let mut configs: Vec<(NodeId, GossipConfig<u16>)> = replicas
+        .iter()
+        .map(|&id| {
+            let mut cfg = ReplicaConfig::new(id, replicas.clone(), PERIOD);
+            if let Some(Mutant::Gossip(m)) = mutant {
+                cfg.mutant = Some(m);
+            }
+            (id, GossipConfig::Replica(cfg))
+        })
+        .collect();
+    let mut history = History::default();
+    let mut client_writes = Vec::new();
+    for c in 0..clients {
+        let id = NodeId(replicas.len() as u64 + c);
+        // Increasing times per client (versions are unique), overlapping across clients.
+        let mut time = 0;
+        let writes: Vec<Lww<u16>> = (0..rng.random_range(2..=3))
+            .map(|_| {
+                time += rng.random_range(1..=2);
+                Lww::new(Stamp::new(time, WriterId(c)), version(time, c) as u16)
+            })
+            .collect();
+        client_writes.push((id, writes.clone()));
+        let replica = replicas[rng.random_range(0..replicas.len())];
+        configs.push((id, GossipConfig::Client(ClientConfig::new(id, replica, writes, PERIOD))));
+    }
+    let setup = format!("{} replicas, {clients} clients", replicas.len());
+    let faults = faults(&mut rng, 5);
+    let clients_ids: Vec<NodeId> = client_writes.iter().map(|(id, _)| *id).collect();
+    let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
+    let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
+    let mut sim: Sim<GossipNode<u16>> = Sim::new(seed, faults, configs);
+    sim.set_crashable(clients_ids);
+
+    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), |sim, _| {
+        let states = sim.states();
+        if !invariants::no_thin_air(&states) {
+            return Some(format!(
+                "{} (a replica holds a value no client wrote)",
+                invariants::NO_THIN_AIR
+            ));
+        }
+        let armed = sim.nodes().all(|(id, cfg, node)| {
+            node.is_none_or(|node| {
+                invariants::retransmission_armed(cfg, node, |timer| sim.is_armed(id, &timer))
+            })
+        });
+        (!armed).then(|| {
+            format!(
+                "{} (a replica behind its peers has no gossip timer armed)",
+                invariants::RETRANSMISSION
+            )
+        })
+    });
+    let mut failure = phase.failure;
+    if failure.is_none() {
+        let quiet = |sim: &Sim<GossipNode<u16>>| sim.is_quiet();
+        if let Some(failed) = liveness(&mut sim, LIVENESS_STEPS, quiet, |_, _| None) {
+            failure = Some(failed);
+        } else if !invariants::converged_when_quiescent(&sim.states()) {
+            failure = Some((
+                "liveness",
+                format!("{}: replicas differ when quiet", invariants::CONVERGENCE),
+            ));
+        }
+    }
+
+    // The history: each client's writes, acknowledged or not, and what each replica settled on.
+    for (txn, (id, writes)) in client_writes.iter().enumerate() {
+        let acknowledged = match sim.node(*id) {
+            Some(GossipNode::Client(client)) => client.acknowledged(),
+            _ => 0,
+        };
+        for (i, write) in writes.iter().enumerate() {
+            let (stamp, _) = write.write().expect("generated writes are stamped");
+            let status = if i < acknowledged { Status::Ok } else { Status::Unknown };
+            let op = Op::write(
+                id.0,
+                (txn * 10 + i) as u64,
+                Level::Majority,
+                KEY,
+                version(stamp.time, stamp.writer.0),
+            );
+            history.ops.push(op.with_status(status));
+        }
+    }
+    if failure.is_none() {
+        for id in &replicas {
+            if let Some(GossipNode::Replica(replica)) = sim.node(*id) {
+                let version = held_version(replica.value());
+                history.settled.push(Held { replica: id.0, key: KEY.to_owned(), version });
+            }
+        }
+        failure = judge(&history).map(|what| ("history", what));
+    }
+    WorldReport {
+        world: "gossip",
+        setup,
+        stats: sim.stats(),
+        partitioned: phase.partitioned,
+        failure: failure.map(|(phase, what)| Failure {
+            world: "gossip",
+            phase,
+            what,
+            trace: tail(&sim),
+        }),
+        history,
+    }
+}

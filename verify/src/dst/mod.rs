@@ -1,0 +1,412 @@
+//! The deterministic simulator at scale: from one seed, a topology, a workload and a fault
+//! schedule for each protocol, run on [`squall_proto::sim::Sim`] with the protocols' own
+//! state machines, and judged twice: by the protocols' invariants after every step, and by the
+//! [checkers](crate::check) on the recorded [history](crate::history).
+//!
+//! Each seed runs three *worlds* in turn, each with its own generator seeded from the seed:
+//!
+//! - [`gossip`]: 3–5 replicas of an LWW register and 2–3 writing clients.
+//! - [`kvs`]: 3–7 storage nodes at replication 3, 2–4 caches each with an executor, and 2
+//!   direct clients, at durabilities one, majority and all; in half the seeds a storage node
+//!   joins and another is asked to leave (no storage crash then), in the other half one storage
+//!   node may crash and restart.
+//! - [`session`]: a scheduler, 2–4 workers, the store and a writer; a random DAG (chain,
+//!   diamond or fan-in) called at every consistency level, over LWW or causal values.
+//!
+//! A world has a *safety phase* under faults (drops, duplicates, reordering and delay — the
+//! simulator delivers any in-flight message or fires any armed timer at each step — a
+//! partition that heals, and crashes and restarts), then a *liveness phase* on a healed network
+//! with every node restarted, in which it must settle: every request ends, replicas converge.
+//! Same seed, same run, same output.
+
+pub mod gossip;
+pub mod kvs;
+pub mod session;
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use squall_proto::Node;
+use squall_proto::NodeId;
+use squall_proto::lattice::LatticeValue;
+use squall_proto::sim::{Faults, Sim, Stats};
+use squall_proto::{gossip as gossip_proto, kvs as kvs_proto, session as session_proto};
+
+use crate::check;
+use crate::history::{History, Key, Version};
+
+/// A seeded defect of any protocol, by its command-line name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutant {
+    /// A defect of the gossip protocol.
+    Gossip(gossip_proto::Mutant),
+    /// A defect of the KVS protocol (storage nodes, clients, caches).
+    Kvs(kvs_proto::Mutant),
+    /// A defect of the session protocols.
+    Session(session_proto::Mutant),
+}
+
+/// Every KVS mutant, in declaration order (the KVS models list them by model).
+const KVS_MUTANTS: [kvs_proto::Mutant; 23] = {
+    use kvs_proto::Mutant::*;
+    [
+        AckBeforeReplicas,
+        GossipSkipsReplica,
+        AcceptMismatch,
+        IgnoreIncarnation,
+        MissingAsBottom,
+        OverwriteMerge,
+        RollbackOnReject,
+        AcksNeverRecorded,
+        FollowStaleRedirect,
+        DeleteBeforeHandoffAck,
+        KeepHandedOff,
+        ForgetNewOwner,
+        ReleaseOwnedKeys,
+        RingAcksIgnored,
+        SilentDeparture,
+        KeepLapsedSubscribers,
+        AckExecutorEarly,
+        PushOverwrites,
+        IgnorePushes,
+        CacheMissAsBottom,
+        ForgetExecutorAck,
+        RenewalClearsPushes,
+        PushIgnoresIncarnation,
+    ]
+};
+
+/// Every session mutant.
+const SESSION_MUTANTS: [session_proto::Mutant; 10] = {
+    use session_proto::Mutant::*;
+    [
+        SkipRemoteRead,
+        PinByClient,
+        ReleaseBeforeSink,
+        IgnoreRelease,
+        ExposeBeforeDeps,
+        IgnoreFrontier,
+        RecordEveryResult,
+        GiveUpOnAbort,
+        EveryFunctionPrecedes,
+        StaleHoldOk,
+    ]
+};
+
+impl Mutant {
+    /// Every seeded defect of every protocol.
+    pub fn all() -> Vec<Mutant> {
+        let gossip = gossip_proto::Mutant::ALL.into_iter().map(Mutant::Gossip);
+        let kvs = KVS_MUTANTS.into_iter().map(Mutant::Kvs);
+        let session = SESSION_MUTANTS.into_iter().map(Mutant::Session);
+        gossip.chain(kvs).chain(session).collect()
+    }
+
+    /// The command-line name, prefixed by the protocol where two protocols share a name.
+    pub fn name(self) -> String {
+        match self {
+            Mutant::Gossip(m) if self.ambiguous() => format!("gossip/{}", m.name()),
+            Mutant::Gossip(m) => m.name().to_owned(),
+            Mutant::Kvs(m) if self.ambiguous() => format!("kvs/{}", m.name()),
+            Mutant::Kvs(m) => m.name().to_owned(),
+            Mutant::Session(m) => m.name().to_owned(),
+        }
+    }
+
+    fn bare_name(self) -> &'static str {
+        match self {
+            Mutant::Gossip(m) => m.name(),
+            Mutant::Kvs(m) => m.name(),
+            Mutant::Session(m) => m.name(),
+        }
+    }
+
+    fn ambiguous(self) -> bool {
+        Self::all().iter().filter(|m| m.bare_name() == self.bare_name()).count() > 1
+    }
+
+    /// The mutant called `name` (as [`Mutant::name`] prints it).
+    pub fn parse(name: &str) -> Result<Mutant, UnknownMutant> {
+        Self::all().into_iter().find(|m| m.name() == name).ok_or_else(|| UnknownMutant {
+            name: name.to_owned(),
+            known: Self::all().into_iter().map(Mutant::name).collect::<Vec<_>>().join(", "),
+        })
+    }
+}
+
+/// A `--mutant` name no protocol knows.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown mutant `{name}`; the mutants are: {known}")]
+pub struct UnknownMutant {
+    name: String,
+    known: String,
+}
+
+/// What a world found wrong.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The world (`gossip`, `kvs`, `session`).
+    pub world: &'static str,
+    /// The phase: `safety`, `liveness` or `history`.
+    pub phase: &'static str,
+    /// The broken invariant or anomaly.
+    pub what: String,
+    /// The last events before it, one per line.
+    pub trace: Vec<String>,
+}
+
+/// What one world did in one seed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorldReport {
+    /// The world.
+    pub world: &'static str,
+    /// The generated topology and workload, in a line.
+    pub setup: String,
+    /// Counts from the simulator.
+    pub stats: Stats,
+    /// Whether the safety phase partitioned the network.
+    pub partitioned: bool,
+    /// The recorded history.
+    pub history: History,
+    /// The first thing found wrong, if any.
+    pub failure: Option<Failure>,
+}
+
+/// What one seed did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// The mutant it ran with.
+    pub mutant: Option<Mutant>,
+    /// Each world's report, in order (a world is not run after one fails).
+    pub worlds: Vec<WorldReport>,
+}
+
+impl SeedReport {
+    /// The first failure, if any.
+    pub fn failure(&self) -> Option<&Failure> {
+        self.worlds.iter().find_map(|w| w.failure.as_ref())
+    }
+
+    /// The command that reproduces this seed.
+    pub fn reproduce(&self) -> String {
+        let mutant = self.mutant.map(|m| format!(" --mutant {}", m.name())).unwrap_or_default();
+        format!("cargo run --release -p squall-verify -- dst --seed {}{mutant}", self.seed)
+    }
+
+    /// A readable, deterministic account of the run: each world's setup, counts and verdict,
+    /// and the trace of a failure.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mutant = self.mutant.map(|m| format!(" (mutant {})", m.name())).unwrap_or_default();
+        writeln!(out, "seed {}{mutant}", self.seed).expect("write to string");
+        for world in &self.worlds {
+            let s = world.stats;
+            let ops = world.history.ops.len();
+            writeln!(out, "  {:<8} {}", world.world, world.setup).expect("write to string");
+            writeln!(
+                out,
+                "           {ops} ops; {} delivered, {} dropped, {} duplicated, {} partitioned, \
+                 {} crashes, {} restarts, {} timers",
+                s.delivered,
+                s.dropped + s.undeliverable,
+                s.duplicated,
+                s.partitioned,
+                s.crashes,
+                s.restarts,
+                s.fired
+            )
+            .expect("write to string");
+            match &world.failure {
+                None => writeln!(out, "           ok").expect("write to string"),
+                Some(f) => {
+                    writeln!(out, "           FAILED in the {} phase: {}", f.phase, f.what)
+                        .expect("write to string");
+                    writeln!(out, "           last events:").expect("write to string");
+                    for line in &f.trace {
+                        writeln!(out, "             {line}").expect("write to string");
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Runs every world of `seed`, with `mutant` in every node of its protocol.
+pub fn run_seed(seed: u64, mutant: Option<Mutant>) -> SeedReport {
+    let mut report = SeedReport { seed, mutant, worlds: Vec::new() };
+    let worlds: [(u64, fn(u64, Option<Mutant>) -> WorldReport); 3] =
+        [(1, gossip::run), (2, kvs::run), (3, session::run)];
+    for (salt, world) in worlds {
+        // Each world has its own generator, so adding a world never changes the others.
+        let world_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(salt);
+        let result = world(world_seed, mutant);
+        let failed = result.failure.is_some();
+        report.worlds.push(result);
+        if failed {
+            break;
+        }
+    }
+    report
+}
+
+/// The per-world random generator.
+pub(crate) fn rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed)
+}
+
+/// A fault schedule drawn from `rng`: drops and duplicates up to 20 %, and crashes at
+/// `crash_per_mille` (restarts ten times as often).
+pub(crate) fn faults(rng: &mut ChaCha8Rng, crash_per_mille: u16) -> Faults {
+    Faults {
+        drop_per_mille: rng.random_range(0..=200),
+        duplicate_per_mille: rng.random_range(0..=200),
+        crash_per_mille,
+        restart_per_mille: crash_per_mille.saturating_mul(10),
+    }
+}
+
+/// When the safety phase partitions the network: from step `start` for `len` steps, cutting
+/// `side` off from the rest.
+#[derive(Clone, Debug)]
+pub(crate) struct Partition {
+    pub(crate) start: u64,
+    pub(crate) len: u64,
+    pub(crate) side: BTreeSet<NodeId>,
+}
+
+impl Partition {
+    /// With probability one half, a partition of a random subset of `nodes` for a random part
+    /// of the first `steps` steps.
+    pub(crate) fn draw(rng: &mut ChaCha8Rng, nodes: &[NodeId], steps: u64) -> Option<Self> {
+        if !rng.random_bool(0.5) || nodes.len() < 2 {
+            return None;
+        }
+        let side: BTreeSet<NodeId> =
+            nodes.iter().copied().filter(|_| rng.random_bool(0.4)).collect();
+        let start = rng.random_range(0..steps / 2);
+        let len = rng.random_range(steps / 10..steps / 2);
+        Some(Self { start, len, side })
+    }
+}
+
+/// The outcome of a safety phase: the failure, if one was found.
+pub(crate) struct Phase {
+    pub(crate) failure: Option<(&'static str, String)>,
+    pub(crate) partitioned: bool,
+}
+
+/// The safety phase: up to `steps` steps under the sim's faults and `partition`, calling
+/// `after_step` after each (to record the history and check invariants; it returns a broken
+/// invariant's description).
+pub(crate) fn safety<N: Node>(
+    sim: &mut Sim<N>,
+    steps: u64,
+    partition: Option<&Partition>,
+    mut after_step: impl FnMut(&Sim<N>, u64) -> Option<String>,
+) -> Phase {
+    let mut partitioned = false;
+    for step in 0..steps {
+        if let Some(p) = partition {
+            if step == p.start {
+                sim.partition(p.side.iter().copied());
+                partitioned = true;
+            } else if step == p.start + p.len {
+                sim.heal();
+            }
+        }
+        let progressed = match sim.step() {
+            Ok(progressed) => progressed,
+            Err(e) => return Phase { failure: Some(("safety", e.to_string())), partitioned },
+        };
+        if let Some(broken) = after_step(sim, step) {
+            return Phase { failure: Some(("safety", broken)), partitioned };
+        }
+        if !progressed {
+            break;
+        }
+    }
+    Phase { failure: None, partitioned }
+}
+
+/// The liveness phase: heals the network, restarts every crashed node, turns faults off,
+/// switches the simulator to timed mode (messages arrive before timers fire, timers fire in
+/// deadline order: the network is synchronous after healing), and steps until `settled` holds with no message in flight, calling `after_step` after each step
+/// as in [`safety`]. A failure if it never settles within `max_steps`.
+pub(crate) fn liveness<N: Node>(
+    sim: &mut Sim<N>,
+    max_steps: u64,
+    settled: impl Fn(&Sim<N>) -> bool,
+    mut after_step: impl FnMut(&Sim<N>, u64) -> Option<String>,
+) -> Option<(&'static str, String)> {
+    sim.set_faults(Faults::NONE);
+    sim.heal();
+    sim.restart_all();
+    sim.set_timed(true);
+    for step in 0..max_steps {
+        if sim.in_flight() == 0 && settled(sim) {
+            return None;
+        }
+        if let Err(e) = sim.step() {
+            return Some(("liveness", e.to_string()));
+        }
+        if let Some(broken) = after_step(sim, step) {
+            return Some(("liveness", broken));
+        }
+    }
+    Some(("liveness", format!("not settled after {max_steps} steps on a healed network")))
+}
+
+/// How many events a failure's trace keeps (see [`set_trace_len`]).
+static TRACE_LEN: AtomicUsize = AtomicUsize::new(30);
+
+/// Sets how many of the last events a failure reports (30 by default).
+pub fn set_trace_len(events: usize) {
+    TRACE_LEN.store(events, Ordering::Relaxed);
+}
+
+/// The last events of a simulation (as many as [`set_trace_len`] asks), one per line.
+pub(crate) fn tail<N: Node>(sim: &Sim<N>) -> Vec<String> {
+    let n = TRACE_LEN.load(Ordering::Relaxed);
+    let trace = sim.trace();
+    let from = trace.len().saturating_sub(n);
+    trace[from..].iter().enumerate().map(|(i, e)| format!("#{}: {e:?}", from + i)).collect()
+}
+
+/// Runs the checkers on a world's history; the first anomaly, as a failure description.
+pub(crate) fn judge(history: &History) -> Option<String> {
+    check::all(history).err().map(|anomaly| anomaly.to_string())
+}
+
+/// Names the values a workload generated by the versions the history records: each
+/// generated `(key, value)` has its version; a value read that nobody generated gets a fresh
+/// version nobody wrote, so the thin-air checker flags it.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    known: Vec<(Key, LatticeValue, Version)>,
+    unknown: Vec<(Key, LatticeValue, Version)>,
+}
+
+/// Versions given to values nobody generated start here.
+const UNKNOWN_VERSIONS: Version = 1 << 60;
+
+impl Versions {
+    pub(crate) fn add(&mut self, key: &str, value: LatticeValue, version: Version) {
+        self.known.push((key.to_owned(), value, version));
+    }
+
+    pub(crate) fn of(&mut self, key: &str, value: &LatticeValue) -> Version {
+        let found = self.known.iter().chain(&self.unknown).find(|(k, v, _)| k == key && v == value);
+        if let Some((_, _, version)) = found {
+            return *version;
+        }
+        let version = UNKNOWN_VERSIONS + self.unknown.len() as Version;
+        self.unknown.push((key.to_owned(), value.clone(), version));
+        version
+    }
+}

@@ -1,0 +1,230 @@
+//! `squall-verify`: the deterministic simulator's command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use squall_verify::dst::{self, Mutant, SeedReport};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "squall-verify",
+    version,
+    about = "Deterministic simulation of Squall's protocols, judged by history checkers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Simulate seeds: each runs the gossip, KVS and session worlds under faults, checks the
+    /// protocols' invariants after every step, then heals the network and judges the recorded
+    /// history. Exit 0 when every seed passes (with `--mutant`: when the mutant is caught).
+    Dst(DstArgs),
+    /// List the seeded mutants `dst --mutant` accepts.
+    Mutants,
+}
+
+#[derive(Debug, clap::Args)]
+struct DstArgs {
+    /// Run seeds 0..N.
+    #[arg(long, default_value_t = 100, conflicts_with = "seed")]
+    seeds: u64,
+    /// Run this one seed and print its full report (with the trace of a failure).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Seed this defect into every node of its protocol; the run should then fail.
+    #[arg(long, value_name = "NAME", conflicts_with = "all_mutants")]
+    mutant: Option<String>,
+    /// Run every mutant over the seeds; exit 0 only if each is caught (by the first failing
+    /// seed, reported per mutant).
+    #[arg(long)]
+    all_mutants: bool,
+    /// Write each world's history of `--seed` to DIR as JSON lines (`seed-S-WORLD.jsonl`) and
+    /// in the `r(key,value,session,txn)` text format (`seed-S-WORLD.txt`).
+    #[arg(long, value_name = "DIR", requires = "seed")]
+    export: Option<PathBuf>,
+    /// How many of the last events to print with a failure.
+    #[arg(long, value_name = "EVENTS", default_value_t = 30)]
+    trace: usize,
+    /// No progress bar.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("error: {e:#}");
+            }
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let args = match cli.command {
+        Command::Mutants => {
+            for mutant in Mutant::all() {
+                println!("{}", mutant.name());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Dst(args) => args,
+    };
+    let mutant = args.mutant.as_deref().map(Mutant::parse).transpose()?;
+    dst::set_trace_len(args.trace);
+    if let Some(seed) = args.seed {
+        let report = dst::run_seed(seed, mutant);
+        print!("{}", report.render());
+        if let Some(dir) = &args.export {
+            export(&report, dir)?;
+        }
+        return Ok(verdict(&report, mutant.is_some()));
+    }
+    if args.all_mutants {
+        return all_mutants(&args);
+    }
+    let bar = progress(args.seeds, args.quiet, "seeds");
+    let mut totals = Totals::default();
+    for seed in 0..args.seeds {
+        let report = dst::run_seed(seed, mutant);
+        bar.inc(1);
+        if let Some(failure) = report.failure() {
+            bar.finish_and_clear();
+            println!(
+                "seed {seed}: {} world, {} phase: {}",
+                failure.world, failure.phase, failure.what
+            );
+            println!("reproduce: {}", report.reproduce());
+            return Ok(verdict(&report, mutant.is_some()));
+        }
+        totals.add(&report);
+    }
+    bar.finish_and_clear();
+    println!("{}", totals.render(args.seeds));
+    if let Some(mutant) = mutant {
+        println!("mutant {} escaped {} seeds", mutant.name(), args.seeds);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Exit 0 when the run passed, or with a mutant, when it failed (the mutant was caught).
+fn verdict(report: &SeedReport, mutant: bool) -> ExitCode {
+    if report.failure().is_some() == mutant { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+#[allow(clippy::print_stdout)]
+fn all_mutants(args: &DstArgs) -> anyhow::Result<ExitCode> {
+    let mutants = Mutant::all();
+    let bar = progress(mutants.len() as u64, args.quiet, "mutants");
+    let mut escaped = Vec::new();
+    for mutant in mutants {
+        let caught = (0..args.seeds)
+            .map(|seed| dst::run_seed(seed, Some(mutant)))
+            .find(|r| r.failure().is_some());
+        bar.inc(1);
+        match caught {
+            Some(report) => {
+                let f = report.failure().expect("found by its failure");
+                say(
+                    &bar,
+                    format!(
+                        "{:<26} caught at seed {:>3} ({} world, {} phase): {}",
+                        mutant.name(),
+                        report.seed,
+                        f.world,
+                        f.phase,
+                        f.what
+                    ),
+                );
+            }
+            None => {
+                say(&bar, format!("{:<26} ESCAPED {} seeds", mutant.name(), args.seeds));
+                escaped.push(mutant.name());
+            }
+        }
+    }
+    bar.finish_and_clear();
+    if escaped.is_empty() {
+        println!("every mutant caught within {} seeds", args.seeds);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("escaped: {}", escaped.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// Prints a line above the progress bar (or plainly, when it is hidden).
+#[allow(clippy::print_stdout)]
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() { println!("{line}") } else { bar.println(line) }
+}
+
+fn progress(len: u64, quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} [{{elapsed_precise}}, eta {{eta}}]");
+    bar.set_style(ProgressStyle::with_template(&template).expect("a valid template"));
+    bar
+}
+
+fn export(report: &SeedReport, dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for world in &report.worlds {
+        for (ext, text) in [("jsonl", world.history.to_jsonl()), ("txt", world.history.to_text())] {
+            let path = dir.join(format!("seed-{}-{}.{ext}", report.seed, world.world));
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Sums over passing seeds, for the closing line.
+#[derive(Debug, Default)]
+struct Totals {
+    ops: usize,
+    delivered: u64,
+    dropped: u64,
+    duplicated: u64,
+    partitions: u64,
+    crashes: u64,
+}
+
+impl Totals {
+    fn add(&mut self, report: &SeedReport) {
+        for world in &report.worlds {
+            self.ops += world.history.ops.len();
+            self.delivered += world.stats.delivered;
+            self.dropped += world.stats.dropped;
+            self.duplicated += world.stats.duplicated;
+            self.partitions += u64::from(world.partitioned);
+            self.crashes += world.stats.crashes;
+        }
+    }
+
+    fn render(&self, seeds: u64) -> String {
+        format!(
+            "dst: {seeds} seeds passed ({} worlds): {} history ops checked; {} messages delivered, \
+             {} dropped, {} duplicated; {} partitions, {} crashes",
+            seeds * 3,
+            self.ops,
+            self.delivered,
+            self.dropped,
+            self.duplicated,
+            self.partitions,
+            self.crashes
+        )
+    }
+}
