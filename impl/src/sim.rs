@@ -154,6 +154,8 @@ struct InFlight<M> {
     from: NodeId,
     to: NodeId,
     msg: M,
+    /// When it arrives, in timed mode.
+    at: Duration,
 }
 
 /// A deterministic simulation of a set of nodes. See the [module docs](self).
@@ -170,8 +172,10 @@ pub struct Sim<N: Node> {
     deadlines: BTreeMap<(NodeId, N::Timer), Duration>,
     /// The simulated clock; it moves only in timed mode.
     now: Duration,
-    /// Whether timers fire by deadline, after every message in flight (see [`Sim::set_timed`]).
+    /// Whether events happen in the order of their times (see [`Sim::set_timed`]).
     timed: bool,
+    /// In timed mode, the least and the most a message takes to arrive.
+    delay: (Duration, Duration),
     rng: SplitMix64,
     faults: Faults,
     /// The nodes crash faults may hit; all when `None`.
@@ -199,6 +203,7 @@ impl<N: Node> Sim<N> {
             deadlines: BTreeMap::new(),
             now: Duration::ZERO,
             timed: false,
+            delay: (Duration::ZERO, Duration::ZERO),
             rng: SplitMix64(seed),
             faults,
             crashable: None,
@@ -245,15 +250,36 @@ impl<N: Node> Sim<N> {
         self.faults = faults;
     }
 
-    /// Timed mode (see the [module docs](self)): from now on, a step delivers a message in
-    /// flight if there is one, and otherwise fires the timer with the earliest deadline. Timers
-    /// armed before count from the moment timed mode starts.
+    /// Timed mode (see the [module docs](self)): from now on, each step takes the earliest
+    /// event — a message arriving (each takes a random delay, see [`Sim::set_delay`]; none by
+    /// default, so every message in flight arrives before any timer fires) or a timer reaching
+    /// its deadline — and the simulated clock moves to it. Messages and timers already pending
+    /// count from the moment timed mode starts.
     pub fn set_timed(&mut self, timed: bool) {
         if timed && !self.timed {
             let now = self.now;
             self.deadlines.values_mut().for_each(|deadline| *deadline = (*deadline).max(now));
+            self.in_flight.iter_mut().for_each(|m| m.at = m.at.max(now));
         }
         self.timed = timed;
+    }
+
+    /// In timed mode, each message sent from now on takes a delay drawn uniformly from
+    /// `min..=max` to arrive (so messages are reordered whenever their delays overlap).
+    pub fn set_delay(&mut self, min: Duration, max: Duration) {
+        assert!(min <= max, "the least delay exceeds the most");
+        self.delay = (min, max);
+    }
+
+    /// When a message sent now arrives.
+    fn arrival(&mut self) -> Duration {
+        let (min, max) = self.delay;
+        let spread = (max - min).as_micros() as usize;
+        // No draw without a spread: untimed runs keep the random sequence they always had.
+        if spread == 0 {
+            return min;
+        }
+        min + Duration::from_micros(self.rng.below(spread + 1) as u64)
     }
 
     /// Limits crash faults to the given nodes (say, clients but not replicas whose protocol
@@ -299,7 +325,16 @@ impl<N: Node> Sim<N> {
 
     /// Puts a message in flight as if `from` had sent it, to inject outside input.
     pub fn inject(&mut self, from: NodeId, to: NodeId, msg: N::Msg) {
-        self.in_flight.push(InFlight { from, to, msg });
+        let at = self.now + self.arrival();
+        self.in_flight.push(InFlight { from, to, msg, at });
+    }
+
+    /// Starts a node that was not there before (a client arriving late, say), running
+    /// `init`. Panics if `id` is already a node: restart crashed nodes instead.
+    pub fn add_node(&mut self, id: NodeId, cfg: N::Config) {
+        assert!(!self.configs.contains_key(&id), "{id} is already a node");
+        self.configs.insert(id, cfg);
+        self.start(id);
     }
 
     /// Restarts every crashed node.
@@ -341,20 +376,30 @@ impl<N: Node> Sim<N> {
         if choices == 0 {
             return Ok(false);
         }
-        if self.timed && self.in_flight.is_empty() {
-            let (node, timer) = self
+        if self.timed {
+            let message = (0..self.in_flight.len()).min_by_key(|&i| (self.in_flight[i].at, i));
+            let timer = self
                 .timers
                 .iter()
-                .min_by_key(|key| self.deadlines.get(*key).copied().unwrap_or(self.now))
-                .cloned()
-                .expect("a timer is armed");
-            self.now = self
-                .now
-                .max(self.deadlines.get(&(node, timer.clone())).copied().unwrap_or(self.now));
-            return self.fire(node, timer).map(|()| true);
+                .map(|key| (self.deadlines.get(key).copied().unwrap_or(self.now), key))
+                .min()
+                .map(|(deadline, key)| (deadline, key.clone()));
+            match (message, timer) {
+                (Some(i), timer)
+                    if timer.as_ref().is_none_or(|(d, _)| self.in_flight[i].at <= *d) =>
+                {
+                    self.now = self.now.max(self.in_flight[i].at);
+                    self.deliver(i)?;
+                }
+                (_, Some((deadline, (node, timer)))) => {
+                    self.now = self.now.max(deadline);
+                    self.fire(node, timer)?;
+                }
+                (_, None) => unreachable!("there is a message or a timer"),
+            }
+            return Ok(true);
         }
-        let pick =
-            if self.timed { self.rng.below(self.in_flight.len()) } else { self.rng.below(choices) };
+        let pick = self.rng.below(choices);
         if pick < self.in_flight.len() {
             self.deliver(pick)?;
         } else {
@@ -419,7 +464,10 @@ impl<N: Node> Sim<N> {
     fn deliver(&mut self, index: usize) -> Result<(), SimError> {
         let duplicated = self.rng.chance(self.faults.duplicate_per_mille);
         let dropped = self.rng.chance(self.faults.drop_per_mille);
-        let InFlight { from, to, msg } = if duplicated {
+        let InFlight { from, to, msg, .. } = if duplicated {
+            // The copy left in flight arrives again later.
+            let again = self.now + self.arrival();
+            self.in_flight[index].at = again;
             self.in_flight[index].clone()
         } else {
             self.in_flight.swap_remove(index)
@@ -458,7 +506,10 @@ impl<N: Node> Sim<N> {
     fn execute(&mut self, id: NodeId, out: Outbox<N>) {
         for output in out {
             match output {
-                Output::Send { to, msg } => self.in_flight.push(InFlight { from: id, to, msg }),
+                Output::Send { to, msg } => {
+                    let at = self.now + self.arrival();
+                    self.in_flight.push(InFlight { from: id, to, msg, at });
+                }
                 Output::SetTimer { timer, after } => {
                     self.deadlines.insert((id, timer.clone()), self.now + after);
                     self.timers.insert((id, timer));

@@ -3,7 +3,7 @@
 //!
 //! | checker | applies to | holds when |
 //! |---|---|---|
-//! | [`convergence`] | the settled replicas | every replica of a key holds the same version |
+//! | [`convergence`] | the settled replicas, and reads invoked once settled | every replica of a key holds the same version, and later reads return it (or a later one) |
 //! | [`thin_air`] | every read and settled value | it is the initial value or a version some write that did not fail wrote |
 //! | [`lost_write`] | acknowledged writes at a [durable](Level::durable) level | every settled replica of the key holds that version or a later one |
 //! | [`repeatable_read`] | reads at [`Level::Dsrr`] | every read of a key in one transaction returns the same version |
@@ -59,7 +59,9 @@ fn describe(op: &Op) -> String {
     format!("{what} {}@{} (session {}, txn {}{by})", op.key, op.version, op.session, op.txn)
 }
 
-/// Every replica that holds a key once quiescent holds the same version of it.
+/// Every replica that holds a key once quiescent holds the same version of it, and a read
+/// invoked once the replicas had settled (see [`History::settled_at`]) returns that version or
+/// a later one: no cache or replica is left behind.
 pub fn convergence(history: &History) -> Verdict {
     let mut seen: BTreeMap<&str, (u64, Version)> = BTreeMap::new();
     for held in &history.settled {
@@ -77,6 +79,22 @@ pub fn convergence(history: &History) -> Verdict {
             None => {
                 seen.insert(&held.key, (held.replica, held.version));
             }
+        }
+    }
+    let Some(settled_at) = history.settled_at else { return Ok(()) };
+    let order = history.order();
+    let late = history.ops.iter().filter(|op| op.is_read() && op.invoke >= settled_at);
+    for op in late {
+        if let Some(&(replica, version)) = seen.get(op.key.as_str())
+            && !order.le(&op.key, version, op.version)
+        {
+            return anomaly(
+                "convergence",
+                format!(
+                    "{} after the replicas settled (replica {replica} holds {version})",
+                    describe(op)
+                ),
+            );
         }
     }
     Ok(())

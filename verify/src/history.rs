@@ -205,6 +205,9 @@ pub struct History {
     pub precedes: BTreeMap<u64, BTreeSet<(String, String)>>,
     /// What every replica held once quiescent; empty if the run never was.
     pub settled: Vec<Held>,
+    /// When the replicas had reached `settled`, if known: nothing wrote their keys after, so
+    /// reads invoked from then on must return those versions (or later ones).
+    pub settled_at: Option<u64>,
 }
 
 /// One line of the JSON-lines export: an operation, a key's kind, a DAG edge or a replica's
@@ -216,6 +219,7 @@ enum Line {
     Kind { key: Key, kind: KeyKind },
     Precedes { txn: u64, upstream: String, downstream: String },
     Held(Held),
+    SettledAt { time: u64 },
 }
 
 /// A history export that could not be read back.
@@ -253,7 +257,7 @@ impl History {
     }
 
     /// The history as JSON lines: one object per line, each with a `type` of `op`, `kind`,
-    /// `precedes` or `held`.
+    /// `precedes`, `held` or `settled-at`.
     pub fn to_jsonl(&self) -> String {
         let mut lines = Vec::new();
         for (key, kind) in &self.kinds {
@@ -267,6 +271,7 @@ impl History {
         }
         lines.extend(self.ops.iter().cloned().map(Line::Op));
         lines.extend(self.settled.iter().cloned().map(Line::Held));
+        lines.extend(self.settled_at.map(|time| Line::SettledAt { time }));
         let mut out = String::new();
         for line in lines {
             out.push_str(&serde_json::to_string(&line).expect("history lines serialize"));
@@ -290,6 +295,7 @@ impl History {
                     history.precedes.entry(txn).or_default().insert((upstream, downstream));
                 }
                 Line::Held(held) => history.settled.push(held),
+                Line::SettledAt { time } => history.settled_at = Some(time),
             }
         }
         Ok(history)

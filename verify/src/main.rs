@@ -51,6 +51,9 @@ struct DstArgs {
     /// How many of the last events to print with a failure.
     #[arg(long, value_name = "EVENTS", default_value_t = 30)]
     trace: usize,
+    /// With `--seed`: print each world's last events (`--trace` of them) even when it passes.
+    #[arg(long, requires = "seed")]
+    show_trace: bool,
     /// No progress bar.
     #[arg(long, short)]
     quiet: bool,
@@ -82,6 +85,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     let mutant = args.mutant.as_deref().map(Mutant::parse).transpose()?;
     dst::set_trace_len(args.trace);
+    dst::set_show_trace(args.show_trace);
     if let Some(seed) = args.seed {
         let report = dst::run_seed(seed, mutant);
         print!("{}", report.render());

@@ -33,6 +33,7 @@ type Out = Outbox<KvsNode>;
 
 /// How a cache is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CacheConfig {
     /// This cache.
     pub id: NodeId,
@@ -57,6 +58,7 @@ pub struct CacheConfig {
     pub max_attempts: u32,
     /// The seeded defect this cache carries, if any.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<Mutant>,
 }
 

@@ -8,6 +8,7 @@ use crate::node::{Input, NodeId, Outbox};
 
 /// How a client is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientConfig<V: Ord> {
     /// This client.
     pub id: NodeId,

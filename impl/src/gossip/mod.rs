@@ -116,6 +116,7 @@ pub enum GossipNode<V: Ord> {
 
 /// The configuration of a [`GossipNode`]: which role, configured how.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum GossipConfig<V: Ord> {
     /// Configures a [`Replica`].
     Replica(ReplicaConfig),

@@ -9,6 +9,7 @@ use crate::node::{Input, NodeId, Outbox, Violation};
 
 /// How a replica is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ReplicaConfig {
     /// This replica.
     pub id: NodeId,
@@ -19,6 +20,7 @@ pub struct ReplicaConfig {
     pub gossip_period: Duration,
     /// The seeded defect this replica carries, if any.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<super::Mutant>,
 }
 

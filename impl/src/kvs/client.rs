@@ -14,6 +14,7 @@ type Out = Outbox<KvsNode>;
 
 /// One operation a client performs.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Op {
     /// Read a key.
     Get {
@@ -73,6 +74,7 @@ impl Outcome {
 
 /// How a client is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ClientConfig {
     /// This client.
     pub id: NodeId,
@@ -90,6 +92,7 @@ pub struct ClientConfig {
     pub via: Option<NodeId>,
     /// The seeded defect this client carries, if any.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<super::Mutant>,
 }
 

@@ -205,6 +205,7 @@ pub enum KvsNode {
 
 /// The configuration of a [`KvsNode`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum KvsConfig {
     /// Configures a [`StorageNode`].
     Storage(StorageConfig),

@@ -87,13 +87,48 @@ impl Status {
 pub type Membership = BTreeMap<NodeId, Status>;
 
 /// The consistent-hash ring of storage nodes: a [`Membership`] and the positions of its
-/// [`Status::Member`] nodes.
+/// [`Status::Member`] nodes. Serialized as its virtual-node count and membership (positions
+/// follow from them).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "RingSpec", try_from = "RingSpec")
+)]
 pub struct Ring {
     virtual_nodes: u32,
     membership: Membership,
     members: BTreeSet<NodeId>,
     positions: BTreeMap<u64, NodeId>,
+}
+
+/// What a [`Ring`] is made of, as serialized.
+#[cfg(feature = "serde")]
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RingSpec {
+    virtual_nodes: u32,
+    membership: Membership,
+}
+
+#[cfg(feature = "serde")]
+impl From<Ring> for RingSpec {
+    fn from(ring: Ring) -> Self {
+        Self { virtual_nodes: ring.virtual_nodes, membership: ring.membership }
+    }
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<RingSpec> for Ring {
+    type Error = &'static str;
+
+    fn try_from(spec: RingSpec) -> Result<Self, Self::Error> {
+        if spec.virtual_nodes == 0 {
+            return Err("a ring needs at least one virtual node per member");
+        }
+        let mut ring = Ring::new(spec.virtual_nodes);
+        ring.merge(&spec.membership);
+        Ok(ring)
+    }
 }
 
 impl Ring {

@@ -15,6 +15,7 @@ type Out = Outbox<KvsNode>;
 
 /// How a storage node is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StorageConfig {
     /// This node.
     pub id: NodeId,
@@ -50,6 +51,7 @@ pub struct StorageConfig {
     pub max_pending: u32,
     /// The seeded defect this node carries, if any.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<Mutant>,
 }
 

@@ -9,6 +9,7 @@ pub type FnId = u32;
 
 /// One function of a DAG: the keys it reads and the functions it triggers.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Function {
     /// Its name, for traces and errors.
     pub name: String,
@@ -59,14 +60,34 @@ pub enum DagError {
     },
 }
 
-/// A validated DAG: acyclic, one sink, every successor known.
+/// A validated DAG: acyclic, one sink, every successor known. Serialized as its list of
+/// functions, and validated again when read back.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(into = "Vec<Function>", try_from = "Vec<Function>")
+)]
 pub struct Dag {
     functions: Vec<Function>,
     preds: Vec<BTreeSet<FnId>>,
     /// For each function, its transitive successors.
     below: Vec<BTreeSet<FnId>>,
     sink: FnId,
+}
+
+impl From<Dag> for Vec<Function> {
+    fn from(dag: Dag) -> Self {
+        dag.functions
+    }
+}
+
+impl TryFrom<Vec<Function>> for Dag {
+    type Error = DagError;
+
+    fn try_from(functions: Vec<Function>) -> Result<Self, DagError> {
+        Dag::new(functions)
+    }
 }
 
 impl Dag {

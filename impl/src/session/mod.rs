@@ -428,6 +428,8 @@ pub enum SessionTimer {
     Lease,
     /// Writer: re-sends an unacknowledged put.
     Put,
+    /// Store: re-sends every key's value to its subscribers (see `StoreConfig::refresh`).
+    Refresh,
 }
 
 /// Seeded defects that the session models must catch.
@@ -506,6 +508,7 @@ impl Mutant {
 
 /// The configuration of one node of the session protocol.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SessionConfig {
     /// A scheduler.
     Scheduler(SchedulerConfig),
@@ -545,7 +548,7 @@ impl Node for SessionNode {
                 SessionNode::Scheduler(Scheduler::init(cfg, *durable, out))
             }
             SessionConfig::Worker(cfg) => SessionNode::Worker(Worker::init(cfg, *durable, out)),
-            SessionConfig::Store(cfg) => SessionNode::Store(Store::init(cfg)),
+            SessionConfig::Store(cfg) => SessionNode::Store(Store::init(cfg, out)),
             SessionConfig::Writer(cfg) => SessionNode::Writer(Writer::init(cfg, out)),
         }
     }
@@ -556,7 +559,7 @@ impl Node for SessionNode {
                 node.handle(cfg, input, out)
             }
             (SessionNode::Worker(node), SessionConfig::Worker(cfg)) => node.handle(cfg, input, out),
-            (SessionNode::Store(node), SessionConfig::Store(_)) => node.handle(input, out),
+            (SessionNode::Store(node), SessionConfig::Store(cfg)) => node.handle(cfg, input, out),
             (SessionNode::Writer(node), SessionConfig::Writer(cfg)) => node.handle(cfg, input, out),
             _ => panic!("a session node runs with its own role's config"),
         }

@@ -13,6 +13,7 @@ use crate::node::{Input, NodeId, Violation};
 
 /// How a scheduler is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SchedulerConfig {
     /// This scheduler.
     pub id: NodeId,
@@ -33,6 +34,7 @@ pub struct SchedulerConfig {
     pub release_retry: Duration,
     /// The seeded defect it carries, if any.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<Mutant>,
 }
 

@@ -10,17 +10,22 @@ use crate::node::{Input, NodeId};
 
 /// How the store starts.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StoreConfig {
     /// The keys and values it starts with.
     pub initial: BTreeMap<Key, LatticeValue>,
     /// The workers subscribed to each key at the start (those whose caches start warm).
     pub subscribers: BTreeMap<Key, BTreeSet<NodeId>>,
+    /// How often every key's value is re-sent to its subscribers, so that a lost push is made
+    /// good (the KVS's caches get this from acknowledged pushes); `None`, the default: pushes
+    /// are sent once.
+    pub refresh: Option<Duration>,
 }
 
 impl StoreConfig {
     /// A store holding `initial`, with no subscriber yet.
     pub fn new(initial: impl IntoIterator<Item = (Key, LatticeValue)>) -> Self {
-        Self { initial: initial.into_iter().collect(), subscribers: BTreeMap::new() }
+        Self { initial: initial.into_iter().collect(), subscribers: BTreeMap::new(), refresh: None }
     }
 }
 
@@ -32,7 +37,10 @@ pub struct Store {
 }
 
 impl Store {
-    pub(super) fn init(cfg: &StoreConfig) -> Self {
+    pub(super) fn init(cfg: &StoreConfig, out: &mut Out) -> Self {
+        if let Some(period) = cfg.refresh {
+            out.set_timer(SessionTimer::Refresh, period);
+        }
         Self { data: cfg.initial.clone(), subscribers: cfg.subscribers.clone() }
     }
 
@@ -41,8 +49,22 @@ impl Store {
         &self.data
     }
 
-    pub(super) fn handle(&mut self, input: Input<SessionNode>, out: &mut Out) {
+    pub(super) fn handle(&mut self, cfg: &StoreConfig, input: Input<SessionNode>, out: &mut Out) {
         match input {
+            Input::Timeout(SessionTimer::Refresh) => {
+                for (key, workers) in &self.subscribers {
+                    let value = self.data.get(key).cloned();
+                    for &worker in workers {
+                        out.send(
+                            worker,
+                            SessionMsg::Value { key: key.clone(), value: value.clone() },
+                        );
+                    }
+                }
+                if let Some(period) = cfg.refresh {
+                    out.set_timer(SessionTimer::Refresh, period);
+                }
+            }
             Input::Receive { from, msg: SessionMsg::Get { key } } => {
                 let value = self.data.get(&key).cloned();
                 self.subscribers.entry(key.clone()).or_default().insert(from);
@@ -77,6 +99,7 @@ impl Store {
 
 /// How a writer is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WriterConfig {
     /// The store.
     pub store: NodeId,

@@ -15,6 +15,7 @@ use crate::node::{Input, NodeId};
 
 /// How a worker is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct WorkerConfig {
     /// This worker.
     pub id: NodeId,
@@ -39,6 +40,7 @@ pub struct WorkerConfig {
     pub warm: BTreeMap<Key, LatticeValue>,
     /// The seeded defect it carries, if any.
     #[cfg(feature = "mutants")]
+    #[cfg_attr(feature = "serde", serde(skip))]
     pub mutant: Option<Mutant>,
 }
 

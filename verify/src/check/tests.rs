@@ -42,6 +42,24 @@ fn convergence_wants_one_version_per_key() {
 }
 
 #[test]
+fn convergence_wants_reads_after_settling_to_see_the_settled_version() {
+    let mut h = history(vec![
+        Op::write(1, 1, Level::Majority, "x", 2),
+        // Before the replicas settled, a stale read is fine.
+        Op::read(2, 2, Level::Majority, "x", 1).at(5, Some(6)),
+        Op::read(2, 3, Level::Majority, "x", 2).at(10, Some(11)),
+    ]);
+    h.settled = vec![held(0, "x", 2), held(1, "x", 2)];
+    h.settled_at = Some(10);
+    assert_eq!(convergence(&h), Ok(()));
+    h.ops.push(Op::read(3, 4, Level::Majority, "x", 1).at(12, Some(13)));
+    rejected_by(convergence(&h), "convergence");
+    // Without a settling time, only the replicas are compared.
+    h.settled_at = None;
+    assert_eq!(convergence(&h), Ok(()));
+}
+
+#[test]
 fn thin_air_accepts_initial_and_written_versions_only() {
     let mut h = history(vec![
         Op::write(1, 1, Level::Majority, "x", 5),

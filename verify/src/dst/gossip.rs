@@ -11,7 +11,10 @@ use squall_proto::gossip::{ClientConfig, GossipConfig, GossipNode, ReplicaConfig
 use squall_proto::lattice::{Lww, Stamp, WriterId};
 use squall_proto::sim::Sim;
 
-use super::{Failure, Mutant, Partition, WorldReport, faults, judge, liveness, rng, safety, tail};
+use super::{
+    Failure, Mutant, Partition, Timing, WorldReport, faults, judge, liveness, rng, safety, shown,
+    tail,
+};
 use crate::history::{Held, History, INITIAL, Level, Op, Status, Version};
 
 const KEY: &str = "register";
@@ -26,12 +29,16 @@ fn version(time: u64, writer: u64) -> Version {
 
 /// The version a replica's register holds: its stamp's, if the payload is the one that
 /// stamp's write carried; else one nobody wrote.
-fn held_version(value: &Lww<u16>) -> Version {
+fn held_version(value: &Lww<u16>, writes: &[Lww<u16>]) -> Version {
     match value.write() {
         None => INITIAL,
         Some((stamp, payload)) => {
-            let v = version(stamp.time, stamp.writer.0);
-            if u64::from(*payload) == v { v } else { u64::MAX - u64::from(*payload) }
+            let written = writes.iter().any(|w| w.write() == Some((stamp, payload)));
+            if written {
+                version(stamp.time, stamp.writer.0)
+            } else {
+                u64::MAX - u64::from(*payload)
+            }
         }
     }
 }
@@ -60,7 +67,9 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         let writes: Vec<Lww<u16>> = (0..rng.random_range(2..=3))
             .map(|_| {
                 time += rng.random_range(1..=2);
-                Lww::new(Stamp::new(time, WriterId(c)), version(time, c) as u16)
+                // Random payloads, unrelated to the stamps' order: a merge that takes the
+                // larger stamp and the larger payload separately tears the write.
+                Lww::new(Stamp::new(time, WriterId(c)), rng.random())
             })
             .collect();
         client_writes.push((id, writes.clone()));
@@ -72,8 +81,11 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let clients_ids: Vec<NodeId> = client_writes.iter().map(|(id, _)| *id).collect();
     let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
+    let timing = Timing::draw(&mut rng);
+    let setup = format!("{setup}; {}", timing.name());
     let mut sim: Sim<GossipNode<u16>> = Sim::new(seed, faults, configs);
     sim.set_crashable(clients_ids);
+    timing.apply(&mut sim);
 
     let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), |sim, _| {
         let states = sim.states();
@@ -130,7 +142,9 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     if failure.is_none() {
         for id in &replicas {
             if let Some(GossipNode::Replica(replica)) = sim.node(*id) {
-                let version = held_version(replica.value());
+                let written: Vec<Lww<u16>> =
+                    client_writes.iter().flat_map(|(_, w)| w.iter().cloned()).collect();
+                let version = held_version(replica.value(), &written);
                 history.settled.push(Held { replica: id.0, key: KEY.to_owned(), version });
             }
         }
@@ -140,6 +154,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         world: "gossip",
         setup,
         stats: sim.stats(),
+        events: shown(&sim),
         partitioned: phase.partitioned,
         failure: failure.map(|(phase, what)| Failure {
             world: "gossip",

@@ -20,17 +20,19 @@ use squall_proto::kvs::{
     invariants,
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
-use squall_proto::sim::Sim;
+use squall_proto::sim::{Faults, Sim};
 
 use super::{
-    Failure, Mutant, Partition, Versions, WorldReport, faults, judge, liveness, rng, safety, tail,
+    Failure, Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness, rng,
+    safety, shown, tail,
 };
 use crate::history::{Held, History, INITIAL, Level, Op, Status};
 
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
-const REPLICATION: usize = 3;
 const SAFETY_STEPS: u64 = 5_000;
 const LIVENESS_STEPS: u64 = 400_000;
+/// Steps of the late writer's faulty phase.
+const LATE_STEPS: u64 = 3_000;
 
 /// One client session: its operations, the level they promise, and what became of them.
 struct Session {
@@ -39,8 +41,12 @@ struct Session {
     ops: Vec<KvsOp>,
     /// Which of `ops` are puts of the wrong lattice type.
     mistyped: Vec<bool>,
+    /// When the session started, in simulator events.
+    started: u64,
     /// For each finished operation: (invoked, completed) in simulator events.
     times: Vec<(u64, u64)>,
+    /// Whether every operation must succeed (a late session on a healed network).
+    must_succeed: bool,
 }
 
 fn level(durability: Durability) -> Level {
@@ -55,6 +61,9 @@ fn level(durability: Durability) -> Level {
 pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let mut rng = rng(seed);
     let membership = rng.random_bool(0.5);
+    // Mostly three replicas; one or two in some seeds, where a cache hears of a key from fewer
+    // replicas and a lost push is not covered by another replica's.
+    let replication = [1, 2, 3, 3][rng.random_range(0..4)];
     let members = if membership { rng.random_range(4..=6) } else { rng.random_range(3..=7) };
     let ring = Ring::with_members(16, (0..members).map(NodeId));
     let kvs_mutant = match mutant {
@@ -70,7 +79,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     };
     let storage_ids: Vec<NodeId> = (0..members + u64::from(membership)).map(|_| fresh()).collect();
     for &id in &storage_ids {
-        let mut cfg = StorageConfig::new(id, ring.clone(), REPLICATION);
+        let mut cfg = StorageConfig::new(id, ring.clone(), replication);
         cfg.schema = schema.clone();
         cfg.join = id.0 >= members;
         // Caches renew well within a lease even when timers fire in a random order.
@@ -79,10 +88,14 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         configs.push((id, KvsConfig::Storage(cfg)));
     }
     let caches: Vec<NodeId> = (0..rng.random_range(2..=4)).map(|_| fresh()).collect();
+    let renew_ms = [20, 50, 200, 1_000][rng.random_range(0..4)];
     for &id in &caches {
-        let mut cfg = CacheConfig::new(id, ring.clone(), REPLICATION);
+        let mut cfg = CacheConfig::new(id, ring.clone(), replication);
         // Two keys of four: evictions race pushes and fetches.
         cfg.max_keys = 2;
+        // Renewals from every 20 ms to every second (leases last 3 s): frequent renewals race
+        // the pushes they must not cancel.
+        cfg.renew_period = Duration::from_millis(renew_ms);
         cfg.mutant = kvs_mutant;
         configs.push((id, KvsConfig::Cache(cfg)));
     }
@@ -117,7 +130,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             ops.insert(at, KvsOp::Put { key: KEYS[0].to_owned(), value, durability });
             mistyped.insert(at, true);
         }
-        let mut cfg = ClientConfig::new(id, ring.clone(), REPLICATION, ops.clone());
+        let mut cfg = ClientConfig::new(id, ring.clone(), replication, ops.clone());
         cfg.via = via;
         cfg.max_attempts = 20;
         cfg.mutant = kvs_mutant;
@@ -128,7 +141,15 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             Durability::All if !membership => Level::Majority,
             durability => level(durability),
         };
-        sessions.push(Session { id, level, ops, mistyped, times: Vec::new() });
+        sessions.push(Session {
+            id,
+            level,
+            ops,
+            mistyped,
+            started: 0,
+            times: Vec::new(),
+            must_succeed: false,
+        });
     }
     let mut crashable = caches.clone();
     let mut leaver = None;
@@ -136,72 +157,113 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         let node = NodeId(rng.random_range(0..members));
         leaver = Some(node);
         let id = fresh();
-        let mut cfg = ClientConfig::new(id, ring.clone(), REPLICATION, vec![KvsOp::Leave { node }]);
+        let mut cfg = ClientConfig::new(id, ring.clone(), replication, vec![KvsOp::Leave { node }]);
         cfg.max_attempts = 1_000;
         cfg.mutant = kvs_mutant;
         configs.push((id, KvsConfig::Client(cfg)));
-    } else {
+    } else if replication > 1 {
+        // One storage node may crash: a write acknowledged by two replicas keeps a copy.
         crashable.push(NodeId(rng.random_range(0..members)));
     }
     let setup = format!(
-        "{members} storage nodes{}, {} caches with executors, 2 clients; {}",
+        "{members} storage nodes{} at replication {replication}, {} caches with executors, 2 clients; {}",
         if membership { " + 1 joining" } else { "" },
         caches.len(),
         match leaver {
             Some(node) => format!("n{} leaves, no storage crash", node.0),
+            None if replication == 1 => "no storage crash".to_owned(),
             None => format!("n{} may crash", crashable.last().expect("a storage node").0),
         }
     );
     let faults = faults(&mut rng, 4);
     let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
+    let timing = Timing::draw(&mut rng);
+    let setup = format!("{setup}; {}", timing.name());
     let mut sim: Sim<KvsNode> = Sim::new(seed, faults, configs);
     sim.set_crashable(crashable);
+    timing.apply(&mut sim);
 
-    let mut after_step = |sim: &Sim<KvsNode>, _| {
+    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), |sim, _| {
         record(sim, &mut sessions);
-        let states = sim.states();
-        let durable = if membership {
-            (invariants::acknowledged_writes_held(&states), invariants::HANDOFF)
-        } else {
-            (invariants::acknowledged_writes_survive(&states), invariants::DURABLE)
-        };
-        let broken = [
-            (invariants::no_thin_air(&states), invariants::NO_THIN_AIR),
-            (invariants::typed(&states), invariants::TYPED),
-            durable,
-            (cache_invariants::no_thin_air(&states), cache_invariants::NO_THIN_AIR),
-            (cache_invariants::leased(&states), cache_invariants::LEASED),
-        ];
-        broken.iter().find(|(holds, _)| !holds).map(|(_, id)| format!("{id} broken"))
-    };
-    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), &mut after_step);
+        broken(sim, membership)
+    });
     let mut failure = phase.failure;
-    let healed_at = sim.trace().len() as u64;
     if failure.is_none() {
-        let settled = |sim: &Sim<KvsNode>| invariants::quiescent(&sim.states());
-        failure = liveness(&mut sim, LIVENESS_STEPS, settled, &mut after_step);
-    }
-    if let Some(("liveness", what)) = &mut failure {
-        what.push_str(&busy(&sim));
-    }
-    if failure.is_none() {
-        failure = failed_after_healing(&sim, &sessions, healed_at).map(|what| ("liveness", what));
-    }
-    if failure.is_none() {
-        let states = sim.states();
-        let settled = [
-            (invariants::converged_when_quiescent(&states), invariants::CONVERGENCE),
-            (invariants::ownership_converged_when_quiescent(&states), invariants::OWNERSHIP),
-            (cache_invariants::fresh_when_quiescent(&states), cache_invariants::FRESH),
-        ];
-        failure = settled
-            .iter()
-            .find(|(holds, _)| !holds)
-            .map(|(_, id)| ("liveness", format!("{id} broken once settled")));
+        failure = settle(&mut sim, &mut sessions, membership);
     }
     if failure.is_none() {
         failure = mistyped_acknowledged(&sim, &sessions).map(|what| ("history", what));
+    }
+
+    // The late phases, once the cluster settled (see the module docs): readers that warm the
+    // caches and write a key of their own, a writer updating every key under drops, duplicates
+    // and cache crashes, and readers that must see its writes.
+    let mut settled_at = None;
+    let mut keys: Vec<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
+    let mut late = Late { ring: &ring, replication, mutant: kvs_mutant, sessions: &mut sessions };
+    if failure.is_none() {
+        for via in caches.iter().map(|c| Some(*c)).chain([None]) {
+            let id = fresh();
+            let key = format!("k-late-{}", id.0);
+            let value = lww(next_version, id);
+            versions.add(&key, value.clone(), next_version);
+            next_version += 1;
+            let mut ops: Vec<KvsOp> = KEYS.iter().map(|k| get(k)).collect();
+            ops.push(KvsOp::Put { key: key.clone(), value, durability: Durability::All });
+            ops.push(get(&key));
+            late.add(&mut sim, id, via, ops, true);
+            keys.push(key);
+        }
+        failure = settle(&mut sim, late.sessions, membership);
+    }
+    if failure.is_none() {
+        let id = fresh();
+        let mut ops = Vec::new();
+        for _ in 0..3 {
+            for key in KEYS {
+                let value = lww(next_version, id);
+                versions.add(key, value.clone(), next_version);
+                next_version += 1;
+                ops.push(KvsOp::Put { key: key.to_owned(), value, durability: Durability::All });
+            }
+        }
+        // Under drops every attempt may fail, in principle: the writer need not succeed, nor
+        // need the readers behind each cache, which keep the caches warm across restarts.
+        late.add(&mut sim, id, None, ops, false);
+        for &cache in &caches {
+            let ops = (0..3).flat_map(|_| KEYS.iter().rev().map(|k| get(k))).collect();
+            late.add(&mut sim, fresh(), Some(cache), ops, false);
+        }
+        sim.set_faults(Faults {
+            drop_per_mille: 200,
+            duplicate_per_mille: 100,
+            crash_per_mille: 1,
+            restart_per_mille: 40,
+        });
+        sim.set_crashable(caches.iter().copied());
+        sim.set_delay(Duration::ZERO, Duration::from_millis(20));
+        let sessions = &mut *late.sessions;
+        failure = safety(&mut sim, LATE_STEPS, None, |sim, _| {
+            record(sim, sessions);
+            broken(sim, membership)
+        })
+        .failure;
+        if failure.is_none() {
+            failure = settle(&mut sim, late.sessions, membership);
+        }
+    }
+    if failure.is_none() {
+        settled_at = Some(sim.trace().len() as u64);
+        for via in caches.iter().map(|c| Some(*c)).chain([None]) {
+            // Newest first: the keys the cache still holds are read before misses evict them.
+            let ops = KEYS.iter().rev().map(|k| get(k)).collect();
+            late.add(&mut sim, fresh(), via, ops, true);
+        }
+        failure = settle(&mut sim, late.sessions, membership);
+    }
+    if failure.is_none() {
+        failure = late_failed(&sim, &sessions).map(|what| ("liveness", what));
     }
 
     let mut history = History::default();
@@ -215,7 +277,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             txn += 1;
             let (invoke, complete) = match session.times.get(i) {
                 Some(&(invoke, complete)) => (invoke, Some(complete)),
-                None => (session.times.last().map_or(0, |t| t.1), None),
+                None => (session.times.last().map_or(session.started, |t| t.1), None),
             };
             let (kind_op, status) = match (op, outcomes.get(i)) {
                 (KvsOp::Get { key }, Some(Outcome::Read(value))) => {
@@ -243,13 +305,15 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         }
     }
     if failure.is_none() {
-        history.settled = settled(&sim, &mut versions);
+        history.settled = settled(&sim, &keys, replication, &mut versions);
+        history.settled_at = settled_at;
         failure = judge(&history).map(|what| ("history", what));
     }
     WorldReport {
         world: "kvs",
         setup,
         stats: sim.stats(),
+        events: shown(&sim),
         partitioned: phase.partitioned,
         failure: failure.map(|(phase, what)| Failure {
             world: "kvs",
@@ -261,13 +325,126 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     }
 }
 
+/// An LWW value stamped `version` by `writer`.
+fn lww(version: u64, writer: NodeId) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(
+        Stamp::new(version, WriterId(writer.0)),
+        Bytes::from(version.to_string()),
+    ))
+}
+
+fn get(key: &str) -> KvsOp {
+    KvsOp::Get { key: key.to_owned() }
+}
+
+/// What late sessions are configured with.
+struct Late<'a> {
+    ring: &'a Ring,
+    replication: usize,
+    mutant: Option<squall_proto::kvs::Mutant>,
+    sessions: &'a mut Vec<Session>,
+}
+
+impl Late<'_> {
+    /// Starts a session `id` (behind cache `via`, if any) running `ops` at level `all`.
+    fn add(
+        &mut self,
+        sim: &mut Sim<KvsNode>,
+        id: NodeId,
+        via: Option<NodeId>,
+        ops: Vec<KvsOp>,
+        must_succeed: bool,
+    ) {
+        let mut cfg = ClientConfig::new(id, self.ring.clone(), self.replication, ops.clone());
+        cfg.via = via;
+        cfg.max_attempts = 20;
+        cfg.mutant = self.mutant;
+        let started = sim.trace().len() as u64;
+        sim.add_node(id, KvsConfig::Client(cfg));
+        let mistyped = vec![false; ops.len()];
+        self.sessions.push(Session {
+            id,
+            level: Level::All,
+            ops,
+            mistyped,
+            started,
+            times: Vec::new(),
+            must_succeed,
+        });
+    }
+}
+
+/// The step invariants broken now, if any.
+fn broken(sim: &Sim<KvsNode>, membership: bool) -> Option<String> {
+    let states = sim.states();
+    let durable = if membership {
+        (invariants::acknowledged_writes_held(&states), invariants::HANDOFF)
+    } else {
+        (invariants::acknowledged_writes_survive(&states), invariants::DURABLE)
+    };
+    let broken = [
+        (invariants::no_thin_air(&states), invariants::NO_THIN_AIR),
+        (invariants::typed(&states), invariants::TYPED),
+        durable,
+        (cache_invariants::no_thin_air(&states), cache_invariants::NO_THIN_AIR),
+        (cache_invariants::leased(&states), cache_invariants::LEASED),
+    ];
+    broken.iter().find(|(holds, _)| !holds).map(|(_, id)| format!("{id} broken"))
+}
+
+/// The liveness phase: settle on a healed network, then check what must hold once settled.
+fn settle(
+    sim: &mut Sim<KvsNode>,
+    sessions: &mut [Session],
+    membership: bool,
+) -> Option<(&'static str, String)> {
+    let healed_at = sim.trace().len() as u64;
+    let quiescent = |sim: &Sim<KvsNode>| invariants::quiescent(&sim.states());
+    if let Some((phase, mut what)) = liveness(sim, LIVENESS_STEPS, quiescent, |sim, _| {
+        record(sim, sessions);
+        broken(sim, membership)
+    }) {
+        what.push_str(&busy(sim));
+        return Some((phase, what));
+    }
+    if let Some(what) = failed_after_healing(sim, sessions, healed_at) {
+        return Some(("liveness", what));
+    }
+    let states = sim.states();
+    let settled = [
+        (invariants::converged_when_quiescent(&states), invariants::CONVERGENCE),
+        (invariants::ownership_converged_when_quiescent(&states), invariants::OWNERSHIP),
+        (cache_invariants::fresh_when_quiescent(&states), cache_invariants::FRESH),
+    ];
+    settled
+        .iter()
+        .find(|(holds, _)| !holds)
+        .map(|(_, id)| ("liveness", format!("{id} broken once settled")))
+}
+
+/// A late session's operation that did not succeed, if any: on a settled, healed cluster every
+/// read answers and every put is acknowledged.
+fn late_failed(sim: &Sim<KvsNode>, sessions: &[Session]) -> Option<String> {
+    sessions.iter().filter(|s| s.must_succeed).find_map(|session| {
+        let Some(KvsNode::Client(client)) = sim.node(session.id) else { return None };
+        client.outcomes().iter().zip(&session.ops).find_map(|(outcome, op)| {
+            (!matches!(outcome, Outcome::Read(_) | Outcome::Written)).then(|| {
+                format!(
+                    "late client n{}: {op:?} ended {outcome:?} on a settled cluster",
+                    session.id.0
+                )
+            })
+        })
+    })
+}
+
 /// Records the invocation and completion of every operation that finished since the last call.
 fn record(sim: &Sim<KvsNode>, sessions: &mut [Session]) {
     let now = sim.trace().len() as u64;
     for session in sessions {
         let Some(KvsNode::Client(client)) = sim.node(session.id) else { continue };
         while session.times.len() < client.outcomes().len() {
-            let invoked = session.times.last().map_or(0, |t| t.1);
+            let invoked = session.times.last().map_or(session.started, |t| t.1);
             session.times.push((invoked, now));
         }
     }
@@ -299,15 +476,12 @@ fn busy(sim: &Sim<KvsNode>) -> String {
     let busy: Vec<String> = sim
         .nodes()
         .filter(|(_, cfg, node)| !invariants::quiescent(&[(*cfg, *node)]))
-        .map(|(id, cfg, _node)| {
+        .map(|(id, cfg, _)| {
             let role = match cfg {
                 KvsConfig::Storage(_) => "storage",
                 KvsConfig::Cache(_) => "cache",
                 KvsConfig::Client(_) => "client",
             };
-            if std::env::var_os("SQUALL_DST_DEBUG").is_some() {
-                eprintln!("{:#?}", _node);
-            }
             format!("n{} ({role})", id.0)
         })
         .collect();
@@ -327,7 +501,12 @@ fn mistyped_acknowledged(sim: &Sim<KvsNode>, sessions: &[Session]) -> Option<Str
 }
 
 /// What every replica of each key holds, by the newest ring any storage node knows.
-fn settled(sim: &Sim<KvsNode>, versions: &mut Versions) -> Vec<Held> {
+fn settled(
+    sim: &Sim<KvsNode>,
+    keys: &[String],
+    replication: usize,
+    versions: &mut Versions,
+) -> Vec<Held> {
     let storages: Vec<_> = sim
         .nodes()
         .filter_map(|(id, _, node)| match node {
@@ -339,8 +518,9 @@ fn settled(sim: &Sim<KvsNode>, versions: &mut Versions) -> Vec<Held> {
         return Vec::new();
     };
     let mut held = Vec::new();
-    for key in KEYS {
-        for replica in ring.responsible(key, REPLICATION) {
+    for key in keys {
+        let key = key.as_str();
+        for replica in ring.responsible(key, replication) {
             let Some((_, storage)) = storages.iter().find(|(id, _)| *id == replica) else {
                 continue;
             };

@@ -25,7 +25,8 @@ pub mod session;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -167,6 +168,8 @@ pub struct WorldReport {
     pub setup: String,
     /// Counts from the simulator.
     pub stats: Stats,
+    /// The last events of a passing run, when asked for with [`set_show_trace`].
+    pub events: Vec<String>,
     /// Whether the safety phase partitioned the network.
     pub partitioned: bool,
     /// The recorded history.
@@ -222,7 +225,12 @@ impl SeedReport {
             )
             .expect("write to string");
             match &world.failure {
-                None => writeln!(out, "           ok").expect("write to string"),
+                None => {
+                    writeln!(out, "           ok").expect("write to string");
+                    for line in &world.events {
+                        writeln!(out, "             {line}").expect("write to string");
+                    }
+                }
                 Some(f) => {
                     writeln!(out, "           FAILED in the {} phase: {}", f.phase, f.what)
                         .expect("write to string");
@@ -237,12 +245,23 @@ impl SeedReport {
     }
 }
 
-/// Runs every world of `seed`, with `mutant` in every node of its protocol.
+/// Runs every world of `seed`; with `mutant`, only the world of its protocol, with the mutant
+/// in every node.
 pub fn run_seed(seed: u64, mutant: Option<Mutant>) -> SeedReport {
     let mut report = SeedReport { seed, mutant, worlds: Vec::new() };
     let worlds: [(u64, fn(u64, Option<Mutant>) -> WorldReport); 3] =
         [(1, gossip::run), (2, kvs::run), (3, session::run)];
     for (salt, world) in worlds {
+        // A mutant runs only in the world of its protocol, so a catch is its own.
+        let ours = match mutant {
+            None => true,
+            Some(Mutant::Gossip(_)) => salt == 1,
+            Some(Mutant::Kvs(_)) => salt == 2,
+            Some(Mutant::Session(_)) => salt == 3,
+        };
+        if !ours {
+            continue;
+        }
         // Each world has its own generator, so adding a world never changes the others.
         let world_seed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).wrapping_add(salt);
         let result = world(world_seed, mutant);
@@ -268,6 +287,40 @@ pub(crate) fn faults(rng: &mut ChaCha8Rng, crash_per_mille: u16) -> Faults {
         duplicate_per_mille: rng.random_range(0..=200),
         crash_per_mille,
         restart_per_mille: crash_per_mille.saturating_mul(10),
+    }
+}
+
+/// How time passes in a safety phase.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timing {
+    /// Any armed timer may fire at any step, whatever its delay: the weakest timing, which
+    /// finds bugs that depend on the order of timers.
+    Adversarial,
+    /// Timers fire at their deadlines and messages take 0–20 ms (duplicates arrive again
+    /// later): realistic timing, in which leases do not lapse spuriously, so defects they would
+    /// paper over stay visible.
+    Timed,
+}
+
+impl Timing {
+    /// Either timing, with equal probability.
+    pub(crate) fn draw(rng: &mut ChaCha8Rng) -> Self {
+        if rng.random_bool(0.5) { Timing::Adversarial } else { Timing::Timed }
+    }
+
+    /// Sets up `sim` for a safety phase with this timing.
+    pub(crate) fn apply<N: Node>(self, sim: &mut Sim<N>) {
+        if self == Timing::Timed {
+            sim.set_delay(Duration::ZERO, Duration::from_millis(20));
+            sim.set_timed(true);
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Timing::Adversarial => "adversarial timers",
+            Timing::Timed => "timed, 0-20 ms delays",
+        }
     }
 }
 
@@ -347,6 +400,7 @@ pub(crate) fn liveness<N: Node>(
     sim.set_faults(Faults::NONE);
     sim.heal();
     sim.restart_all();
+    sim.set_delay(Duration::ZERO, Duration::ZERO);
     sim.set_timed(true);
     for step in 0..max_steps {
         if sim.in_flight() == 0 && settled(sim) {
@@ -364,6 +418,19 @@ pub(crate) fn liveness<N: Node>(
 
 /// How many events a failure's trace keeps (see [`set_trace_len`]).
 static TRACE_LEN: AtomicUsize = AtomicUsize::new(30);
+
+/// Whether passing runs keep their last events too (see [`shown`]).
+static SHOW_TRACE: AtomicBool = AtomicBool::new(false);
+
+/// Makes passing runs report their last events as well (as many as [`set_trace_len`] says).
+pub fn set_show_trace(show: bool) {
+    SHOW_TRACE.store(show, Ordering::Relaxed);
+}
+
+/// The last events of a run, if [`set_show_trace`] asked for them.
+pub(crate) fn shown<N: Node>(sim: &Sim<N>) -> Vec<String> {
+    if SHOW_TRACE.load(Ordering::Relaxed) { tail(sim) } else { Vec::new() }
+}
 
 /// Sets how many of the last events a failure reports (30 by default).
 pub fn set_trace_len(events: usize) {

@@ -15,13 +15,14 @@ use squall_proto::lattice::{
     Dependencies, LatticeValue, Lww, MultiKeyCausal, Stamp, VectorClock, WriterId,
 };
 use squall_proto::session::{
-    Dag, Function, Level as SessionLevel, Outcome, SchedulerConfig, SessionConfig, SessionNode,
-    StoreConfig, WorkerConfig, WriterConfig, invariants,
+    Dag, Function, Level as SessionLevel, Outcome, SchedulerConfig, SessionConfig, SessionMsg,
+    SessionNode, StoreConfig, WorkerConfig, WriterConfig, invariants,
 };
 use squall_proto::sim::Sim;
 
 use super::{
-    Failure, Mutant, Partition, Versions, WorldReport, faults, judge, liveness, rng, safety, tail,
+    Failure, Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness, rng,
+    safety, shown, tail,
 };
 use crate::history::{Held, History, KeyKind, Level, Op, Status};
 
@@ -137,7 +138,11 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         worker.mutant = mutant;
         configs.push((id, SessionConfig::Worker(worker)));
     }
-    configs.push((STORE, SessionConfig::Store(StoreConfig::new(initial))));
+    let mut store = StoreConfig::new(initial);
+    // Lost pushes are made good, as the KVS's acknowledged pushes would: once healed, every
+    // cache converges, so sibling branches agree and late calls complete.
+    store.refresh = Some(Duration::from_secs(1));
+    configs.push((STORE, SessionConfig::Store(store)));
     let writer =
         WriterConfig { store: STORE, puts: writes.clone(), retry_after: Duration::from_millis(50) };
     configs.push((WRITER, SessionConfig::Writer(writer)));
@@ -149,11 +154,14 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         calls.iter().map(|c| c.2.name()).collect::<Vec<_>>().join(" "),
         if causal { "causal" } else { "LWW" },
     );
-    let faults = faults(&mut rng, 2);
+    let faults = faults(&mut rng, 4);
     let all: Vec<NodeId> = workers.iter().copied().chain([SCHEDULER, STORE, WRITER]).collect();
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
+    let timing = Timing::draw(&mut rng);
+    let setup = format!("{setup}; {}", timing.name());
     let mut sim: Sim<SessionNode> = Sim::new(seed, faults, configs);
     sim.set_crashable(workers.iter().copied());
+    timing.apply(&mut sim);
 
     // When each of the writer's puts was acknowledged.
     let mut acked_at: Vec<u64> = Vec::new();
@@ -174,6 +182,17 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     if failure.is_none() && !invariants::no_leaked_pins(&sim.states()) {
         failure = Some(("liveness", format!("{} broken once settled", invariants::NO_LEAKED_PINS)));
     }
+    // Late calls, one per level, arrive once the cluster settled: on a healed network with no
+    // more writes, each must complete.
+    let late_from = calls.len() as u64;
+    if failure.is_none() {
+        for (i, &level) in levels.iter().enumerate() {
+            let req = late_from + i as u64;
+            sim.inject(CLIENT, SCHEDULER, SessionMsg::Call { req, level });
+        }
+        let settled = |sim: &Sim<SessionNode>| invariants::quiescent(&sim.states());
+        failure = liveness(&mut sim, LIVENESS_STEPS, settled, &mut after_step);
+    }
     let Some(SessionNode::Scheduler(scheduler)) = sim.node(SCHEDULER) else {
         unreachable!("the scheduler never crashes")
     };
@@ -181,6 +200,14 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         let unfinished = scheduler.requests().iter().find(|(_, r)| r.outcome.is_none());
         if let Some(((_, req), _)) = unfinished {
             failure = Some(("liveness", format!("request {req} never ended")));
+        }
+        let late_failed = scheduler.requests().iter().find(|((_, req), r)| {
+            *req >= late_from && !matches!(r.outcome, Some(Outcome::Completed { .. }))
+        });
+        if let Some(((_, req), r)) = late_failed {
+            let outcome = &r.outcome;
+            failure =
+                Some(("liveness", format!("late request {req} on a settled cluster: {outcome:?}")));
         }
     }
 
@@ -233,8 +260,9 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     }
     WorldReport {
         world: "session",
-        setup: format!("{setup}; {completed} of {} calls completed", calls.len()),
+        setup: format!("{setup}; {completed} of {} calls completed", calls.len() + levels.len()),
         stats: sim.stats(),
+        events: shown(&sim),
         partitioned: phase.partitioned,
         failure: failure.map(|(phase, what)| Failure {
             world: "session",

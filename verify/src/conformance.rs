@@ -1,0 +1,454 @@
+//! Conformance traces: every role's inputs and outputs in a handful of scenarios, as
+//! language-neutral JSON lines, so an implementation in another language can replay them.
+//!
+//! A scenario starts its nodes in id order and runs them over a perfect network: messages
+//! arrive in the order they were sent, each before any timer fires; when no message is in
+//! flight, the timer with the earliest deadline fires (ties in the order they were armed). It
+//! stops once the scenario is done and no message is in flight. Every line of a trace is one
+//! JSON object:
+//!
+//! - `{"type":"config","node":N,"role":R,"config":{…}}` — first, one per node;
+//! - `{"type":"step","step":S,"node":N,"input":I,"outputs":[…]}` — then one per `init` or
+//!   `handle` call, where `I` is `{"init":{"durable":D}}`, `{"receive":{"from":N,"msg":M}}` or
+//!   `{"timeout":T}`, and each output is `{"send":{"to":N,"msg":M}}`,
+//!   `{"set_timer":{"timer":T,"after_ms":F}}`, `{"cancel_timer":T}`, `{"persist":D}` or
+//!   `{"ignored":REASON}`.
+//!
+//! Messages, timers and configurations are serde's JSON encoding of the `squall-proto` types
+//! (externally tagged enums; `Bytes` as arrays of numbers). A replayer feeds each `step`'s input
+//! to its node, built from the `config` line, and compares the outputs, in order.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::{Value, json};
+use squall_proto::gossip::{self, GossipConfig, GossipNode, ReplicaConfig};
+use squall_proto::kvs::{
+    self, ClientConfig, Durability, KvsConfig, KvsNode, Op, Ring, StorageConfig,
+};
+use squall_proto::lattice::{
+    Dependencies, LatticeType, LatticeValue, Lww, MultiKeyCausal, SetUnion, Stamp, VectorClock,
+    WriterId,
+};
+use squall_proto::session::{
+    self, Dag, Level, SchedulerConfig, SessionConfig, SessionNode, StoreConfig, WorkerConfig,
+    WriterConfig,
+};
+use squall_proto::{Input, Node, NodeId, Outbox, Output};
+
+/// A scenario: its name (the trace's file stem) and how to produce its trace.
+#[derive(Clone, Copy, Debug)]
+pub struct Scenario {
+    /// The file stem, e.g. `kvs-put-get`.
+    pub name: &'static str,
+    /// What it exercises, in a line.
+    pub about: &'static str,
+    /// Produces the trace.
+    pub trace: fn() -> String,
+}
+
+/// Every scenario, in a stable order.
+pub const SCENARIOS: [Scenario; 5] = [
+    Scenario {
+        name: "gossip-two-writers",
+        about: "3 LWW replicas; two clients write the same time (ties broken by writer)",
+        trace: gossip_two_writers,
+    },
+    Scenario {
+        name: "kvs-put-get",
+        about: "3 storage nodes at replication 3; majority put, get, wrong-type put, missing get",
+        trace: kvs_put_get,
+    },
+    Scenario {
+        name: "cache-push",
+        about: "2 storage nodes, a cache and its executor; a direct write is pushed to the cache",
+        trace: cache_push,
+    },
+    Scenario {
+        name: "session-dsrr",
+        about: "a DSRR call of f0(x) → f1(x, y) on two workers while a writer updates x",
+        trace: session_dsrr,
+    },
+    Scenario {
+        name: "session-dsc",
+        about: "a DSC call of f0(x) → f1(x, y) over causal values; the new x depends on the new y",
+        trace: session_dsc,
+    },
+];
+
+/// An output as a trace records it.
+fn output_json<N>(output: &Output<N>) -> Value
+where
+    N: Node,
+    N::Msg: Serialize,
+    N::Timer: Serialize,
+    N::Durable: Serialize,
+{
+    match output {
+        Output::Send { to, msg } => json!({"send": {"to": to.0, "msg": msg}}),
+        Output::SetTimer { timer, after } => {
+            json!({"set_timer": {"timer": timer, "after_ms": after.as_secs_f64() * 1e3}})
+        }
+        Output::CancelTimer(timer) => json!({"cancel_timer": timer}),
+        Output::Persist(durable) => json!({"persist": durable}),
+        Output::Ignored { reason } => json!({"ignored": reason}),
+    }
+}
+
+/// Why a trace did not replay.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// A line is not JSON, or a config, message or timer does not decode.
+    #[error("line {line}: {what}")]
+    Malformed {
+        /// The 1-based line number.
+        line: usize,
+        /// What was wrong.
+        what: String,
+    },
+    /// A step's outputs differ from the recorded ones.
+    #[error("line {line}: node {node} emitted {actual}, the trace says {expected}")]
+    Diverged {
+        /// The 1-based line number.
+        line: usize,
+        /// The node.
+        node: u64,
+        /// What the state machine emitted.
+        actual: Value,
+        /// What the trace recorded.
+        expected: Value,
+    },
+}
+
+fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
+    serde_json::from_value(value.clone())
+}
+
+/// Replays a trace against this crate's state machines, as a reimplementation would: builds
+/// each node from its `config` line, feeds it each `step`'s input, and compares the outputs.
+pub fn replay<N>(trace: &str) -> Result<usize, ReplayError>
+where
+    N: Node,
+    N::Config: serde::de::DeserializeOwned,
+    N::Msg: Serialize + serde::de::DeserializeOwned,
+    N::Timer: Serialize + serde::de::DeserializeOwned,
+    N::Durable: Serialize + serde::de::DeserializeOwned,
+{
+    let mut configs: BTreeMap<u64, N::Config> = BTreeMap::new();
+    let mut nodes: BTreeMap<u64, N> = BTreeMap::new();
+    let mut steps = 0;
+    for (i, text) in trace.lines().enumerate() {
+        let line = i + 1;
+        let bad = |what: String| ReplayError::Malformed { line, what };
+        let value: Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
+        let node = value["node"].as_u64().ok_or_else(|| bad("no node id".into()))?;
+        match value["type"].as_str() {
+            Some("config") => {
+                let cfg = decode(&value["config"]).map_err(|e| bad(format!("config: {e}")))?;
+                configs.insert(node, cfg);
+            }
+            Some("step") => {
+                let cfg =
+                    configs.get(&node).ok_or_else(|| bad(format!("no config for node {node}")))?;
+                let input = &value["input"];
+                let mut out = Outbox::new();
+                if let Some(init) = input.get("init") {
+                    let durable =
+                        decode(&init["durable"]).map_err(|e| bad(format!("durable: {e}")))?;
+                    nodes.insert(node, N::init(cfg, &durable, &mut out));
+                } else {
+                    let state = nodes
+                        .get_mut(&node)
+                        .ok_or_else(|| bad(format!("node {node} not started")))?;
+                    let input = if let Some(receive) = input.get("receive") {
+                        let from =
+                            receive["from"].as_u64().ok_or_else(|| bad("no sender".into()))?;
+                        let msg =
+                            decode(&receive["msg"]).map_err(|e| bad(format!("message: {e}")))?;
+                        Input::Receive { from: NodeId(from), msg }
+                    } else if let Some(timer) = input.get("timeout") {
+                        Input::Timeout(decode(timer).map_err(|e| bad(format!("timer: {e}")))?)
+                    } else {
+                        return Err(bad(format!("unknown input {input}")));
+                    };
+                    state.handle(cfg, input, &mut out);
+                }
+                let actual = Value::Array(out.as_slice().iter().map(output_json).collect());
+                if actual != value["outputs"] {
+                    return Err(ReplayError::Diverged {
+                        line,
+                        node,
+                        actual,
+                        expected: value["outputs"].clone(),
+                    });
+                }
+                steps += 1;
+            }
+            _ => return Err(bad(format!("unknown line type {}", value["type"]))),
+        }
+    }
+    Ok(steps)
+}
+
+/// The trace being written and the perfect network's state.
+struct Recorder<N: Node> {
+    lines: Vec<Value>,
+    queue: VecDeque<(NodeId, NodeId, N::Msg)>,
+    /// Armed timers: (deadline, arming order) → (node, timer).
+    timers: BTreeMap<(Duration, u64), (NodeId, N::Timer)>,
+    now: Duration,
+    armed: u64,
+    step: usize,
+}
+
+impl<N> Recorder<N>
+where
+    N: Node,
+    N::Msg: Serialize,
+    N::Timer: Serialize,
+    N::Durable: Serialize,
+{
+    /// Executes `out`, the outputs of `id`'s step on `input`, and records the step.
+    fn execute(&mut self, id: NodeId, input: Value, out: Outbox<N>) {
+        let mut outputs = Vec::new();
+        for output in out {
+            outputs.push(output_json(&output));
+            match output {
+                Output::Send { to, msg } => self.queue.push_back((id, to, msg)),
+                Output::SetTimer { timer, after } => {
+                    self.timers.retain(|_, (node, t)| !(*node == id && *t == timer));
+                    self.timers.insert((self.now + after, self.armed), (id, timer));
+                    self.armed += 1;
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.retain(|_, (node, t)| !(*node == id && *t == timer));
+                }
+                Output::Persist(_) | Output::Ignored { .. } => {}
+            }
+        }
+        let step = self.step;
+        self.lines.push(
+            json!({"type": "step", "step": step, "node": id.0, "input": input, "outputs": outputs}),
+        );
+        self.step += 1;
+    }
+}
+
+/// Runs `configs` over the perfect network until `done` holds with no message in flight (at
+/// most `max_steps` handler calls), returning the trace.
+fn run<N>(
+    configs: Vec<(NodeId, N::Config)>,
+    role: fn(&N::Config) -> &'static str,
+    done: fn(&[(&N::Config, Option<&N>)]) -> bool,
+    max_steps: usize,
+) -> String
+where
+    N: Node,
+    N::Config: Serialize,
+    N::Msg: Serialize,
+    N::Timer: Serialize,
+    N::Durable: Serialize,
+{
+    let lines: Vec<Value> = configs
+        .iter()
+        .map(|(id, cfg)| json!({"type": "config", "node": id.0, "role": role(cfg), "config": cfg}))
+        .collect();
+    let configs: BTreeMap<NodeId, N::Config> = configs.into_iter().collect();
+    let mut nodes: BTreeMap<NodeId, N> = BTreeMap::new();
+    let mut rec: Recorder<N> = Recorder {
+        lines,
+        queue: VecDeque::new(),
+        timers: BTreeMap::new(),
+        now: Duration::ZERO,
+        armed: 0,
+        step: 0,
+    };
+    for (&id, cfg) in &configs {
+        let mut out = Outbox::new();
+        let durable = N::Durable::default();
+        nodes.insert(id, N::init(cfg, &durable, &mut out));
+        rec.execute(id, json!({"init": {"durable": durable}}), out);
+    }
+    while rec.step < max_steps {
+        let states: Vec<(&N::Config, Option<&N>)> =
+            configs.iter().map(|(id, cfg)| (cfg, nodes.get(id))).collect();
+        if rec.queue.is_empty() && done(&states) {
+            break;
+        }
+        let (id, input, value) = if let Some((from, to, msg)) = rec.queue.pop_front() {
+            let value = json!({"receive": {"from": from.0, "msg": msg}});
+            (to, Input::Receive { from, msg }, value)
+        } else if let Some(((deadline, _), (id, timer))) = rec.timers.pop_first() {
+            rec.now = rec.now.max(deadline);
+            let value = json!({"timeout": timer});
+            (id, Input::Timeout(timer), value)
+        } else {
+            break;
+        };
+        let Some(node) = nodes.get_mut(&id) else { continue };
+        let mut out = Outbox::new();
+        node.handle(&configs[&id], input, &mut out);
+        rec.execute(id, value, out);
+    }
+    let mut text = String::new();
+    for line in rec.lines {
+        text.push_str(&serde_json::to_string(&line).expect("trace lines serialize"));
+        text.push('\n');
+    }
+    text
+}
+
+fn lww(time: u64, writer: u64, value: &'static [u8]) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(writer)), Bytes::from_static(value)))
+}
+
+fn gossip_two_writers() -> String {
+    let replicas: Vec<NodeId> = (0..3).map(NodeId).collect();
+    let mut configs: Vec<(NodeId, GossipConfig<u16>)> = replicas
+        .iter()
+        .map(|&id| {
+            (id, GossipConfig::Replica(ReplicaConfig::with_default_period(id, replicas.clone())))
+        })
+        .collect();
+    for (c, replica) in [(3, 0), (4, 2)] {
+        let writes = vec![Lww::new(Stamp::new(1, WriterId(c)), 100 + c as u16)];
+        let cfg =
+            gossip::ClientConfig::new(NodeId(c), NodeId(replica), writes, gossip::GOSSIP_PERIOD);
+        configs.push((NodeId(c), GossipConfig::Client(cfg)));
+    }
+    let role = |cfg: &GossipConfig<u16>| match cfg {
+        GossipConfig::Replica(_) => "replica",
+        GossipConfig::Client(_) => "client",
+    };
+    run::<GossipNode<u16>>(configs, role, gossip::invariants::quiescent, 200)
+}
+
+fn kvs_role(cfg: &KvsConfig) -> &'static str {
+    match cfg {
+        KvsConfig::Storage(_) => "storage",
+        KvsConfig::Client(_) => "client",
+        KvsConfig::Cache(_) => "cache",
+    }
+}
+
+fn kvs_put_get() -> String {
+    let ids: Vec<NodeId> = (0..3).map(NodeId).collect();
+    let ring = Ring::with_members(16, ids.iter().copied());
+    let mut configs: Vec<(NodeId, KvsConfig)> = ids
+        .iter()
+        .map(|&id| {
+            let mut cfg = StorageConfig::new(id, ring.clone(), 3);
+            cfg.schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
+            (id, KvsConfig::Storage(cfg))
+        })
+        .collect();
+    let wrong = LatticeValue::Set(SetUnion::singleton(Bytes::from_static(b"s")));
+    let ops = vec![
+        Op::Put { key: "k0".into(), value: lww(1, 3, b"a"), durability: Durability::Majority },
+        Op::Get { key: "k0".into() },
+        Op::Put { key: "k0".into(), value: wrong, durability: Durability::One },
+        Op::Get { key: "k1".into() },
+    ];
+    configs.push((NodeId(3), KvsConfig::Client(ClientConfig::new(NodeId(3), ring, 3, ops))));
+    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 400)
+}
+
+fn cache_push() -> String {
+    let ids: Vec<NodeId> = (0..2).map(NodeId).collect();
+    let ring = Ring::with_members(16, ids.iter().copied());
+    let mut configs: Vec<(NodeId, KvsConfig)> = ids
+        .iter()
+        .map(|&id| (id, KvsConfig::Storage(StorageConfig::new(id, ring.clone(), 2))))
+        .collect();
+    let cache = NodeId(2);
+    configs.push((
+        cache,
+        KvsConfig::Cache(squall_proto::cache::CacheConfig::new(cache, ring.clone(), 2)),
+    ));
+    // The executor reads k through the cache (a miss, then a subscription), writes it, and
+    // reads it again; a direct client's later write reaches the cache as a push.
+    let executor_ops = vec![
+        Op::Get { key: "k".into() },
+        Op::Put { key: "k".into(), value: lww(1, 3, b"mine"), durability: Durability::All },
+        Op::Get { key: "k".into() },
+    ];
+    let mut executor = ClientConfig::new(NodeId(3), ring.clone(), 2, executor_ops);
+    executor.via = Some(cache);
+    configs.push((NodeId(3), KvsConfig::Client(executor)));
+    let direct_ops = vec![
+        Op::Get { key: "other".into() },
+        Op::Put { key: "k".into(), value: lww(5, 4, b"theirs"), durability: Durability::All },
+    ];
+    configs.push((NodeId(4), KvsConfig::Client(ClientConfig::new(NodeId(4), ring, 2, direct_ops))));
+    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 600)
+}
+
+fn session_role(cfg: &SessionConfig) -> &'static str {
+    match cfg {
+        SessionConfig::Scheduler(_) => "scheduler",
+        SessionConfig::Worker(_) => "worker",
+        SessionConfig::Store(_) => "store",
+        SessionConfig::Writer(_) => "writer",
+    }
+}
+
+/// A scheduler (n0) calling `f0(x) → f1(x, y)` once at `level` on workers n1 and n2, the store
+/// (n3) starting from `initial`, and a writer (n4) putting `puts`.
+fn session(
+    level: Level,
+    initial: Vec<(&str, LatticeValue)>,
+    puts: Vec<(&str, LatticeValue)>,
+) -> String {
+    let dag = Dag::chain(&[&["x"], &["x", "y"]]).expect("a valid chain");
+    let workers = vec![NodeId(1), NodeId(2)];
+    let mut scheduler = SchedulerConfig::new(NodeId(0), dag.clone(), workers.clone());
+    scheduler.calls = vec![(NodeId(9), 0, level)];
+    let mut configs = vec![(NodeId(0), SessionConfig::Scheduler(scheduler))];
+    for &id in &workers {
+        let mut worker = WorkerConfig::new(id, NodeId(3), NodeId(0), dag.clone());
+        worker.pin_lease = None;
+        configs.push((id, SessionConfig::Worker(worker)));
+    }
+    let initial = initial.into_iter().map(|(k, v)| (k.to_owned(), v));
+    configs.push((NodeId(3), SessionConfig::Store(StoreConfig::new(initial))));
+    let puts = puts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+    let writer = WriterConfig { store: NodeId(3), puts, retry_after: Duration::from_millis(50) };
+    configs.push((NodeId(4), SessionConfig::Writer(writer)));
+    // Done once every session ended and the writer's puts are in.
+    let done = |nodes: &[(&SessionConfig, Option<&SessionNode>)]| {
+        let written = nodes.iter().all(|(cfg, node)| match (cfg, node) {
+            (SessionConfig::Writer(cfg), Some(SessionNode::Writer(w))) => {
+                w.acked() == cfg.puts.len()
+            }
+            _ => true,
+        });
+        written && session::invariants::quiescent(nodes)
+    };
+    run::<SessionNode>(configs, session_role, done, 400)
+}
+
+fn session_dsrr() -> String {
+    session(
+        Level::Dsrr,
+        vec![("x", lww(1, 4, b"x1")), ("y", lww(1, 4, b"y1"))],
+        vec![("x", lww(2, 4, b"x2"))],
+    )
+}
+
+fn session_dsc() -> String {
+    let clock = |n| VectorClock::new([(WriterId(4), n)]);
+    let causal = |n, deps: Dependencies<String>| {
+        LatticeValue::MultiKeyCausal(MultiKeyCausal::new(clock(n), deps, Bytes::from_static(b"v")))
+    };
+    // The writer never reuses a clock: x@1 and y@2 at first, then y@3, then x@4 after y@3.
+    session(
+        Level::Dsc,
+        vec![("x", causal(1, Dependencies::default())), ("y", causal(2, Dependencies::default()))],
+        vec![
+            ("y", causal(3, Dependencies::default())),
+            ("x", causal(4, Dependencies::new([("y".to_owned(), clock(3))]))),
+        ],
+    )
+}
