@@ -303,6 +303,11 @@ impl<N: Node> Sim<N> {
         self.partition.as_ref().is_some_and(|side| side.contains(&from) != side.contains(&to))
     }
 
+    /// The simulated clock (it moves only in timed mode).
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
     /// Whether `timer` of node `id` is armed.
     pub fn is_armed(&self, id: NodeId, timer: &N::Timer) -> bool {
         self.timers.contains(&(id, timer.clone()))

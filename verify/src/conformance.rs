@@ -192,6 +192,9 @@ where
     Ok(steps)
 }
 
+/// Whether a scenario is done, from every node's configuration and state.
+type Done<N> = fn(&[(&<N as Node>::Config, Option<&N>)]) -> bool;
+
 /// The trace being written and the perfect network's state.
 struct Recorder<N: Node> {
     lines: Vec<Value>,
@@ -241,7 +244,7 @@ where
 fn run<N>(
     configs: Vec<(NodeId, N::Config)>,
     role: fn(&N::Config) -> &'static str,
-    done: fn(&[(&N::Config, Option<&N>)]) -> bool,
+    done: Done<N>,
     max_steps: usize,
 ) -> String
 where

@@ -234,7 +234,9 @@ impl Meta {
     /// Fails, naming the key, when the branches cannot be reconciled and the session must
     /// abort: at DSRR and DSC when they read or pinned different versions of one key (no
     /// later read can repeat both); at SK when they pinned concurrent versions (at SK the
-    /// newer of two ordered pins is kept, since a later read need only be at or above both).
+    /// newer of two ordered pins is kept, since a later read need only be at or above both);
+    /// and at every level but LWW when they carry different runs of one upstream function
+    /// (found by the simulator: a re-run `f0` read `x@3` on one branch, `x@0` on the other).
     pub fn join(&mut self, other: Meta, level: Level) -> Result<(), Key> {
         for (key, pin) in other.pins {
             match self.pins.get(&key) {
@@ -259,6 +261,21 @@ impl Meta {
         self.log.extend(other.log);
         self.log.sort();
         self.log.dedup();
+        if level != Level::Lww {
+            // A function runs again when its trigger is re-sent or its worker restarts: two
+            // branches may carry different runs of one upstream function. The session must not
+            // mix them (a downstream function followed one run, the result would claim the
+            // other), so differing reads by one function abort it.
+            let mut runs: BTreeMap<(FnId, &Key), VersionId> = BTreeMap::new();
+            for read in &self.log {
+                let version = VersionId::of(&read.value);
+                if runs.entry((read.function, &read.key)).or_insert_with(|| version.clone())
+                    != &version
+                {
+                    return Err(read.key.clone());
+                }
+            }
+        }
         if matches!(level, Level::Dsrr | Level::Dsc) {
             // Branches may read a key no later function reads (so unpinned): compare the reads.
             let mut seen: BTreeMap<&Key, VersionId> = BTreeMap::new();

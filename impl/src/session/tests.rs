@@ -590,3 +590,21 @@ fn two_functions_waiting_on_a_lost_pin_abort_the_session_once() {
     assert!(matches!(net.outcome(1), Some(Outcome::Completed { .. })));
     assert_eq!(net.scheduler().requests()[&(CLIENT, 1)].attempts, 2);
 }
+
+#[test]
+fn branches_carrying_different_runs_of_one_function_conflict_except_at_lww() {
+    // f0 ran twice in one session (a re-sent trigger after its worker restarted) and read x
+    // at different versions; each branch carries one run.
+    let run = |time| Meta {
+        log: vec![Read { function: 0, key: "x".into(), value: Some(lww(time)) }],
+        ..Meta::default()
+    };
+    for level in [Level::Dsrr, Level::SingleKey, Level::MultiKey, Level::Dsc] {
+        let mut meta = run(1);
+        assert_eq!(meta.join(run(2), level), Err("x".to_owned()), "{level:?}");
+        let mut same = run(1);
+        assert_eq!(same.join(run(1), level), Ok(()), "{level:?}: one run seen twice");
+    }
+    let mut lww_meta = run(1);
+    assert_eq!(lww_meta.join(run(2), Level::Lww), Ok(()));
+}

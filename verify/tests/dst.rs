@@ -1,0 +1,149 @@
+//! The deterministic simulator: reproducible per seed, passing on the correct protocols with
+//! every kind of fault injected, exporting histories in both formats, and catching every
+//! seeded mutant within a bounded number of seeds.
+
+use squall_verify::History;
+use squall_verify::dst::{self, Mutant, SeedReport};
+
+/// Seeds each mutant must be caught within (`dst --all-mutants --seeds 300` runs the same).
+const MUTANT_BOUND: u64 = 300;
+
+#[test]
+fn a_seed_runs_the_same_way_twice() {
+    for seed in [0, 7, 41] {
+        let (first, second) = (dst::run_seed(seed, None), dst::run_seed(seed, None));
+        assert_eq!(first.render(), second.render(), "seed {seed}");
+        assert_eq!(first, second, "seed {seed}");
+    }
+}
+
+#[test]
+fn the_correct_protocols_pass_under_every_kind_of_fault() {
+    let reports: Vec<SeedReport> = (0..16).map(|seed| dst::run_seed(seed, None)).collect();
+    for report in &reports {
+        assert_eq!(report.failure(), None, "{}", report.render());
+        assert_eq!(report.worlds.len(), 3);
+    }
+    let worlds = || reports.iter().flat_map(|r| &r.worlds);
+    let total =
+        |f: fn(&squall_proto::sim::Stats) -> u64| worlds().map(|w| f(&w.stats)).sum::<u64>();
+    assert!(total(|s| s.dropped) > 0, "no message was dropped");
+    assert!(total(|s| s.duplicated) > 0, "no message was duplicated");
+    assert!(total(|s| s.partitioned) > 0, "no partition cut a message");
+    assert!(total(|s| s.crashes) > 0 && total(|s| s.restarts) > 0, "no crash and restart");
+    // The checks were not vacuous: histories have reads and writes, the KVS world reached its
+    // late phases, and sessions completed.
+    let ops: usize = worlds().map(|w| w.history.ops.len()).sum();
+    assert!(ops > 1_000, "only {ops} operations recorded");
+    assert!(worlds().filter(|w| w.world == "kvs").all(|w| w.history.settled_at.is_some()));
+    assert!(worlds().all(|w| !w.history.settled.is_empty()), "a world never settled");
+    let session_reads = worlds()
+        .filter(|w| w.world == "session")
+        .flat_map(|w| &w.history.ops)
+        .filter(|op| op.function.is_some())
+        .count();
+    assert!(session_reads > 100, "only {session_reads} reads by functions");
+}
+
+#[test]
+fn histories_export_as_json_lines_and_as_checker_text() {
+    let report = dst::run_seed(3, None);
+    for world in &report.worlds {
+        let history = &world.history;
+        let back = History::from_jsonl(&history.to_jsonl()).expect("our own export parses");
+        assert_eq!(&back, history, "{}: JSON lines round trip", world.world);
+        let text = history.to_text();
+        let keys = history.key_numbers();
+        for line in text.lines() {
+            let (op, rest) = line.split_at(1);
+            assert!(op == "r" || op == "w", "{line}");
+            let fields: Vec<u64> = rest
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .split(',')
+                .map(|f| f.parse().expect("numbers"))
+                .collect();
+            assert_eq!(fields.len(), 4, "{line}");
+            assert!((fields[0] as usize) < keys.len(), "{line}: key number out of range");
+        }
+        let exported = history
+            .ops
+            .iter()
+            .filter(|op| {
+                if op.is_write() {
+                    op.status != squall_verify::history::Status::Failed
+                } else {
+                    op.is_read()
+                }
+            })
+            .count();
+        assert_eq!(text.lines().count(), exported, "{}", world.world);
+    }
+    assert!(History::from_jsonl("{\"type\":\"op\"}\n").is_err(), "an op without fields is refused");
+}
+
+#[test]
+fn mutant_names_round_trip_and_unknown_ones_are_refused() {
+    for mutant in Mutant::all() {
+        assert_eq!(Mutant::parse(&mutant.name()).expect("its own name"), mutant);
+    }
+    let error = Mutant::parse("no-such-defect").expect_err("unknown");
+    assert!(error.to_string().contains("skip-remote-read"), "lists the known ones: {error}");
+}
+
+/// Mutants the simulator does not catch within the bound, each with the reason; the model
+/// checker catches them (see docs/verification.md).
+const MODEL_ONLY: [(&str, &str); 2] = [
+    (
+        "push-ignores-incarnation",
+        "a restarted cache takes a push meant for its predecessor as its fetch's answer, but \
+         its next renewal repairs the value before the late readers look: escaped 1,500 KVS \
+         seeds; the cache-restart model catches it",
+    ),
+    (
+        "stale-hold-ok",
+        "needs a re-sent trigger reaching a restarted worker after its session ended, a stale \
+     acknowledgement overtaking the new hold, and that hold lost: escaped 2,000 seeds with \
+     storms of duplicates; the dsrr-crash model catches it",
+    ),
+];
+
+/// Heavy (minutes in release): run by `.ci/run` with `cargo test --release`.
+#[test]
+#[cfg_attr(
+    debug_assertions,
+    ignore = "runs in release: cargo test --release -p squall-verify --test dst"
+)]
+fn every_mutant_is_caught_within_the_bound_in_its_own_world() {
+    let model_only: Vec<&str> = MODEL_ONLY.iter().map(|(name, _)| *name).collect();
+    for mutant in Mutant::all().into_iter().filter(|m| !model_only.contains(&m.name().as_str())) {
+        let caught = (0..MUTANT_BOUND)
+            .map(|seed| dst::run_seed(seed, Some(mutant)))
+            .find(|report| report.failure().is_some())
+            .unwrap_or_else(|| panic!("{} escaped {MUTANT_BOUND} seeds", mutant.name()));
+        let world = caught.failure().expect("found by it").world;
+        let expected = match mutant {
+            Mutant::Gossip(_) => "gossip",
+            Mutant::Kvs(_) => "kvs",
+            Mutant::Session(_) => "session",
+        };
+        assert_eq!(world, expected, "{}", mutant.name());
+        // And the correct protocols pass that seed: the catch is the mutant's.
+        let clean = dst::run_seed(caught.seed, None);
+        assert_eq!(
+            clean.failure(),
+            None,
+            "{}: seed {} fails without it",
+            mutant.name(),
+            caught.seed
+        );
+    }
+}
+
+#[test]
+fn the_model_only_mutants_exist() {
+    for (name, why) in MODEL_ONLY {
+        assert!(Mutant::parse(name).is_ok(), "{name}");
+        assert!(!why.is_empty());
+    }
+}
