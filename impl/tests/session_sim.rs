@@ -89,25 +89,7 @@ fn faults() -> Faults {
 
 /// The safety invariants broken now, as "ID, ID", if any.
 fn broken(sim: &Sim<SessionNode>) -> Option<String> {
-    let states = sim.states();
-    let mut ids: Vec<&str> = [
-        invariants::REPEATABLE_READ,
-        invariants::SINGLE_KEY,
-        invariants::MULTI_KEY,
-        invariants::DISTRIBUTED_CAUSAL,
-    ]
-    .into_iter()
-    .filter(|id| !invariants::levels_hold(&states, id))
-    .collect();
-    if !invariants::result_once(&states) {
-        ids.push(invariants::RESULT_ONCE);
-    }
-    if !invariants::retried(&states) {
-        ids.push(invariants::RETRIED);
-    }
-    if !invariants::pins_held(&states, sim.messages()) {
-        ids.push(invariants::PINS_HELD);
-    }
+    let ids = invariants::broken(&sim.states(), sim.messages());
     (!ids.is_empty()).then(|| ids.join(", "))
 }
 

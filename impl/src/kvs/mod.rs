@@ -115,6 +115,33 @@ pub enum Mutant {
 }
 
 impl Mutant {
+    /// Every mutant, in declaration order.
+    pub const ALL: [Self; 23] = [
+        Self::AckBeforeReplicas,
+        Self::GossipSkipsReplica,
+        Self::AcceptMismatch,
+        Self::IgnoreIncarnation,
+        Self::MissingAsBottom,
+        Self::OverwriteMerge,
+        Self::RollbackOnReject,
+        Self::AcksNeverRecorded,
+        Self::FollowStaleRedirect,
+        Self::DeleteBeforeHandoffAck,
+        Self::KeepHandedOff,
+        Self::ForgetNewOwner,
+        Self::ReleaseOwnedKeys,
+        Self::RingAcksIgnored,
+        Self::SilentDeparture,
+        Self::KeepLapsedSubscribers,
+        Self::AckExecutorEarly,
+        Self::PushOverwrites,
+        Self::IgnorePushes,
+        Self::CacheMissAsBottom,
+        Self::ForgetExecutorAck,
+        Self::RenewalClearsPushes,
+        Self::PushIgnoresIncarnation,
+    ];
+
     /// The mutants the `kvs` model (crash-stop) catches, in a stable order.
     pub const KVS: [Self; 6] = [
         Self::AckBeforeReplicas,

@@ -260,3 +260,26 @@ pub fn completed_after_retry(nodes: &Nodes<'_>) -> bool {
 pub fn some_result(nodes: &Nodes<'_>) -> bool {
     recorded(nodes).next().is_some()
 }
+
+/// The ids of the safety invariants checked after every step that are broken now: the level
+/// of every recorded result (SESS-I1, -SK, -MK, -DSC), SESS-I5, SESS-I4, and SESS-I2 (with the
+/// messages in flight). Empty when all hold.
+pub fn broken<'a>(
+    nodes: &Nodes<'_>,
+    in_flight: impl Iterator<Item = &'a SessionMsg>,
+) -> Vec<&'static str> {
+    let mut ids: Vec<&'static str> = [REPEATABLE_READ, SINGLE_KEY, MULTI_KEY, DISTRIBUTED_CAUSAL]
+        .into_iter()
+        .filter(|id| !levels_hold(nodes, id))
+        .collect();
+    if !result_once(nodes) {
+        ids.push(RESULT_ONCE);
+    }
+    if !retried(nodes) {
+        ids.push(RETRIED);
+    }
+    if !pins_held(nodes, in_flight) {
+        ids.push(PINS_HELD);
+    }
+    ids
+}

@@ -477,6 +477,20 @@ pub enum Mutant {
 }
 
 impl Mutant {
+    /// Every mutant, in declaration order.
+    pub const ALL: [Mutant; 10] = [
+        Mutant::SkipRemoteRead,
+        Mutant::PinByClient,
+        Mutant::ReleaseBeforeSink,
+        Mutant::IgnoreRelease,
+        Mutant::ExposeBeforeDeps,
+        Mutant::IgnoreFrontier,
+        Mutant::RecordEveryResult,
+        Mutant::GiveUpOnAbort,
+        Mutant::EveryFunctionPrecedes,
+        Mutant::StaleHoldOk,
+    ];
+
     /// The mutants the `dsrr` model catches.
     pub const DSRR: [Mutant; 7] = [
         Mutant::SkipRemoteRead,

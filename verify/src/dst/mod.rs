@@ -50,59 +50,12 @@ pub enum Mutant {
     Session(session_proto::Mutant),
 }
 
-/// Every KVS mutant, in declaration order (the KVS models list them by model).
-const KVS_MUTANTS: [kvs_proto::Mutant; 23] = {
-    use kvs_proto::Mutant::*;
-    [
-        AckBeforeReplicas,
-        GossipSkipsReplica,
-        AcceptMismatch,
-        IgnoreIncarnation,
-        MissingAsBottom,
-        OverwriteMerge,
-        RollbackOnReject,
-        AcksNeverRecorded,
-        FollowStaleRedirect,
-        DeleteBeforeHandoffAck,
-        KeepHandedOff,
-        ForgetNewOwner,
-        ReleaseOwnedKeys,
-        RingAcksIgnored,
-        SilentDeparture,
-        KeepLapsedSubscribers,
-        AckExecutorEarly,
-        PushOverwrites,
-        IgnorePushes,
-        CacheMissAsBottom,
-        ForgetExecutorAck,
-        RenewalClearsPushes,
-        PushIgnoresIncarnation,
-    ]
-};
-
-/// Every session mutant.
-const SESSION_MUTANTS: [session_proto::Mutant; 10] = {
-    use session_proto::Mutant::*;
-    [
-        SkipRemoteRead,
-        PinByClient,
-        ReleaseBeforeSink,
-        IgnoreRelease,
-        ExposeBeforeDeps,
-        IgnoreFrontier,
-        RecordEveryResult,
-        GiveUpOnAbort,
-        EveryFunctionPrecedes,
-        StaleHoldOk,
-    ]
-};
-
 impl Mutant {
     /// Every seeded defect of every protocol.
     pub fn all() -> Vec<Mutant> {
         let gossip = gossip_proto::Mutant::ALL.into_iter().map(Mutant::Gossip);
-        let kvs = KVS_MUTANTS.into_iter().map(Mutant::Kvs);
-        let session = SESSION_MUTANTS.into_iter().map(Mutant::Session);
+        let kvs = kvs_proto::Mutant::ALL.into_iter().map(Mutant::Kvs);
+        let session = session_proto::Mutant::ALL.into_iter().map(Mutant::Session);
         gossip.chain(kvs).chain(session).collect()
     }
 
