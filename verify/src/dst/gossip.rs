@@ -129,6 +129,9 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         for (i, write) in writes.iter().enumerate() {
             let (stamp, _) = write.write().expect("generated writes are stamped");
             let status = if i < acknowledged { Status::Ok } else { Status::Unknown };
+            // Times are not tracked here (no gossip check uses them): invoked at 0, completed
+            // at 0 if acknowledged. Replicas never crash in this world, so a write one replica
+            // acknowledged must reach them all: durable, recorded at `majority`.
             let op = Op::write(
                 id.0,
                 (txn * 10 + i) as u64,
@@ -136,7 +139,8 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
                 KEY,
                 version(stamp.time, stamp.writer.0),
             );
-            history.ops.push(op.with_status(status));
+            let complete = (status == Status::Ok).then_some(0);
+            history.ops.push(op.at(0, complete).with_status(status));
         }
     }
     if failure.is_none() {

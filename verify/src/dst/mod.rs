@@ -6,10 +6,10 @@
 //! Each seed runs three *worlds* in turn, each with its own generator seeded from the seed:
 //!
 //! - [`gossip`]: 3–5 replicas of an LWW register and 2–3 writing clients.
-//! - [`kvs`]: 3–7 storage nodes at replication 3, 2–4 caches each with an executor, and 2
+//! - [`kvs`]: 3–7 storage nodes at replication 1–3, 2–4 caches each with an executor, and 2
 //!   direct clients, at durabilities one, majority and all; in half the seeds a storage node
-//!   joins and another is asked to leave (no storage crash then), in the other half one storage
-//!   node may crash and restart.
+//!   joins and one or two members are asked to leave (no storage crash then), in the other
+//!   half one storage node may crash and restart; then the late phases (see [`kvs`]).
 //! - [`session`]: a scheduler, 2–4 workers, the store and a writer; a random DAG (chain,
 //!   diamond or fan-in) called at every consistency level, over LWW or causal values.
 //!

@@ -171,12 +171,18 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     sim.set_crashable(workers.iter().copied());
     timing.apply(&mut sim);
 
-    // When each of the writer's puts was acknowledged.
-    let mut acked_at: Vec<u64> = Vec::new();
+    // When each of the writer's puts was acknowledged, and each result recorded.
+    let (mut acked_at, mut recorded_at): (Vec<u64>, Vec<u64>) = (Vec::new(), Vec::new());
     let mut after_step = |sim: &Sim<SessionNode>, _| {
+        let now = sim.trace().len() as u64;
         if let Some(SessionNode::Writer(writer)) = sim.node(WRITER) {
             while acked_at.len() < writer.acked() {
-                acked_at.push(sim.trace().len() as u64);
+                acked_at.push(now);
+            }
+        }
+        if let Some(SessionNode::Scheduler(scheduler)) = sim.node(SCHEDULER) {
+            while recorded_at.len() < scheduler.recorded().len() {
+                recorded_at.push(now);
             }
         }
         broken(sim)
@@ -193,7 +199,9 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     // Late calls, one per level, arrive once the cluster settled: on a healed network with no
     // more writes, each must complete.
     let late_from = calls.len() as u64;
+    let mut late_at = 0;
     if failure.is_none() {
+        late_at = sim.trace().len() as u64;
         for (i, &level) in levels.iter().enumerate() {
             let req = late_from + i as u64;
             sim.inject(CLIENT, SCHEDULER, SessionMsg::Call { req, level });
@@ -245,11 +253,15 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     for (txn, recorded) in scheduler.recorded().iter().enumerate() {
         let txn = txn as u64 + 1;
         history.precedes.insert(txn, pairs.clone());
+        // A DAG execution's reads are invoked when its call was (configured calls at the
+        // start, late ones when injected) and complete when its result is recorded.
+        let invoke = if recorded.req >= late_from { late_at } else { 0 };
+        let complete = recorded_at.get(txn as usize - 1).copied();
         for read in &recorded.log {
             let version = read.value.as_ref().map_or(0, |v| versions.of(&read.key, v));
             let function = &dag.function(read.function).name;
             let op = Op::read(recorded.client.0, txn, level(recorded.level), &read.key, version);
-            history.ops.push(op.by(function));
+            history.ops.push(op.by(function).at(invoke, complete));
         }
     }
     completed += scheduler
