@@ -12,8 +12,7 @@ use squall_proto::lattice::{Lww, Stamp, WriterId};
 use squall_proto::sim::Sim;
 
 use super::{
-    Failure, Mutant, Partition, Timing, WorldReport, faults, judge, liveness, protocol_checks, rng,
-    safety, shown, tail,
+    Mutant, Partition, Timing, WorldReport, faults, judge, liveness, protocol_checks, rng, safety,
 };
 use crate::history::{Held, History, INITIAL, Level, Op, Status, Version};
 
@@ -154,18 +153,5 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         }
         failure = judge(&history).map(|what| ("history", what));
     }
-    WorldReport {
-        world: "gossip",
-        setup,
-        stats: sim.stats(),
-        events: shown(&sim),
-        partitioned: phase.partitioned,
-        failure: failure.map(|(phase, what)| Failure {
-            world: "gossip",
-            phase,
-            what,
-            trace: tail(&sim),
-        }),
-        history,
-    }
+    WorldReport::new("gossip", setup, &sim, phase.partitioned, history, failure)
 }

@@ -27,8 +27,8 @@ use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, Wri
 use squall_proto::sim::{Faults, Sim};
 
 use super::{
-    Failure, Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness,
-    protocol_checks, rng, safety, shown, tail,
+    Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness, protocol_checks,
+    rng, safety,
 };
 use crate::history::{Held, History, INITIAL, Level, Op, Status};
 
@@ -359,20 +359,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         history.settled_at = settled_at;
         failure = judge(&history).map(|what| ("history", what));
     }
-    WorldReport {
-        world: "kvs",
-        setup,
-        stats: sim.stats(),
-        events: shown(&sim),
-        partitioned: phase.partitioned,
-        failure: failure.map(|(phase, what)| Failure {
-            world: "kvs",
-            phase,
-            what,
-            trace: tail(&sim),
-        }),
-        history,
-    }
+    WorldReport::new("kvs", setup, &sim, phase.partitioned, history, failure)
 }
 
 /// An LWW value stamped `version` by `writer`.

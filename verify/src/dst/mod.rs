@@ -131,6 +131,29 @@ pub struct WorldReport {
     pub failure: Option<Failure>,
 }
 
+impl WorldReport {
+    /// A world's report once its run ended: `failure` as `(phase, what)`, given the trace
+    /// tail of `sim`.
+    pub(crate) fn new<N: Node>(
+        world: &'static str,
+        setup: String,
+        sim: &Sim<N>,
+        partitioned: bool,
+        history: History,
+        failure: Option<(&'static str, String)>,
+    ) -> Self {
+        WorldReport {
+            world,
+            setup,
+            stats: sim.stats(),
+            events: shown(sim),
+            partitioned,
+            failure: failure.map(|(phase, what)| Failure { world, phase, what, trace: tail(sim) }),
+            history,
+        }
+    }
+}
+
 /// What one seed did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeedReport {

@@ -21,8 +21,8 @@ use squall_proto::session::{
 use squall_proto::sim::Sim;
 
 use super::{
-    Failure, Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness,
-    protocol_checks, rng, safety, shown, tail,
+    Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness, protocol_checks,
+    rng, safety,
 };
 use crate::history::{Held, History, KeyKind, Level, Op, Status};
 
@@ -278,20 +278,14 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         }
         failure = judge(&history).map(|what| ("history", what));
     }
-    WorldReport {
-        world: "session",
-        setup: format!("{setup}; {completed} of {} calls completed", calls.len() + levels.len()),
-        stats: sim.stats(),
-        events: shown(&sim),
-        partitioned: phase.partitioned,
-        failure: failure.map(|(phase, what)| Failure {
-            world: "session",
-            phase,
-            what,
-            trace: tail(&sim),
-        }),
+    WorldReport::new(
+        "session",
+        format!("{setup}; {completed} of {} calls completed", calls.len() + levels.len()),
+        &sim,
+        phase.partitioned,
         history,
-    }
+        failure,
+    )
 }
 
 /// The session invariants broken now, as "ID, ID broken", if any.
