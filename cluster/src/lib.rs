@@ -1,8 +1,26 @@
 //! Squall's reference cluster: the `squall-proto` state machines driven by tokio and tarpc.
 //!
-//! The runtime, transport, client library and the `squall` binary arrive with the reference
-//! cluster work; this crate currently fixes its place in the dependency graph
-//! (`squall-proto` ← `squall-cluster`).
+//! - [`runtime`]: one generic node runtime (a task owns the node; inbox, timers, outputs).
+//! - [`rpc`] and [`server`]: the tarpc service every node serves, postcard over TCP
+//!   ([`codec`]), with limits on frames, requests, connections and calls in flight.
+//! - [`client`]: the KVS client library (routing, redirects, retries, LWW clock).
+//! - [`resp`]: the Redis-protocol front end.
+//! - [`local`]: starting nodes in this process (`squall up`, `squall node`, tests).
+//! - [`bench`]: `squall bench kv`.
+//! - [`config`]: the TOML configuration with its embedded default.
+//!
+//! Operating it is described in `docs/operations.md`; figures in `docs/performance.md`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+
+pub mod bench;
+pub mod client;
+pub mod codec;
+pub mod config;
+pub mod local;
+pub mod resp;
+pub mod rpc;
+pub mod runtime;
+pub mod server;
+mod sync;

@@ -222,6 +222,32 @@ pub enum KvsMsg {
     },
 }
 
+impl KvsMsg {
+    /// The request number of a message a client or operator sends to a storage node (`Get`,
+    /// `Put`, `Leave`); `None` for every other message. Harnesses that turn client calls into
+    /// inputs use it to remember which call waits for which answer.
+    pub fn request(&self) -> Option<ReqId> {
+        match self {
+            Self::Get { req, .. } | Self::Put { req, .. } | Self::Leave { req } => Some(*req),
+            _ => None,
+        }
+    }
+
+    /// The request a storage node's answer answers (`GetOk`, `PutOk`, `PutRejected`,
+    /// `Redirect`, `LeaveOk`, `LeaveRefused`); `None` for every other message.
+    pub fn answers(&self) -> Option<ReqId> {
+        match self {
+            Self::GetOk { req, .. }
+            | Self::PutOk { req }
+            | Self::PutRejected { req, .. }
+            | Self::Redirect { req, .. }
+            | Self::LeaveOk { req }
+            | Self::LeaveRefused { req } => Some(*req),
+            _ => None,
+        }
+    }
+}
+
 /// The timers of the KVS protocol.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]

@@ -1,0 +1,396 @@
+//! The cluster configuration: a TOML file, with an embedded default for `squall up`.
+//!
+//! Every field is documented in `docs/operations.md`; [`DEFAULT_TOML`] is the embedded default
+//! (three storage nodes on fixed loopback ports). Parsing is strict: unknown fields, duplicate
+//! ids or addresses, zero periods and impossible limits are errors that name the field.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use squall_proto::NodeId;
+use squall_proto::kvs::{Durability, Ring, StorageConfig};
+
+/// The embedded default configuration: three storage nodes on loopback, replication 3,
+/// majority writes. `squall up` runs it when no `--config` is given.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Node ids at or above this value are reserved for clients: a client library picks a random
+/// id with the top bit set, so it can never be mistaken for a storage node.
+pub const CLIENT_ID_BASE: u64 = 1 << 63;
+
+/// A configuration that could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The text is not valid TOML for this schema.
+    #[error("invalid configuration: {0}")]
+    Parse(#[from] toml::de::Error),
+    /// The configuration parsed but is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// A whole cluster's configuration, as read from TOML.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Placement, durability and storage.
+    pub cluster: ClusterSection,
+    /// Protocol timer periods.
+    #[serde(default)]
+    pub timers: Timers,
+    /// Resource limits.
+    #[serde(default)]
+    pub limits: Limits,
+    /// Client library defaults.
+    #[serde(default)]
+    pub client: ClientSection,
+    /// The storage nodes.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeEntry>,
+}
+
+/// The `[cluster]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Replicas per key (capped by the number of nodes).
+    pub replication: usize,
+    /// Virtual nodes per storage node on the hash ring.
+    #[serde(default = "default_virtual_nodes")]
+    pub virtual_nodes: u32,
+    /// The durability of writes that do not ask for one: `one`, `majority` or `all`.
+    #[serde(default)]
+    pub durability: WriteDurability,
+    /// Where nodes keep what survives a restart (their incarnation), one file per node. A
+    /// relative path is relative to the working directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+/// A write durability as spelled in the configuration and on the command line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteDurability {
+    /// Acknowledged once the coordinating replica holds the write.
+    One,
+    /// Acknowledged once a majority of the key's replicas hold it: survives one crash of
+    /// three.
+    #[default]
+    Majority,
+    /// Acknowledged once every replica holds it.
+    All,
+}
+
+impl From<WriteDurability> for Durability {
+    fn from(value: WriteDurability) -> Self {
+        match value {
+            WriteDurability::One => Self::One,
+            WriteDurability::Majority => Self::Majority,
+            WriteDurability::All => Self::All,
+        }
+    }
+}
+
+/// The `[timers]` section, in milliseconds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timers {
+    /// Re-send gossip to replicas that are behind.
+    pub gossip_ms: u64,
+    /// Re-send `Hello` after a restart.
+    pub hello_ms: u64,
+    /// Re-send a changed membership view.
+    pub ring_ms: u64,
+    /// Flush pushes to subscribed caches.
+    pub push_ms: u64,
+    /// Check cache leases.
+    pub lease_ms: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self { gossip_ms: 10, hello_ms: 100, ring_ms: 100, push_ms: 5, lease_ms: 3000 }
+    }
+}
+
+/// The `[limits]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// The largest frame accepted on the RPC port, in bytes; a larger one closes the
+    /// connection.
+    pub max_frame_bytes: usize,
+    /// The largest value payload a put may carry, in bytes; larger puts are refused.
+    pub max_value_bytes: usize,
+    /// Open connections per port (RPC and RESP each); more are closed at once.
+    pub max_connections: usize,
+    /// Requests in flight per RPC connection; more are answered with an error.
+    pub max_in_flight: usize,
+    /// Keys per storage node; puts creating more are rejected.
+    pub max_keys: u32,
+    /// Unacknowledged puts per storage node; more are rejected as overloaded.
+    pub max_pending: u32,
+    /// Inputs queued for a node before new client calls are refused as overloaded (and peer
+    /// messages dropped, which the protocol re-sends).
+    pub inbox: usize,
+    /// How long a graceful shutdown waits for in-flight calls, in milliseconds.
+    pub drain_ms: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 16 << 20,
+            max_value_bytes: 4 << 20,
+            max_connections: 1024,
+            max_in_flight: 1024,
+            max_keys: 10_000_000,
+            max_pending: 100_000,
+            inbox: 65_536,
+            drain_ms: 2_000,
+        }
+    }
+}
+
+/// The `[client]` section: defaults of the client library and of `squall kv`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientSection {
+    /// How long one attempt waits for an answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// Attempts per operation (across the key's replicas) before an indefinite failure.
+    pub attempts: u32,
+}
+
+impl Default for ClientSection {
+    fn default() -> Self {
+        Self { timeout_ms: 2_000, attempts: 4 }
+    }
+}
+
+/// One `[[node]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    /// The node's id, unique, below 2^63.
+    pub id: u64,
+    /// The address of the RPC port (peers and clients, tarpc over TCP).
+    pub rpc: SocketAddr,
+    /// The address of the RESP (Redis protocol) port, if the node serves one.
+    #[serde(default)]
+    pub resp: Option<SocketAddr>,
+    /// Whether the node starts outside the ring and joins it (for growing a cluster).
+    #[serde(default)]
+    pub join: bool,
+}
+
+fn default_virtual_nodes() -> u32 {
+    64
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("squall-data")
+}
+
+impl ClusterConfig {
+    /// The embedded default.
+    pub fn embedded() -> Self {
+        Self::parse(DEFAULT_TOML).expect("the embedded default configuration is valid")
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text)
+    }
+
+    /// Checks what the schema cannot: unique ids and addresses, at least one initial member,
+    /// non-zero periods and limits.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.nodes.is_empty() {
+            return invalid("no [[node]] entries".into());
+        }
+        let mut ids = BTreeSet::new();
+        let mut addrs = BTreeSet::new();
+        for node in &self.nodes {
+            if node.id >= CLIENT_ID_BASE {
+                return invalid(format!(
+                    "node id {} is reserved for clients (ids < 2^63)",
+                    node.id
+                ));
+            }
+            if !ids.insert(node.id) {
+                return invalid(format!("node id {} appears twice", node.id));
+            }
+            for addr in std::iter::once(node.rpc).chain(node.resp) {
+                if !addrs.insert(addr) {
+                    return invalid(format!("address {addr} is used twice"));
+                }
+            }
+        }
+        if self.nodes.iter().all(|node| node.join) {
+            return invalid("every node has join = true: the ring needs one initial member".into());
+        }
+        if self.cluster.replication == 0 {
+            return invalid("cluster.replication must be at least 1".into());
+        }
+        if self.cluster.virtual_nodes == 0 {
+            return invalid("cluster.virtual_nodes must be at least 1".into());
+        }
+        let t = &self.timers;
+        for (name, ms) in [
+            ("gossip_ms", t.gossip_ms),
+            ("hello_ms", t.hello_ms),
+            ("ring_ms", t.ring_ms),
+            ("push_ms", t.push_ms),
+            ("lease_ms", t.lease_ms),
+        ] {
+            if ms == 0 {
+                return invalid(format!("timers.{name} must be positive"));
+            }
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("max_frame_bytes", l.max_frame_bytes),
+            ("max_value_bytes", l.max_value_bytes),
+            ("max_connections", l.max_connections),
+            ("max_in_flight", l.max_in_flight),
+            ("max_keys", l.max_keys as usize),
+            ("max_pending", l.max_pending as usize),
+            ("inbox", l.inbox),
+        ] {
+            if value == 0 {
+                return invalid(format!("limits.{name} must be positive"));
+            }
+        }
+        if l.max_value_bytes + 1024 > l.max_frame_bytes {
+            return invalid(format!(
+                "limits.max_value_bytes ({}) must leave room for framing below \
+                 limits.max_frame_bytes ({}); keep it at least 1 KiB smaller",
+                l.max_value_bytes, l.max_frame_bytes
+            ));
+        }
+        if self.client.attempts == 0 || self.client.timeout_ms == 0 {
+            return invalid("client.attempts and client.timeout_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// The entry of node `id`.
+    pub fn node(&self, id: u64) -> Option<&NodeEntry> {
+        self.nodes.iter().find(|node| node.id == id)
+    }
+
+    /// The ring every node starts from: the nodes without `join`.
+    pub fn initial_ring(&self) -> Ring {
+        Ring::with_members(
+            self.cluster.virtual_nodes,
+            self.nodes.iter().filter(|node| !node.join).map(|node| NodeId(node.id)),
+        )
+    }
+
+    /// The RPC address of every node, by id.
+    pub fn rpc_addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.nodes.iter().map(|node| (NodeId(node.id), node.rpc)).collect()
+    }
+
+    /// The storage state machine's configuration for node `id`.
+    pub fn storage(&self, id: u64) -> Option<StorageConfig> {
+        let entry = self.node(id)?;
+        let mut cfg = StorageConfig::new(NodeId(id), self.initial_ring(), self.cluster.replication);
+        let t = &self.timers;
+        cfg.gossip_period = Duration::from_millis(t.gossip_ms);
+        cfg.hello_period = Duration::from_millis(t.hello_ms);
+        cfg.ring_period = Duration::from_millis(t.ring_ms);
+        cfg.push_period = Duration::from_millis(t.push_ms);
+        cfg.lease_period = Duration::from_millis(t.lease_ms);
+        cfg.max_keys = self.limits.max_keys;
+        cfg.max_pending = self.limits.max_pending;
+        cfg.join = entry.join;
+        Some(cfg)
+    }
+
+    /// The file where node `id` keeps what survives a restart.
+    pub fn durable_path(&self, id: u64) -> PathBuf {
+        self.cluster.data_dir.join(format!("node-{id}.state"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_default_is_three_nodes_on_fixed_loopback_ports() {
+        let config = ClusterConfig::embedded();
+        let rpc: Vec<String> = config.nodes.iter().map(|n| n.rpc.to_string()).collect();
+        let resp: Vec<String> =
+            config.nodes.iter().map(|n| n.resp.expect("resp port").to_string()).collect();
+        assert_eq!(rpc, ["127.0.0.1:7700", "127.0.0.1:7701", "127.0.0.1:7702"]);
+        assert_eq!(resp, ["127.0.0.1:6380", "127.0.0.1:6381", "127.0.0.1:6382"]);
+        assert_eq!(config.cluster.replication, 3);
+        assert_eq!(config.cluster.durability, WriteDurability::Majority);
+        assert_eq!(config.initial_ring().members().len(), 3);
+    }
+
+    fn error_of(text: &str) -> String {
+        ClusterConfig::parse(text).expect_err("must be refused").to_string()
+    }
+
+    #[test]
+    fn bad_configurations_are_refused_with_the_field_named() {
+        let node =
+            |id: u64, port: u16| format!("[[node]]\nid = {id}\nrpc = \"127.0.0.1:{port}\"\n");
+        let head = "[cluster]\nreplication = 2\n";
+        assert!(
+            error_of(&format!("{head}{}{}", node(1, 1), node(1, 2))).contains("id 1 appears twice")
+        );
+        assert!(error_of(&format!("{head}{}{}", node(1, 1), node(2, 1))).contains("used twice"));
+        assert!(error_of(head).contains("node"));
+        assert!(
+            error_of(&format!("{head}[timers]\ngossip_ms = 0\n{}", node(1, 1)))
+                .contains("gossip_ms")
+        );
+        assert!(error_of(&format!("{head}colour = 3\n{}", node(1, 1))).contains("colour"));
+        assert!(
+            error_of(&format!("[cluster]\nreplication = 0\n{}", node(1, 1)))
+                .contains("replication")
+        );
+        assert!(
+            error_of(&format!(
+                "{head}[limits]\nmax_value_bytes = 100\nmax_frame_bytes = 100\n{}",
+                node(1, 1)
+            ))
+            .contains("max_value_bytes")
+        );
+        assert!(
+            error_of(&format!("{head}{}", node(CLIENT_ID_BASE, 1)))
+                .contains("reserved for clients")
+        );
+        assert!(error_of(&format!("{head}[cluster.x]\n")).contains("invalid configuration"));
+        let ok = ClusterConfig::parse(&format!("{head}{}", node(1, 1))).expect("valid");
+        assert_eq!(ok.limits, Limits::default());
+        assert_eq!(ok.storage(1).expect("node 1").replication, 2);
+        assert!(ok.storage(2).is_none());
+    }
+}

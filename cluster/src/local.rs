@@ -1,0 +1,138 @@
+//! Storage nodes running in this process: what `squall up`, `squall node` and the tests start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use squall_proto::NodeId;
+use squall_proto::kvs::{KvsConfig, KvsNode};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::client::KvClient;
+use crate::config::ClusterConfig;
+use crate::resp::{self, RespContext};
+use crate::runtime::{self, NodeHandle, Running, RuntimeSettings};
+use crate::server::{self, PortLimits};
+
+/// One storage node with its RPC port and, if configured, its RESP port.
+#[derive(Debug)]
+pub struct LocalNode {
+    running: Running<KvsNode>,
+    rpc: JoinHandle<()>,
+    resp: Option<JoinHandle<()>>,
+    /// Where the RPC port listens.
+    pub rpc_addr: SocketAddr,
+    /// Where the RESP port listens, if any.
+    pub resp_addr: Option<SocketAddr>,
+    drain: Duration,
+}
+
+impl LocalNode {
+    /// Starts node `id` of `config`: binds its ports (failing clearly if they are taken),
+    /// restores its incarnation from the data directory, and starts serving.
+    pub async fn start(config: &ClusterConfig, id: u64) -> anyhow::Result<Self> {
+        let entry =
+            config.node(id).with_context(|| format!("node {id} is not in the configuration"))?;
+        let storage = config.storage(id).expect("the node is in the configuration");
+        let rpc_listener = TcpListener::bind(entry.rpc)
+            .await
+            .with_context(|| format!("node {id}: cannot listen on {} (RPC)", entry.rpc))?;
+        let resp_listener = match entry.resp {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("node {id}: cannot listen on {addr} (RESP)"))?,
+            ),
+            None => None,
+        };
+        let settings = RuntimeSettings {
+            inbox: config.limits.inbox,
+            max_frame: config.limits.max_frame_bytes,
+            durable_path: Some(config.durable_path(id)),
+            peers: config.rpc_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
+        };
+        let running = runtime::start::<KvsNode>(NodeId(id), KvsConfig::Storage(storage), settings)
+            .with_context(|| format!("node {id}: cannot start"))?;
+        let limits = PortLimits {
+            max_frame: config.limits.max_frame_bytes,
+            max_request: config.limits.max_value_bytes,
+            max_connections: config.limits.max_connections,
+            max_in_flight: config.limits.max_in_flight,
+        };
+        let rpc_addr = rpc_listener.local_addr()?;
+        let rpc = server::serve(rpc_listener, running.handle.clone(), limits);
+        let (resp, resp_addr) = match resp_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                let context = Arc::new(RespContext {
+                    client: KvClient::new(config).with_local(running.handle.clone()),
+                    node: running.handle.clone(),
+                    max_request: config.limits.max_value_bytes + 1024,
+                });
+                (Some(resp::serve(listener, context, config.limits.max_connections)), Some(addr))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            running,
+            rpc,
+            resp,
+            rpc_addr,
+            resp_addr,
+            drain: Duration::from_millis(config.limits.drain_ms),
+        })
+    }
+
+    /// A handle to the node.
+    pub fn handle(&self) -> &NodeHandle<KvsNode> {
+        &self.running.handle
+    }
+
+    /// Stops gracefully: the ports stop accepting, calls in flight get the configured drain
+    /// time to be answered, then the node stops. Returns its last state.
+    pub async fn stop(self) -> anyhow::Result<KvsNode> {
+        self.rpc.abort();
+        if let Some(resp) = &self.resp {
+            resp.abort();
+        }
+        self.running.handle.shutdown(self.drain).await;
+        Ok(self.running.wait().await?)
+    }
+
+    /// Kills the node at once, as a crash would (its ports close; what it persisted survives).
+    pub fn kill(self) {
+        self.rpc.abort();
+        if let Some(resp) = &self.resp {
+            resp.abort();
+        }
+        self.running.kill();
+    }
+}
+
+/// Every node of a configuration, in this process.
+#[derive(Debug)]
+pub struct LocalCluster {
+    /// The nodes, in configuration order.
+    pub nodes: Vec<LocalNode>,
+}
+
+impl LocalCluster {
+    /// Starts every node of `config` that does not join later.
+    pub async fn start(config: &ClusterConfig) -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        for entry in config.nodes.iter().filter(|entry| !entry.join) {
+            nodes.push(LocalNode::start(config, entry.id).await?);
+        }
+        Ok(Self { nodes })
+    }
+
+    /// Stops every node gracefully.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        for node in self.nodes {
+            node.stop().await?;
+        }
+        Ok(())
+    }
+}

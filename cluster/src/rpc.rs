@@ -1,0 +1,88 @@
+//! The wire: one tarpc service per node, carrying postcard-encoded protocol messages.
+//!
+//! Protocol messages are one-way (the protocols tolerate loss, duplication and reordering), so
+//! peers batch them into [`Squall::deliver`] calls whose answer only says the batch arrived.
+//! Clients call [`Squall::call`] with one request message; the runtime turns it into an input
+//! and answers with the message the node emits for it. Payloads are postcard bytes of the
+//! node's message type, so the service is the same for every protocol and a payload that does
+//! not decode gets a typed [`CallError`] instead of closing the connection.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use squall_proto::NodeId;
+
+/// Why a call was refused or not answered. Every variant but [`CallError::Timeout`] is
+/// *definite*: the node did not act on the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum CallError {
+    /// The payload is not a valid message of the node's protocol.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// The message is valid but is not a request a client may send (for example a peer
+    /// message sent through `call`).
+    #[error("not a client request")]
+    NotARequest,
+    /// The caller id is not a client id (clients use ids at or above 2^63).
+    #[error("caller id {0} is not a client id (clients use ids >= 2^63)")]
+    InvalidCaller(u64),
+    /// The encoded request is larger than the node accepts.
+    #[error("the request is {bytes} bytes; this node accepts at most {max}")]
+    TooLarge {
+        /// The request's size.
+        bytes: usize,
+        /// The configured limit (`limits.max_value_bytes`).
+        max: usize,
+    },
+    /// The node's inbox is full; retry later.
+    #[error("the node is overloaded; retry later")]
+    Overloaded,
+    /// The node is shutting down (or stopped) and takes no new requests.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The same caller sent two requests with one request number at once.
+    #[error("request number reused while the first request is in flight")]
+    Duplicate,
+    /// The node did not answer in time. Indefinite: the request may have taken effect.
+    #[error("no answer before the deadline")]
+    Timeout,
+}
+
+impl CallError {
+    /// Whether the node certainly did not act on the request.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Self::Timeout)
+    }
+}
+
+/// What a node says about itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStats {
+    /// The node.
+    pub id: NodeId,
+    /// Peer messages delivered to the node.
+    pub delivered: u64,
+    /// Client calls received.
+    pub calls: u64,
+    /// Inputs the node ignored as stale or duplicated.
+    pub ignored: u64,
+    /// Messages the runtime could not send (peer queue full or unknown destination) or
+    /// peer messages dropped because the inbox was full.
+    pub dropped: u64,
+    /// Timers fired.
+    pub timers: u64,
+}
+
+/// The service every node serves on its RPC port.
+#[tarpc::service]
+pub trait Squall {
+    /// Node → node: a batch of protocol messages from `from`, each postcard-encoded. Fire and
+    /// forget in meaning: messages that do not decode, or that find the inbox full, are
+    /// dropped and counted (the protocols re-send).
+    async fn deliver(from: NodeId, msgs: Vec<Bytes>);
+    /// Client → node: one request message; answered with the node's reply message.
+    async fn call(from: NodeId, msg: Bytes) -> Result<Bytes, CallError>;
+    /// Answers at once without touching the node: the RPC floor for benchmarks.
+    async fn ping() -> NodeId;
+    /// The node's counters.
+    async fn stats() -> NodeStats;
+}

@@ -1,0 +1,508 @@
+//! The generic node runtime: one task owns one `squall-proto` node and drives it.
+//!
+//! The task is the node's only owner (no lock around protocol state). It takes inputs from an
+//! inbox — peer messages, client calls, inspections — and from its timers (a `DelayQueue`
+//! keyed by the node's timer values), calls `Node::handle`, and executes the outputs in order:
+//! sends go to per-peer sender tasks or answer a waiting client call, timers are armed and
+//! disarmed, `Persist` writes the durable value to disk before anything after it runs.
+//! Nothing here knows what a message means; the only protocol facts it uses are which
+//! messages are client requests and which answer them ([`Served`]).
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use squall_proto::kvs::{KvsMsg, KvsNode, ReqId};
+use squall_proto::{Input, Node, NodeId, Outbox, Output, handle_checked};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::time::DelayQueue;
+use tokio_util::time::delay_queue;
+
+use crate::rpc::{CallError, NodeStats, SquallClient};
+
+/// A node the runtime can serve: the two protocol facts a harness needs to route client calls.
+pub trait Served:
+    Node<
+        Msg: Serialize + DeserializeOwned + Send + Sync + 'static,
+        Timer: Send + Sync + 'static,
+        Durable: Serialize + DeserializeOwned + Send + 'static,
+        Config: Send + Sync + 'static,
+    > + Send
+    + Sync
+    + 'static
+{
+    /// The request number of a client request; `None` for any other message.
+    fn request(msg: &Self::Msg) -> Option<ReqId>;
+    /// The request a message answers; `None` for any other message.
+    fn answers(msg: &Self::Msg) -> Option<ReqId>;
+}
+
+impl Served for KvsNode {
+    fn request(msg: &KvsMsg) -> Option<ReqId> {
+        msg.request()
+    }
+
+    fn answers(msg: &KvsMsg) -> Option<ReqId> {
+        msg.answers()
+    }
+}
+
+/// Why a node stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The durable state could not be read or written.
+    #[error("durable state at {path}: {source}")]
+    Durable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The durable state file exists but does not decode.
+    #[error("durable state at {path} is corrupt: {detail}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The decoder's complaint.
+        detail: String,
+    },
+}
+
+/// Settings of one node's runtime.
+#[derive(Clone, Debug)]
+pub struct RuntimeSettings {
+    /// Inputs queued before calls are refused and peer messages dropped.
+    pub inbox: usize,
+    /// The largest RPC frame sent to peers.
+    pub max_frame: usize,
+    /// Where the durable value lives; `None` keeps it in memory only.
+    pub durable_path: Option<PathBuf>,
+    /// The RPC address of every peer.
+    pub peers: HashMap<NodeId, SocketAddr>,
+}
+
+/// Counters shared by the node task and its handles (metrics only: relaxed, no protocol
+/// decision reads them).
+#[derive(Debug, Default)]
+struct Counters {
+    delivered: AtomicU64,
+    calls: AtomicU64,
+    ignored: AtomicU64,
+    dropped: AtomicU64,
+    timers: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+type Inspection<N> = Box<dyn FnOnce(&N) + Send>;
+
+enum Event<N: Node> {
+    Deliver { from: NodeId, msg: N::Msg },
+    Call { from: NodeId, msg: N::Msg, reply: oneshot::Sender<Result<N::Msg, CallError>> },
+    Inspect(Inspection<N>),
+    Shutdown { drain: Duration },
+}
+
+/// A cheap, cloneable handle to a running node.
+pub struct NodeHandle<N: Served> {
+    id: NodeId,
+    inbox: mpsc::Sender<Event<N>>,
+    closing: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+}
+
+impl<N: Served> Clone for NodeHandle<N> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            inbox: self.inbox.clone(),
+            closing: self.closing.clone(),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl<N: Served> fmt::Debug for NodeHandle<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeHandle").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl<N: Served> NodeHandle<N> {
+    /// The node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// Whether the node is shutting down or stopped.
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire) || self.inbox.is_closed()
+    }
+
+    /// Delivers a peer message; dropped (and counted) when the inbox is full or the node is
+    /// stopped: the transport is allowed to lose messages.
+    pub fn deliver(&self, from: NodeId, msg: N::Msg) {
+        if self.inbox.try_send(Event::Deliver { from, msg }).is_err() {
+            bump(&self.counters.dropped);
+        }
+    }
+
+    /// Sends a client request from `from` and waits for the node's answer.
+    pub async fn call(&self, from: NodeId, msg: N::Msg) -> Result<N::Msg, CallError> {
+        if self.closing.load(Ordering::Acquire) {
+            return Err(CallError::ShuttingDown);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.inbox.try_send(Event::Call { from, msg, reply }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CallError::Overloaded,
+            mpsc::error::TrySendError::Closed(_) => CallError::ShuttingDown,
+        })?;
+        // The node drops the sender only when it stops with the call unanswered.
+        answer.await.map_err(|_| CallError::ShuttingDown)?
+    }
+
+    /// Runs `f` on the node's current state, between two inputs. `None` if the node stopped.
+    pub async fn inspect<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&N) -> R + Send + 'static,
+    ) -> Option<R> {
+        let (tx, rx) = oneshot::channel();
+        let inspection: Inspection<N> = Box::new(move |node| {
+            let _ = tx.send(f(node));
+        });
+        self.inbox.send(Event::Inspect(inspection)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> NodeStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.counters;
+        NodeStats {
+            id: self.id,
+            delivered: get(&c.delivered),
+            calls: get(&c.calls),
+            ignored: get(&c.ignored),
+            dropped: get(&c.dropped),
+            timers: get(&c.timers),
+        }
+    }
+
+    /// Starts a graceful shutdown: new calls are refused at once, calls in flight get up to
+    /// `drain` to be answered, then the node stops (see [`Running::wait`]).
+    pub async fn shutdown(&self, drain: Duration) {
+        self.closing.store(true, Ordering::Release);
+        let _ = self.inbox.send(Event::Shutdown { drain }).await;
+    }
+}
+
+/// A node running on the current tokio runtime.
+#[derive(Debug)]
+pub struct Running<N: Served> {
+    /// A handle to it.
+    pub handle: NodeHandle<N>,
+    task: JoinHandle<Result<N, RuntimeError>>,
+}
+
+impl<N: Served> Running<N> {
+    /// Waits for the node to stop (after [`NodeHandle::shutdown`]) and returns its last state.
+    pub async fn wait(self) -> Result<N, RuntimeError> {
+        match self.task.await {
+            Ok(result) => result,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        }
+    }
+
+    /// Kills the node at once, as a crash would: no drain, nothing flushed. What it persisted
+    /// survives.
+    pub fn kill(self) {
+        self.handle.closing.store(true, Ordering::Release);
+        self.task.abort();
+    }
+}
+
+/// Starts node `id` with `cfg`: reads its durable value (if `settings.durable_path` names an
+/// existing file), runs `Node::init`, and spawns the task that owns it.
+pub fn start<N: Served>(
+    id: NodeId,
+    cfg: N::Config,
+    settings: RuntimeSettings,
+) -> Result<Running<N>, RuntimeError> {
+    let durable = match &settings.durable_path {
+        Some(path) => load_durable::<N::Durable>(path)?,
+        None => N::Durable::default(),
+    };
+    let (tx, rx) = mpsc::channel(settings.inbox);
+    let counters = Arc::new(Counters::default());
+    let handle = NodeHandle { id, inbox: tx, closing: Arc::new(AtomicBool::new(false)), counters };
+    let mut out = Outbox::new();
+    let node = N::init(&cfg, &durable, &mut out);
+    let mut driver = Driver {
+        id,
+        node,
+        cfg,
+        timers: DelayQueue::new(),
+        timer_keys: HashMap::new(),
+        pending: HashMap::new(),
+        peers: HashMap::new(),
+        loopback: VecDeque::new(),
+        settings,
+        counters: handle.counters.clone(),
+        out: Outbox::new(),
+    };
+    driver.execute(out)?;
+    let task = tokio::spawn(driver.run(rx));
+    Ok(Running { handle, task })
+}
+
+fn load_durable<D: DeserializeOwned + Default>(path: &Path) -> Result<D, RuntimeError> {
+    match std::fs::read(path) {
+        Ok(bytes) => postcard::from_bytes(&bytes)
+            .map_err(|e| RuntimeError::Corrupt { path: path.to_owned(), detail: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(D::default()),
+        Err(source) => Err(RuntimeError::Durable { path: path.to_owned(), source }),
+    }
+}
+
+/// Writes `value` to `path` atomically: a temporary file, synced, renamed over the old one.
+fn store_durable<D: Serialize>(path: &Path, value: &D) -> Result<(), RuntimeError> {
+    let fail = |source| RuntimeError::Durable { path: path.to_owned(), source };
+    let bytes = postcard::to_allocvec(value).map_err(|e| fail(std::io::Error::other(e)))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let tmp = path.with_extension("tmp");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&tmp).map_err(fail)?;
+        file.write_all(&bytes).map_err(fail)?;
+        file.sync_all().map_err(fail)?;
+    }
+    std::fs::rename(&tmp, path).map_err(fail)
+}
+
+type Waiter<N> = oneshot::Sender<Result<<N as Node>::Msg, CallError>>;
+
+struct Driver<N: Served> {
+    id: NodeId,
+    node: N,
+    cfg: N::Config,
+    timers: DelayQueue<N::Timer>,
+    timer_keys: HashMap<N::Timer, delay_queue::Key>,
+    /// Client calls waiting for their answer, by (caller, request number).
+    pending: HashMap<(NodeId, ReqId), Waiter<N>>,
+    peers: HashMap<NodeId, mpsc::Sender<N::Msg>>,
+    /// Messages the node sent to itself, delivered after the current outputs.
+    loopback: VecDeque<N::Msg>,
+    settings: RuntimeSettings,
+    counters: Arc<Counters>,
+    out: Outbox<N>,
+}
+
+/// How many messages a peer sender batches into one `deliver` call at most.
+const BATCH: usize = 512;
+/// How long a peer sender waits after a failed connection before trying again.
+const RECONNECT: Duration = Duration::from_millis(50);
+/// How often calls whose caller gave up are forgotten.
+const SWEEP: Duration = Duration::from_secs(1);
+
+impl<N: Served> Driver<N> {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Event<N>>) -> Result<N, RuntimeError> {
+        let mut sweep = tokio::time::interval(SWEEP);
+        let mut draining: Option<tokio::time::Instant> = None;
+        loop {
+            if let Some(deadline) = draining
+                && (self.pending.is_empty() || tokio::time::Instant::now() >= deadline)
+            {
+                break;
+            }
+            tokio::select! {
+                event = inbox.recv() => match event {
+                    Some(Event::Deliver { from, msg }) => {
+                        bump(&self.counters.delivered);
+                        self.step(Input::Receive { from, msg })?;
+                    }
+                    Some(Event::Call { from, msg, reply }) => {
+                        bump(&self.counters.calls);
+                        self.call(from, msg, reply)?;
+                    }
+                    Some(Event::Inspect(f)) => f(&self.node),
+                    Some(Event::Shutdown { drain }) => {
+                        draining = Some(tokio::time::Instant::now() + drain);
+                    }
+                    None => break,
+                },
+                Some(expired) = self.timers.next(), if !self.timers.is_empty() => {
+                    let timer = expired.into_inner();
+                    self.timer_keys.remove(&timer);
+                    bump(&self.counters.timers);
+                    self.step(Input::Timeout(timer))?;
+                }
+                _ = sweep.tick() => self.pending.retain(|_, waiter| !waiter.is_closed()),
+                () = tokio::time::sleep(Duration::from_millis(20)), if draining.is_some() => {}
+            }
+        }
+        Ok(self.node)
+    }
+
+    fn call(&mut self, from: NodeId, msg: N::Msg, reply: Waiter<N>) -> Result<(), RuntimeError> {
+        let Some(req) = N::request(&msg) else {
+            let _ = reply.send(Err(CallError::NotARequest));
+            return Ok(());
+        };
+        if self.pending.get(&(from, req)).is_some_and(|waiter| !waiter.is_closed()) {
+            let _ = reply.send(Err(CallError::Duplicate));
+            return Ok(());
+        }
+        self.pending.insert((from, req), reply);
+        self.step(Input::Receive { from, msg })
+    }
+
+    /// Hands one input to the node (checking its step invariants in debug builds) and
+    /// executes what it emits, then whatever it sent itself.
+    fn step(&mut self, input: Input<N>) -> Result<(), RuntimeError> {
+        let mut out = std::mem::take(&mut self.out);
+        if cfg!(debug_assertions) {
+            if let Err(violation) = handle_checked(&mut self.node, &self.cfg, input, &mut out) {
+                panic!("node {} broke an invariant: {violation}", self.id);
+            }
+        } else {
+            self.node.handle(&self.cfg, input, &mut out);
+        }
+        let result = self.execute_drain(&mut out);
+        self.out = out;
+        result?;
+        while let Some(msg) = self.loopback.pop_front() {
+            self.step(Input::Receive { from: self.id, msg })?;
+        }
+        Ok(())
+    }
+
+    fn execute(&mut self, mut out: Outbox<N>) -> Result<(), RuntimeError> {
+        self.execute_drain(&mut out)
+    }
+
+    fn execute_drain(&mut self, out: &mut Outbox<N>) -> Result<(), RuntimeError> {
+        for output in out.drain() {
+            match output {
+                Output::Send { to, msg } => self.send(to, msg),
+                Output::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
+                    Some(key) => self.timers.reset(key, after),
+                    None => {
+                        let key = self.timers.insert(timer.clone(), after);
+                        self.timer_keys.insert(timer, key);
+                    }
+                },
+                Output::CancelTimer(timer) => {
+                    if let Some(key) = self.timer_keys.remove(&timer) {
+                        self.timers.remove(&key);
+                    }
+                }
+                Output::Persist(durable) => {
+                    if let Some(path) = &self.settings.durable_path {
+                        store_durable(path, &durable)?;
+                    }
+                }
+                Output::Ignored { reason } => {
+                    bump(&self.counters.ignored);
+                    tracing::trace!(node = %self.id, reason, "ignored input");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, to: NodeId, msg: N::Msg) {
+        if to == self.id {
+            return self.loopback.push_back(msg);
+        }
+        if let Some(req) = N::answers(&msg)
+            && let Some(waiter) = self.pending.remove(&(to, req))
+        {
+            // A caller that gave up is simply not answered.
+            let _ = waiter.send(Ok(msg));
+            return;
+        }
+        let Some(addr) = self.settings.peers.get(&to).copied() else {
+            // An answer to a call that was given up on, or a node this one has no address for.
+            bump(&self.counters.dropped);
+            return;
+        };
+        let (id, max_frame, counters) = (self.id, self.settings.max_frame, self.counters.clone());
+        let queue = self.peers.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(4 * BATCH);
+            tokio::spawn(peer_sender::<N>(id, addr, max_frame, rx, counters));
+            tx
+        });
+        if queue.try_send(msg).is_err() {
+            bump(&self.counters.dropped);
+        }
+    }
+}
+
+/// Connects a tarpc client to `addr`.
+pub async fn connect(addr: SocketAddr, max_frame: usize) -> std::io::Result<SquallClient> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let transport = crate::codec::transport(stream, max_frame);
+    Ok(SquallClient::new(tarpc::client::Config::default(), transport).spawn())
+}
+
+/// Sends one peer's messages in batches, one `deliver` call in flight at a time (which keeps
+/// them in order and batches more under load). A failed connection loses the batch — the
+/// protocols re-send — and is retried after a pause.
+async fn peer_sender<N: Served>(
+    from: NodeId,
+    addr: SocketAddr,
+    max_frame: usize,
+    mut queue: mpsc::Receiver<N::Msg>,
+    counters: Arc<Counters>,
+) {
+    let mut client: Option<SquallClient> = None;
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        while batch.len() < BATCH {
+            match queue.try_recv() {
+                Ok(msg) => batch.push(msg),
+                Err(_) => break,
+            }
+        }
+        if client.is_none() {
+            match connect(addr, max_frame).await {
+                Ok(c) => client = Some(c),
+                Err(e) => {
+                    tracing::debug!(%addr, error = %e, "peer unreachable");
+                    counters.dropped.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    batch.clear();
+                    tokio::time::sleep(RECONNECT).await;
+                    continue;
+                }
+            }
+        }
+        let encoded: Vec<Bytes> = batch
+            .drain(..)
+            .filter_map(|msg| postcard::to_allocvec(&msg).ok().map(Bytes::from))
+            .collect();
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let failed = match &client {
+            Some(c) => c.deliver(ctx, from, encoded).await.is_err(),
+            None => false,
+        };
+        if failed {
+            client = None;
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! The RPC port: accepts connections (up to a limit), decodes calls and hands them to the
+//! node's runtime.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use squall_proto::NodeId;
+use tarpc::context::Context;
+use tarpc::server::{BaseChannel, Channel};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use crate::config::CLIENT_ID_BASE;
+use crate::rpc::{CallError, NodeStats, Squall};
+use crate::runtime::{NodeHandle, Served};
+
+/// Limits the RPC port enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct PortLimits {
+    /// Largest frame; a larger one closes the connection.
+    pub max_frame: usize,
+    /// Largest encoded request accepted by `call`.
+    pub max_request: usize,
+    /// Open connections; more are closed at once.
+    pub max_connections: usize,
+    /// Requests in flight per connection; more are answered with an error.
+    pub max_in_flight: usize,
+}
+
+/// The tarpc service of one node.
+#[derive(Debug)]
+struct Service<N: Served> {
+    node: NodeHandle<N>,
+    max_request: usize,
+}
+
+impl<N: Served> Clone for Service<N> {
+    fn clone(&self) -> Self {
+        Self { node: self.node.clone(), max_request: self.max_request }
+    }
+}
+
+impl<N: Served> Squall for Service<N> {
+    async fn deliver(self, _: Context, from: NodeId, msgs: Vec<Bytes>) {
+        for bytes in msgs {
+            match postcard::from_bytes::<N::Msg>(&bytes) {
+                Ok(msg) => self.node.deliver(from, msg),
+                Err(e) => tracing::debug!(%from, error = %e, "undecodable peer message dropped"),
+            }
+        }
+    }
+
+    async fn call(self, _: Context, from: NodeId, msg: Bytes) -> Result<Bytes, CallError> {
+        if from.0 < CLIENT_ID_BASE {
+            return Err(CallError::InvalidCaller(from.0));
+        }
+        if msg.len() > self.max_request {
+            return Err(CallError::TooLarge { bytes: msg.len(), max: self.max_request });
+        }
+        let request: N::Msg =
+            postcard::from_bytes(&msg).map_err(|e| CallError::Malformed(e.to_string()))?;
+        if N::request(&request).is_none() {
+            return Err(CallError::NotARequest);
+        }
+        let answer = self.node.call(from, request).await?;
+        postcard::to_allocvec(&answer)
+            .map(Bytes::from)
+            .map_err(|e| CallError::Malformed(format!("cannot encode the answer: {e}")))
+    }
+
+    async fn ping(self, _: Context) -> NodeId {
+        self.node.id()
+    }
+
+    async fn stats(self, _: Context) -> NodeStats {
+        self.node.stats()
+    }
+}
+
+/// Serves `node` on `listener` until the returned task is aborted. Each connection runs on its
+/// own task; a connection that sends garbage or an oversized frame is closed, the others and
+/// the node go on.
+pub fn serve<N: Served>(
+    listener: TcpListener,
+    node: NodeHandle<N>,
+    limits: PortLimits,
+) -> JoinHandle<()> {
+    let service = Service { node, max_request: limits.max_request };
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%peer, "connection limit reached; closing the new connection");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = service.clone();
+            tokio::spawn(async move {
+                let transport = crate::codec::transport(stream, limits.max_frame);
+                BaseChannel::with_defaults(transport)
+                    .max_concurrent_requests(limits.max_in_flight)
+                    .execute(service.serve())
+                    .for_each(|response| async {
+                        tokio::spawn(response);
+                    })
+                    .await;
+                drop(slot);
+            });
+        }
+    })
+}
