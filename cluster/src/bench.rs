@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Zipf};
+use squall_proto::NodeId;
 use squall_proto::kvs::Durability;
 
 use crate::client::KvClient;
@@ -53,7 +54,8 @@ pub struct KvBenchArgs {
     /// Skip the ping baseline phase.
     #[arg(long)]
     pub no_baseline: bool,
-    /// Only send to these node ids (default: every node, routed by key).
+    /// Send only to these node ids, which answer or redirect (default: every node, routed by
+    /// key).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u64>,
     /// Hide the progress bar.
@@ -138,22 +140,26 @@ fn check(args: &KvBenchArgs) -> anyhow::Result<()> {
 pub async fn run(config: &ClusterConfig, args: &KvBenchArgs) -> anyhow::Result<Vec<Phase>> {
     check(args)?;
     let mut config = config.clone();
-    if !args.only.is_empty() {
-        for id in &args.only {
-            anyhow::ensure!(config.node(*id).is_some(), "--only {id}: no such node");
-        }
-        config.nodes.retain(|node| args.only.contains(&node.id));
+    for id in &args.only {
+        anyhow::ensure!(config.node(*id).is_some(), "--only {id}: no such node");
     }
     if let Some(d) = args.durability {
         config.cluster.durability = d;
     }
-    let clients: Vec<Arc<KvClient>> =
-        (0..args.connections).map(|_| Arc::new(KvClient::new(&config))).collect();
+    let targets: Vec<NodeId> = args.only.iter().map(|id| NodeId(*id)).collect();
+    let clients: Vec<Arc<KvClient>> = (0..args.connections)
+        .map(|_| Arc::new(KvClient::new(&config).with_targets(targets.clone())))
+        .collect();
+    let pinged: Vec<_> = config
+        .nodes
+        .iter()
+        .filter(|node| args.only.is_empty() || args.only.contains(&node.id))
+        .collect();
     let mut phases = Vec::new();
     if !args.no_baseline {
         let mut pings = Vec::new();
         for _ in 0..args.connections {
-            for node in &config.nodes {
+            for node in &pinged {
                 pings.push(
                     crate::runtime::connect(node.rpc, config.limits.max_frame_bytes)
                         .await

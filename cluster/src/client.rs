@@ -206,6 +206,7 @@ pub struct KvClient {
     addresses: HashMap<NodeId, SocketAddr>,
     connections: Mutex<HashMap<NodeId, SquallClient>>,
     local: Option<NodeHandle<KvsNode>>,
+    targets: Vec<NodeId>,
     routes: RouteCache,
     clock: Hlc,
     next_req: AtomicU64,
@@ -246,6 +247,7 @@ impl KvClient {
             addresses: config.rpc_addresses().into_iter().collect(),
             connections: Mutex::new(HashMap::new()),
             local: None,
+            targets: Vec::new(),
             routes: RouteCache::new(1 << 20),
             clock: Hlc::new(),
             next_req: AtomicU64::new(0),
@@ -257,6 +259,14 @@ impl KvClient {
     /// prefers it among a key's replicas (the RESP front end's client).
     pub fn with_local(mut self, handle: NodeHandle<KvsNode>) -> Self {
         self.local = Some(handle);
+        self
+    }
+
+    /// Sends every request to one of `targets` (chosen by key) instead of the key's replicas
+    /// by the ring, until a redirect names the owners: for reading through particular nodes,
+    /// and for benchmarking a subset of a cluster.
+    pub fn with_targets(mut self, targets: Vec<NodeId>) -> Self {
+        self.targets = targets;
         self
     }
 
@@ -278,7 +288,16 @@ impl KvClient {
 
     /// Reads `key`: `None` when no replica asked holds it.
     pub async fn get(&self, key: &str) -> Result<Option<LatticeValue>, KvError> {
-        let answer = self.request(key, |req| KvsMsg::Get { req, key: key.to_owned() }).await?;
+        let answer = self
+            .request(key, |req| KvsMsg::Get { req, key: key.to_owned() })
+            .await
+            .map_err(|e| match e {
+                // A read changes nothing: whatever became of it, it did not happen.
+                KvError::Indefinite { key, attempts, last } => {
+                    KvError::Unavailable { key, attempts, last }
+                }
+                other => other,
+            })?;
         match answer {
             (_, KvsMsg::GetOk { value, .. }) => {
                 if let Some(LatticeValue::Lww(lww)) = &value
@@ -334,6 +353,12 @@ impl KvClient {
     fn owners(&self, key: &str) -> Vec<NodeId> {
         let mut owners = match self.routes.get(key) {
             Some((_, owners)) if !owners.is_empty() => owners,
+            _ if !self.targets.is_empty() => {
+                let mut targets = self.targets.clone();
+                let at = squall_proto::kvs::fnv1a64(key.as_bytes()) as usize % targets.len();
+                targets.rotate_left(at);
+                targets
+            }
             _ => self.ring.responsible(key, self.replication),
         };
         if let Some(local) = &self.local
@@ -425,7 +450,13 @@ impl KvClient {
             Err(e) => {
                 // The connection is suspect: reconnect on the next attempt.
                 self.connections.lock().expect("connections lock").remove(&node);
-                Attempt::Unknown(format!("rpc failed: {e}"))
+                match e {
+                    // Closed before the request was sent: it never left this process.
+                    tarpc::client::RpcError::Shutdown => {
+                        Attempt::NotTaken(format!("connection closed: {e}"))
+                    }
+                    _ => Attempt::Unknown(format!("rpc failed: {e}")),
+                }
             }
         }
     }

@@ -48,7 +48,10 @@ pub fn serve(
 ) -> JoinHandle<()> {
     let slots = Arc::new(Semaphore::new(max_connections));
     tokio::spawn(async move {
+        // Owned by the accept loop: aborting the port aborts every connection with it.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let Ok((mut stream, peer)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
@@ -60,7 +63,7 @@ pub fn serve(
             };
             let _ = stream.set_nodelay(true);
             let context = context.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 if let Err(e) = connection(stream, context).await {
                     tracing::debug!(%peer, error = %e, "RESP connection ended");
                 }

@@ -90,7 +90,10 @@ pub fn serve<N: Served>(
     let service = Service { node, max_request: limits.max_request };
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
+        // Owned by the accept loop: aborting the port aborts every connection with it.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
@@ -105,7 +108,7 @@ pub fn serve<N: Served>(
             };
             let _ = stream.set_nodelay(true);
             let service = service.clone();
-            tokio::spawn(async move {
+            connections.spawn(async move {
                 let transport = crate::codec::transport(stream, limits.max_frame);
                 BaseChannel::with_defaults(transport)
                     .max_concurrent_requests(limits.max_in_flight)

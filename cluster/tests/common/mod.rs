@@ -1,0 +1,245 @@
+//! Shared helpers of the loopback cluster tests: configurations on free ports, waiting for
+//! quiescence, and recording histories for `squall-verify`'s checkers.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use squall_cluster::client::{KvClient, KvError};
+use squall_cluster::config::ClusterConfig;
+use squall_cluster::local::LocalNode;
+use squall_proto::kvs::{Key, KvsNode};
+use squall_proto::lattice::{LatticeValue, Stamp};
+use squall_verify::history::{Held, History, Level, Op, Status};
+
+/// A free loopback port (bound and released; good enough for tests on one machine).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// A fresh, empty data directory for test `name`.
+pub fn data_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("squall-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A configuration of `initial` nodes plus `joiners` that join later, on free ports, with
+/// short timers and client timeouts.
+pub fn config(name: &str, initial: usize, joiners: usize, replication: usize) -> ClusterConfig {
+    let mut text = format!(
+        "[cluster]\nreplication = {replication}\nvirtual_nodes = 16\ndata_dir = {:?}\n\
+         [client]\ntimeout_ms = 500\nattempts = 6\n\
+         [limits]\nmax_value_bytes = 65536\nmax_frame_bytes = 131072\ndrain_ms = 500\n",
+        data_dir(name)
+    );
+    for id in 0..initial + joiners {
+        text.push_str(&format!(
+            "[[node]]\nid = {id}\nrpc = \"127.0.0.1:{}\"\nresp = \"127.0.0.1:{}\"\njoin = {}\n",
+            free_port(),
+            free_port(),
+            id >= initial
+        ));
+    }
+    ClusterConfig::parse(&text).expect("test configuration is valid")
+}
+
+/// Starts node `id`, retrying while its old ports are still being released.
+pub async fn start(config: &ClusterConfig, id: u64) -> LocalNode {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match LocalNode::start(config, id).await {
+            Ok(node) => return node,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("node {id} did not start: {e:#}"),
+        }
+    }
+}
+
+/// A node's store, if it is a storage node that answered.
+pub async fn store(node: &LocalNode) -> Option<(bool, BTreeMap<Key, LatticeValue>)> {
+    node.handle()
+        .inspect(|node| match node {
+            KvsNode::Storage(s) => Some((s.is_idle(), s.store().clone())),
+            _ => None,
+        })
+        .await
+        .flatten()
+}
+
+/// Waits until every node is idle (nothing behind, nothing pending) with identical stores, and
+/// returns the stores; panics after `limit`.
+pub async fn quiesce(nodes: &[&LocalNode], limit: Duration) -> Vec<BTreeMap<Key, LatticeValue>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut stores = Vec::new();
+        let mut idle = true;
+        for node in nodes {
+            let (is_idle, store) = store(node).await.expect("storage node answers");
+            idle &= is_idle;
+            stores.push(store);
+        }
+        if idle && stores.windows(2).all(|w| w[0] == w[1]) {
+            return stores;
+        }
+        assert!(Instant::now() < deadline, "the cluster did not quiesce within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// One recorded operation before versions are assigned: LWW stamps stand for versions until
+/// [`Recorder::history`] ranks them.
+#[derive(Clone, Debug)]
+struct Raw {
+    session: u64,
+    txn: u64,
+    write: bool,
+    key: Key,
+    stamp: Option<Stamp>,
+    invoke: u64,
+    complete: Option<u64>,
+    status: Status,
+}
+
+/// Records a history of LWW operations from many tasks; a logical clock orders invocations and
+/// completions.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    clock: AtomicU64,
+    txns: AtomicU64,
+    ops: std::sync::Mutex<Vec<Raw>>,
+}
+
+fn stamp_of(value: &LatticeValue) -> Option<Stamp> {
+    match value {
+        LatticeValue::Lww(lww) => lww.stamp(),
+        _ => None,
+    }
+}
+
+impl Recorder {
+    /// A new recorder, shared by the workload tasks.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The current logical time.
+    pub fn now(&self) -> u64 {
+        self.clock.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Writes `key` through `client` as session `session`, recording the outcome.
+    pub async fn put(&self, client: &KvClient, session: u64, key: &str) -> Result<(), KvError> {
+        let value = client.lww(bytes::Bytes::from(format!("s{session}")));
+        let stamp = stamp_of(&value);
+        let invoke = self.now();
+        let result = client.put(key, value).await;
+        let complete = self.now();
+        let status = match &result {
+            Ok(()) => Status::Ok,
+            Err(e) if e.is_definite() => Status::Failed,
+            Err(_) => Status::Unknown,
+        };
+        self.push(Raw {
+            session,
+            txn: self.txns.fetch_add(1, Ordering::SeqCst),
+            write: true,
+            key: key.to_owned(),
+            stamp,
+            invoke,
+            complete: (status == Status::Ok).then_some(complete),
+            status,
+        });
+        result
+    }
+
+    /// Reads `key` through `client` as session `session`, recording what it returned.
+    pub async fn get(&self, client: &KvClient, session: u64, key: &str) -> Result<(), KvError> {
+        let invoke = self.now();
+        let result = client.get(key).await;
+        let complete = self.now();
+        let (stamp, status) = match &result {
+            Ok(value) => (value.as_ref().and_then(stamp_of), Status::Ok),
+            Err(_) => (None, Status::Unknown),
+        };
+        self.push(Raw {
+            session,
+            txn: self.txns.fetch_add(1, Ordering::SeqCst),
+            write: false,
+            key: key.to_owned(),
+            stamp,
+            invoke,
+            complete: (status == Status::Ok).then_some(complete),
+            status,
+        });
+        result.map(|_| ())
+    }
+
+    fn push(&self, raw: Raw) {
+        self.ops.lock().expect("recorder lock").push(raw);
+    }
+
+    /// The history: every key's LWW stamps ranked into versions `1..` (stamp order is LWW
+    /// order), reads mapped to the versions they returned (a stamp nobody wrote gets a version
+    /// of its own, which `thin-air` reports), and `settled` built from the replicas' final
+    /// stores, a replica missing a key holding version 0.
+    pub fn history(
+        &self,
+        settled: &[(u64, BTreeMap<Key, LatticeValue>)],
+        settled_at: Option<u64>,
+    ) -> History {
+        let ops = self.ops.lock().expect("recorder lock").clone();
+        let mut stamps: BTreeMap<Key, Vec<Stamp>> = BTreeMap::new();
+        for raw in ops.iter().filter(|raw| raw.write) {
+            stamps.entry(raw.key.clone()).or_default().extend(raw.stamp);
+        }
+        let mut unknown = 1_000_000_000;
+        let mut version = |key: &str, stamp: Option<Stamp>| -> u64 {
+            let Some(stamp) = stamp else { return 0 };
+            match stamps.get(key).and_then(|s| s.iter().position(|x| *x == stamp)) {
+                Some(rank) => {
+                    let mut sorted = stamps[key].clone();
+                    sorted.sort();
+                    sorted.iter().position(|x| *x == stamps[key][rank]).expect("present") as u64 + 1
+                }
+                None => {
+                    unknown += 1;
+                    unknown
+                }
+            }
+        };
+        let mut history = History::default();
+        for raw in &ops {
+            let v = version(&raw.key, raw.stamp);
+            let op = if raw.write {
+                Op::write(raw.session, raw.txn, Level::Majority, &raw.key, v)
+            } else {
+                Op::read(raw.session, raw.txn, Level::Majority, &raw.key, v)
+            };
+            history.ops.push(op.at(raw.invoke, raw.complete).with_status(raw.status));
+        }
+        let keys: Vec<Key> = stamps.keys().cloned().collect();
+        for (replica, store) in settled {
+            for key in &keys {
+                let v = version(key, store.get(key).and_then(stamp_of));
+                history.settled.push(Held { replica: *replica, key: key.clone(), version: v });
+            }
+        }
+        history.settled_at = settled_at;
+        history
+    }
+
+    /// Counts of (acknowledged, definitely failed, unknown) writes.
+    pub fn write_outcomes(&self) -> (usize, usize, usize) {
+        let ops = self.ops.lock().expect("recorder lock");
+        let count = |s| ops.iter().filter(|r| r.write && r.status == s).count();
+        (count(Status::Ok), count(Status::Failed), count(Status::Unknown))
+    }
+}

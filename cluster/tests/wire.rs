@@ -1,0 +1,254 @@
+//! Loopback tests of the wire: every lattice type round-trips through the client library; bad
+//! input gets a typed error or a closed connection, and the node keeps serving.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{config, start};
+use squall_cluster::client::KvClient;
+use squall_cluster::client::KvError;
+use squall_cluster::rpc::CallError;
+use squall_cluster::runtime::connect;
+use squall_proto::NodeId;
+use squall_proto::kvs::{Durability, KvsMsg, PutError};
+use squall_proto::lattice::{
+    LatticeType, LatticeValue, Lww, Max, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal,
+    Stamp, VectorClock, WriterId,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn b(text: &str) -> Bytes {
+    Bytes::from(text.to_owned())
+}
+
+fn clock(writer: u64, n: u64) -> VectorClock {
+    VectorClock::new([(WriterId(writer), n)])
+}
+
+/// Reads from `stream` until it closes; panics if it stays open for 5 s.
+async fn closed(stream: &mut TcpStream) -> Vec<u8> {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return seen,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection stayed open after bad input"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_lattice_type_round_trips_and_merges() {
+    let config = config("round-trips", 3, 0, 3);
+    let mut nodes = Vec::new();
+    for id in 0..3 {
+        nodes.push(start(&config, id).await);
+    }
+    let client = KvClient::new(&config);
+    let cases: Vec<(&str, LatticeValue, LatticeValue, LatticeValue)> = vec![
+        (
+            "lww",
+            LatticeValue::Lww(Lww::new(Stamp::new(2, WriterId(1)), b("new"))),
+            LatticeValue::Lww(Lww::new(Stamp::new(1, WriterId(1)), b("old"))),
+            LatticeValue::Lww(Lww::new(Stamp::new(2, WriterId(1)), b("new"))),
+        ),
+        (
+            "set",
+            LatticeValue::Set(SetUnion::new([b("a")])),
+            LatticeValue::Set(SetUnion::new([b("b")])),
+            LatticeValue::Set(SetUnion::new([b("a"), b("b")])),
+        ),
+        (
+            "max",
+            LatticeValue::Max(Max::new(7)),
+            LatticeValue::Max(Max::new(3)),
+            LatticeValue::Max(Max::new(7)),
+        ),
+        (
+            "min",
+            LatticeValue::Min(Min::new(7)),
+            LatticeValue::Min(Min::new(3)),
+            LatticeValue::Min(Min::new(3)),
+        ),
+        (
+            "priority",
+            LatticeValue::Priority(Priority::new(5, WriterId(1), b("five"))),
+            LatticeValue::Priority(Priority::new(2, WriterId(1), b("two"))),
+            LatticeValue::Priority(Priority::new(2, WriterId(1), b("two"))),
+        ),
+        (
+            "single-key-causal",
+            LatticeValue::SingleKeyCausal(SingleKeyCausal::new(clock(1, 1), b("x"))),
+            LatticeValue::SingleKeyCausal(SingleKeyCausal::new(clock(2, 1), b("y"))),
+            {
+                let mut both =
+                    LatticeValue::SingleKeyCausal(SingleKeyCausal::new(clock(1, 1), b("x")));
+                both.merge(LatticeValue::SingleKeyCausal(SingleKeyCausal::new(
+                    clock(2, 1),
+                    b("y"),
+                )))
+                .expect("same type");
+                both
+            },
+        ),
+        (
+            "multi-key-causal",
+            LatticeValue::MultiKeyCausal(MultiKeyCausal::new(
+                clock(1, 1),
+                Default::default(),
+                b("x"),
+            )),
+            LatticeValue::MultiKeyCausal(MultiKeyCausal::new(
+                clock(1, 2),
+                Default::default(),
+                b("x2"),
+            )),
+            LatticeValue::MultiKeyCausal(MultiKeyCausal::new(
+                clock(1, 2),
+                Default::default(),
+                b("x2"),
+            )),
+        ),
+    ];
+    for (name, first, second, merged) in cases {
+        let key = format!("rt-{name}");
+        client.put(&key, first).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        client.put_with(&key, second, Durability::All).await.expect("second put");
+        let read = client.get(&key).await.expect("get");
+        assert_eq!(read, Some(merged), "{name}: the read is the merge of both puts");
+    }
+    assert_eq!(client.get("never-written").await.expect("get"), None);
+
+    // A put of another type is a definite, typed rejection, and changes nothing.
+    let err = client.put("rt-max", client.lww(b("x"))).await.expect_err("type mismatch");
+    assert_eq!(err, KvError::Rejected(PutError::mismatch(LatticeType::Max, LatticeType::Lww)));
+    assert!(err.is_definite());
+    assert_eq!(client.get("rt-max").await.expect("get"), Some(LatticeValue::Max(Max::new(7))));
+
+    // An oversized value is refused before it is sent.
+    let big = client.lww(Bytes::from(vec![0u8; 70_000]));
+    let err = client.put("big", big).await.expect_err("too large");
+    assert!(matches!(err, KvError::TooLarge { max: 65536, .. }), "{err}");
+    assert!(err.is_definite());
+
+    for node in nodes {
+        node.stop().await.expect("stop");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
+    let config = config("bad-input", 1, 0, 1);
+    let node = start(&config, 0).await;
+    let rpc = connect(node.rpc_addr, config.limits.max_frame_bytes).await.expect("connect");
+    let ctx = tarpc::context::current;
+    let client_id = NodeId(1 << 63);
+    let encode = |msg: &KvsMsg| Bytes::from(postcard::to_allocvec(msg).expect("encode"));
+
+    let answer = rpc.call(ctx(), client_id, Bytes::from_static(&[0xff; 16])).await.expect("rpc");
+    assert!(matches!(answer, Err(CallError::Malformed(_))), "{answer:?}");
+    let hello = encode(&KvsMsg::Hello { incarnation: 9 });
+    let answer = rpc.call(ctx(), client_id, hello).await.expect("rpc");
+    assert_eq!(answer, Err(CallError::NotARequest));
+    let get = encode(&KvsMsg::Get { req: 1, key: "k".into() });
+    let answer = rpc.call(ctx(), NodeId(5), get.clone()).await.expect("rpc");
+    assert_eq!(answer, Err(CallError::InvalidCaller(5)));
+    let huge = Bytes::from(vec![7u8; 100_000]);
+    let answer = rpc.call(ctx(), client_id, huge).await.expect("rpc");
+    assert!(
+        matches!(answer, Err(CallError::TooLarge { bytes: 100_000, max: 65536 })),
+        "{answer:?}"
+    );
+    let answer = rpc.call(ctx(), client_id, get).await.expect("rpc").expect("answered");
+    assert_eq!(
+        postcard::from_bytes::<KvsMsg>(&answer).expect("decodes"),
+        KvsMsg::GetOk { req: 1, value: None }
+    );
+
+    // Garbage on the RPC port: a frame that is not a tarpc message, and a length prefix far
+    // over the frame limit. Each connection is closed; the node goes on serving.
+    for garbage in [&b"\x00\x00\x00\x10garbage-garbage!"[..], &b"\x7f\xff\xff\xffxxxx"[..]] {
+        let mut raw = TcpStream::connect(node.rpc_addr).await.expect("connect");
+        raw.write_all(garbage).await.expect("write");
+        closed(&mut raw).await;
+    }
+    let client = KvClient::new(&config);
+    client.put("still", client.lww(b("serving"))).await.expect("the node still serves");
+
+    // Garbage on the RESP port: an error reply, then the connection is closed.
+    let resp = node.resp_addr.expect("resp port");
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    raw.write_all(b"*2\r\n$3\r\nGET\r\n:oops\r\n").await.expect("write");
+    let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    raw.write_all(b"%%%% not resp at all\r\n").await.expect("write");
+    let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
+    assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+    // A bulk string larger than the limit is refused without buffering it all.
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    raw.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$999999999\r\n").await.expect("write");
+    raw.write_all(&vec![b'x'; 200_000]).await.expect("write");
+    let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
+    assert!(reply.contains("larger than"), "{reply}");
+
+    // And RESP still works, pipelined: answers come back in order.
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    raw.write_all(
+        b"*3\r\n$3\r\nSET\r\n$1\r\na\r\n$1\r\n1\r\n*2\r\n$3\r\nGET\r\n$1\r\na\r\n*1\r\n$4\r\nPING\r\n\
+          *2\r\n$3\r\nGET\r\n$5\r\nstill\r\n*1\r\n$3\r\nFOO\r\n*1\r\n$4\r\nQUIT\r\n",
+    )
+    .await
+    .expect("write");
+    let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
+    assert!(
+        reply.starts_with("+OK\r\n$1\r\n1\r\n+PONG\r\n$7\r\nserving\r\n-ERR unknown command 'FOO'"),
+        "{reply}"
+    );
+    assert!(reply.ends_with("+OK\r\n"), "{reply}");
+
+    // After a graceful stop, calls fail definitely: nothing is left half-done.
+    let stopped = node.stop().await.expect("stop");
+    drop(stopped);
+    let err = client.get("still").await.expect_err("stopped");
+    assert!(err.is_definite(), "{err}");
+}
+
+/// `redis-cli` against the RESP port, when it is installed (CI installs it and sets
+/// `SQUALL_REQUIRE_REDIS_CLI=1`, which makes its absence a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cli_sets_and_gets() {
+    let required = std::env::var_os("SQUALL_REQUIRE_REDIS_CLI").is_some();
+    if std::process::Command::new("redis-cli").arg("--version").output().is_err() {
+        assert!(!required, "redis-cli is required but not installed");
+        return;
+    }
+    let config = config("redis-cli", 1, 0, 1);
+    let node = start(&config, 0).await;
+    let port = node.resp_addr.expect("resp").port().to_string();
+    let cli = |args: &[&str]| {
+        let port = port.clone();
+        let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        async move {
+            let out = tokio::process::Command::new("redis-cli")
+                .arg("-p")
+                .arg(port)
+                .args(args)
+                .output()
+                .await
+                .expect("redis-cli runs");
+            String::from_utf8(out.stdout).expect("utf8").trim().to_owned()
+        }
+    };
+    assert_eq!(cli(&["SET", "greeting", "hello squall"]).await, "OK");
+    assert_eq!(cli(&["GET", "greeting"]).await, "hello squall");
+    assert_eq!(cli(&["MSET", "a", "1", "b", "2"]).await, "OK");
+    assert_eq!(cli(&["MGET", "a", "b", "nope"]).await, "1\n2");
+    assert_eq!(cli(&["PING"]).await, "PONG");
+    assert!(cli(&["INFO"]).await.contains("keys:3"));
+    node.stop().await.expect("stop");
+}
