@@ -228,6 +228,11 @@ impl StorageNode {
             Input::Receive { from, msg: KvsMsg::GossipAck { incarnation, entries } }
                 if self.peers.contains_key(&from) =>
             {
+                // Only the acknowledged keys can stop being behind, so only they can become
+                // releasable (every other key this node does not own is still behind: see
+                // `release_handed_off`). Scanning the whole store on every acknowledgement
+                // made each one cost a ring lookup per stored key.
+                let acked: Vec<Key> = entries.keys().cloned().collect();
                 if self.observe(cfg, from, incarnation, out) && !cfg.has(Mutant::AcksNeverRecorded)
                 {
                     for (key, theirs) in entries {
@@ -235,7 +240,7 @@ impl StorageNode {
                     }
                 }
                 self.settle(cfg, out);
-                self.release_handed_off(cfg);
+                self.release_handed_off_among(cfg, &acked);
                 self.check_left(cfg, out);
                 self.disarm_if_done(out);
             }
@@ -777,6 +782,10 @@ impl StorageNode {
     }
 
     /// Deletes the keys this node no longer owns once every new replica holds its value.
+    ///
+    /// After it runs, every key the node holds but does not own is behind at some replica;
+    /// that stays true between ring changes (gossip and puts only add keys the node owns), so
+    /// later only keys that stop being behind need a look ([`Self::release_handed_off_among`]).
     fn release_handed_off(&mut self, cfg: &StorageConfig) {
         if cfg.has(Mutant::KeepHandedOff) {
             return;
@@ -788,6 +797,23 @@ impl StorageNode {
             let owned = owners.contains(&id) && !cfg.has(Mutant::ReleaseOwnedKeys);
             owned || owners.is_empty() || behind.contains_key(key)
         });
+    }
+
+    /// [`Self::release_handed_off`] restricted to `keys`.
+    fn release_handed_off_among(&mut self, cfg: &StorageConfig, keys: &[Key]) {
+        if cfg.has(Mutant::KeepHandedOff) {
+            return;
+        }
+        for key in keys {
+            if self.behind.contains_key(key) || !self.store.contains_key(key) {
+                continue;
+            }
+            let owners = self.ring.responsible(key, cfg.replication);
+            let owned = owners.contains(&cfg.id) && !cfg.has(Mutant::ReleaseOwnedKeys);
+            if !owned && !owners.is_empty() {
+                self.store.remove(key);
+            }
+        }
     }
 
     /// A leaving node leaves once it holds nothing and waits for nothing; it answers its
