@@ -86,13 +86,22 @@ impl StorageConfig {
     }
 }
 
-/// A put waiting for enough replicas to hold its key's value. How many is "enough" is worked
-/// out from the current ring each time, so a ring change that shrinks the replica set cannot
-/// leave the put waiting for ever.
+/// A put waiting for enough replicas to hold its value. How many is "enough" is worked out
+/// from the current ring each time, so a ring change that shrinks the replica set cannot leave
+/// the put waiting for ever.
+///
+/// A replica holds the put once it is known to hold a value at or above the put's own value,
+/// not necessarily the key's latest one: under a stream of writes to one key, acknowledgements
+/// always lag the latest value, and a put that waited for replicas to catch up with the
+/// latest would wait until the writes paused.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PendingPut {
     key: Key,
     durability: Durability,
+    /// The value the client wrote.
+    value: LatticeValue,
+    /// Other replicas known (in their current incarnation) to hold `value` or more.
+    holders: BTreeSet<NodeId>,
 }
 
 /// A storage node's state.
@@ -394,6 +403,7 @@ impl StorageNode {
             Err(_) => return out.send(client, KvsMsg::PutOk { req }),
             Ok(()) => {}
         }
+        let written = value.clone();
         let grew = match self.store.get_mut(&key) {
             None => {
                 self.store.insert(key.clone(), value);
@@ -408,7 +418,8 @@ impl StorageNode {
             self.arm_gossip(cfg, was_behind, out);
             self.push_grown(cfg, &key, out);
         }
-        self.pending.insert((client, req), PendingPut { key, durability });
+        let put = PendingPut { key, durability, value: written, holders: BTreeSet::new() };
+        self.pending.insert((client, req), put);
         self.settle(cfg, out);
     }
 
@@ -540,6 +551,10 @@ impl StorageNode {
         }
         if incarnation > known {
             self.peers.insert(peer, incarnation);
+            // What the peer held died with its previous incarnation.
+            for put in self.pending.values_mut() {
+                put.holders.remove(&peer);
+            }
             if !cfg.has(Mutant::IgnoreIncarnation) {
                 let was_behind = !self.behind.is_empty();
                 let keys: Vec<Key> = self.store.keys().cloned().collect();
@@ -564,8 +579,14 @@ impl StorageNode {
         }
     }
 
-    /// `peer` holds `theirs` for `key`: it is no longer behind if that covers this node's value.
+    /// `peer` holds `theirs` for `key`: it is no longer behind if that covers this node's value,
+    /// and it holds every pending put of the key whose value `theirs` covers.
     fn note_holds(&mut self, peer: NodeId, key: &str, theirs: &LatticeValue) {
+        for put in self.pending.values_mut() {
+            if put.key == key && put.value.lattice_le(theirs) {
+                put.holders.insert(peer);
+            }
+        }
         let covered = self.store.get(key).is_some_and(|mine| mine.lattice_le(theirs));
         if let Some(lagging) = self.behind.get_mut(key)
             && covered
@@ -596,7 +617,9 @@ impl StorageNode {
                 } else {
                     put.durability.replicas_needed(replicas)
                 };
-                self.holders(cfg, &put.key) >= needed
+                let others = self.others(cfg, &put.key);
+                let known = 1 + put.holders.iter().filter(|n| others.contains(n)).count();
+                self.holders(cfg, &put.key).max(known) >= needed
             })
             .map(|(id, _)| *id)
             .collect();

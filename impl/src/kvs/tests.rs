@@ -116,6 +116,34 @@ fn majority_put_is_gossiped_at_once_and_acknowledged_after_one_more_replica() {
 }
 
 #[test]
+fn a_put_is_acknowledged_once_replicas_hold_its_value_even_if_the_key_has_moved_on() {
+    // A hot key: a second write lands before the first is acknowledged. A peer's
+    // acknowledgement of the first value covers the first put, though it is behind the second.
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::Majority));
+    deliver(&cfg, &mut node, CLIENT, put(2, "k", lww(2, "b"), Durability::Majority));
+    let acked = deliver(&cfg, &mut node, N1, ack(1, "k", lww(1, "a")));
+    assert_eq!(acked, [send(CLIENT, KvsMsg::PutOk { req: 1 })], "only the covered put");
+    let acked = deliver(&cfg, &mut node, N2, ack(1, "k", lww(2, "b")));
+    assert_eq!(acked, [send(CLIENT, KvsMsg::PutOk { req: 2 })]);
+}
+
+#[test]
+fn acknowledgements_from_a_previous_incarnation_stop_counting_when_the_peer_restarts() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
+    assert!(deliver(&cfg, &mut node, N1, ack(1, "k", lww(1, "a"))).is_empty());
+    // n1 restarts (its copy is gone); n2's acknowledgement alone no longer makes "all".
+    deliver(&cfg, &mut node, N1, KvsMsg::Hello { incarnation: 2 });
+    let outputs = deliver(&cfg, &mut node, N2, ack(1, "k", lww(1, "a")));
+    assert!(!outputs.contains(&send(CLIENT, KvsMsg::PutOk { req: 1 })), "{outputs:?}");
+    let outputs = deliver(&cfg, &mut node, N1, ack(2, "k", lww(1, "a")));
+    assert!(outputs.contains(&send(CLIENT, KvsMsg::PutOk { req: 1 })), "{outputs:?}");
+}
+
+#[test]
 fn put_at_durability_one_is_acknowledged_immediately() {
     let cfg = storage_cfg(N0, 3);
     let (mut node, _) = storage(&cfg, 0);
