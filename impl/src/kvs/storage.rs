@@ -607,22 +607,26 @@ impl StorageNode {
 
     /// Acknowledges every pending put whose key is now held by enough replicas.
     fn settle(&mut self, cfg: &StorageConfig, out: &mut Out) {
-        let done: Vec<(NodeId, ReqId)> = self
-            .pending
-            .iter()
-            .filter(|(_, put)| {
+        // Per key: its replica count, its other replicas, and how many replicas hold its latest
+        // value — worked out once per key, not once per put (a hot key has many puts pending,
+        // and this runs on every input).
+        let mut keys: BTreeMap<&str, (usize, Vec<NodeId>, usize)> = BTreeMap::new();
+        let mut done = Vec::new();
+        for (id, put) in &self.pending {
+            let (replicas, others, latest) = keys.entry(&put.key).or_insert_with(|| {
                 let replicas = self.ring.responsible(&put.key, cfg.replication).len();
-                let needed = if cfg.has(Mutant::AckBeforeReplicas) {
-                    1
-                } else {
-                    put.durability.replicas_needed(replicas)
-                };
-                let others = self.others(cfg, &put.key);
-                let known = 1 + put.holders.iter().filter(|n| others.contains(n)).count();
-                self.holders(cfg, &put.key).max(known) >= needed
-            })
-            .map(|(id, _)| *id)
-            .collect();
+                (replicas, self.others(cfg, &put.key), self.holders(cfg, &put.key))
+            });
+            let needed = if cfg.has(Mutant::AckBeforeReplicas) {
+                1
+            } else {
+                put.durability.replicas_needed(*replicas)
+            };
+            let known = 1 + put.holders.iter().filter(|n| others.contains(n)).count();
+            if (*latest).max(known) >= needed {
+                done.push(*id);
+            }
+        }
         for (client, req) in done {
             self.pending.remove(&(client, req));
             out.send(client, KvsMsg::PutOk { req });
