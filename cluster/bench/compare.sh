@@ -4,7 +4,8 @@
 #   cluster/bench/compare.sh [REQUESTS] [CLIENTS] [SECONDS]
 #
 # 1. `squall bench kv` (with its ping baseline) against a one-node and a three-node cluster.
-# 2. `redis-benchmark -t set,get` without and with pipelining (-P 16) against redis-server and
+# 2. `redis-benchmark -t set,get` without and with pipelining (-P 16; one key, then 100,000
+#    random keys) against redis-server and
 #    against Squall's RESP port (one node, then node 0 of three), printing throughput ratios.
 # Needs redis-server and redis-benchmark (Debian: apt-get install redis-server).
 set -euo pipefail
@@ -52,14 +53,15 @@ wait_port 6399; wait_port 6390
 echo; echo "== squall bench kv, one node (replication 1), ${SECS}s per phase =="
 "$SQ" --config "$WORK/one.toml" bench kv --quiet --duration "$SECS" --clients "$C" --read-ratio 0.5
 
-for P in 1 16; do
-  echo; echo "== redis-benchmark -t set,get -P $P: redis-server vs squall (one node) =="
-  R=$(rb 6399 -P "$P"); S=$(rb 6390 -P "$P")
+for P in "-P 1" "-P 16" "-P 16 -r 100000"; do
+  echo; echo "== redis-benchmark -t set,get $P: redis-server vs squall (one node) =="
+  # shellcheck disable=SC2086
+  R=$(rb 6399 $P); S=$(rb 6390 $P)
   echo "redis-server: $(echo "$R" | show)"
   echo "squall:       $(echo "$S" | show)"
   for t in SET GET; do
     awk -v t="$t" -v r="$(echo "$R" | rps "$t")" -v s="$(echo "$S" | rps "$t")" \
-      'BEGIN { printf "%s squall/redis throughput ratio (-P %s): %.2f\n", t, "'"$P"'", s / r }'
+      'BEGIN { printf "%s squall/redis throughput ratio (%s): %.2f\n", t, "'"$P"'", s / r }'
   done
 done
 kill -INT "$ONE"; wait "$ONE" || true
@@ -68,13 +70,14 @@ kill -INT "$ONE"; wait "$ONE" || true
 wait_port 6380; wait_port 6381; wait_port 6382
 echo; echo "== squall bench kv, three nodes (replication 3, majority writes), ${SECS}s per phase =="
 "$SQ" --config "$WORK/three.toml" bench kv --quiet --duration "$SECS" --clients "$C" --read-ratio 0.5
-for P in 1 16; do
-  echo; echo "== redis-benchmark -t set,get -P $P: redis-server vs squall (node 0 of three) =="
-  R=$(rb 6399 -P "$P"); S=$(rb 6380 -P "$P")
+for P in "-P 1" "-P 16" "-P 16 -r 100000"; do
+  echo; echo "== redis-benchmark -t set,get $P: redis-server vs squall (node 0 of three) =="
+  # shellcheck disable=SC2086
+  R=$(rb 6399 $P); S=$(rb 6380 $P)
   echo "redis-server: $(echo "$R" | show)"
   echo "squall:       $(echo "$S" | show)"
   for t in SET GET; do
     awk -v t="$t" -v r="$(echo "$R" | rps "$t")" -v s="$(echo "$S" | rps "$t")" \
-      'BEGIN { printf "%s squall/redis throughput ratio (-P %s): %.2f\n", t, "'"$P"'", s / r }'
+      'BEGIN { printf "%s squall/redis throughput ratio (%s): %.2f\n", t, "'"$P"'", s / r }'
   done
 done

@@ -24,3 +24,12 @@ pub mod rpc;
 pub mod runtime;
 pub mod server;
 mod sync;
+
+/// The operator's and benchmark pages of `docs/`, compiled with the code.
+pub mod guide {
+    #[doc = include_str!("../../docs/operations.md")]
+    pub mod operations {}
+
+    #[doc = include_str!("../../docs/performance.md")]
+    pub mod performance {}
+}

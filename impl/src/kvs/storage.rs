@@ -96,7 +96,6 @@ impl StorageConfig {
 /// latest would wait until the writes paused.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct PendingPut {
-    key: Key,
     durability: Durability,
     /// The value the client wrote.
     value: LatticeValue,
@@ -120,7 +119,9 @@ pub struct StorageNode {
     /// Peers that have not acknowledged this incarnation's `Hello`.
     hello_unacked: BTreeSet<NodeId>,
     /// Unacknowledged puts by `(client, request)`.
-    pending: BTreeMap<(NodeId, ReqId), PendingPut>,
+    /// Unacknowledged puts by key, then by `(client, request)`: each input settles only the
+    /// keys it touched. Never holds an empty inner map.
+    pending: BTreeMap<Key, BTreeMap<(NodeId, ReqId), PendingPut>>,
     /// Peers not known to hold this node's membership view.
     ring_unacked: BTreeSet<NodeId>,
     /// `Leave` requests to answer once this node has left, by `(operator, request)`.
@@ -248,7 +249,7 @@ impl StorageNode {
                         self.note_holds(from, &key, &theirs);
                     }
                 }
-                self.settle(cfg, out);
+                self.settle_keys(cfg, &acked, out);
                 self.release_handed_off_among(cfg, &acked);
                 self.check_left(cfg, out);
                 self.disarm_if_done(out);
@@ -418,9 +419,9 @@ impl StorageNode {
             self.arm_gossip(cfg, was_behind, out);
             self.push_grown(cfg, &key, out);
         }
-        let put = PendingPut { key, durability, value: written, holders: BTreeSet::new() };
-        self.pending.insert((client, req), put);
-        self.settle(cfg, out);
+        let put = PendingPut { durability, value: written, holders: BTreeSet::new() };
+        self.pending.entry(key.clone()).or_default().insert((client, req), put);
+        self.settle_keys(cfg, &[key], out);
     }
 
     /// Checks a put against the schema, the stored type and the bounds, before touching state.
@@ -443,13 +444,14 @@ impl StorageNode {
             _ => {}
         }
         let held = self.store.get(key).is_some_and(|stored| value.lattice_le(stored));
-        if self.pending.contains_key(&request) || held {
+        let duplicate = self.pending.get(key).is_some_and(|puts| puts.contains_key(&request));
+        if duplicate || held {
             return Ok(());
         }
         if !self.store.contains_key(key) && self.store.len() >= cfg.max_keys as usize {
             return Err(PutError::StoreFull { max_keys: cfg.max_keys });
         }
-        if self.pending.len() >= cfg.max_pending as usize {
+        if self.pending.values().map(BTreeMap::len).sum::<usize>() >= cfg.max_pending as usize {
             return Err(PutError::Overloaded);
         }
         Ok(())
@@ -469,6 +471,7 @@ impl StorageNode {
         let current = self.observe(cfg, from, incarnation, out);
         let mut reply = BTreeMap::new();
         let mut grew = false;
+        let touched: Vec<Key> = entries.keys().cloned().collect();
         for (key, theirs) in entries {
             if !self.is_responsible(cfg, &key) {
                 out.ignore("gossip for a key this node does not own");
@@ -495,7 +498,7 @@ impl StorageNode {
         if grew {
             self.arm_gossip(cfg, was_behind, out);
         }
-        self.settle(cfg, out);
+        self.settle_keys(cfg, &touched, out);
         self.disarm_if_done(out);
     }
 
@@ -552,7 +555,7 @@ impl StorageNode {
         if incarnation > known {
             self.peers.insert(peer, incarnation);
             // What the peer held died with its previous incarnation.
-            for put in self.pending.values_mut() {
+            for put in self.pending.values_mut().flat_map(BTreeMap::values_mut) {
                 put.holders.remove(&peer);
             }
             if !cfg.has(Mutant::IgnoreIncarnation) {
@@ -582,8 +585,8 @@ impl StorageNode {
     /// `peer` holds `theirs` for `key`: it is no longer behind if that covers this node's value,
     /// and it holds every pending put of the key whose value `theirs` covers.
     fn note_holds(&mut self, peer: NodeId, key: &str, theirs: &LatticeValue) {
-        for put in self.pending.values_mut() {
-            if put.key == key && put.value.lattice_le(theirs) {
+        for put in self.pending.get_mut(key).into_iter().flat_map(BTreeMap::values_mut) {
+            if put.value.lattice_le(theirs) {
                 put.holders.insert(peer);
             }
         }
@@ -605,31 +608,47 @@ impl StorageNode {
         replicas.saturating_sub(lagging).max(1)
     }
 
-    /// Acknowledges every pending put whose key is now held by enough replicas.
+    /// Acknowledges every pending put now held by enough replicas.
     fn settle(&mut self, cfg: &StorageConfig, out: &mut Out) {
-        // Per key: its replica count, its other replicas, and how many replicas hold its latest
-        // value — worked out once per key, not once per put (a hot key has many puts pending,
-        // and this runs on every input).
-        let mut keys: BTreeMap<&str, (usize, Vec<NodeId>, usize)> = BTreeMap::new();
-        let mut done = Vec::new();
-        for (id, put) in &self.pending {
-            let (replicas, others, latest) = keys.entry(&put.key).or_insert_with(|| {
-                let replicas = self.ring.responsible(&put.key, cfg.replication).len();
-                (replicas, self.others(cfg, &put.key), self.holders(cfg, &put.key))
-            });
-            let needed = if cfg.has(Mutant::AckBeforeReplicas) {
-                1
-            } else {
-                put.durability.replicas_needed(*replicas)
-            };
-            let known = 1 + put.holders.iter().filter(|n| others.contains(n)).count();
-            if (*latest).max(known) >= needed {
-                done.push(*id);
+        let keys: Vec<Key> = self.pending.keys().cloned().collect();
+        self.settle_keys(cfg, &keys, out);
+    }
+
+    /// Acknowledges the pending puts of `keys` now held by enough replicas. An input changes
+    /// what replicas are known to hold only for the keys it carries (a restarted peer only
+    /// takes holders away), so handlers settle just those; ring changes settle every key.
+    fn settle_keys(&mut self, cfg: &StorageConfig, keys: &[Key], out: &mut Out) {
+        for key in keys {
+            let Some(puts) = self.pending.get(key) else { continue };
+            let replicas = self.ring.responsible(key, cfg.replication).len();
+            let others = self.others(cfg, key);
+            let latest = self.holders(cfg, key);
+            let done: Vec<(NodeId, ReqId)> = puts
+                .iter()
+                .filter(|(_, put)| {
+                    let needed = if cfg.has(Mutant::AckBeforeReplicas) {
+                        1
+                    } else {
+                        put.durability.replicas_needed(replicas)
+                    };
+                    let known = 1 + put.holders.iter().filter(|n| others.contains(n)).count();
+                    latest.max(known) >= needed
+                })
+                .map(|(id, _)| *id)
+                .collect();
+            if done.is_empty() {
+                continue;
             }
-        }
-        for (client, req) in done {
-            self.pending.remove(&(client, req));
-            out.send(client, KvsMsg::PutOk { req });
+            let puts = self.pending.get_mut(key).expect("present");
+            for id in &done {
+                puts.remove(id);
+            }
+            if puts.is_empty() {
+                self.pending.remove(key);
+            }
+            for (client, req) in done {
+                out.send(client, KvsMsg::PutOk { req });
+            }
         }
     }
 
