@@ -6,7 +6,7 @@
 //! - [`client`]: the KVS client library (routing, redirects, retries, LWW clock).
 //! - [`resp`]: the Redis-protocol front end.
 //! - [`local`]: starting nodes in this process (`squall up`, `squall node`, tests).
-//! - [`bench`]: `squall bench kv`.
+//! - [`bench`](mod@bench): `squall bench kv`.
 //! - [`config`]: the TOML configuration with its embedded default.
 //!
 //! Operating it is described in `docs/operations.md`; figures in `docs/performance.md`.
