@@ -45,6 +45,23 @@ rb() {
 rps() { awk -F, -v t="$1" '$1==t {print $2}'; }
 show() { awk -F, '{ printf "%s %.0f req/s p50 %s ms p99 %s ms; ", $1, $2, $5, $7 }'; }
 
+# compare_redis PORT LABEL: redis-benchmark against redis-server and Squall's RESP port PORT,
+# unpipelined, pipelined on one key, pipelined over random keys; throughput ratios.
+compare_redis() {
+  local port=$1 label=$2 P R S t
+  for P in "-P 1" "-P 16" "-P 16 -r 100000"; do
+    echo; echo "== redis-benchmark -t set,get $P: redis-server vs squall ($label) =="
+    # shellcheck disable=SC2086
+    R=$(rb 6399 $P); S=$(rb "$port" $P)
+    echo "redis-server: $(echo "$R" | show)"
+    echo "squall:       $(echo "$S" | show)"
+    for t in SET GET; do
+      awk -v t="$t" -v p="$P" -v r="$(echo "$R" | rps "$t")" -v s="$(echo "$S" | rps "$t")" \
+        'BEGIN { printf "%s squall/redis throughput ratio (%s): %.2f\n", t, p, s / r }'
+    done
+  done
+}
+
 echo "== machine: $(nproc) cores; requests $N, clients $C =="
 redis-server --port 6399 --save '' --appendonly no > "$WORK/redis.log" 2>&1 & PIDS+=($!)
 "$SQ" --config "$WORK/one.toml" up > "$WORK/one.log" 2>&1 & ONE=$!; PIDS+=($ONE)
@@ -53,31 +70,11 @@ wait_port 6399; wait_port 6390
 echo; echo "== squall bench kv, one node (replication 1), ${SECS}s per phase =="
 "$SQ" --config "$WORK/one.toml" bench kv --quiet --duration "$SECS" --clients "$C" --read-ratio 0.5
 
-for P in "-P 1" "-P 16" "-P 16 -r 100000"; do
-  echo; echo "== redis-benchmark -t set,get $P: redis-server vs squall (one node) =="
-  # shellcheck disable=SC2086
-  R=$(rb 6399 $P); S=$(rb 6390 $P)
-  echo "redis-server: $(echo "$R" | show)"
-  echo "squall:       $(echo "$S" | show)"
-  for t in SET GET; do
-    awk -v t="$t" -v r="$(echo "$R" | rps "$t")" -v s="$(echo "$S" | rps "$t")" \
-      'BEGIN { printf "%s squall/redis throughput ratio (%s): %.2f\n", t, "'"$P"'", s / r }'
-  done
-done
+compare_redis 6390 "one node"
 kill -INT "$ONE"; wait "$ONE" || true
 
 "$SQ" --config "$WORK/three.toml" up > "$WORK/three.log" 2>&1 & THREE=$!; PIDS+=($THREE)
 wait_port 6380; wait_port 6381; wait_port 6382
 echo; echo "== squall bench kv, three nodes (replication 3, majority writes), ${SECS}s per phase =="
 "$SQ" --config "$WORK/three.toml" bench kv --quiet --duration "$SECS" --clients "$C" --read-ratio 0.5
-for P in "-P 1" "-P 16" "-P 16 -r 100000"; do
-  echo; echo "== redis-benchmark -t set,get $P: redis-server vs squall (node 0 of three) =="
-  # shellcheck disable=SC2086
-  R=$(rb 6399 $P); S=$(rb 6380 $P)
-  echo "redis-server: $(echo "$R" | show)"
-  echo "squall:       $(echo "$S" | show)"
-  for t in SET GET; do
-    awk -v t="$t" -v r="$(echo "$R" | rps "$t")" -v s="$(echo "$S" | rps "$t")" \
-      'BEGIN { printf "%s squall/redis throughput ratio (%s): %.2f\n", t, "'"$P"'", s / r }'
-  done
-done
+compare_redis 6380 "node 0 of three"

@@ -226,6 +226,8 @@ enum Attempt {
     Answer(KvsMsg),
     /// The node did not take the request: nothing happened.
     NotTaken(String),
+    /// The node is shutting down and did not take the request.
+    Stopping,
     /// The request may have reached the node.
     Unknown(String),
     /// The node refused the request as invalid: nothing happened, and no replica would take it.
@@ -344,6 +346,11 @@ impl KvClient {
             Attempt::Answer(KvsMsg::LeaveRefused { .. }) => Ok(LeaveOutcome::Refused),
             Attempt::Answer(other) => Err(KvError::Protocol { node, answer: format!("{other:?}") }),
             Attempt::NotTaken(last) => Err(KvError::Unavailable { key, attempts: 1, last }),
+            Attempt::Stopping => Err(KvError::Unavailable {
+                key,
+                attempts: 1,
+                last: CallError::ShuttingDown.to_string(),
+            }),
             Attempt::Unknown(last) => Err(KvError::Indefinite { key, attempts: 1, last }),
             Attempt::Refused(error) => Err(KvError::Refused { node, error }),
         }
@@ -377,15 +384,29 @@ impl KvClient {
         make: impl Fn(u64) -> KvsMsg,
     ) -> Result<(NodeId, KvsMsg), KvError> {
         let mut maybe_happened = false;
+        // Why the outcome is unknown: the first attempt that may have taken effect.
+        let mut uncertain = String::new();
         let mut last = String::from("no attempt");
         let attempts = self.settings.attempts;
+        // Nodes that said they are shutting down: not asked again by this operation.
+        let mut stopping: Vec<NodeId> = Vec::new();
         for attempt in 0..attempts {
-            let owners = self.owners(key);
+            let mut owners = self.owners(key);
+            owners.retain(|n| !stopping.contains(n));
             let Some(&node) = owners.get(attempt as usize % owners.len().max(1)) else {
-                return Err(KvError::Unavailable {
-                    key: key.to_owned(),
-                    attempts,
-                    last: "the ring has no members".into(),
+                let why = if stopping.is_empty() {
+                    "the ring has no members".to_owned()
+                } else {
+                    format!("every replica asked is shutting down (last: {last})")
+                };
+                return Err(if maybe_happened {
+                    KvError::Indefinite {
+                        key: key.to_owned(),
+                        attempts: attempt,
+                        last: why + &uncertain,
+                    }
+                } else {
+                    KvError::Unavailable { key: key.to_owned(), attempts: attempt, last: why }
                 });
             };
             let req = self.next_req.fetch_add(1, Ordering::Relaxed);
@@ -407,9 +428,26 @@ impl KvClient {
                     });
                 }
                 Attempt::Answer(answer) => return Ok((node, answer)),
-                Attempt::Refused(error) => return Err(KvError::Refused { node, error }),
+                Attempt::Refused(error) if !maybe_happened => {
+                    return Err(KvError::Refused { node, error });
+                }
+                Attempt::Refused(error) => {
+                    return Err(KvError::Indefinite {
+                        key: key.to_owned(),
+                        attempts: attempt + 1,
+                        last: format!("{node} refused a retry: {error}"),
+                    });
+                }
                 Attempt::NotTaken(why) => last = format!("{node}: {why}"),
+                Attempt::Stopping => {
+                    stopping.push(node);
+                    last = format!("{node}: {}", CallError::ShuttingDown);
+                }
                 Attempt::Unknown(why) => {
+                    if !maybe_happened {
+                        uncertain =
+                            format!("; attempt {} to {node} may have landed: {why}", attempt + 1);
+                    }
                     maybe_happened = true;
                     last = format!("{node}: {why}");
                 }
@@ -417,7 +455,7 @@ impl KvClient {
         }
         let key = key.to_owned();
         Err(if maybe_happened {
-            KvError::Indefinite { key, attempts, last }
+            KvError::Indefinite { key, attempts, last: format!("{last}{uncertain}") }
         } else {
             KvError::Unavailable { key, attempts, last }
         })
@@ -448,13 +486,19 @@ impl KvClient {
             },
             Ok(Err(e)) => Self::classify(node, e),
             Err(e) => {
-                // The connection is suspect: reconnect on the next attempt.
-                self.connections.lock().expect("connections lock").remove(&node);
+                if !matches!(e, tarpc::client::RpcError::Server(_)) {
+                    // The connection is suspect: reconnect on the next attempt.
+                    self.connections.lock().expect("connections lock").remove(&node);
+                }
                 match e {
-                    // Closed before the request was sent: it never left this process.
-                    tarpc::client::RpcError::Shutdown => {
-                        Attempt::NotTaken(format!("connection closed: {e}"))
+                    // The server throttled it (over `max_in_flight`) without running it.
+                    tarpc::client::RpcError::Server(ref server)
+                        if server.kind == std::io::ErrorKind::WouldBlock =>
+                    {
+                        Attempt::NotTaken(format!("throttled: {}", server.detail))
                     }
+                    // tarpc reports a connection that closed before the answer the same way
+                    // whether or not the request had left: the outcome is unknown.
                     _ => Attempt::Unknown(format!("rpc failed: {e}")),
                 }
             }
@@ -463,10 +507,9 @@ impl KvClient {
 
     fn classify(node: NodeId, error: CallError) -> Attempt {
         match error {
-            CallError::Overloaded | CallError::ShuttingDown => {
-                Attempt::NotTaken(format!("{node}: {error}"))
-            }
-            CallError::Timeout => Attempt::Unknown(error.to_string()),
+            CallError::Overloaded => Attempt::NotTaken(format!("{node}: {error}")),
+            CallError::ShuttingDown => Attempt::Stopping,
+            CallError::Timeout | CallError::Abandoned => Attempt::Unknown(error.to_string()),
             // Invalid requests are definite, and retrying elsewhere would not help.
             other => Attempt::Refused(other),
         }

@@ -5,7 +5,8 @@
 //!   ([`codec`]), with limits on frames, requests, connections and calls in flight.
 //! - [`client`]: the KVS client library (routing, redirects, retries, LWW clock).
 //! - [`resp`]: the Redis-protocol front end.
-//! - [`local`]: starting nodes in this process (`squall up`, `squall node`, tests).
+//! - [`local`]: starting nodes in this process (`squall up`, `squall node`, tests);
+//!   [`port`]: listening ports with connection limits and graceful stop.
 //! - [`bench`](mod@bench): `squall bench kv`.
 //! - [`config`]: the TOML configuration with its embedded default.
 //!
@@ -19,6 +20,7 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod local;
+pub mod port;
 pub mod resp;
 pub mod rpc;
 pub mod runtime;

@@ -8,20 +8,23 @@ use anyhow::Context as _;
 use squall_proto::NodeId;
 use squall_proto::kvs::{KvsConfig, KvsNode};
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 
 use crate::client::KvClient;
 use crate::config::ClusterConfig;
+use crate::port::Port;
 use crate::resp::{self, RespContext};
 use crate::runtime::{self, NodeHandle, Running, RuntimeSettings};
 use crate::server::{self, PortLimits};
+
+/// How long a stopping node's connections stay open after its last answer, to write it.
+const FLUSH: Duration = Duration::from_millis(50);
 
 /// One storage node with its RPC port and, if configured, its RESP port.
 #[derive(Debug)]
 pub struct LocalNode {
     running: Running<KvsNode>,
-    rpc: JoinHandle<()>,
-    resp: Option<JoinHandle<()>>,
+    rpc: Port,
+    resp: Option<Port>,
     /// Where the RPC port listens.
     pub rpc_addr: SocketAddr,
     /// Where the RESP port listens, if any.
@@ -69,7 +72,8 @@ impl LocalNode {
                 let context = Arc::new(RespContext {
                     client: KvClient::new(config).with_local(running.handle.clone()),
                     node: running.handle.clone(),
-                    max_request: config.limits.max_value_bytes + 1024,
+                    max_request: config.limits.max_value_bytes,
+                    max_in_flight: config.limits.max_in_flight,
                 });
                 (Some(resp::serve(listener, context, config.limits.max_connections)), Some(addr))
             }
@@ -90,22 +94,32 @@ impl LocalNode {
         &self.running.handle
     }
 
-    /// Stops gracefully: the ports stop accepting, calls in flight get the configured drain
-    /// time to be answered, then the node stops. Returns its last state.
+    /// Stops gracefully: the ports stop accepting connections, new calls are refused
+    /// (definitely), calls in flight get the configured drain time to be answered over their
+    /// still-open connections, then the node stops and the connections close. Returns its last
+    /// state.
     pub async fn stop(self) -> anyhow::Result<KvsNode> {
-        self.rpc.abort();
+        self.rpc.stop_accepting();
         if let Some(resp) = &self.resp {
-            resp.abort();
+            resp.stop_accepting();
         }
         self.running.handle.shutdown(self.drain).await;
-        Ok(self.running.wait().await?)
+        let node = self.running.wait().await;
+        // Answers the node gave are on their way to the connections: let them be written.
+        tokio::time::sleep(FLUSH).await;
+        self.rpc.close();
+        if let Some(resp) = self.resp {
+            resp.close();
+        }
+        Ok(node?)
     }
 
-    /// Kills the node at once, as a crash would (its ports close; what it persisted survives).
+    /// Kills the node at once, as a crash would: its connections close, queued messages are
+    /// lost, what it persisted survives.
     pub fn kill(self) {
-        self.rpc.abort();
-        if let Some(resp) = &self.resp {
-            resp.abort();
+        self.rpc.close();
+        if let Some(resp) = self.resp {
+            resp.close();
         }
         self.running.kill();
     }

@@ -12,6 +12,7 @@ use squall_cluster::bench::{self, KvBenchArgs};
 use squall_cluster::client::{KvClient, LeaveOutcome};
 use squall_cluster::config::{ClusterConfig, DEFAULT_TOML, WriteDurability};
 use squall_cluster::local::{LocalCluster, LocalNode};
+use squall_proto::lattice::LatticeType;
 use squall_proto::lattice::{
     LatticeValue, Max, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal, VectorClock,
     WriterId,
@@ -77,8 +78,8 @@ enum KvCommand {
         /// unsigned integer for max and min.
         value: String,
         /// The lattice type.
-        #[arg(long = "type", short, value_enum, default_value_t = Kind::Lww)]
-        kind: Kind,
+        #[arg(long = "type", short, default_value = "lww", value_parser = lattice_types())]
+        kind: LatticeType,
         /// The priority, for --type priority (lower wins).
         #[arg(long)]
         priority: Option<u64>,
@@ -99,16 +100,11 @@ enum BenchCommand {
     Kv(KvBenchArgs),
 }
 
-/// A lattice type as spelled on the command line.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Kind {
-    Lww,
-    Set,
-    Max,
-    Min,
-    Priority,
-    SingleKeyCausal,
-    MultiKeyCausal,
+/// The `--type` parser: every lattice type's name, listed in `--help`.
+fn lattice_types() -> impl clap::builder::TypedValueParser<Value = LatticeType> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(LatticeType::ALL.map(LatticeType::name))
+        .map(|name| name.parse::<LatticeType>().expect("a listed lattice type name"))
 }
 
 fn main() -> ExitCode {
@@ -235,19 +231,18 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
                     .with_context(|| format!("{value:?} is not an unsigned integer"))
             };
             let lattice = match kind {
-                Kind::Lww => client.lww(bytes),
-                Kind::Set => LatticeValue::Set(SetUnion::singleton(bytes)),
-                Kind::Max => LatticeValue::Max(Max::new(number()?)),
-                Kind::Min => LatticeValue::Min(Min::new(number()?)),
-                Kind::Priority => {
+                LatticeType::Lww => client.lww(bytes),
+                LatticeType::Set => LatticeValue::Set(SetUnion::singleton(bytes)),
+                LatticeType::Max => LatticeValue::Max(Max::new(number()?)),
+                LatticeType::Min => LatticeValue::Min(Min::new(number()?)),
+                LatticeType::Priority => {
                     let p = priority.context("--type priority needs --priority N")?;
                     LatticeValue::Priority(Priority::new(p, writer, bytes))
                 }
-                Kind::SingleKeyCausal => LatticeValue::SingleKeyCausal(SingleKeyCausal::new(
-                    VectorClock::new([(writer, stamp())]),
-                    bytes,
-                )),
-                Kind::MultiKeyCausal => LatticeValue::MultiKeyCausal(MultiKeyCausal::new(
+                LatticeType::SingleKeyCausal => LatticeValue::SingleKeyCausal(
+                    SingleKeyCausal::new(VectorClock::new([(writer, stamp())]), bytes),
+                ),
+                LatticeType::MultiKeyCausal => LatticeValue::MultiKeyCausal(MultiKeyCausal::new(
                     VectorClock::new([(writer, stamp())]),
                     Default::default(),
                     bytes,

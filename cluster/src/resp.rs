@@ -9,6 +9,7 @@
 //! request larger than the frame limit, gets an error and the connection is closed; the node
 //! goes on serving.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -22,10 +23,9 @@ use squall_proto::kvs::KvsNode;
 use squall_proto::lattice::LatticeValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use crate::client::{KvClient, KvError};
+use crate::port::Port;
 use crate::runtime::NodeHandle;
 
 /// What a RESP port needs.
@@ -37,53 +37,79 @@ pub struct RespContext {
     pub node: NodeHandle<KvsNode>,
     /// The largest request accepted, in bytes; a larger one closes the connection.
     pub max_request: usize,
+    /// Commands of one connection in flight at once; a deeper pipeline waits.
+    pub max_in_flight: usize,
 }
 
-/// Serves RESP on `listener` until the returned task is aborted, with at most
-/// `max_connections` connections open.
-pub fn serve(
-    listener: TcpListener,
-    context: Arc<RespContext>,
-    max_connections: usize,
-) -> JoinHandle<()> {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    tokio::spawn(async move {
-        // Owned by the accept loop: aborting the port aborts every connection with it.
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            while connections.try_join_next().is_some() {}
-            let Ok((mut stream, peer)) = listener.accept().await else {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                continue;
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "RESP connection limit reached");
-                let _ = stream.write_all(b"-ERR max number of clients reached\r\n").await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let context = context.clone();
-            connections.spawn(async move {
-                if let Err(e) = connection(stream, context).await {
-                    tracing::debug!(%peer, error = %e, "RESP connection ended");
-                }
-                drop(slot);
-            });
+/// Serves RESP on `listener`, with at most `max_connections` connections open.
+pub fn serve(listener: TcpListener, context: Arc<RespContext>, max_connections: usize) -> Port {
+    let refusal: &'static [u8] = b"-ERR max number of clients reached\r\n";
+    Port::spawn(listener, max_connections, Some(refusal), move |stream| {
+        let context = context.clone();
+        async move {
+            if let Err(e) = connection(stream, context).await {
+                tracing::debug!(error = %e, "RESP connection ended");
+            }
         }
     })
+}
+
+/// The keys a command reads and writes, for ordering commands of one pipeline.
+fn footprint(frame: &Frame) -> (Vec<Bytes>, bool) {
+    let Frame::Array(parts) = frame else { return (Vec::new(), false) };
+    let arg = |i: usize| match parts.get(i) {
+        Some(Frame::BulkString(b) | Frame::SimpleString(b)) => Some(b.clone()),
+        _ => None,
+    };
+    let name = arg(0).map(|n| n.to_ascii_uppercase()).unwrap_or_default();
+    match name.as_slice() {
+        b"GET" => (arg(1).into_iter().collect(), false),
+        b"SET" => (arg(1).into_iter().collect(), true),
+        b"MGET" => ((1..parts.len()).filter_map(arg).collect(), false),
+        b"MSET" => ((1..parts.len()).step_by(2).filter_map(arg).collect(), true),
+        _ => (Vec::new(), false),
+    }
+}
+
+fn is_quit(frame: &Frame) -> bool {
+    matches!(frame, Frame::Array(parts) if matches!(parts.first(),
+        Some(Frame::BulkString(name)) if name.eq_ignore_ascii_case(b"QUIT")))
+}
+
+/// Splits a pipeline into waves that may run concurrently: a command starts a new wave when
+/// it writes a key an earlier command of the current wave touches, or touches a key it writes.
+/// Waves run one after the other, so a pipeline's effects are those of running it in order.
+fn waves(frames: Vec<Frame>) -> Vec<Vec<Frame>> {
+    let mut waves: Vec<Vec<Frame>> = Vec::new();
+    let mut touched: HashMap<Bytes, bool> = HashMap::new();
+    for frame in frames {
+        let (keys, writes) = footprint(&frame);
+        let conflict = keys.iter().any(|k| touched.get(k).is_some_and(|w| *w || writes));
+        if conflict || waves.is_empty() {
+            waves.push(Vec::new());
+            touched.clear();
+        }
+        for key in keys {
+            *touched.entry(key).or_default() |= writes;
+        }
+        waves.last_mut().expect("a wave").push(frame);
+    }
+    waves
 }
 
 async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
-        let mut batch = FuturesOrdered::new();
+        // Up to `max_in_flight` complete commands, stopping after a QUIT.
+        let mut frames = Vec::new();
         let mut fatal = None;
-        loop {
+        let mut quit = false;
+        while frames.len() < context.max_in_flight && !quit {
             match decode_bytes_mut(&mut input) {
                 Ok(Some((frame, _, _))) => {
-                    let context = context.clone();
-                    batch.push_back(async move { execute(&context, frame).await });
+                    quit = is_quit(&frame);
+                    frames.push(frame);
                 }
                 Ok(None) => break,
                 Err(e) => {
@@ -92,10 +118,13 @@ async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io
                 }
             }
         }
-        let mut quit = false;
-        while let Some((reply, close)) = batch.next().await {
-            encode(&mut output, &reply);
-            quit |= close;
+        let parsed = frames.len();
+        for wave in waves(frames) {
+            let mut running: FuturesOrdered<_> =
+                wave.into_iter().map(|frame| execute(&context, frame)).collect();
+            while let Some((reply, _)) = running.next().await {
+                encode(&mut output, &reply);
+            }
         }
         if let Some(message) = fatal.take() {
             encode(&mut output, &error(message));
@@ -110,7 +139,11 @@ async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io
             stream.write_all(&output).await?;
             output.clear();
         }
-        if quit || stream.read_buf(&mut input).await? == 0 {
+        if quit {
+            return Ok(());
+        }
+        // A full batch may have more complete commands behind it: parse before reading.
+        if parsed < context.max_in_flight && stream.read_buf(&mut input).await? == 0 {
             return Ok(());
         }
     }
@@ -179,7 +212,7 @@ async fn execute(context: &RespContext, frame: Frame) -> (Frame, bool) {
                 }
             });
             let replies: Vec<Frame> = futures::future::join_all(writes).await;
-            replies.into_iter().find(|r| matches!(r, Frame::Error(_))).unwrap_or_else(ok)
+            mset_reply(replies)
         }
         ("INFO", 1 | 2) => Frame::BulkString(Bytes::from(info(context).await)),
         ("QUIT", _) => return (ok(), true),
@@ -196,6 +229,28 @@ async fn execute(context: &RespContext, frame: Frame) -> (Frame, bool) {
         )),
     };
     (reply, false)
+}
+
+/// `+OK` if every pair was written; otherwise an error saying the others may have been, the
+/// most uncertain failure first (an indefinite one before a definite one).
+fn mset_reply(replies: Vec<Frame>) -> Frame {
+    let failures: Vec<String> = replies
+        .iter()
+        .filter_map(|r| match r {
+            Frame::Error(e) => Some(e.to_string()),
+            _ => None,
+        })
+        .collect();
+    if failures.is_empty() {
+        return ok();
+    }
+    let worst = failures.iter().find(|f| f.contains("indefinite")).unwrap_or(&failures[0]);
+    let written = replies.len() - failures.len();
+    error(format!(
+        "{worst} (MSET is not atomic: {written} of {} keys were written, {} failed)",
+        replies.len(),
+        failures.len()
+    ))
 }
 
 fn key(bytes: &Bytes) -> Result<String, Frame> {
@@ -263,4 +318,69 @@ async fn info(context: &RespContext) -> String {
         stats.calls, stats.delivered, stats.ignored, stats.dropped, stats.timers
     ));
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redis_protocol::resp2::types::Resp2Frame;
+
+    fn command(args: &[&str]) -> Frame {
+        Frame::Array(args.iter().map(|a| Frame::BulkString(Bytes::from(a.to_string()))).collect())
+    }
+
+    fn names(waves: &[Vec<Frame>]) -> Vec<Vec<String>> {
+        waves
+            .iter()
+            .map(|wave| {
+                wave.iter()
+                    .map(|frame| match frame {
+                        Frame::Array(parts) => parts
+                            .iter()
+                            .map(|p| {
+                                String::from_utf8_lossy(p.as_bytes().unwrap_or_default())
+                                    .into_owned()
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                        _ => String::new(),
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pipeline_runs_in_waves_that_keep_each_key_in_order() {
+        let pipeline = vec![
+            command(&["SET", "a", "1"]),
+            command(&["GET", "a"]),
+            command(&["GET", "b"]),
+            command(&["SET", "c", "1"]),
+            command(&["GET", "a"]),
+            command(&["MSET", "b", "2", "d", "2"]),
+            command(&["PING"]),
+        ];
+        assert_eq!(
+            names(&waves(pipeline)),
+            [
+                vec!["SET a 1"],
+                vec!["GET a", "GET b", "SET c 1", "GET a"],
+                vec!["MSET b 2 d 2", "PING"],
+            ]
+        );
+        let reads =
+            vec![command(&["GET", "k"]), command(&["GET", "k"]), command(&["MGET", "k", "j"])];
+        assert_eq!(waves(reads).len(), 1, "reads of one key overlap");
+    }
+
+    #[test]
+    fn a_partly_failed_mset_says_so_and_puts_the_indefinite_failure_first() {
+        assert_eq!(mset_reply(vec![ok(), ok()]), ok());
+        let reply =
+            mset_reply(vec![ok(), error("ERR node refused"), error("ERR indefinite: no answer")]);
+        let Frame::Error(text) = reply else { panic!("an error") };
+        assert!(text.starts_with("ERR indefinite: no answer"), "{text}");
+        assert!(text.contains("1 of 3 keys were written, 2 failed"), "{text}");
+    }
 }

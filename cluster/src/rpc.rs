@@ -11,8 +11,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use squall_proto::NodeId;
 
-/// Why a call was refused or not answered. Every variant but [`CallError::Timeout`] is
-/// *definite*: the node did not act on the request.
+/// Why a call was refused or not answered. Every variant but [`CallError::Timeout`] and
+/// [`CallError::Abandoned`] is *definite*: the node did not act on the request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 pub enum CallError {
     /// The payload is not a valid message of the node's protocol.
@@ -45,12 +45,16 @@ pub enum CallError {
     /// The node did not answer in time. Indefinite: the request may have taken effect.
     #[error("no answer before the deadline")]
     Timeout,
+    /// The node took the request but stopped (crashed, or its shutdown drain ran out) before
+    /// answering. Indefinite: the request may have taken effect.
+    #[error("the node stopped before answering; the request may have taken effect")]
+    Abandoned,
 }
 
 impl CallError {
     /// Whether the node certainly did not act on the request.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, Self::Timeout)
+        !matches!(self, Self::Timeout | Self::Abandoned)
     }
 }
 

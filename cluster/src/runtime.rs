@@ -168,8 +168,9 @@ impl<N: Served> NodeHandle<N> {
             mpsc::error::TrySendError::Full(_) => CallError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => CallError::ShuttingDown,
         })?;
-        // The node drops the sender only when it stops with the call unanswered.
-        answer.await.map_err(|_| CallError::ShuttingDown)?
+        // The node drops the sender only when it stops with the call unanswered; it had taken
+        // the request, so what became of it is unknown.
+        answer.await.map_err(|_| CallError::Abandoned)?
     }
 
     /// Runs `f` on the node's current state, between two inputs. `None` if the node stopped.
@@ -213,6 +214,7 @@ pub struct Running<N: Served> {
     /// A handle to it.
     pub handle: NodeHandle<N>,
     task: JoinHandle<Result<N, RuntimeError>>,
+    killed: Arc<AtomicBool>,
 }
 
 impl<N: Served> Running<N> {
@@ -228,6 +230,9 @@ impl<N: Served> Running<N> {
     /// survives.
     pub fn kill(self) {
         self.handle.closing.store(true, Ordering::Release);
+        // The node's peer senders die with it: messages still queued for peers are lost, as
+        // they would be in a crash.
+        self.killed.store(true, Ordering::Release);
         self.task.abort();
     }
 }
@@ -246,6 +251,7 @@ pub fn start<N: Served>(
     let (tx, rx) = mpsc::channel(settings.inbox);
     let counters = Arc::new(Counters::default());
     let handle = NodeHandle { id, inbox: tx, closing: Arc::new(AtomicBool::new(false)), counters };
+    let killed = Arc::new(AtomicBool::new(false));
     let mut out = Outbox::new();
     let node = N::init(&cfg, &durable, &mut out);
     let mut driver = Driver {
@@ -260,10 +266,11 @@ pub fn start<N: Served>(
         settings,
         counters: handle.counters.clone(),
         out: Outbox::new(),
+        peer_tasks: PeerTasks { tasks: Vec::new(), killed: killed.clone() },
     };
     driver.execute(out)?;
     let task = tokio::spawn(driver.run(rx));
-    Ok(Running { handle, task })
+    Ok(Running { handle, task, killed })
 }
 
 fn load_durable<D: DeserializeOwned + Default>(path: &Path) -> Result<D, RuntimeError> {
@@ -308,6 +315,24 @@ struct Driver<N: Served> {
     settings: RuntimeSettings,
     counters: Arc<Counters>,
     out: Outbox<N>,
+    peer_tasks: PeerTasks,
+}
+
+/// The peer sender tasks of a node: aborted with it if it is killed, left to flush their
+/// queues if it stops gracefully.
+struct PeerTasks {
+    tasks: Vec<tokio::task::AbortHandle>,
+    killed: Arc<AtomicBool>,
+}
+
+impl Drop for PeerTasks {
+    fn drop(&mut self) {
+        if self.killed.load(Ordering::Acquire) {
+            for task in &self.tasks {
+                task.abort();
+            }
+        }
+    }
 }
 
 /// How many messages a peer sender batches into one `deliver` call at most.
@@ -440,9 +465,12 @@ impl<N: Served> Driver<N> {
             return;
         };
         let (id, max_frame, counters) = (self.id, self.settings.max_frame, self.counters.clone());
+        let tasks = &mut self.peer_tasks.tasks;
         let queue = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(4 * BATCH);
-            tokio::spawn(peer_sender::<N>(id, addr, max_frame, rx, counters));
+            tasks.push(
+                tokio::spawn(peer_sender::<N>(id, addr, max_frame, rx, counters)).abort_handle(),
+            );
             tx
         });
         if queue.try_send(msg).is_err() {

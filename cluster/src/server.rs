@@ -1,18 +1,15 @@
 //! The RPC port: accepts connections (up to a limit), decodes calls and hands them to the
 //! node's runtime.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use futures::StreamExt;
 use squall_proto::NodeId;
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::JoinHandle;
 
 use crate::config::CLIENT_ID_BASE;
+use crate::port::Port;
 use crate::rpc::{CallError, NodeStats, Squall};
 use crate::runtime::{NodeHandle, Served};
 
@@ -79,46 +76,21 @@ impl<N: Served> Squall for Service<N> {
     }
 }
 
-/// Serves `node` on `listener` until the returned task is aborted. Each connection runs on its
-/// own task; a connection that sends garbage or an oversized frame is closed, the others and
-/// the node go on.
-pub fn serve<N: Served>(
-    listener: TcpListener,
-    node: NodeHandle<N>,
-    limits: PortLimits,
-) -> JoinHandle<()> {
+/// Serves `node` on `listener`. A connection that sends garbage or an oversized frame is
+/// closed; the others and the node go on.
+pub fn serve<N: Served>(listener: TcpListener, node: NodeHandle<N>, limits: PortLimits) -> Port {
     let service = Service { node, max_request: limits.max_request };
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tokio::spawn(async move {
-        // Owned by the accept loop: aborting the port aborts every connection with it.
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            while connections.try_join_next().is_some() {}
-            let (stream, peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                tracing::warn!(%peer, "connection limit reached; closing the new connection");
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let service = service.clone();
-            connections.spawn(async move {
-                let transport = crate::codec::transport(stream, limits.max_frame);
-                BaseChannel::with_defaults(transport)
-                    .max_concurrent_requests(limits.max_in_flight)
-                    .execute(service.serve())
-                    .for_each(|response| async {
-                        tokio::spawn(response);
-                    })
-                    .await;
-                drop(slot);
-            });
+    Port::spawn(listener, limits.max_connections, None, move |stream| {
+        let service = service.clone();
+        async move {
+            let transport = crate::codec::transport(stream, limits.max_frame);
+            BaseChannel::with_defaults(transport)
+                .max_concurrent_requests(limits.max_in_flight)
+                .execute(service.serve())
+                .for_each(|response| async {
+                    tokio::spawn(response);
+                })
+                .await;
         }
     })
 }

@@ -35,12 +35,18 @@ fn workload(
             let client = KvClient::new(config);
             tokio::spawn(async move {
                 let mut i = session as usize;
+                let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
                     i = (i * 7 + 3) % KEYS;
+                    n += 1;
                     if i.is_multiple_of(4) {
                         let _ = recorder.get(&client, session, &key(i)).await;
-                    } else {
+                    } else if n % 2 == 0 {
                         let _ = recorder.put(&client, session, &key(i)).await;
+                    } else {
+                        // A key nobody writes again: if this acknowledged write were lost, no
+                        // later write could hide it from `lost-write`.
+                        let _ = recorder.put(&client, session, &format!("u{session}-{n}")).await;
                     }
                 }
             })

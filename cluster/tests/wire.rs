@@ -211,11 +211,45 @@ async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
     );
     assert!(reply.ends_with("+OK\r\n"), "{reply}");
 
-    // After a graceful stop, calls fail definitely: nothing is left half-done.
-    let stopped = node.stop().await.expect("stop");
-    drop(stopped);
-    let err = client.get("still").await.expect_err("stopped");
-    assert!(err.is_definite(), "{err}");
+    // After a graceful stop, a new client's put fails definitely: the port is closed.
+    node.stop().await.expect("stop");
+    let fresh = KvClient::new(&config);
+    let err = fresh.put("after", fresh.lww(b("x"))).await.expect_err("stopped");
+    assert!(matches!(err, KvError::Unavailable { .. }), "{err}");
+}
+
+/// A graceful stop drains: puts in flight when it starts are answered, and the rest are
+/// refused definitely; none is left with an unknown outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_answers_or_definitely_refuses_every_call_in_flight() {
+    let config = config("drain", 1, 0, 1);
+    let node = start(&config, 0).await;
+    // A deadline long enough that no put times out (this is a debug build, checking the
+    // node's step invariants on every input): a timeout would be an honest "unknown".
+    let mut settings = squall_cluster::client::ClientSettings::from_config(&config);
+    settings.timeout = Duration::from_secs(20);
+    let client = std::sync::Arc::new(KvClient::new(&config).with_settings(settings));
+    client.put("warm", client.lww(b("up"))).await.expect("connected");
+    let puts: Vec<_> = (0..500)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move { client.put(&format!("d{i}"), client.lww(b("v"))).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    node.stop().await.expect("stop");
+    let (mut ok, mut refused) = (0, 0);
+    for put in puts {
+        match put.await.expect("task") {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                assert!(e.is_definite(), "a call in flight during a graceful stop: {e}");
+                refused += 1;
+            }
+        }
+    }
+    // Every call ended (none hangs on a stopped node), and none with an unknown outcome.
+    assert_eq!(ok + refused, 500);
 }
 
 /// `redis-cli` against the RESP port, when it is installed (CI installs it and sets

@@ -118,7 +118,6 @@ pub struct StorageNode {
     peers: BTreeMap<NodeId, u32>,
     /// Peers that have not acknowledged this incarnation's `Hello`.
     hello_unacked: BTreeSet<NodeId>,
-    /// Unacknowledged puts by `(client, request)`.
     /// Unacknowledged puts by key, then by `(client, request)`: each input settles only the
     /// keys it touched. Never holds an empty inner map.
     pending: BTreeMap<Key, BTreeMap<(NodeId, ReqId), PendingPut>>,
@@ -620,9 +619,12 @@ impl StorageNode {
     fn settle_keys(&mut self, cfg: &StorageConfig, keys: &[Key], out: &mut Out) {
         for key in keys {
             let Some(puts) = self.pending.get(key) else { continue };
-            let replicas = self.ring.responsible(key, cfg.replication).len();
+            let responsible = self.ring.responsible(key, cfg.replication);
+            let replicas = responsible.len();
             let others = self.others(cfg, key);
             let latest = self.holders(cfg, key);
+            // This node holds every put it took, but counts only while it is a replica.
+            let own = usize::from(responsible.contains(&cfg.id));
             let done: Vec<(NodeId, ReqId)> = puts
                 .iter()
                 .filter(|(_, put)| {
@@ -631,7 +633,7 @@ impl StorageNode {
                     } else {
                         put.durability.replicas_needed(replicas)
                     };
-                    let known = 1 + put.holders.iter().filter(|n| others.contains(n)).count();
+                    let known = own + put.holders.iter().filter(|n| others.contains(n)).count();
                     latest.max(known) >= needed
                 })
                 .map(|(id, _)| *id)
@@ -727,6 +729,15 @@ impl StorageNode {
             }
             if !lagging.is_empty() {
                 self.behind.insert(key, lagging);
+            }
+        }
+        // A replica that is new for a key may have held it before, handed it off and deleted
+        // it: what it said it held no longer counts for pending puts, as it is behind again.
+        for (key, puts) in &mut self.pending {
+            let before: BTreeSet<NodeId> = others_in(&old, cfg, key).into_iter().collect();
+            let after = others_in(&self.ring, cfg, key);
+            for put in puts.values_mut() {
+                put.holders.retain(|n| before.contains(n) || !after.contains(n));
             }
         }
         if !self.behind.is_empty() {

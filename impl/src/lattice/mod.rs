@@ -36,7 +36,7 @@ pub use map::MapUnion;
 pub use max::{Bounded, Max, Min};
 pub use priority::Priority;
 pub use set::SetUnion;
-pub use value::{LatticeType, LatticeValue, TypeMismatch};
+pub use value::{LatticeType, LatticeValue, TypeMismatch, UnknownLatticeType};
 pub use vector_clock::VectorClock;
 
 /// Identity of a writer (a client, an executor or a storage node) as it appears in lattice

@@ -24,9 +24,22 @@ pub enum LatticeType {
     MultiKeyCausal,
 }
 
-impl std::fmt::Display for LatticeType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
+impl LatticeType {
+    /// Every lattice type, in declaration order.
+    pub const ALL: [Self; 7] = [
+        Self::Lww,
+        Self::Set,
+        Self::Max,
+        Self::Min,
+        Self::Priority,
+        Self::SingleKeyCausal,
+        Self::MultiKeyCausal,
+    ];
+
+    /// The type's name in messages and on command lines: `lww`, `set`, `max`, `min`,
+    /// `priority`, `single-key-causal`, `multi-key-causal`.
+    pub fn name(self) -> &'static str {
+        match self {
             Self::Lww => "lww",
             Self::Set => "set",
             Self::Max => "max",
@@ -34,8 +47,31 @@ impl std::fmt::Display for LatticeType {
             Self::Priority => "priority",
             Self::SingleKeyCausal => "single-key-causal",
             Self::MultiKeyCausal => "multi-key-causal",
-        };
-        f.write_str(name)
+        }
+    }
+}
+
+impl std::fmt::Display for LatticeType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A name that is not a lattice type's.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "unknown lattice type {0:?} (expected one of lww, set, max, min, priority, single-key-causal, multi-key-causal)"
+)]
+pub struct UnknownLatticeType(pub String);
+
+impl std::str::FromStr for LatticeType {
+    type Err = UnknownLatticeType;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|lattice| lattice.name() == name)
+            .ok_or_else(|| UnknownLatticeType(name.to_owned()))
     }
 }
 
