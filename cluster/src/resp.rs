@@ -122,7 +122,7 @@ async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io
         for wave in waves(frames) {
             let mut running: FuturesOrdered<_> =
                 wave.into_iter().map(|frame| execute(&context, frame)).collect();
-            while let Some((reply, _)) = running.next().await {
+            while let Some(reply) = running.next().await {
                 encode(&mut output, &reply);
             }
         }
@@ -161,23 +161,23 @@ fn ok() -> Frame {
     Frame::SimpleString(Bytes::from_static(b"OK"))
 }
 
-/// Runs one command; the flag asks to close the connection after the answer.
-async fn execute(context: &RespContext, frame: Frame) -> (Frame, bool) {
+/// Runs one command. (`QUIT` is answered here; the connection loop closes after it.)
+async fn execute(context: &RespContext, frame: Frame) -> Frame {
     let Frame::Array(parts) = frame else {
-        return (error("ERR Protocol error: expected an array of bulk strings"), true);
+        return error("ERR Protocol error: expected an array of bulk strings");
     };
     let mut args = Vec::with_capacity(parts.len());
     for part in parts {
         match part {
             Frame::BulkString(bytes) | Frame::SimpleString(bytes) => args.push(bytes),
-            _ => return (error("ERR Protocol error: expected bulk strings"), true),
+            _ => return error("ERR Protocol error: expected bulk strings"),
         }
     }
     let Some(name) = args.first() else {
-        return (error("ERR empty command"), false);
+        return error("ERR empty command");
     };
     let name = String::from_utf8_lossy(name).to_ascii_uppercase();
-    let reply = match (name.as_str(), args.len()) {
+    match (name.as_str(), args.len()) {
         ("PING", 1) => Frame::SimpleString(Bytes::from_static(b"PONG")),
         ("PING", 2) => Frame::BulkString(args[1].clone()),
         ("GET", 2) => match key(&args[1]) {
@@ -215,7 +215,7 @@ async fn execute(context: &RespContext, frame: Frame) -> (Frame, bool) {
             mset_reply(replies)
         }
         ("INFO", 1 | 2) => Frame::BulkString(Bytes::from(info(context).await)),
-        ("QUIT", _) => return (ok(), true),
+        ("QUIT", _) => ok(),
         // What redis-cli and redis-benchmark ask on connect: answered harmlessly.
         ("COMMAND" | "CONFIG", _) => Frame::Array(Vec::new()),
         ("SELECT", 2) if args[1].as_ref() == b"0" => ok(),
@@ -227,8 +227,7 @@ async fn execute(context: &RespContext, frame: Frame) -> (Frame, bool) {
             "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, PING, INFO",
             String::from_utf8_lossy(&args[0])
         )),
-    };
-    (reply, false)
+    }
 }
 
 /// `+OK` if every pair was written; otherwise an error saying the others may have been, the

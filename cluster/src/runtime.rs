@@ -268,7 +268,7 @@ pub fn start<N: Served>(
         out: Outbox::new(),
         peer_tasks: PeerTasks { tasks: Vec::new(), killed: killed.clone() },
     };
-    driver.execute(out)?;
+    driver.execute_drain(&mut out)?;
     let task = tokio::spawn(driver.run(rx));
     Ok(Running { handle, task, killed })
 }
@@ -412,10 +412,6 @@ impl<N: Served> Driver<N> {
             self.step(Input::Receive { from: self.id, msg })?;
         }
         Ok(())
-    }
-
-    fn execute(&mut self, mut out: Outbox<N>) -> Result<(), RuntimeError> {
-        self.execute_drain(&mut out)
     }
 
     fn execute_drain(&mut self, out: &mut Outbox<N>) -> Result<(), RuntimeError> {
