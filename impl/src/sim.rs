@@ -12,10 +12,12 @@
 //! phases of protocols that rely on timing (leases renewed more often than they lapse): every
 //! message in flight is delivered before the clock moves, and timers fire in the order of their
 //! deadlines. [`Sim::partition`] cuts the network in two until [`Sim::heal`].
+//! With [`Faults::replay_per_mille`], messages addressed to a node before it crashed may
+//! arrive again after it restarts, as if delayed past its recovery.
 //! [`Sim::run_until_quiet`] is the liveness phase: no faults, no partition, every crashed node
 //! restarted, until no message is in flight and no timer is armed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
 use crate::node::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
@@ -57,7 +59,15 @@ pub struct Faults {
     pub crash_per_mille: u16,
     /// Of all steps, how many restart a crashed node (running `init` again).
     pub restart_per_mille: u16,
+    /// Of the last [`REPLAY_WINDOW`] messages addressed to a node before it restarts, how
+    /// many arrive again after the restart: messages meant for its previous incarnation,
+    /// delayed past its recovery (a retransmission queued across a reconnect, say). Plain
+    /// duplicates rarely outlive a crash; incarnation numbers exist for these.
+    pub replay_per_mille: u16,
 }
+
+/// How many of the last messages addressed to a node the replay fault remembers.
+pub const REPLAY_WINDOW: usize = 256;
 
 impl Faults {
     /// No faults: every message is delivered once, no node crashes.
@@ -66,6 +76,7 @@ impl Faults {
         duplicate_per_mille: 0,
         crash_per_mille: 0,
         restart_per_mille: 0,
+        replay_per_mille: 0,
     };
 }
 
@@ -124,6 +135,9 @@ pub struct Stats {
     pub crashes: u64,
     /// Restarts.
     pub restarts: u64,
+    /// Messages addressed to a node's previous incarnation put in flight again after its
+    /// restart, by the replay fault.
+    pub replayed: u64,
     /// Inputs nodes ignored as stale, duplicate or unexpected.
     pub ignored: u64,
 }
@@ -167,6 +181,9 @@ pub struct Sim<N: Node> {
     /// What each node last persisted; survives its crashes.
     durable: BTreeMap<NodeId, N::Durable>,
     in_flight: Vec<InFlight<N::Msg>>,
+    /// The last messages addressed to each node since it (re)started, for the replay fault;
+    /// kept only while that fault is on.
+    addressed: BTreeMap<NodeId, VecDeque<InFlight<N::Msg>>>,
     timers: BTreeSet<(NodeId, N::Timer)>,
     /// Each armed timer's deadline on the simulated clock.
     deadlines: BTreeMap<(NodeId, N::Timer), Duration>,
@@ -199,6 +216,7 @@ impl<N: Node> Sim<N> {
             nodes: BTreeMap::new(),
             durable: BTreeMap::new(),
             in_flight: Vec::new(),
+            addressed: BTreeMap::new(),
             timers: BTreeSet::new(),
             deadlines: BTreeMap::new(),
             now: Duration::ZERO,
@@ -477,6 +495,13 @@ impl<N: Node> Sim<N> {
         } else {
             self.in_flight.swap_remove(index)
         };
+        if self.faults.replay_per_mille > 0 {
+            let addressed = self.addressed.entry(to).or_default();
+            if addressed.len() == REPLAY_WINDOW {
+                addressed.pop_front();
+            }
+            addressed.push_back(InFlight { from, to, msg: msg.clone(), at: self.now });
+        }
         // With `duplicated`, one copy stays in flight whatever happens to this one.
         let recipient_up = matches!(self.nodes.get(&to), Some(Some(_)));
         let cut = self.partitioned(from, to);
@@ -551,5 +576,17 @@ impl<N: Node> Sim<N> {
         self.stats.restarts += 1;
         self.trace.push(Event::Restart(id));
         self.start(id);
+        // What the previous incarnation was sent may still arrive (the replay fault).
+        let addressed = self.addressed.remove(&id).unwrap_or_default();
+        if self.faults.replay_per_mille == 0 {
+            return;
+        }
+        for mut ghost in addressed {
+            if self.rng.chance(self.faults.replay_per_mille) {
+                ghost.at = self.now + self.arrival();
+                self.in_flight.push(ghost);
+                self.stats.replayed += 1;
+            }
+        }
     }
 }

@@ -2,13 +2,14 @@
 //! faulty network (drops, duplicates, reordering, client crashes), safety checked after every
 //! step, then convergence after healing.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use squall_proto::NodeId;
 use squall_proto::gossip::invariants;
 use squall_proto::gossip::{ClientConfig, GossipConfig, GossipNode, ReplicaConfig};
 use squall_proto::lattice::{Lww, Merge, Stamp, WriterId};
-use squall_proto::sim::{Event, Faults, Sim, SimError};
+use squall_proto::sim::{Event, Faults, REPLAY_WINDOW, Sim, SimError};
 
 const PERIOD: Duration = Duration::from_millis(10);
 const REPLICAS: u64 = 4;
@@ -39,6 +40,7 @@ fn faulty() -> Faults {
         duplicate_per_mille: 200,
         crash_per_mille: 5,
         restart_per_mille: 50,
+        replay_per_mille: 0,
     }
 }
 
@@ -141,6 +143,38 @@ fn replica_crashes_never_break_safety() {
         replica_crashes += sim.trace().iter().filter(|e| replica_crash(e)).count();
     }
     assert!(replica_crashes > 0, "no replica ever crashed: the test proved nothing");
+}
+
+#[test]
+fn the_replay_fault_re_sends_what_a_restarted_node_was_sent_before() {
+    // With every message replayed, each restart puts back in flight exactly the messages
+    // addressed to the node since its previous start (the last `REPLAY_WINDOW` of them).
+    let often = Faults { crash_per_mille: 50, restart_per_mille: 200, ..faulty() };
+    let mut sim: Sim<GossipNode<u16>> =
+        Sim::new(3, Faults { replay_per_mille: 1_000, ..often }, configs());
+    sim.run(3_000).expect("the gossip protocol takes replays in its stride");
+    let mut addressed: BTreeMap<NodeId, usize> = BTreeMap::new();
+    let mut expected = 0;
+    for event in sim.trace() {
+        match event {
+            Event::Deliver { to, .. } | Event::Drop { to, .. } => {
+                *addressed.entry(*to).or_default() += 1;
+            }
+            Event::Restart(id) => {
+                expected += addressed.remove(id).unwrap_or(0).min(REPLAY_WINDOW) as u64;
+            }
+            _ => {}
+        }
+    }
+    assert!(sim.stats().restarts > 0, "no restart: the test proved nothing");
+    assert!(expected > 0, "nothing was addressed to a restarted node");
+    assert_eq!(sim.stats().replayed, expected);
+
+    // And with the fault off, nothing is replayed.
+    let mut quiet: Sim<GossipNode<u16>> = Sim::new(3, often, configs());
+    quiet.run(3_000).expect("safe without replays too");
+    assert!(quiet.stats().restarts > 0);
+    assert_eq!(quiet.stats().replayed, 0);
 }
 
 #[cfg(feature = "mutants")]

@@ -64,6 +64,7 @@ fn faults() -> Faults {
         duplicate_per_mille: 100,
         crash_per_mille: 3,
         restart_per_mille: 30,
+        replay_per_mille: 0,
     }
 }
 

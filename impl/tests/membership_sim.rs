@@ -76,6 +76,7 @@ fn faults(crash: bool) -> Faults {
         duplicate_per_mille: 100,
         crash_per_mille: if crash { 3 } else { 0 },
         restart_per_mille: if crash { 30 } else { 0 },
+        replay_per_mille: 0,
     }
 }
 

@@ -84,6 +84,7 @@ fn faults() -> Faults {
         duplicate_per_mille: 100,
         crash_per_mille: 2,
         restart_per_mille: 30,
+        replay_per_mille: 0,
     }
 }
 

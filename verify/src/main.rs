@@ -219,6 +219,7 @@ struct Totals {
     duplicated: u64,
     partitions: u64,
     crashes: u64,
+    replayed: u64,
 }
 
 impl Totals {
@@ -231,20 +232,22 @@ impl Totals {
             self.duplicated += world.stats.duplicated;
             self.partitions += u64::from(world.partitioned);
             self.crashes += world.stats.crashes;
+            self.replayed += world.stats.replayed;
         }
     }
 
     fn render(&self, seeds: u64) -> String {
         format!(
             "dst: {seeds} seeds passed ({} worlds): {} history ops checked; {} messages delivered, \
-             {} dropped, {} duplicated; {} partitions, {} crashes",
+             {} dropped, {} duplicated; {} partitions, {} crashes, {} replayed to restarted nodes",
             self.worlds,
             self.ops,
             self.delivered,
             self.dropped,
             self.duplicated,
             self.partitions,
-            self.crashes
+            self.crashes,
+            self.replayed
         )
     }
 }

@@ -283,6 +283,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             duplicate_per_mille: 100,
             crash_per_mille: 4,
             restart_per_mille: 40,
+            replay_per_mille: 300,
         });
         sim.set_crashable(caches.iter().copied());
         // Timed, with delays; or, where caches do not evict, adversarial: a push meant for a

@@ -15,7 +15,8 @@
 //!
 //! A world has a *safety phase* under faults (drops, duplicates, reordering and delay — the
 //! simulator delivers any in-flight message or fires any armed timer at each step — a
-//! partition that heals, and crashes and restarts), then a *liveness phase* on a healed network
+//! partition that heals, crashes and restarts, and messages sent to a node before it crashed
+//! arriving after its restart), then a *liveness phase* on a healed network
 //! with every node restarted, in which it must settle: every request ends, replicas converge.
 //! Same seed, same run, same output.
 
@@ -190,13 +191,14 @@ impl SeedReport {
             writeln!(
                 out,
                 "           {ops} ops; {} delivered, {} dropped, {} duplicated, {} partitioned, \
-                 {} crashes, {} restarts, {} timers",
+                 {} crashes, {} restarts, {} replayed, {} timers",
                 s.delivered,
                 s.dropped + s.undeliverable,
                 s.duplicated,
                 s.partitioned,
                 s.crashes,
                 s.restarts,
+                s.replayed,
                 s.fired
             )
             .expect("write to string");
@@ -265,14 +267,16 @@ pub(crate) fn rng(seed: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(seed)
 }
 
-/// A fault schedule drawn from `rng`: drops and duplicates up to 20 %, and crashes at
-/// `crash_per_mille` (restarts ten times as often).
+/// A fault schedule drawn from `rng`: drops and duplicates up to 20 %, crashes at
+/// `crash_per_mille` (restarts ten times as often), and up to 30 % of what a node was sent
+/// before a crash arriving again after its restart.
 pub(crate) fn faults(rng: &mut ChaCha8Rng, crash_per_mille: u16) -> Faults {
     Faults {
         drop_per_mille: rng.random_range(0..=200),
         duplicate_per_mille: rng.random_range(0..=200),
         crash_per_mille,
         restart_per_mille: crash_per_mille.saturating_mul(10),
+        replay_per_mille: rng.random_range(0..=300),
     }
 }
 

@@ -156,12 +156,14 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     );
     let mut faults = faults(&mut rng, 4);
     if rng.random_bool(0.5) {
-        // A storm: many duplicates (a re-sent trigger reaching a restarted worker, a stale
-        // acknowledgement arriving after the worker's next hold) and more crashes.
+        // A storm: many duplicates, more crashes, and most of what a worker was sent before a
+        // crash arriving again after its restart (a re-sent trigger of a session that already
+        // ended, a stale acknowledgement overtaking the restarted worker's new hold).
         faults.duplicate_per_mille = rng.random_range(200..=500);
         faults.drop_per_mille = rng.random_range(100..=300);
         faults.crash_per_mille = 8;
         faults.restart_per_mille = 80;
+        faults.replay_per_mille = rng.random_range(300..=1000);
     }
     let all: Vec<NodeId> = workers.iter().copied().chain([SCHEDULER, STORE, WRITER]).collect();
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
