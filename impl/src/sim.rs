@@ -181,8 +181,10 @@ pub struct Sim<N: Node> {
     /// What each node last persisted; survives its crashes.
     durable: BTreeMap<NodeId, N::Durable>,
     in_flight: Vec<InFlight<N::Msg>>,
-    /// The last messages addressed to each node since it (re)started, for the replay fault;
-    /// kept only while that fault is on.
+    /// The last messages addressed to each node since it (re)started, for the replay fault:
+    /// recorded while the fault is on, replayed (or forgotten, with the fault off) at the
+    /// node's next restart. A replayed message is addressed to the node again, so it may come
+    /// back at later restarts too, until newer messages push it out of the window.
     addressed: BTreeMap<NodeId, VecDeque<InFlight<N::Msg>>>,
     timers: BTreeSet<(NodeId, N::Timer)>,
     /// Each armed timer's deadline on the simulated clock.
@@ -357,6 +359,8 @@ impl<N: Node> Sim<N> {
     pub fn add_node(&mut self, id: NodeId, cfg: N::Config) {
         assert!(!self.configs.contains_key(&id), "{id} is already a node");
         self.configs.insert(id, cfg);
+        // Messages sent to the id before it existed were never meant for this node.
+        self.addressed.remove(&id);
         self.start(id);
     }
 

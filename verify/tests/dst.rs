@@ -31,7 +31,7 @@ fn the_correct_protocols_pass_under_every_kind_of_fault() {
     assert!(total(|s| s.duplicated) > 0, "no message was duplicated");
     assert!(total(|s| s.partitioned) > 0, "no partition cut a message");
     assert!(total(|s| s.crashes) > 0 && total(|s| s.restarts) > 0, "no crash and restart");
-    assert!(total(|s| s.replayed) > 0, "nothing sent to a crashed node arrived after its restart");
+    assert!(total(|s| s.replayed) > 0, "nothing addressed to a crashed node was replayed");
     // The checks were not vacuous: histories have reads and writes, the KVS world reached its
     // late phases, and sessions completed.
     let ops: usize = worlds().map(|w| w.history.ops.len()).sum();
