@@ -121,8 +121,14 @@ pub struct CacheNode {
     bytes: u64,
     /// The logical access counter.
     clock: u64,
-    /// Keys being fetched, with the `(executor, request)` gets waiting on each.
-    fetching: BTreeMap<Key, BTreeSet<(NodeId, ReqId)>>,
+    /// Keys being fetched: the epoch each fetch began at, and the `(executor, request)` gets
+    /// waiting on it.
+    fetching: BTreeMap<Key, (u64, BTreeSet<(NodeId, ReqId)>)>,
+    /// The fetch epoch, carried by every `Fetch` and echoed by its answer. It advances when a
+    /// key leaves the cache and when a write-through of a key being fetched is acknowledged,
+    /// so an answer to a `Fetch` sent before either can no longer resolve a fetch: it may
+    /// predate a write an executor has seen acknowledged.
+    epoch: u64,
     /// Write-throughs by the cache's own request number.
     writes: BTreeMap<ReqId, WriteThrough>,
     /// The next write-through's request number: the incarnation in the high 32 bits, so an
@@ -148,6 +154,7 @@ impl CacheNode {
             bytes: 0,
             clock: 0,
             fetching: BTreeMap::new(),
+            epoch: 0,
             writes: BTreeMap::new(),
             next_req: ReqId::from(incarnation) << 32,
             seen: BTreeMap::new(),
@@ -210,8 +217,8 @@ impl CacheNode {
             {
                 out.ignore("a push meant for another incarnation of this cache");
             }
-            Input::Receive { from, msg: KvsMsg::Push { entries, .. } } => {
-                self.push(cfg, from, entries, out)
+            Input::Receive { from, msg: KvsMsg::Push { entries, epochs, .. } } => {
+                self.push(cfg, from, entries, epochs, out)
             }
             Input::Receive { msg: KvsMsg::PutOk { req }, .. } if self.writes.contains_key(&req) => {
                 let write = self.writes.remove(&req).expect("guarded");
@@ -223,6 +230,11 @@ impl CacheNode {
                     None => entry.value = Some(write.value.clone()),
                 });
                 self.evict(cfg, &write.key, out);
+                if self.fetching.contains_key(&write.key) {
+                    // An answer already on its way may predate this write: wait for a newer.
+                    self.epoch += 1;
+                    self.refetch(cfg, &write.key, out);
+                }
                 if !cfg.has(Mutant::AckExecutorEarly) && !cfg.has(Mutant::ForgetExecutorAck) {
                     out.send(write.executor, KvsMsg::PutOk { req: write.req });
                 }
@@ -260,23 +272,26 @@ impl CacheNode {
             entry.used = self.clock;
             return out.send(executor, KvsMsg::GetOk { req, value: entry.value.clone() });
         }
-        if let Some(waiting) = self.fetching.get_mut(&key) {
+        if let Some((_, waiting)) = self.fetching.get_mut(&key) {
             waiting.insert((executor, req));
             return;
         }
         let was_idle = self.entries.is_empty() && self.fetching.is_empty();
-        self.fetching.insert(key.clone(), BTreeSet::from([(executor, req)]));
-        for replica in self.replicas(cfg, &key) {
-            out.send(
-                replica,
-                KvsMsg::Fetch {
-                    incarnation: self.incarnation,
-                    keys: BTreeSet::from([key.clone()]),
-                },
-            );
-        }
+        self.fetching.insert(key.clone(), (self.epoch, BTreeSet::from([(executor, req)])));
+        self.refetch(cfg, &key, out);
         if was_idle {
             out.set_timer(KvsTimer::Renew, cfg.renew_period);
+        }
+    }
+
+    /// (Re)starts the fetch of `key` at the current epoch: a `Fetch` to each replica.
+    fn refetch(&mut self, cfg: &CacheConfig, key: &Key, out: &mut Out) {
+        let Some((since, _)) = self.fetching.get_mut(key) else { return };
+        *since = self.epoch;
+        for replica in self.replicas(cfg, key) {
+            let (incarnation, epoch) = (self.incarnation, self.epoch);
+            let keys = BTreeSet::from([key.clone()]);
+            out.send(replica, KvsMsg::Fetch { incarnation, keys, epoch });
         }
     }
 
@@ -353,11 +368,20 @@ impl CacheNode {
         cfg: &CacheConfig,
         replica: NodeId,
         entries: BTreeMap<Key, Option<LatticeValue>>,
+        epochs: BTreeMap<Key, u64>,
         out: &mut Out,
     ) {
         let (mut acked, mut unwanted) = (BTreeMap::new(), BTreeSet::new());
         for (key, pushed) in entries {
-            if let Some(waiting) = self.fetching.remove(&key) {
+            if let Some((since, _)) = self.fetching.get(&key)
+                && epochs.get(&key).copied().unwrap_or(0) < *since
+            {
+                // Sent before this fetch began: not its answer, nor acknowledged (the replica
+                // re-sends a push of grown keys, and answers the fetch's own `Fetch`).
+                out.ignore("a push older than the fetch it would answer");
+                continue;
+            }
+            if let Some((_, waiting)) = self.fetching.remove(&key) {
                 let pushed = match pushed {
                     None if cfg.has(Mutant::CacheMissAsBottom) => {
                         Some(LatticeValue::bottom(crate::lattice::LatticeType::Lww))
@@ -421,6 +445,8 @@ impl CacheNode {
             let Some(victim) = victim else { return };
             let entry = self.entries.remove(&victim).expect("chosen among the entries");
             self.bytes -= entry_bytes(&victim, &entry);
+            // A later fetch of it must not take an answer from before (see `epoch`).
+            self.epoch += 1;
             for replica in self.replicas(cfg, &victim) {
                 let keys = BTreeSet::from([victim.clone()]);
                 out.send(replica, KvsMsg::Unsubscribe { incarnation: self.incarnation, keys });
@@ -478,7 +504,8 @@ impl CacheNode {
             out.send(replica, KvsMsg::Subscribe { incarnation: self.incarnation, keys });
         }
         for (replica, keys) in fetch {
-            out.send(replica, KvsMsg::Fetch { incarnation: self.incarnation, keys });
+            let (incarnation, epoch) = (self.incarnation, self.epoch);
+            out.send(replica, KvsMsg::Fetch { incarnation, keys, epoch });
         }
         sent
     }

@@ -49,8 +49,21 @@ fn keys(list: &[&str]) -> BTreeSet<Key> {
     list.iter().map(|k| (*k).to_owned()).collect()
 }
 
+/// A push of a key the cache never fetched from the replica (or only at epoch 0).
 fn push(key: &str, value: Option<LatticeValue>) -> KvsMsg {
-    KvsMsg::Push { incarnation: 1, entries: BTreeMap::from([(key.to_owned(), value)]) }
+    answer(0, key, value)
+}
+
+/// A push of a key whose latest `Fetch` the replica heard was of `epoch`.
+fn answer(epoch: u64, key: &str, value: Option<LatticeValue>) -> KvsMsg {
+    let entries = BTreeMap::from([(key.to_owned(), value)]);
+    let epochs =
+        if epoch > 0 { BTreeMap::from([(key.to_owned(), epoch)]) } else { BTreeMap::new() };
+    KvsMsg::Push { incarnation: 1, entries, epochs }
+}
+
+fn fetch(epoch: u64, list: &[&str]) -> KvsMsg {
+    KvsMsg::Fetch { incarnation: 1, keys: keys(list), epoch }
 }
 
 fn get(req: u64, key: &str) -> KvsMsg {
@@ -61,7 +74,7 @@ fn get(req: u64, key: &str) -> KvsMsg {
 fn holding(cfg: &CacheConfig, key: &str, value: LatticeValue) -> CacheNode {
     let mut cache = CacheNode::init(cfg, 0, &mut Outbox::new());
     step(cfg, &mut cache, EXEC, get(0, key));
-    step(cfg, &mut cache, S0, push(key, Some(value)));
+    step(cfg, &mut cache, S0, answer(0, key, Some(value)));
     cache
 }
 
@@ -73,12 +86,12 @@ fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_wait
     let mut expected: Vec<_> = ring()
         .responsible("k", 2)
         .into_iter()
-        .map(|replica| send(replica, KvsMsg::Fetch { incarnation: 1, keys: keys(&["k"]) }))
+        .map(|replica| send(replica, fetch(0, &["k"])))
         .collect();
     expected.push(Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period });
     assert_eq!(first, expected, "replicas in ring order");
     assert!(step(&cfg, &mut cache, OTHER_EXEC, get(4, "k")).is_empty(), "one fetch in flight");
-    let answered = step(&cfg, &mut cache, S1, push("k", Some(lww(1))));
+    let answered = step(&cfg, &mut cache, S1, answer(0, "k", Some(lww(1))));
     assert_eq!(
         answered,
         [
@@ -103,7 +116,7 @@ fn a_missing_key_is_cached_as_missing_not_as_bottom() {
     let cfg = cfg();
     let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
     step(&cfg, &mut cache, EXEC, get(0, "k"));
-    let answered = step(&cfg, &mut cache, S0, push("k", None));
+    let answered = step(&cfg, &mut cache, S0, answer(0, "k", None));
     assert_eq!(answered, [send(EXEC, KvsMsg::GetOk { req: 0, value: None })]);
     assert_eq!(cache.entries()["k"].value, None);
 }
@@ -201,10 +214,10 @@ fn eviction_drops_the_least_recently_used_key_and_unsubscribes_it() {
     cfg.max_keys = 2;
     let mut cache = holding(&cfg, "a", lww(1));
     step(&cfg, &mut cache, EXEC, get(1, "b"));
-    step(&cfg, &mut cache, S0, push("b", Some(lww(1))));
+    step(&cfg, &mut cache, S0, answer(0, "b", Some(lww(1))));
     step(&cfg, &mut cache, EXEC, get(2, "a")); // "a" is now the most recent
     step(&cfg, &mut cache, EXEC, get(3, "c"));
-    let outputs = step(&cfg, &mut cache, S0, push("c", None));
+    let outputs = step(&cfg, &mut cache, S0, answer(0, "c", None));
     assert!(
         outputs.contains(&send(S0, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["b"]) })),
         "{outputs:?}"
@@ -228,8 +241,8 @@ fn renewal_resubscribes_held_keys_and_refetches_fetched_ones_at_each_replica() {
         [
             send(S0, KvsMsg::Subscribe { incarnation: 1, keys: keys(&["a"]) }),
             send(S1, KvsMsg::Subscribe { incarnation: 1, keys: keys(&["a"]) }),
-            send(S0, KvsMsg::Fetch { incarnation: 1, keys: keys(&["b"]) }),
-            send(S1, KvsMsg::Fetch { incarnation: 1, keys: keys(&["b"]) }),
+            send(S0, fetch(0, &["b"])),
+            send(S1, fetch(0, &["b"])),
             Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period },
         ]
     );
@@ -332,10 +345,10 @@ fn eviction_also_keeps_the_cache_within_its_byte_bound() {
     let mut cache = holding(&cfg, "a", lww(1));
     assert_eq!(cache.bytes(), 2);
     step(&cfg, &mut cache, EXEC, get(1, "b"));
-    step(&cfg, &mut cache, S0, push("b", Some(lww(1))));
+    step(&cfg, &mut cache, S0, answer(0, "b", Some(lww(1))));
     assert_eq!(cache.bytes(), 4);
     step(&cfg, &mut cache, EXEC, get(2, "c"));
-    let outputs = step(&cfg, &mut cache, S0, push("c", Some(lww(1))));
+    let outputs = step(&cfg, &mut cache, S0, answer(0, "c", Some(lww(1))));
     assert!(
         outputs.contains(&send(S0, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["a"]) })),
         "{outputs:?}"
@@ -416,9 +429,9 @@ fn a_fetch_is_answered_even_when_the_cache_is_still_subscribed() {
     storage_step(&cfg, &mut node, Input::Receive { from: EXEC, msg: put });
     let subscribe = KvsMsg::Subscribe { incarnation: 1, keys: keys(&["k"]) };
     storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
-    let fetch = KvsMsg::Fetch { incarnation: 1, keys: keys(&["k"]) };
-    let outputs = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: fetch });
-    assert!(outputs.contains(&send(CACHE, push("k", Some(lww(1))))), "{outputs:?}");
+    let outputs =
+        storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: fetch(7, &["k"]) });
+    assert!(outputs.contains(&send(CACHE, answer(7, "k", Some(lww(1))))), "{outputs:?}");
 }
 
 #[test]
@@ -434,4 +447,68 @@ fn a_restarted_cache_never_takes_an_old_answer_for_a_new_write() {
     assert!(matches!(stale[..], [Output::Ignored { .. }]), "{stale:?}");
     let fresh = step(&cfg, &mut restarted, S0, KvsMsg::PutOk { req: 2 << 32 });
     assert_eq!(fresh, [send(EXEC, KvsMsg::PutOk { req: 0 })]);
+}
+
+#[test]
+fn a_push_from_before_a_fetch_never_answers_it() {
+    // Found by the simulator: the cache evicted k after its executor's own write, fetched it
+    // again, and a push delayed since before that write answered the fetch, so the executor
+    // read older than it had written.
+    let mut cfg = cfg();
+    cfg.max_keys = 1;
+    let mut cache = holding(&cfg, "k", lww(1));
+    step(&cfg, &mut cache, EXEC, get(1, "other"));
+    step(&cfg, &mut cache, S0, answer(0, "other", None)); // evicts k: epoch 1
+    step(&cfg, &mut cache, EXEC, get(2, "k"));
+    let stale = step(&cfg, &mut cache, S1, answer(0, "k", Some(lww(1))));
+    assert!(matches!(stale[..], [Output::Ignored { .. }]), "the first fetch's answer: {stale:?}");
+    let old_push = step(&cfg, &mut cache, S0, push("k", Some(lww(1))));
+    assert!(matches!(old_push[..], [Output::Ignored { .. }]), "a delayed push: {old_push:?}");
+    let answered = step(&cfg, &mut cache, S0, answer(1, "k", Some(lww(5))));
+    assert!(answered.contains(&send(EXEC, KvsMsg::GetOk { req: 2, value: Some(lww(5)) })));
+}
+
+#[test]
+fn a_write_acknowledged_during_a_fetch_restarts_it() {
+    // The answer already on its way may predate the write: only an answer to a `Fetch` sent
+    // after the acknowledgement resolves the fetch.
+    let cfg = cfg();
+    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
+    step(&cfg, &mut cache, OTHER_EXEC, get(0, "k"));
+    let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(2), durability: Durability::All };
+    step(&cfg, &mut cache, EXEC, put);
+    let acked = step(&cfg, &mut cache, S0, KvsMsg::PutOk { req: FIRST });
+    for replica in ring().responsible("k", 2) {
+        assert!(acked.contains(&send(replica, fetch(1, &["k"]))), "{acked:?}");
+    }
+    assert!(acked.contains(&send(EXEC, KvsMsg::PutOk { req: 1 })), "{acked:?}");
+    let stale = step(&cfg, &mut cache, S1, answer(0, "k", Some(lww(1))));
+    assert!(matches!(stale[..], [Output::Ignored { .. }]), "{stale:?}");
+    let fresh = step(&cfg, &mut cache, S1, answer(1, "k", Some(lww(2))));
+    assert!(fresh.contains(&send(OTHER_EXEC, KvsMsg::GetOk { req: 0, value: Some(lww(2)) })));
+}
+
+#[test]
+fn a_replica_stamps_every_push_of_a_key_with_the_latest_fetch_epoch_it_heard() {
+    let (cfg, mut node) = storage();
+    let put = |req, value| Input::Receive {
+        from: EXEC,
+        msg: KvsMsg::Put { req, key: "k".into(), value, durability: Durability::One },
+    };
+    storage_step(&cfg, &mut node, put(0, lww(1)));
+    let fetched = |epoch| Input::Receive { from: CACHE, msg: fetch(epoch, &["k"]) };
+    let answered = storage_step(&cfg, &mut node, fetched(3));
+    assert!(answered.contains(&send(CACHE, answer(3, "k", Some(lww(1))))), "{answered:?}");
+    // A delayed, older fetch does not lower it; the push of a later growth carries it too.
+    let late = storage_step(&cfg, &mut node, fetched(1));
+    assert!(late.contains(&send(CACHE, answer(3, "k", Some(lww(1))))), "{late:?}");
+    storage_step(&cfg, &mut node, put(1, lww(2)));
+    let flushed = storage_step(&cfg, &mut node, Input::Timeout(KvsTimer::Push));
+    assert!(flushed.contains(&send(CACHE, answer(3, "k", Some(lww(2))))), "{flushed:?}");
+    // A new subscription after an unsubscribe starts from what its own fetch says.
+    let unsubscribe = KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["k"]) };
+    storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: unsubscribe });
+    let subscribe = KvsMsg::Subscribe { incarnation: 1, keys: keys(&["k"]) };
+    let renewed = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
+    assert!(renewed.contains(&send(CACHE, push("k", Some(lww(2))))), "{renewed:?}");
 }

@@ -184,6 +184,9 @@ pub enum KvsMsg {
         incarnation: u32,
         /// The keys.
         keys: BTreeSet<Key>,
+        /// The cache's fetch epoch when it sent this: the replica remembers, per key, the
+        /// latest it heard, and stamps every push of the key with it (`Push::epochs`).
+        epoch: u64,
     },
     /// Cache → replica: I no longer hold these keys (evicted, or pushed but not held).
     Unsubscribe {
@@ -200,6 +203,13 @@ pub enum KvsMsg {
         incarnation: u32,
         /// Key → the replica's value.
         entries: BTreeMap<Key, Option<LatticeValue>>,
+        /// Per key, the latest `Fetch` epoch the replica had heard from this cache when it sent
+        /// this (absent: none, or 0). A cache resolves a fetch only with a push stamped at or
+        /// after the fetch's epoch: the replica sent it after hearing a `Fetch` the cache sent
+        /// since the fetch began, so after every write the cache had acknowledged before;
+        /// anything older (a delayed push, an answer to a fetch of a key since evicted) may
+        /// predate such a write.
+        epochs: BTreeMap<Key, u64>,
     },
     /// Cache → replica: the cache's values of the pushed keys it holds, after merging.
     PushAck {

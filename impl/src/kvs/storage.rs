@@ -320,10 +320,10 @@ impl StorageNode {
                 out.ignore("a message from an earlier incarnation of the cache");
             }
             Input::Receive { from, msg: KvsMsg::Subscribe { keys, .. } } => {
-                self.subscribe(cfg, from, keys, false, out);
+                self.subscribe(cfg, from, keys, None, out);
             }
-            Input::Receive { from, msg: KvsMsg::Fetch { keys, .. } } => {
-                self.subscribe(cfg, from, keys, true, out);
+            Input::Receive { from, msg: KvsMsg::Fetch { keys, epoch, .. } } => {
+                self.subscribe(cfg, from, keys, Some(epoch), out);
             }
             Input::Receive { from, msg: KvsMsg::Unsubscribe { keys, .. } } => {
                 for key in keys {
@@ -764,13 +764,14 @@ impl StorageNode {
     }
 
     /// Subscribes `cache` to the keys this node owns among `keys` (renewing those it has), and
-    /// pushes the value of each new one, or of every one for a `fetch`.
+    /// pushes the value of each new one, or of every one for a fetch (of epoch `fetch`, noted
+    /// per key: every later push of the key carries it).
     fn subscribe(
         &mut self,
         cfg: &StorageConfig,
         cache: NodeId,
         keys: BTreeSet<Key>,
-        fetch: bool,
+        fetch: Option<u64>,
         out: &mut Out,
     ) {
         let had_subscriptions = !self.subs.is_empty();
@@ -782,11 +783,11 @@ impl StorageNode {
                 misrouted = true;
                 continue;
             }
-            let new = self.subs.subscribe(cache, &key);
-            if !new && !fetch && cfg.has(Mutant::RenewalClearsPushes) {
+            let new = self.subs.subscribe(cache, &key, fetch);
+            if !new && fetch.is_none() && cfg.has(Mutant::RenewalClearsPushes) {
                 self.subs.holds(cache, &key);
             }
-            if new || fetch {
+            if new || fetch.is_some() {
                 let value = self.store.get(&key).cloned();
                 if value.is_some() {
                     self.subs.mark_behind(cache, &key);
@@ -796,7 +797,8 @@ impl StorageNode {
         }
         if !entries.is_empty() {
             let incarnation = self.subs.incarnation(cache);
-            out.send(cache, KvsMsg::Push { incarnation, entries });
+            let epochs = self.subs.epochs(cache, entries.keys());
+            out.send(cache, KvsMsg::Push { incarnation, entries, epochs });
         }
         if misrouted {
             // The cache routes by an older view: send it ours.
@@ -831,9 +833,10 @@ impl StorageNode {
             return out.ignore("push timer with every cache up to date");
         }
         for (cache, keys) in batches {
-            let entries = keys.into_iter().map(|k| (k.clone(), self.store.get(&k).cloned()));
             let incarnation = self.subs.incarnation(cache);
-            out.send(cache, KvsMsg::Push { incarnation, entries: entries.collect() });
+            let epochs = self.subs.epochs(cache, &keys);
+            let entries = keys.iter().map(|k| (k.clone(), self.store.get(k).cloned())).collect();
+            out.send(cache, KvsMsg::Push { incarnation, entries, epochs });
         }
         out.set_timer(KvsTimer::Push, cfg.push_period);
     }

@@ -14,12 +14,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::msg::Key;
 use crate::node::NodeId;
 
+/// One cache's subscription to one key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Lease {
+    /// `Lease` ticks since its last renewal (0 or 1; a subscription that misses a second tick
+    /// is dropped).
+    missed: u8,
+    /// The latest fetch epoch the cache sent for the key (0: none), which stamps every push of
+    /// it (see `KvsMsg::Push`).
+    epoch: u64,
+}
+
 /// The subscription index of one storage node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Subscriptions {
-    /// Key → subscribed cache → `Lease` ticks since its last renewal (0 or 1; a subscription
-    /// that misses a second tick is dropped).
-    subscribers: BTreeMap<Key, BTreeMap<NodeId, u8>>,
+    /// Key → subscribed cache → its lease.
+    subscribers: BTreeMap<Key, BTreeMap<NodeId, Lease>>,
     /// Key → subscribers not known to hold this node's current value. Never an empty set.
     behind: BTreeMap<Key, BTreeSet<NodeId>>,
     /// The latest incarnation heard from each cache (one entry per cache that ever spoke).
@@ -54,10 +64,29 @@ impl Subscriptions {
         self.incarnations.get(&cache).copied().unwrap_or(0)
     }
 
-    /// Subscribes `cache` to `key`, or renews the subscription; returns whether it is new.
-    pub fn subscribe(&mut self, cache: NodeId, key: &str) -> bool {
+    /// Subscribes `cache` to `key`, or renews the subscription, noting the epoch of a fetch;
+    /// returns whether it is new.
+    pub fn subscribe(&mut self, cache: NodeId, key: &str, fetch: Option<u64>) -> bool {
         let caches = self.subscribers.entry(key.to_owned()).or_default();
-        caches.insert(cache, 0).is_none()
+        let new = !caches.contains_key(&cache);
+        let lease = caches.entry(cache).or_default();
+        lease.missed = 0;
+        lease.epoch = lease.epoch.max(fetch.unwrap_or(0));
+        new
+    }
+
+    /// The fetch epochs `cache` sent for `keys` (those above 0), to stamp a push with.
+    pub fn epochs<'a>(
+        &self,
+        cache: NodeId,
+        keys: impl IntoIterator<Item = &'a Key>,
+    ) -> BTreeMap<Key, u64> {
+        keys.into_iter()
+            .filter_map(|key| {
+                let epoch = self.subscribers.get(key)?.get(&cache)?.epoch;
+                (epoch > 0).then(|| (key.clone(), epoch))
+            })
+            .collect()
     }
 
     /// Unsubscribes `cache` from `key`.
@@ -101,9 +130,9 @@ impl Subscriptions {
     /// subscription is left.
     pub fn tick(&mut self, keep_lapsed: bool) -> bool {
         for (key, caches) in &mut self.subscribers {
-            caches.retain(|cache, missed| {
-                *missed = missed.saturating_add(1).min(2);
-                let keep = *missed < 2 || keep_lapsed;
+            caches.retain(|cache, lease| {
+                lease.missed = lease.missed.saturating_add(1).min(2);
+                let keep = lease.missed < 2 || keep_lapsed;
                 if !keep && let Some(behind) = self.behind.get_mut(key) {
                     behind.remove(cache);
                 }
@@ -117,7 +146,7 @@ impl Subscriptions {
 
     /// Whether every subscription was renewed within the last lease tick (CACHE-I4).
     pub fn leases_current(&self) -> bool {
-        self.subscribers.values().flat_map(|caches| caches.values()).all(|missed| *missed < 2)
+        self.subscribers.values().flat_map(|caches| caches.values()).all(|lease| lease.missed < 2)
     }
 
     /// Per cache, the keys it is behind on.

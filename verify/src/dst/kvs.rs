@@ -197,16 +197,6 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
     let timing = Timing::draw(&mut rng);
     let setup = format!("{setup}; {}", timing.name());
-    if evicting && timing == Timing::Adversarial {
-        // A push delayed past an eviction and a new fetch of the key can answer that fetch
-        // with a value older than the session's own write (a known defect, docs/verification.md
-        // "Findings"): sessions here promise no more than at majority.
-        for session in &mut sessions {
-            if session.level == Level::All {
-                session.level = Level::Majority;
-            }
-        }
-    }
     let mut sim: Sim<KvsNode> = Sim::new(seed, faults, configs);
     sim.set_crashable(crashable);
     timing.apply(&mut sim);
@@ -286,10 +276,9 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             replay_per_mille: 300,
         });
         sim.set_crashable(caches.iter().copied());
-        // Timed, with delays; or, where caches do not evict, adversarial: a push meant for a
-        // restarted cache's predecessor may then arrive arbitrarily late. (With evictions,
-        // adversarial timing finds a known defect: docs/verification.md, "Findings".)
-        if !evicting && rng.random_bool(0.5) {
+        // Timed, with delays; or adversarial, where a push may arrive arbitrarily late: after
+        // its key was evicted and fetched again, or after its cache restarted.
+        if rng.random_bool(0.5) {
             sim.set_timed(false);
         } else {
             sim.set_delay(Duration::ZERO, Duration::from_millis(20));
