@@ -1,9 +1,10 @@
 //! The per-worker cache: serves its executors' gets and puts at memory speed, fetches misses
 //! from the KVS, writes puts through, and keeps cached keys fresh by subscribing to them.
 //!
-//! A miss subscribes to the key at every replica; the first replica's answer (a `Push`, with
-//! `None` for a key it does not hold) fills the entry and answers every executor waiting on it,
-//! so one fetch per key is in flight however many executors miss. While the key stays cached,
+//! A miss subscribes to the key at every replica (a `Fetch`, carrying the cache's fetch
+//! epoch); the first push of the key stamped at or after that epoch (with `None` for a key the
+//! replica does not hold) fills the entry and answers every executor waiting on it, so one
+//! fetch per key is in flight however many executors miss. While the key stays cached,
 //! each replica pushes its value whenever the key grows, and re-sends until the cache
 //! acknowledges a value covering it; the cache merges every push, so pushes from replicas in
 //! any order only ever move an entry forward. The cache renews its subscriptions every
@@ -124,10 +125,11 @@ pub struct CacheNode {
     /// Keys being fetched: the epoch each fetch began at, and the `(executor, request)` gets
     /// waiting on it.
     fetching: BTreeMap<Key, (u64, BTreeSet<(NodeId, ReqId)>)>,
-    /// The fetch epoch, carried by every `Fetch` and echoed by its answer. It advances when a
-    /// key leaves the cache and when a write-through of a key being fetched is acknowledged,
-    /// so an answer to a `Fetch` sent before either can no longer resolve a fetch: it may
-    /// predate a write an executor has seen acknowledged.
+    /// The fetch epoch, carried by every `Fetch`; replicas stamp their pushes of a key with
+    /// the latest epoch the cache fetched it at. It advances when a key leaves the cache and
+    /// when a write-through of a key being fetched is acknowledged, so a push sent before
+    /// either can no longer resolve a fetch: it may predate a write an executor has seen
+    /// acknowledged.
     epoch: u64,
     /// Write-throughs by the cache's own request number.
     writes: BTreeMap<ReqId, WriteThrough>,

@@ -453,13 +453,15 @@ fn a_restarted_cache_never_takes_an_old_answer_for_a_new_write() {
 fn a_push_from_before_a_fetch_never_answers_it() {
     // Found by the simulator: the cache evicted k after its executor's own write, fetched it
     // again, and a push delayed since before that write answered the fetch, so the executor
-    // read older than it had written.
+    // read older than it had written. (The write is elided: what matters is that the pushes
+    // left their replicas before the eviction.)
     let mut cfg = cfg();
     cfg.max_keys = 1;
     let mut cache = holding(&cfg, "k", lww(1));
     step(&cfg, &mut cache, EXEC, get(1, "other"));
     step(&cfg, &mut cache, S0, answer(0, "other", None)); // evicts k: epoch 1
-    step(&cfg, &mut cache, EXEC, get(2, "k"));
+    let refetch = step(&cfg, &mut cache, EXEC, get(2, "k"));
+    assert!(refetch.contains(&send(S0, fetch(1, &["k"]))), "{refetch:?}");
     let stale = step(&cfg, &mut cache, S1, answer(0, "k", Some(lww(1))));
     assert!(matches!(stale[..], [Output::Ignored { .. }]), "the first fetch's answer: {stale:?}");
     let old_push = step(&cfg, &mut cache, S0, push("k", Some(lww(1))));
@@ -505,10 +507,32 @@ fn a_replica_stamps_every_push_of_a_key_with_the_latest_fetch_epoch_it_heard() {
     storage_step(&cfg, &mut node, put(1, lww(2)));
     let flushed = storage_step(&cfg, &mut node, Input::Timeout(KvsTimer::Push));
     assert!(flushed.contains(&send(CACHE, answer(3, "k", Some(lww(2))))), "{flushed:?}");
-    // A new subscription after an unsubscribe starts from what its own fetch says.
+    // A subscription re-created after an unsubscribe (here by a late `Subscribe`) starts
+    // from 0: its pushes resolve no fetch begun after an eviction.
     let unsubscribe = KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["k"]) };
     storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: unsubscribe });
     let subscribe = KvsMsg::Subscribe { incarnation: 1, keys: keys(&["k"]) };
     let renewed = storage_step(&cfg, &mut node, Input::Receive { from: CACHE, msg: subscribe });
     assert!(renewed.contains(&send(CACHE, push("k", Some(lww(2))))), "{renewed:?}");
+}
+
+#[test]
+fn only_evictions_and_writes_acknowledged_during_a_fetch_advance_the_epoch() {
+    let cfg = cfg();
+    let mut cache = holding(&cfg, "k", lww(1));
+    // A write-through of a cached key, and of a key neither cached nor fetched: no change.
+    for (req, key) in [(1, "k"), (2, "other")] {
+        let put = KvsMsg::Put { req, key: key.into(), value: lww(2), durability: Durability::All };
+        step(&cfg, &mut cache, EXEC, put);
+        let acked = step(&cfg, &mut cache, S0, KvsMsg::PutOk { req: FIRST + req - 1 });
+        assert!(acked.contains(&send(EXEC, KvsMsg::PutOk { req })), "{acked:?}");
+    }
+    let fetched = step(&cfg, &mut cache, EXEC, get(3, "new"));
+    let replica = ring().responsible("new", 2)[0];
+    assert!(fetched.contains(&send(replica, fetch(0, &["new"]))), "{fetched:?}");
+    // A restarted cache starts again from epoch 0.
+    let mut restarted = CacheNode::init(&cfg, 1, &mut Outbox::new());
+    let fetched = step(&cfg, &mut restarted, EXEC, get(0, "new"));
+    let fetch2 = KvsMsg::Fetch { incarnation: 2, keys: keys(&["new"]), epoch: 0 };
+    assert!(fetched.contains(&send(replica, fetch2)), "{fetched:?}");
 }
