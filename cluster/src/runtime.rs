@@ -105,6 +105,28 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Peers a node's links to are cut (a fault injected by tests and operators): messages to and
+/// from them are dropped and counted, as a network partition would lose them. Client calls
+/// are not affected.
+#[derive(Debug, Default)]
+struct Links {
+    /// Whether any link is cut: the common case costs one relaxed load per message.
+    any: AtomicBool,
+    cut: std::sync::RwLock<std::collections::HashSet<NodeId>>,
+}
+
+impl Links {
+    fn is_cut(&self, peer: NodeId) -> bool {
+        self.any.load(Ordering::Relaxed) && self.cut.read().expect("links lock").contains(&peer)
+    }
+
+    fn set(&self, peers: std::collections::HashSet<NodeId>) {
+        let mut cut = self.cut.write().expect("links lock");
+        self.any.store(!peers.is_empty(), Ordering::Relaxed);
+        *cut = peers;
+    }
+}
+
 type Inspection<N> = Box<dyn FnOnce(&N) + Send>;
 
 enum Event<N: Node> {
@@ -120,6 +142,7 @@ pub struct NodeHandle<N: Served> {
     inbox: mpsc::Sender<Event<N>>,
     closing: Arc<AtomicBool>,
     counters: Arc<Counters>,
+    links: Arc<Links>,
 }
 
 impl<N: Served> Clone for NodeHandle<N> {
@@ -129,6 +152,7 @@ impl<N: Served> Clone for NodeHandle<N> {
             inbox: self.inbox.clone(),
             closing: self.closing.clone(),
             counters: self.counters.clone(),
+            links: self.links.clone(),
         }
     }
 }
@@ -150,12 +174,24 @@ impl<N: Served> NodeHandle<N> {
         self.closing.load(Ordering::Acquire) || self.inbox.is_closed()
     }
 
-    /// Delivers a peer message; dropped (and counted) when the inbox is full or the node is
-    /// stopped: the transport is allowed to lose messages.
+    /// Delivers a peer message; dropped (and counted) when the inbox is full, the node is
+    /// stopped or its link to `from` is cut: the transport is allowed to lose messages.
     pub fn deliver(&self, from: NodeId, msg: N::Msg) {
-        if self.inbox.try_send(Event::Deliver { from, msg }).is_err() {
+        if self.links.is_cut(from) || self.inbox.try_send(Event::Deliver { from, msg }).is_err() {
             bump(&self.counters.dropped);
         }
+    }
+
+    /// Cuts the node's links to `peers` (replacing any earlier cut): from now on, messages it
+    /// sends them and messages they send it are lost, as in a network partition. Client calls
+    /// still reach it. A fault for tests and drills; [`NodeHandle::heal`] undoes it.
+    pub fn cut_off(&self, peers: impl IntoIterator<Item = NodeId>) {
+        self.links.set(peers.into_iter().collect());
+    }
+
+    /// Restores every link [`NodeHandle::cut_off`] cut.
+    pub fn heal(&self) {
+        self.links.set(Default::default());
     }
 
     /// Sends a client request from `from` and waits for the node's answer.
@@ -250,7 +286,13 @@ pub fn start<N: Served>(
     };
     let (tx, rx) = mpsc::channel(settings.inbox);
     let counters = Arc::new(Counters::default());
-    let handle = NodeHandle { id, inbox: tx, closing: Arc::new(AtomicBool::new(false)), counters };
+    let handle = NodeHandle {
+        id,
+        inbox: tx,
+        closing: Arc::new(AtomicBool::new(false)),
+        counters,
+        links: Arc::default(),
+    };
     let killed = Arc::new(AtomicBool::new(false));
     let mut out = Outbox::new();
     let node = N::init(&cfg, &durable, &mut out);
@@ -265,6 +307,7 @@ pub fn start<N: Served>(
         loopback: VecDeque::new(),
         settings,
         counters: handle.counters.clone(),
+        links: handle.links.clone(),
         out: Outbox::new(),
         peer_tasks: PeerTasks { tasks: Vec::new(), killed: killed.clone() },
     };
@@ -314,6 +357,7 @@ struct Driver<N: Served> {
     loopback: VecDeque<N::Msg>,
     settings: RuntimeSettings,
     counters: Arc<Counters>,
+    links: Arc<Links>,
     out: Outbox<N>,
     peer_tasks: PeerTasks,
 }
@@ -455,8 +499,10 @@ impl<N: Served> Driver<N> {
             let _ = waiter.send(Ok(msg));
             return;
         }
-        let Some(addr) = self.settings.peers.get(&to).copied() else {
-            // An answer to a call that was given up on, or a node this one has no address for.
+        let Some(addr) = self.settings.peers.get(&to).copied().filter(|_| !self.links.is_cut(to))
+        else {
+            // An answer to a call that was given up on, a node this one has no address for, or
+            // one it is cut off from.
             bump(&self.counters.dropped);
             return;
         };

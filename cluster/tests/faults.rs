@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Recorder, config, quiesce, start};
-use squall_cluster::client::{KvClient, LeaveOutcome};
+use common::{Recorder, agree, config, quiesce, start};
+use squall_cluster::client::{ClientSettings, KvClient, LeaveOutcome};
 use squall_cluster::config::ClusterConfig;
 use squall_proto::NodeId;
 use squall_verify::check;
@@ -118,6 +118,53 @@ async fn a_killed_and_restarted_node_loses_no_acknowledged_write() {
     }
 }
 
+/// Replication held back, then the coordinator lost: node 0 coordinates majority puts, then
+/// is cut off from the key's other replicas while it coordinates one more, and is killed for
+/// good right after that put ends. No other replica could hold that put, so it must not have
+/// been acknowledged; every put that was must be on both survivors. A coordinator that
+/// acknowledges before replicas hold a write fails this on every run, not by chance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_acknowledged_before_its_coordinator_dies_is_on_the_survivors() {
+    let config = config("coordinator-loss", 3, 0, 3);
+    let mut nodes = Vec::new();
+    for id in 0..3 {
+        nodes.push(start(&config, id).await);
+    }
+    let recorder = Recorder::new();
+    let mut settings = ClientSettings::from_config(&config);
+    (settings.timeout, settings.attempts) = (Duration::from_millis(300), 2);
+    let client = KvClient::new(&config).with_targets(vec![NodeId(0)]).with_settings(settings);
+    let keys: Vec<String> = (0..8).map(|i| format!("before-{i}")).collect();
+    for key in &keys {
+        recorder.put(&client, 0, key).await.expect("a healthy cluster acknowledges");
+    }
+    nodes[0].handle().cut_off([NodeId(1), NodeId(2)]);
+    let held_back = recorder.put(&client, 0, "held-back").await;
+    nodes.remove(0).kill();
+
+    let survivors: Vec<_> = nodes.iter().collect();
+    let stores = agree(&survivors, Duration::from_secs(10)).await;
+    let settled_at = recorder.now();
+    for id in [1, 2] {
+        let reader = KvClient::new(&config).with_targets(vec![NodeId(id)]);
+        for key in keys.iter().map(String::as_str).chain(["held-back"]) {
+            recorder.get(&reader, 10 + id, key).await.expect("a survivor answers");
+        }
+    }
+    let settled: Vec<_> = [1, 2].into_iter().zip(stores).collect();
+    let history = recorder.history(&settled, Some(settled_at));
+    if let Err(anomaly) = check::all(&history) {
+        panic!("{anomaly}\nhistory:\n{}", history.to_text());
+    }
+    assert!(
+        held_back.is_err(),
+        "a majority put was acknowledged while no other replica could hold it"
+    );
+    for node in nodes {
+        node.stop().await.expect("graceful stop");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_joins_and_another_leaves_under_load_without_losing_writes() {
     let config = config("join-leave", 3, 1, 3);
@@ -171,13 +218,23 @@ async fn a_node_joins_and_another_leaves_under_load_without_losing_writes() {
 }
 
 /// The checkers judging these tests can fail: a history whose replicas settled on an older
-/// version than an acknowledged write is reported as a lost write.
+/// version than an acknowledged write, or lack its key (which the recorder writes as version
+/// 0, the initial value), is reported as a lost write.
 #[test]
 fn the_judge_reports_a_lost_acknowledged_write() {
-    use squall_verify::history::{Held, History, Level, Op};
-    let mut history = History::default();
-    history.ops.push(Op::write(0, 0, Level::Majority, "k", 2));
-    history.ops.push(Op::write(0, 1, Level::Majority, "k", 1));
-    history.settled = vec![Held { replica: 0, key: "k".into(), version: 1 }];
-    assert!(check::all(&history).is_err());
+    use squall_verify::history::{Held, History, INITIAL, Level, Op};
+    let judged = |versions: [u64; 2]| {
+        let mut history = History::default();
+        history.ops.push(Op::write(0, 0, Level::Majority, "k", 2));
+        history.ops.push(Op::write(0, 1, Level::Majority, "k", 1));
+        history.settled = (0..2)
+            .zip(versions)
+            .map(|(replica, version)| Held { replica, key: "k".into(), version })
+            .collect();
+        check::lost_write(&history).map_err(|anomaly| anomaly.check)
+    };
+    assert_eq!(judged([2, 2]), Ok(()));
+    assert_eq!(judged([2, 1]), Err("lost-write"));
+    assert_eq!(judged([2, INITIAL]), Err("lost-write"));
+    assert_eq!(judged([INITIAL, INITIAL]), Err("lost-write"));
 }

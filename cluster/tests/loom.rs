@@ -10,29 +10,49 @@ use squall_cluster::client::{Hlc, RouteCache};
 use squall_proto::NodeId;
 use squall_proto::kvs::Epoch;
 
-/// Two threads tick the clock at the same physical time while one also observes a stamp read
-/// from the store: every reading is distinct, each thread's readings increase, and a tick
-/// after an observation is above the observed stamp.
+/// What the clock scenario needs of a clock, so that the scenario that judges the production
+/// [`Hlc`] is the very one shown to catch defective clocks.
+trait Clock: Send + Sync + 'static {
+    fn tick(&self, physical: u64) -> u64;
+    fn observe(&self, time: u64);
+}
+
+impl Clock for Hlc {
+    fn tick(&self, physical: u64) -> u64 {
+        Hlc::tick(self, physical)
+    }
+
+    fn observe(&self, time: u64) {
+        Hlc::observe(self, time);
+    }
+}
+
+/// One thread ticks three times at the same physical time (readings 10, 11, 12 when alone)
+/// while another observes 11 — a stamp between those readings — and then ticks: every reading
+/// is distinct, each thread's readings increase, and the tick after the observation is above
+/// it. An observation that can move the clock back (below a concurrent tick) hands out a
+/// reading twice.
+fn clock_scenario<C: Clock>(clock: C) {
+    let clock = Arc::new(clock);
+    let other = clock.clone();
+    let t = thread::spawn(move || {
+        let readings = vec![other.tick(10), other.tick(10), other.tick(10)];
+        assert!(readings.windows(2).all(|w| w[0] < w[1]), "readings went back: {readings:?}");
+        readings
+    });
+    clock.observe(11);
+    let c = clock.tick(10);
+    assert!(c > 11, "a tick after observing 11 read {c}");
+    let mut all = t.join().expect("thread");
+    all.push(c);
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 4, "two readings coincided");
+}
+
 #[test]
 fn clock_readings_are_unique_increasing_and_past_observations() {
-    loom::model(|| {
-        let clock = Arc::new(Hlc::new());
-        let other = clock.clone();
-        let t = thread::spawn(move || {
-            let a = other.tick(10);
-            let b = other.tick(10);
-            assert!(a < b);
-            vec![a, b]
-        });
-        clock.observe(100);
-        let c = clock.tick(10);
-        assert!(c > 100, "a tick after observing 100 read {c}");
-        let mut all = t.join().expect("thread");
-        all.push(c);
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), 3, "two readings coincided");
-    });
+    loom::model(|| clock_scenario(Hlc::new()));
 }
 
 /// Two threads learn routes for one key from different epochs while a third reads it: the
@@ -57,27 +77,47 @@ fn routes_only_move_to_newer_epochs() {
     });
 }
 
-/// The clock test can fail: a clock that reads and then writes (instead of one atomic
-/// compare-and-swap) hands two threads the same reading, and loom finds the interleaving.
+/// The clock scenario can fail: loom finds the interleaving that breaks a clock whose tick
+/// reads and then writes (instead of one compare-and-swap), and one whose observation does.
 #[test]
-fn a_racy_clock_is_caught() {
+fn the_clock_scenario_catches_racy_clocks() {
     use loom::sync::atomic::{AtomicU64, Ordering};
-    struct Racy(AtomicU64);
-    impl Racy {
+
+    /// `tick` loads and stores separately: two threads can read the same value.
+    struct RacyTick(AtomicU64);
+    impl Clock for RacyTick {
         fn tick(&self, physical: u64) -> u64 {
             let next = physical.max(self.0.load(Ordering::Acquire) + 1);
             self.0.store(next, Ordering::Release);
             next
         }
+        fn observe(&self, time: u64) {
+            self.0.fetch_max(time, Ordering::AcqRel);
+        }
     }
-    let caught = std::panic::catch_unwind(|| {
-        loom::model(|| {
-            let clock = Arc::new(Racy(AtomicU64::new(0)));
-            let other = clock.clone();
-            let t = thread::spawn(move || other.tick(10));
-            let mine = clock.tick(10);
-            assert_ne!(mine, t.join().expect("thread"), "two readings coincided");
-        });
-    });
-    assert!(caught.is_err(), "loom must find the lost update");
+
+    /// `observe` loads and stores separately: it can move the clock back below a concurrent
+    /// tick. (`tick` is the production compare-and-swap loop.)
+    struct RacyObserve(AtomicU64);
+    impl Clock for RacyObserve {
+        fn tick(&self, physical: u64) -> u64 {
+            let mut last = self.0.load(Ordering::Acquire);
+            loop {
+                let next = physical.max(last + 1);
+                match self.0.compare_exchange(last, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return next,
+                    Err(seen) => last = seen,
+                }
+            }
+        }
+        fn observe(&self, time: u64) {
+            if self.0.load(Ordering::Acquire) < time {
+                self.0.store(time, Ordering::Release);
+            }
+        }
+    }
+
+    let caught = |model: fn()| std::panic::catch_unwind(move || loom::model(model)).is_err();
+    assert!(caught(|| clock_scenario(RacyTick(AtomicU64::new(0)))), "a racy tick escaped");
+    assert!(caught(|| clock_scenario(RacyObserve(AtomicU64::new(0)))), "a racy observe escaped");
 }

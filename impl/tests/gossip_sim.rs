@@ -9,7 +9,7 @@ use squall_proto::NodeId;
 use squall_proto::gossip::invariants;
 use squall_proto::gossip::{ClientConfig, GossipConfig, GossipNode, ReplicaConfig};
 use squall_proto::lattice::{Lww, Merge, Stamp, WriterId};
-use squall_proto::sim::{Event, Faults, REPLAY_WINDOW, Sim, SimError};
+use squall_proto::sim::{Event, Faults, REPLAY_WINDOW, Sim};
 
 const PERIOD: Duration = Duration::from_millis(10);
 const REPLICAS: u64 = 4;
@@ -194,6 +194,7 @@ fn the_replay_fault_re_sends_what_a_restarted_node_was_sent_before() {
 mod mutants {
     use super::*;
     use squall_proto::gossip::Mutant;
+    use squall_proto::sim::SimError;
 
     fn with_mutant(mutant: Mutant) -> Vec<(NodeId, GossipConfig<u16>)> {
         configs()

@@ -104,6 +104,21 @@ struct Findings {
     broken: Option<(u64, String)>,
 }
 
+/// Puts `mutant` into the scheduler and every worker (only builds with the `mutants` feature
+/// can carry one).
+fn seed_defect(configs: &mut [(NodeId, SessionConfig)], mutant: Option<Mutant>) {
+    #[cfg(feature = "mutants")]
+    for (_, cfg) in configs {
+        match cfg {
+            SessionConfig::Scheduler(cfg) => cfg.mutant = mutant,
+            SessionConfig::Worker(cfg) => cfg.mutant = mutant,
+            _ => {}
+        }
+    }
+    #[cfg(not(feature = "mutants"))]
+    assert!(mutant.is_none() && !configs.is_empty(), "seeded defects need the mutants feature");
+}
+
 /// Runs seeds `0..seeds` with `mutant` (if any) in every node, stopping at the first broken
 /// invariant: after every step, and after healing (every request must then have ended, and no
 /// pin may remain).
@@ -111,13 +126,7 @@ fn simulate(causal_values: bool, seeds: u64, mutant: Option<Mutant>) -> Findings
     let mut findings = Findings::default();
     for seed in 0..seeds {
         let mut configs = configs(causal_values);
-        for (_, cfg) in &mut configs {
-            match cfg {
-                SessionConfig::Scheduler(cfg) => cfg.mutant = mutant,
-                SessionConfig::Worker(cfg) => cfg.mutant = mutant,
-                _ => {}
-            }
-        }
+        seed_defect(&mut configs, mutant);
         let mut sim = Sim::new(seed, faults(), configs);
         sim.set_crashable(WORKERS);
         let fail = |what: String| Some((seed, what));
@@ -176,6 +185,7 @@ fn causal_sessions_stay_consistent_under_faults() {
     assert_consistent(true);
 }
 
+#[cfg(feature = "mutants")]
 #[test]
 fn the_simulator_catches_the_session_mutants() {
     let expected = [

@@ -94,6 +94,27 @@ pub async fn quiesce(nodes: &[&LocalNode], limit: Duration) -> Vec<BTreeMap<Key,
     }
 }
 
+/// Waits until `nodes` hold identical stores, unchanged over two polls 100 ms apart, and
+/// returns them; panics after `limit`. For survivors of a node killed for good, which stay
+/// busy re-sending to it (so [`quiesce`] would never return) but agree among themselves.
+pub async fn agree(nodes: &[&LocalNode], limit: Duration) -> Vec<BTreeMap<Key, LatticeValue>> {
+    let deadline = Instant::now() + limit;
+    let mut last = None;
+    loop {
+        let mut stores = Vec::new();
+        for node in nodes {
+            stores.push(store(node).await.expect("storage node answers").1);
+        }
+        let agreed = stores.windows(2).all(|w| w[0] == w[1]);
+        if agreed && last.as_ref() == Some(&stores) {
+            return stores;
+        }
+        assert!(Instant::now() < deadline, "the nodes did not agree within {limit:?}");
+        last = agreed.then_some(stores);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// One recorded operation before versions are assigned: LWW stamps stand for versions until
 /// [`Recorder::history`] ranks them.
 #[derive(Clone, Debug)]

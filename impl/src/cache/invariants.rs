@@ -4,6 +4,7 @@
 
 use crate::kvs::invariants::{Nodes, finished, joins_some, live_storages, written};
 use crate::kvs::{KvsConfig, KvsNode, Op, Outcome};
+use crate::lattice::LatticeValue;
 
 use super::{CacheConfig, CacheNode};
 
@@ -45,21 +46,36 @@ pub use crate::kvs::invariants::quiescent;
 /// CACHE-I3: quiescent ⇒ every cached key that all its live replicas list the cache as a
 /// subscriber of holds exactly their value (`None` where they hold none).
 pub fn fresh_when_quiescent(nodes: &Nodes<'_>) -> bool {
-    if !quiescent(nodes) {
-        return true;
-    }
+    !quiescent(nodes)
+        || fresh_checked(nodes).iter().all(|(cached, held)| held.iter().all(|h| h == cached))
+}
+
+/// How many cached entries CACHE-I3 compares with their replicas (those subscribed at every
+/// live replica): a test that claims CACHE-I3 held must also see this above zero.
+pub fn fresh_checked_count(nodes: &Nodes<'_>) -> usize {
+    fresh_checked(nodes).len()
+}
+
+/// A cached value and what each of its key's live replicas holds.
+type Compared<'a> = (Option<&'a LatticeValue>, Vec<Option<&'a LatticeValue>>);
+
+/// The cached entries CACHE-I3 applies to, each with its live replicas' values.
+fn fresh_checked<'a>(nodes: &'a Nodes<'a>) -> Vec<Compared<'a>> {
     let storages = live_storages(nodes);
-    caches(nodes).all(|(cfg, cache)| {
-        cache.entries().iter().all(|(key, entry)| {
+    let mut compared = Vec::new();
+    for (cfg, cache) in caches(nodes) {
+        for (key, entry) in cache.entries() {
             let replicas: Vec<_> = storages
                 .iter()
                 .filter(|(s_cfg, s)| s.ring().is_responsible(s_cfg.id, key, s_cfg.replication))
                 .collect();
-            let subscribed =
-                replicas.iter().all(|(_, s)| s.subscriptions().is_subscribed(cfg.id, key));
-            !subscribed || replicas.iter().all(|(_, s)| s.store().get(key) == entry.value.as_ref())
-        })
-    })
+            if replicas.iter().all(|(_, s)| s.subscriptions().is_subscribed(cfg.id, key)) {
+                let held = replicas.iter().map(|(_, s)| s.store().get(key)).collect();
+                compared.push((entry.value.as_ref(), held));
+            }
+        }
+    }
+    compared
 }
 
 /// CACHE-I4 over every live storage node.

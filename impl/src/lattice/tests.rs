@@ -184,6 +184,16 @@ mod semantics {
         let b = Lww::new(Stamp::new(5, w(2)), "b");
         assert_eq!(a.clone().join(b.clone()).value(), Some(&"b"));
         assert_eq!(b.join(a).value(), Some(&"b"));
+        // The writer decides, not the value: the higher writer wins with the lower value (an
+        // order by value before writer is still a lattice, so only this pins the rule).
+        let high_value = Lww::new(Stamp::new(5, w(1)), "z");
+        let high_writer = Lww::new(Stamp::new(5, w(2)), "a");
+        assert_eq!(high_value.clone().join(high_writer.clone()).value(), Some(&"a"));
+        assert_eq!(high_writer.clone().join(high_value.clone()).value(), Some(&"a"));
+        assert!(high_value < high_writer);
+        // And the time decides before either.
+        let later = Lww::new(Stamp::new(6, w(0)), "0");
+        assert_eq!(high_writer.join(later.clone()), later);
     }
 
     #[test]
@@ -202,6 +212,11 @@ mod semantics {
         let mut a = clock(&[(0, 1)]);
         let b = clock(&[(1, 1)]);
         assert!(a.concurrent(&b));
+        assert!(
+            !a.concurrent(&a.clone().join(b.clone())),
+            "a clock is not concurrent with its join"
+        );
+        assert!(!a.concurrent(&a), "nor with itself");
         a.increment(w(0));
         assert_eq!(a.get(w(0)), 2);
         assert!(clock(&[(0, 1)]) < a);
@@ -238,6 +253,145 @@ mod semantics {
         let map = MapUnion::new([(1, SetUnion::<u8>::default()), (2, SetUnion::singleton(3))]);
         assert_eq!(map.len(), 1);
         assert_eq!(map, MapUnion::new([(2, SetUnion::singleton(3))]));
+    }
+}
+
+/// What the accessors return, and that each storage order (`Ord`) agrees with `PartialOrd`.
+mod accessors {
+    use super::*;
+
+    #[test]
+    fn registers_report_their_winning_write() {
+        let lww = Lww::new(Stamp::new(3, w(2)), 'v');
+        assert_eq!(lww.write(), Some((Stamp::new(3, w(2)), &'v')));
+        assert_eq!(Lww::<char>::default().write(), None);
+        let priority = Priority::new(7, w(1), 'p');
+        assert_eq!(priority.priority(), Some(7));
+        assert_eq!(Priority::<char>::default().priority(), None);
+    }
+
+    #[test]
+    fn sets_and_maps_report_their_contents() {
+        let mut set = SetUnion::singleton(1u8);
+        assert!(set.insert(2), "a new element grows the set");
+        assert!(!set.insert(2), "a present one does not");
+        assert_eq!(set.as_set(), &BTreeSet::from([1, 2]));
+        let map = MapUnion::new([(1u8, SetUnion::singleton(1u8)), (2, SetUnion::singleton(2))]);
+        assert_eq!((map.len(), map.is_empty()), (2, false));
+        let empty = MapUnion::<u8, SetUnion<u8>>::default();
+        assert_eq!((empty.len(), empty.is_empty()), (0, true));
+    }
+
+    #[test]
+    fn causal_registers_list_their_sibling_versions() {
+        let x = SingleKeyCausal::new(clock(&[(0, 1)]), 'x');
+        let y = SingleKeyCausal::new(clock(&[(1, 1)]), 'y');
+        let both = x.join(y);
+        let versions: Vec<(VectorClock, char)> =
+            both.versions().map(|v| (v.clock.clone(), v.payload)).collect();
+        assert_eq!(versions, [(clock(&[(0, 1)]), 'x'), (clock(&[(1, 1)]), 'y')]);
+    }
+
+    /// `Ord` and `PartialOrd` agree (`partial_cmp` is `Some(cmp)`) on `values`, and `cmp` is
+    /// a total order consistent with equality.
+    fn total_and_agreeing<T: Ord + Debug>(values: &[T]) {
+        for a in values {
+            for b in values {
+                assert_eq!(a.partial_cmp(b), Some(a.cmp(b)), "{a:?} vs {b:?}");
+                assert_eq!(a.cmp(b) == std::cmp::Ordering::Equal, a == b, "{a:?} vs {b:?}");
+                assert_eq!(a.cmp(b), b.cmp(a).reverse(), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn storage_orders_are_total_and_agree_with_partial_cmp() {
+        let versions: Vec<Version<u8>> = [(&[(0, 1)][..], 1), (&[(0, 1)], 2), (&[(1, 1)], 1)]
+            .into_iter()
+            .map(|(entries, payload)| Version { clock: clock(entries), payload })
+            .collect();
+        total_and_agreeing(&versions);
+        let deps = [
+            Dependencies::<&str>::default(),
+            Dependencies::new([("a", clock(&[(0, 1)]))]),
+            Dependencies::new([("a", clock(&[(0, 2)]))]),
+            Dependencies::new([("a", clock(&[(0, 1)])), ("b", clock(&[(0, 1)]))]),
+            Dependencies::new([("b", clock(&[(0, 1)]))]),
+        ];
+        total_and_agreeing(&deps);
+        // Keys first, then clocks, then length: the order is lexicographic.
+        assert!(deps[0] < deps[1] && deps[1] < deps[2] && deps[1] < deps[3] && deps[3] < deps[4]);
+        let bytes = Bytes::from_static(b"v");
+        let values = [
+            LatticeValue::Lww(Lww::new(Stamp::new(1, w(1)), bytes.clone())),
+            LatticeValue::Lww(Lww::new(Stamp::new(2, w(1)), bytes.clone())),
+            LatticeValue::Set(SetUnion::singleton(bytes)),
+            LatticeValue::Max(Max::new(3)),
+        ];
+        total_and_agreeing(&values);
+    }
+
+    #[test]
+    fn lattice_types_parse_from_their_names_only() {
+        for lattice in LatticeType::ALL {
+            assert_eq!(lattice.name().parse::<LatticeType>(), Ok(lattice));
+        }
+        assert_eq!("lwww".parse::<LatticeType>(), Err(UnknownLatticeType("lwww".into())));
+    }
+}
+
+/// The law checker rejects a type breaking each law, naming that law: a checker that could
+/// not fail would make every law test above vacuous.
+mod law_checker {
+    use std::cmp::Ordering;
+
+    use super::*;
+
+    /// A `Max<u8>` whose merge is broken as `DEFECT` says.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+    struct Broken<const DEFECT: u8>(u8);
+
+    /// Only a left identity: `x ⊔ ⊥` is `x + 1`.
+    const RIGHT_BOTTOM: u8 = 0;
+    /// Self-merge grows the value and says it did not.
+    const NOT_IDEMPOTENT: u8 = 1;
+    /// Values above bottom join to the smaller one (commutative, but not an upper bound).
+    const NOT_UPPER_BOUND: u8 = 2;
+
+    impl<const DEFECT: u8> Merge for Broken<DEFECT> {
+        fn merge(&mut self, other: Self) -> bool {
+            let before = self.0;
+            self.0 = match DEFECT {
+                RIGHT_BOTTOM if other.0 == 0 && self.0 != 0 => self.0.saturating_add(1),
+                NOT_IDEMPOTENT if other.0 == self.0 && self.0 != 0 => {
+                    self.0 = self.0.saturating_add(1);
+                    return false;
+                }
+                NOT_UPPER_BOUND if self.0 != 0 && other.0 != 0 => self.0.min(other.0),
+                _ => self.0.max(other.0),
+            };
+            self.0 != before
+        }
+    }
+
+    impl<const DEFECT: u8> PartialOrd for Broken<DEFECT> {
+        fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+            Some(self.0.cmp(&other.0))
+        }
+    }
+
+    fn law_broken<const DEFECT: u8>() -> &'static str {
+        let items: Vec<Broken<DEFECT>> = (0..4).map(Broken).collect();
+        check_all(&items).expect_err("the checker accepted a broken lattice").law
+    }
+
+    #[test]
+    fn each_broken_law_is_reported_by_name() {
+        assert_eq!(law_broken::<RIGHT_BOTTOM>(), "bottom is identity");
+        assert_eq!(law_broken::<NOT_IDEMPOTENT>(), "idempotence");
+        assert_eq!(law_broken::<NOT_UPPER_BOUND>(), "join is an upper bound");
+        // The same values with a sound merge pass.
+        assert_eq!(check_all(&(0..4).map(Max::new).collect::<Vec<Max<u8>>>()), Ok(()));
     }
 }
 

@@ -68,6 +68,23 @@ fn convergence_wants_reads_after_settling_to_see_the_settled_version() {
 }
 
 #[test]
+fn an_anomaly_names_the_operation_it_is_about() {
+    let h = history(vec![Op::read(2, 6, Level::Majority, "x", 6).by("f")]);
+    let anomaly = thin_air(&h).expect_err("x@6 was never written");
+    assert_eq!(
+        anomaly.to_string(),
+        "thin-air: read x@6 (session 2, txn 6 by f): no write that took effect wrote it"
+    );
+    let h = history(vec![Op::write(1, 3, Level::Majority, "y", 2)]);
+    let h = History { settled: vec![held(4, "y", INITIAL)], ..h };
+    let anomaly = lost_write(&h).expect_err("y@2 is on no replica");
+    assert_eq!(
+        anomaly.to_string(),
+        "lost-write: write y@2 (session 1, txn 3) acknowledged, but replica 4 settled on 0"
+    );
+}
+
+#[test]
 fn thin_air_accepts_initial_and_written_versions_only() {
     let mut h = history(vec![
         Op::write(1, 1, Level::Majority, "x", 5),
@@ -108,6 +125,19 @@ fn lost_write_wants_every_replica_at_or_after_each_durable_acknowledged_write() 
     // A key no replica holds lost its acknowledged write.
     h.settled = vec![held(0, "y", 9)];
     rejected_by(lost_write(&h), "lost-write");
+}
+
+#[test]
+fn lost_write_counts_a_replica_holding_the_initial_version_as_having_lost_it() {
+    // Recorders write a replica that lacks the key as holding version 0 (the initial value):
+    // that replica is a replica like any other, and it lost the acknowledged write.
+    let mut h = history(vec![Op::write(1, 1, Level::Majority, "x", 1)]);
+    h.settled = vec![held(0, "x", 1), held(1, "x", INITIAL)];
+    rejected_by(lost_write(&h), "lost-write");
+    h.settled = vec![held(0, "x", INITIAL), held(1, "x", INITIAL)];
+    rejected_by(lost_write(&h), "lost-write");
+    h.settled = vec![held(0, "x", 1), held(1, "x", 1)];
+    assert_eq!(lost_write(&h), Ok(()));
 }
 
 #[test]
@@ -256,13 +286,71 @@ fn read_your_writes_sees_the_sessions_own_completed_writes() {
     assert_eq!(read_your_writes(&majority), Ok(()));
 }
 
+/// One history per checker that it, and only it, rejects.
+fn caught_only_by(check: &str) -> History {
+    match check {
+        "convergence" => {
+            let writes =
+                vec![Op::write(9, 9, Level::One, "x", 1), Op::write(9, 10, Level::One, "x", 2)];
+            History { settled: vec![held(0, "x", 1), held(1, "x", 2)], ..history(writes) }
+        }
+        "thin-air" => history(vec![Op::read(1, 1, Level::One, "x", 3)]),
+        "lost-write" => {
+            let mut h = history(vec![Op::write(1, 1, Level::Majority, "x", 1)]);
+            h.settled = vec![held(0, "x", INITIAL)];
+            h
+        }
+        "repeatable-read" => history(vec![
+            Op::write(9, 9, Level::One, "x", 1),
+            Op::read(1, 1, Level::Dsrr, "x", INITIAL).by("f"),
+            Op::read(1, 1, Level::Dsrr, "x", 1).by("g"),
+        ]),
+        "monotonic-reads" => f_before_g(
+            history(vec![
+                Op::write(9, 9, Level::One, "x", 1),
+                Op::read(1, 1, Level::SingleKey, "x", 1).by("f"),
+                Op::read(1, 1, Level::SingleKey, "x", INITIAL).by("g"),
+            ]),
+            &[1],
+        ),
+        "causal-cut" => {
+            let mut ops = causal_writes();
+            ops.push(Op::read(1, 1, Level::MultiKey, "x", 2).by("f"));
+            ops.push(Op::read(1, 1, Level::MultiKey, "y", INITIAL).by("f"));
+            causal(history(ops), &["x", "y"])
+        }
+        "session-causal" => {
+            let mut ops = causal_writes();
+            ops.push(Op::read(1, 1, Level::Dsc, "x", 2).by("f"));
+            ops.push(Op::read(1, 1, Level::Dsc, "y", INITIAL).by("g"));
+            f_before_g(causal(history(ops), &["x", "y"]), &[1])
+        }
+        "read-your-writes" => history(vec![
+            Op::write(1, 1, Level::All, "x", 4).at(10, Some(20)),
+            Op::write(2, 2, Level::All, "x", 3).at(10, Some(20)),
+            Op::read(1, 3, Level::All, "x", 3).at(30, Some(31)),
+        ]),
+        other => panic!("no history for checker {other}"),
+    }
+}
+
 #[test]
-fn all_runs_every_checker() {
+fn all_runs_every_checker_under_its_own_name() {
     assert_eq!(all(&History::default()), Ok(()));
-    let mut h = history(vec![Op::read(1, 1, Level::One, "x", 3)]);
-    rejected_by(all(&h), "thin-air");
-    h.ops.clear();
-    h.settled = vec![held(0, "x", INITIAL), held(1, "x", INITIAL)];
-    assert_eq!(all(&h), Ok(()));
     assert_eq!(ALL.len(), BTreeMap::from(ALL).len(), "checker names are unique");
+    for (name, _) in ALL {
+        let h = caught_only_by(name);
+        // Each listed checker rejects its history, reporting its own name, and no other
+        // checker does: so a name paired with the wrong function fails here.
+        for (other, check) in ALL {
+            let verdict = check(&h).map_err(|anomaly| anomaly.check);
+            let expected = if other == name { Err(name) } else { Ok(()) };
+            assert_eq!(verdict, expected, "checker {other} on the history only {name} rejects");
+        }
+        assert_eq!(
+            all(&h).map_err(|anomaly| anomaly.check),
+            Err(name),
+            "all() on {name}'s history"
+        );
+    }
 }
