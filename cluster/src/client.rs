@@ -1,25 +1,29 @@
-//! The KVS client library: routing by the hash ring, redirects, retries, LWW clocks.
+//! The KVS client library: an async front for [`squall_proto::kvs::KvsClient`].
 //!
-//! A [`KvClient`] routes each key to its replicas by its own copy of the ring, caches the
-//! owners it learns from redirects (only ever replacing a route by one from a newer epoch),
-//! retries across replicas (lattice merges are idempotent, so re-sending a put is safe), and
-//! says whether a failure is *definite* (the operation did not happen) or *indefinite* (it may
-//! have). LWW values are stamped by a hybrid logical clock ([`Hlc`]) with the client's id as
-//! the tie-breaker. One client may be shared by many tasks.
+//! All the client's protocol — routing by the ring, following redirects only from newer ring
+//! epochs (KVS-I9), retrying across replicas, saying whether a failure is *definite* (the
+//! operation did not happen) or *indefinite* (it may have) — is the state machine of
+//! `squall-proto`, the very one the model checker and the simulator check. Here it runs as a
+//! node of its own on the generic runtime: each [`KvClient`] method is one call into it, and
+//! its requests to storage nodes go out as RPC calls whose answers (or refusals) come back to
+//! it as inputs. What this module adds is only what a library adds: LWW values stamped by a
+//! hybrid logical clock ([`Hlc`]) with the client's id as the tie-breaker, a size check before
+//! anything is sent, and Rust errors. One client may be shared by many tasks.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use squall_proto::NodeId;
-use squall_proto::kvs::{Durability, Epoch, Key, KvsMsg, KvsNode, PutError, Ring};
+use squall_proto::kvs::{
+    ClientConfig, Durability, Failure, Key, KvsClient, KvsMsg, Op, Outcome, PutError,
+};
 use squall_proto::lattice::{LatticeValue, Lww, Stamp, WriterId};
+use squall_proto::{NodeId, Refusal};
 
 use crate::config::{CLIENT_ID_BASE, ClusterConfig};
-use crate::rpc::{CallError, SquallClient};
-use crate::runtime::{NodeHandle, connect};
-use crate::sync::{AtomicU64, Mutex, Ordering};
+use crate::rpc::CallError;
+use crate::runtime::{self, LocalCall, NodeHandle, RuntimeSettings};
+use crate::sync::{AtomicU64, Ordering};
 
 /// Why an operation failed, and whether it certainly did not happen.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -35,29 +39,29 @@ pub enum KvError {
         /// `limits.max_value_bytes`.
         max: usize,
     },
-    /// A node refused the request as invalid; it did not happen.
-    #[error("node {node} refused the request: {error}")]
-    Refused {
-        /// The node.
-        node: NodeId,
+    /// A node refused the request as invalid, so no replica would take it; it did not happen.
+    #[error("the request for {key:?} was refused: {refusal}")]
+    Invalid {
+        /// The key.
+        key: Key,
         /// Why.
-        error: CallError,
+        refusal: Refusal,
     },
-    /// No replica could be reached, or every one refused to take the request (overloaded,
-    /// shutting down); the operation did not happen.
-    #[error("no replica of {key:?} took the request after {attempts} attempts (last: {last})")]
+    /// No replica took the request (each attempt was refused, redirected or undeliverable, or
+    /// there was no replica to ask); the operation did not happen.
+    #[error("no replica of {key:?} took the request after {attempts} attempts{}", last_refusal(.last))]
     Unavailable {
         /// The key.
         key: Key,
         /// Attempts made.
         attempts: u32,
-        /// The last failure.
-        last: String,
+        /// The last refusal heard, if any.
+        last: Option<Refusal>,
     },
-    /// No definite answer: a request reached a replica but its answer was lost or late, so the
-    /// write may or may not have happened.
+    /// No definite answer: a request may have reached a replica that took it, but its answer
+    /// was lost or late, so the write may or may not have happened.
     #[error(
-        "no definite answer for {key:?} after {attempts} attempts (last: {last}); \
+        "no definite answer for {key:?} after {attempts} attempts; \
          the operation may or may not have happened"
     )]
     Indefinite {
@@ -65,23 +69,29 @@ pub enum KvError {
         key: Key,
         /// Attempts made.
         attempts: u32,
-        /// The last failure.
-        last: String,
     },
-    /// The node answered with a message that does not answer the request (a bug).
-    #[error("node {node} answered with an unexpected message: {answer}")]
-    Protocol {
-        /// The node.
-        node: NodeId,
-        /// The answer, debug-printed.
-        answer: String,
-    },
+    /// The client answered with an outcome that does not fit the operation (a bug).
+    #[error("unexpected outcome: {0}")]
+    Protocol(String),
+}
+
+fn last_refusal(last: &Option<Refusal>) -> String {
+    last.map(|refusal| format!(" (last: {refusal})")).unwrap_or_default()
 }
 
 impl KvError {
     /// Whether the operation certainly did not happen.
     pub fn is_definite(&self) -> bool {
-        !matches!(self, Self::Indefinite { .. } | Self::Protocol { .. })
+        !matches!(self, Self::Indefinite { .. } | Self::Protocol(_))
+    }
+
+    fn of(key: &str, failure: Failure) -> Self {
+        let key = key.to_owned();
+        match failure {
+            Failure::Unavailable { attempts, last } => Self::Unavailable { key, attempts, last },
+            Failure::Invalid(refusal) => Self::Invalid { key, refusal },
+            Failure::Indefinite { attempts } => Self::Indefinite { key, attempts },
+        }
     }
 }
 
@@ -132,43 +142,6 @@ impl Hlc {
     }
 }
 
-/// Owners learned from redirects, by key. A route is only ever replaced by one from a strictly
-/// newer ring epoch (the client-side half of `KVS-I9`), whatever order concurrent tasks learn
-/// them in.
-#[derive(Debug)]
-pub struct RouteCache {
-    routes: Mutex<HashMap<Key, (Epoch, Vec<NodeId>)>>,
-    capacity: usize,
-}
-
-impl RouteCache {
-    /// An empty cache holding at most `capacity` routes (it is cleared when full: routes are
-    /// hints, the ring is the fallback).
-    pub fn new(capacity: usize) -> Self {
-        Self { routes: Mutex::new(HashMap::new()), capacity }
-    }
-
-    /// The cached route of `key`.
-    pub fn get(&self, key: &str) -> Option<(Epoch, Vec<NodeId>)> {
-        self.routes.lock().expect("route cache lock").get(key).cloned()
-    }
-
-    /// Records `owners` for `key` if `epoch` is newer than both `floor` (the epoch of the ring
-    /// the client routes by) and the cached route. Returns whether it did.
-    pub fn learn(&self, key: &str, epoch: Epoch, owners: Vec<NodeId>, floor: Epoch) -> bool {
-        let mut routes = self.routes.lock().expect("route cache lock");
-        let known = routes.get(key).map_or(floor, |(cached, _)| (*cached).max(floor));
-        if epoch <= known {
-            return false;
-        }
-        if routes.len() >= self.capacity && !routes.contains_key(key) {
-            routes.clear();
-        }
-        routes.insert(key.to_owned(), (epoch, owners));
-        true
-    }
-}
-
 /// How a client behaves.
 #[derive(Clone, Debug)]
 pub struct ClientSettings {
@@ -197,22 +170,6 @@ impl ClientSettings {
     }
 }
 
-/// A client of a Squall cluster.
-#[derive(Debug)]
-pub struct KvClient {
-    id: NodeId,
-    ring: Ring,
-    replication: usize,
-    addresses: HashMap<NodeId, SocketAddr>,
-    connections: Mutex<HashMap<NodeId, SquallClient>>,
-    local: Option<NodeHandle<KvsNode>>,
-    targets: Vec<NodeId>,
-    routes: RouteCache,
-    clock: Hlc,
-    next_req: AtomicU64,
-    settings: ClientSettings,
-}
-
 /// What became of a request to leave the ring.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaveOutcome {
@@ -222,16 +179,38 @@ pub enum LeaveOutcome {
     Refused,
 }
 
-enum Attempt {
-    Answer(KvsMsg),
-    /// The node did not take the request: nothing happened.
-    NotTaken(String),
-    /// The node is shutting down and did not take the request.
-    Stopping,
-    /// The request may have reached the node.
-    Unknown(String),
-    /// The node refused the request as invalid: nothing happened, and no replica would take it.
-    Refused(CallError),
+/// The caller id under which a [`KvClient`] calls its own client node.
+const APPLICATION: NodeId = NodeId(u64::MAX);
+/// Calls queued for the client node before more are refused as overloaded.
+const INBOX: usize = 65_536;
+
+/// A client of a Squall cluster.
+#[derive(Debug)]
+pub struct KvClient {
+    cfg: ClientConfig,
+    peers: std::collections::HashMap<NodeId, std::net::SocketAddr>,
+    local: Vec<Arc<dyn LocalCall<KvsMsg>>>,
+    settings: ClientSettings,
+    /// The client node, started at the first call (so that the builder methods can still
+    /// change its configuration), and stopped when the client is dropped.
+    node: OnceLock<ClientNode>,
+    clock: Hlc,
+    next_req: AtomicU64,
+}
+
+/// The running client node.
+#[derive(Debug)]
+struct ClientNode {
+    handle: NodeHandle<KvsClient>,
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for KvClient {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.get() {
+            node.task.abort();
+        }
+    }
 }
 
 impl KvClient {
@@ -242,25 +221,26 @@ impl KvClient {
 
     /// A client with a chosen id (at or above 2^63).
     pub fn with_id(config: &ClusterConfig, id: NodeId) -> Self {
+        let settings = ClientSettings::from_config(config);
+        let mut cfg = ClientConfig::new(id, config.initial_ring(), config.cluster.replication);
+        cfg.retry_after = settings.timeout;
+        cfg.max_attempts = settings.attempts;
         Self {
-            id,
-            ring: config.initial_ring(),
-            replication: config.cluster.replication,
-            addresses: config.rpc_addresses().into_iter().collect(),
-            connections: Mutex::new(HashMap::new()),
-            local: None,
-            targets: Vec::new(),
-            routes: RouteCache::new(1 << 20),
+            cfg,
+            peers: config.rpc_addresses().into_iter().collect(),
+            local: Vec::new(),
+            settings,
+            node: OnceLock::new(),
             clock: Hlc::new(),
             next_req: AtomicU64::new(0),
-            settings: ClientSettings::from_config(config),
         }
     }
 
-    /// Sends requests for `handle`'s node straight into its inbox instead of over TCP, and
-    /// prefers it among a key's replicas (the RESP front end's client).
-    pub fn with_local(mut self, handle: NodeHandle<KvsNode>) -> Self {
-        self.local = Some(handle);
+    /// Sends requests for `node` straight into its inbox instead of over TCP, and asks it first
+    /// among a key's replicas (the RESP front end's client).
+    pub fn with_local<N: runtime::Served<Msg = KvsMsg>>(mut self, node: NodeHandle<N>) -> Self {
+        self.cfg.prefer = Some(node.id());
+        self.local.push(Arc::new(node));
         self
     }
 
@@ -268,40 +248,32 @@ impl KvClient {
     /// by the ring, until a redirect names the owners: for reading through particular nodes,
     /// and for benchmarking a subset of a cluster.
     pub fn with_targets(mut self, targets: Vec<NodeId>) -> Self {
-        self.targets = targets;
+        self.cfg.targets = targets;
         self
     }
 
     /// Changes the settings.
     pub fn with_settings(mut self, settings: ClientSettings) -> Self {
+        self.cfg.retry_after = settings.timeout;
+        self.cfg.max_attempts = settings.attempts;
         self.settings = settings;
         self
     }
 
     /// The client's id (also the writer id of its LWW stamps).
     pub fn id(&self) -> NodeId {
-        self.id
+        self.cfg.id
     }
 
     /// An LWW value stamped now by this client's clock.
     pub fn lww(&self, value: Bytes) -> LatticeValue {
-        LatticeValue::Lww(Lww::new(Stamp::new(self.clock.now(), WriterId(self.id.0)), value))
+        LatticeValue::Lww(Lww::new(Stamp::new(self.clock.now(), WriterId(self.cfg.id.0)), value))
     }
 
     /// Reads `key`: `None` when no replica asked holds it.
     pub async fn get(&self, key: &str) -> Result<Option<LatticeValue>, KvError> {
-        let answer = self
-            .request(key, |req| KvsMsg::Get { req, key: key.to_owned() })
-            .await
-            .map_err(|e| match e {
-                // A read changes nothing: whatever became of it, it did not happen.
-                KvError::Indefinite { key, attempts, last } => {
-                    KvError::Unavailable { key, attempts, last }
-                }
-                other => other,
-            })?;
-        match answer {
-            (_, KvsMsg::GetOk { value, .. }) => {
+        match self.call(key, Op::Get { key: key.to_owned() }).await? {
+            Outcome::Read(value) => {
                 if let Some(LatticeValue::Lww(lww)) = &value
                     && let Some(stamp) = lww.stamp()
                 {
@@ -309,7 +281,7 @@ impl KvClient {
                 }
                 Ok(value)
             }
-            (node, other) => Err(KvError::Protocol { node, answer: format!("{other:?}") }),
+            other => Err(KvError::Protocol(format!("a get ended {other:?}"))),
         }
     }
 
@@ -325,207 +297,74 @@ impl KvClient {
         value: LatticeValue,
         durability: Durability,
     ) -> Result<(), KvError> {
-        let make = |req| KvsMsg::Put { req, key: key.to_owned(), value: value.clone(), durability };
-        let size = postcard::experimental::serialized_size(&make(0)).unwrap_or(usize::MAX);
+        let op = Op::Put { key: key.to_owned(), value, durability };
+        let size = postcard::experimental::serialized_size(&op.request(0)).unwrap_or(usize::MAX);
         if size > self.settings.max_request {
             return Err(KvError::TooLarge { bytes: size, max: self.settings.max_request });
         }
-        match self.request(key, make).await? {
-            (_, KvsMsg::PutOk { .. }) => Ok(()),
-            (node, other) => Err(KvError::Protocol { node, answer: format!("{other:?}") }),
+        match self.call(key, op).await? {
+            Outcome::Written => Ok(()),
+            other => Err(KvError::Protocol(format!("a put ended {other:?}"))),
         }
     }
 
     /// Asks storage node `node` to leave the ring, handing its keys to their new owners;
     /// waits up to `timeout` for it to finish.
     pub async fn leave(&self, node: NodeId, timeout: Duration) -> Result<LeaveOutcome, KvError> {
-        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
         let key = format!("<leave {node}>");
-        match self.attempt(node, KvsMsg::Leave { req }, timeout).await {
-            Attempt::Answer(KvsMsg::LeaveOk { .. }) => Ok(LeaveOutcome::Left),
-            Attempt::Answer(KvsMsg::LeaveRefused { .. }) => Ok(LeaveOutcome::Refused),
-            Attempt::Answer(other) => Err(KvError::Protocol { node, answer: format!("{other:?}") }),
-            Attempt::NotTaken(last) => Err(KvError::Unavailable { key, attempts: 1, last }),
-            Attempt::Stopping => Err(KvError::Unavailable {
-                key,
-                attempts: 1,
-                last: CallError::ShuttingDown.to_string(),
-            }),
-            Attempt::Unknown(last) => Err(KvError::Indefinite { key, attempts: 1, last }),
-            Attempt::Refused(error) => Err(KvError::Refused { node, error }),
+        let call = self.call(&key, Op::Leave { node });
+        match tokio::time::timeout(timeout, call).await {
+            Ok(Ok(Outcome::Left)) => Ok(LeaveOutcome::Left),
+            Ok(Ok(Outcome::LeaveRefused)) => Ok(LeaveOutcome::Refused),
+            Ok(Ok(other)) => Err(KvError::Protocol(format!("a leave ended {other:?}"))),
+            Ok(Err(error)) => Err(error),
+            Err(_) => Err(KvError::Indefinite { key, attempts: 1 }),
         }
     }
 
-    /// The replicas to try for `key`, this process's own node first when it is one.
-    fn owners(&self, key: &str) -> Vec<NodeId> {
-        let mut owners = match self.routes.get(key) {
-            Some((_, owners)) if !owners.is_empty() => owners,
-            _ if !self.targets.is_empty() => {
-                let mut targets = self.targets.clone();
-                let at = squall_proto::kvs::fnv1a64(key.as_bytes()) as usize % targets.len();
-                targets.rotate_left(at);
-                targets
+    /// Makes one call of the client node: its outcome, or the failure it reports.
+    async fn call(&self, key: &str, op: Op) -> Result<Outcome, KvError> {
+        let req = self.next_req.fetch_add(1, Ordering::Relaxed);
+        let answer = self.node().handle.call(APPLICATION, KvsMsg::Call { req, op }).await;
+        match answer {
+            Ok(KvsMsg::Done { outcome: Outcome::Failed(failure), .. }) => {
+                Err(KvError::of(key, failure))
             }
-            _ => self.ring.responsible(key, self.replication),
-        };
-        if let Some(local) = &self.local
-            && let Some(at) = owners.iter().position(|n| *n == local.id())
-        {
-            owners.rotate_left(at);
+            Ok(KvsMsg::Done { outcome: Outcome::Rejected(error), .. }) => {
+                Err(KvError::Rejected(error))
+            }
+            Ok(KvsMsg::Done { outcome, .. }) => Ok(outcome),
+            Ok(other) => Err(KvError::Protocol(format!("the client answered {other:?}"))),
+            // The client node did not take the call: nothing was sent.
+            Err(error @ (CallError::Overloaded | CallError::ShuttingDown)) => {
+                let (key, last) = (key.to_owned(), error.refusal());
+                Err(KvError::Unavailable { key, attempts: 0, last })
+            }
+            // It took the call and stopped before answering (the client is being dropped).
+            Err(error) if !error.is_definite() => {
+                Err(KvError::Indefinite { key: key.to_owned(), attempts: 0 })
+            }
+            Err(error) => Err(KvError::Protocol(format!("the client refused a call: {error}"))),
         }
-        owners
     }
 
-    /// Runs one get or put: tries the key's replicas in turn, follows redirects from newer
-    /// epochs, and classifies the failure when no attempt gets a definite answer.
-    async fn request(
-        &self,
-        key: &str,
-        make: impl Fn(u64) -> KvsMsg,
-    ) -> Result<(NodeId, KvsMsg), KvError> {
-        let mut maybe_happened = false;
-        // Why the outcome is unknown: the first attempt that may have taken effect.
-        let mut uncertain = String::new();
-        let mut last = String::from("no attempt");
-        let attempts = self.settings.attempts;
-        // Nodes that said they are shutting down: not asked again by this operation.
-        let mut stopping: Vec<NodeId> = Vec::new();
-        for attempt in 0..attempts {
-            let mut owners = self.owners(key);
-            owners.retain(|n| !stopping.contains(n));
-            let Some(&node) = owners.get(attempt as usize % owners.len().max(1)) else {
-                let why = if stopping.is_empty() {
-                    "the ring has no members".to_owned()
-                } else {
-                    format!("every replica asked is shutting down (last: {last})")
-                };
-                return Err(if maybe_happened {
-                    KvError::Indefinite {
-                        key: key.to_owned(),
-                        attempts: attempt,
-                        last: why + &uncertain,
-                    }
-                } else {
-                    KvError::Unavailable { key: key.to_owned(), attempts: attempt, last: why }
-                });
+    /// The client node, started on first use.
+    fn node(&self) -> &ClientNode {
+        self.node.get_or_init(|| {
+            let settings = RuntimeSettings {
+                inbox: INBOX,
+                max_frame: self.settings.max_frame,
+                durable_path: None,
+                peers: self.peers.clone(),
+                local: self.local.clone(),
+                // The client's own attempt timers decide when to give up on a request; a call
+                // lives long enough for the slowest (a leave).
+                call_deadline: self.cfg.leave_after.max(self.cfg.retry_after) * 2,
             };
-            let req = self.next_req.fetch_add(1, Ordering::Relaxed);
-            match self.attempt(node, make(req), self.settings.timeout).await {
-                Attempt::Answer(KvsMsg::Redirect { key: redirected, epoch, owners, .. }) => {
-                    self.routes.learn(&redirected, epoch, owners, self.ring.epoch());
-                    last = format!("redirected by {node} (epoch {})", epoch.0);
-                }
-                Attempt::Answer(KvsMsg::PutRejected { error, .. }) => {
-                    // Definite only if no earlier attempt may have landed.
-                    return Err(if maybe_happened {
-                        KvError::Indefinite {
-                            key: key.to_owned(),
-                            attempts: attempt + 1,
-                            last: format!("{node} rejected a retry: {error}"),
-                        }
-                    } else {
-                        KvError::Rejected(error)
-                    });
-                }
-                Attempt::Answer(answer) => return Ok((node, answer)),
-                Attempt::Refused(error) if !maybe_happened => {
-                    return Err(KvError::Refused { node, error });
-                }
-                Attempt::Refused(error) => {
-                    return Err(KvError::Indefinite {
-                        key: key.to_owned(),
-                        attempts: attempt + 1,
-                        last: format!("{node} refused a retry: {error}"),
-                    });
-                }
-                Attempt::NotTaken(why) => last = format!("{node}: {why}"),
-                Attempt::Stopping => {
-                    stopping.push(node);
-                    last = format!("{node}: {}", CallError::ShuttingDown);
-                }
-                Attempt::Unknown(why) => {
-                    if !maybe_happened {
-                        uncertain =
-                            format!("; attempt {} to {node} may have landed: {why}", attempt + 1);
-                    }
-                    maybe_happened = true;
-                    last = format!("{node}: {why}");
-                }
-            }
-        }
-        let key = key.to_owned();
-        Err(if maybe_happened {
-            KvError::Indefinite { key, attempts, last: format!("{last}{uncertain}") }
-        } else {
-            KvError::Unavailable { key, attempts, last }
+            let running = runtime::start::<KvsClient>(self.cfg.id, self.cfg.clone(), settings)
+                .expect("a client node persists nothing, so it always starts");
+            let (handle, task) = running.detach();
+            ClientNode { handle, task }
         })
-    }
-
-    async fn attempt(&self, node: NodeId, msg: KvsMsg, timeout: Duration) -> Attempt {
-        if let Some(local) = self.local.as_ref().filter(|local| local.id() == node) {
-            return match tokio::time::timeout(timeout, local.call(self.id, msg)).await {
-                Ok(Ok(answer)) => Attempt::Answer(answer),
-                Ok(Err(e)) => Self::classify(node, e),
-                Err(_) => Attempt::Unknown("no answer before the deadline".into()),
-            };
-        }
-        let client = match self.connection(node).await {
-            Ok(client) => client,
-            Err(why) => return Attempt::NotTaken(why),
-        };
-        let bytes = match postcard::to_allocvec(&msg) {
-            Ok(bytes) => Bytes::from(bytes),
-            Err(e) => return Attempt::NotTaken(format!("cannot encode: {e}")),
-        };
-        let mut ctx = tarpc::context::current();
-        ctx.deadline = std::time::Instant::now() + timeout;
-        match client.call(ctx, self.id, bytes).await {
-            Ok(Ok(answer)) => match postcard::from_bytes::<KvsMsg>(&answer) {
-                Ok(answer) => Attempt::Answer(answer),
-                Err(e) => Attempt::Unknown(format!("undecodable answer: {e}")),
-            },
-            Ok(Err(e)) => Self::classify(node, e),
-            Err(e) => {
-                if !matches!(e, tarpc::client::RpcError::Server(_)) {
-                    // The connection is suspect: reconnect on the next attempt.
-                    self.connections.lock().expect("connections lock").remove(&node);
-                }
-                match e {
-                    // The server throttled it (over `max_in_flight`) without running it.
-                    tarpc::client::RpcError::Server(ref server)
-                        if server.kind == std::io::ErrorKind::WouldBlock =>
-                    {
-                        Attempt::NotTaken(format!("throttled: {}", server.detail))
-                    }
-                    // tarpc reports a connection that closed before the answer the same way
-                    // whether or not the request had left: the outcome is unknown.
-                    _ => Attempt::Unknown(format!("rpc failed: {e}")),
-                }
-            }
-        }
-    }
-
-    fn classify(node: NodeId, error: CallError) -> Attempt {
-        match error {
-            CallError::Overloaded => Attempt::NotTaken(format!("{node}: {error}")),
-            CallError::ShuttingDown => Attempt::Stopping,
-            CallError::Timeout | CallError::Abandoned => Attempt::Unknown(error.to_string()),
-            // Invalid requests are definite, and retrying elsewhere would not help.
-            other => Attempt::Refused(other),
-        }
-    }
-
-    async fn connection(&self, node: NodeId) -> Result<SquallClient, String> {
-        if let Some(client) = self.connections.lock().expect("connections lock").get(&node) {
-            return Ok(client.clone());
-        }
-        let addr = *self.addresses.get(&node).ok_or_else(|| format!("no address for {node}"))?;
-        let client =
-            tokio::time::timeout(self.settings.timeout, connect(addr, self.settings.max_frame))
-                .await
-                .map_err(|_| format!("connecting to {addr} timed out"))?
-                .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        let mut connections = self.connections.lock().expect("connections lock");
-        Ok(connections.entry(node).or_insert(client).clone())
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use squall_proto::NodeId;
-use squall_proto::kvs::{KvsConfig, KvsNode};
+use squall_proto::kvs::StorageNode;
 use tokio::net::TcpListener;
 
 use crate::client::KvClient;
@@ -16,13 +16,13 @@ use crate::resp::{self, RespContext};
 use crate::runtime::{self, NodeHandle, Running, RuntimeSettings};
 use crate::server::{self, PortLimits};
 
-/// How long a stopping node's connections stay open after its last answer, to write it.
+/// How long a stopping node's connections stay open after the last call arrived, to answer it.
 const FLUSH: Duration = Duration::from_millis(50);
 
 /// One storage node with its RPC port and, if configured, its RESP port.
 #[derive(Debug)]
 pub struct LocalNode {
-    running: Running<KvsNode>,
+    running: Running<StorageNode>,
     rpc: Port,
     resp: Option<Port>,
     /// Where the RPC port listens.
@@ -55,8 +55,11 @@ impl LocalNode {
             max_frame: config.limits.max_frame_bytes,
             durable_path: Some(config.durable_path(id)),
             peers: config.rpc_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
+            local: Vec::new(),
+            // A storage node sends no requests of its own.
+            call_deadline: Duration::from_secs(10),
         };
-        let running = runtime::start::<KvsNode>(NodeId(id), KvsConfig::Storage(storage), settings)
+        let running = runtime::start::<StorageNode>(NodeId(id), storage, settings)
             .with_context(|| format!("node {id}: cannot start"))?;
         let limits = PortLimits {
             max_frame: config.limits.max_frame_bytes,
@@ -90,7 +93,7 @@ impl LocalNode {
     }
 
     /// A handle to the node.
-    pub fn handle(&self) -> &NodeHandle<KvsNode> {
+    pub fn handle(&self) -> &NodeHandle<StorageNode> {
         &self.running.handle
     }
 
@@ -98,15 +101,26 @@ impl LocalNode {
     /// (definitely), calls in flight get the configured drain time to be answered over their
     /// still-open connections, then the node stops and the connections close. Returns its last
     /// state.
-    pub async fn stop(self) -> anyhow::Result<KvsNode> {
+    pub async fn stop(self) -> anyhow::Result<StorageNode> {
         self.rpc.stop_accepting();
         if let Some(resp) = &self.resp {
             resp.stop_accepting();
         }
-        self.running.handle.shutdown(self.drain).await;
+        let handle = self.running.handle.clone();
+        handle.shutdown(self.drain).await;
         let node = self.running.wait().await;
-        // Answers the node gave are on their way to the connections: let them be written.
-        tokio::time::sleep(FLUSH).await;
+        // Answers the node gave are on their way to the connections, and calls sent before the
+        // ports stopped accepting may still be arriving on open connections (each is refused
+        // at once, definitely): keep the connections open until no call arrived for a flush
+        // period, at most the drain time, so that none is cut off with an unknown outcome.
+        let linger = tokio::time::Instant::now() + self.drain;
+        loop {
+            let seen = handle.arrivals();
+            tokio::time::sleep(FLUSH).await;
+            if handle.arrivals() == seen || tokio::time::Instant::now() >= linger {
+                break;
+            }
+        }
         self.rpc.close();
         if let Some(resp) = self.resp {
             resp.close();

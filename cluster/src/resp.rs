@@ -19,7 +19,7 @@ use redis_protocol::bytes_utils::Str;
 use redis_protocol::resp2::decode::decode_bytes_mut;
 use redis_protocol::resp2::encode::extend_encode;
 use redis_protocol::resp2::types::BytesFrame as Frame;
-use squall_proto::kvs::KvsNode;
+use squall_proto::kvs::StorageNode;
 use squall_proto::lattice::LatticeValue;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +34,7 @@ pub struct RespContext {
     /// The client library requests go through.
     pub client: KvClient,
     /// The node this port belongs to (for `INFO`).
-    pub node: NodeHandle<KvsNode>,
+    pub node: NodeHandle<StorageNode>,
     /// The largest request accepted, in bytes; a larger one closes the connection.
     pub max_request: usize,
     /// Commands of one connection in flight at once; a deeper pipeline waits.
@@ -290,17 +290,15 @@ async fn info(context: &RespContext) -> String {
     let stats = context.node.stats();
     let state = context
         .node
-        .inspect(|node| match node {
-            KvsNode::Storage(storage) => Some((
+        .inspect(|storage| {
+            (
                 storage.store().len(),
                 storage.incarnation(),
                 storage.ring().epoch().0,
                 storage.ring().members().len(),
-            )),
-            _ => None,
+            )
         })
-        .await
-        .flatten();
+        .await;
     let mut text = format!(
         "# Server\r\nsquall_version:{}\r\nnode_id:{}\r\n",
         env!("CARGO_PKG_VERSION"),

@@ -9,7 +9,7 @@
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use squall_proto::NodeId;
+use squall_proto::{NodeId, Refusal};
 
 /// Why a call was refused or not answered. Every variant but [`CallError::Timeout`] and
 /// [`CallError::Abandoned`] is *definite*: the node did not act on the request.
@@ -55,6 +55,21 @@ impl CallError {
     /// Whether the node certainly did not act on the request.
     pub fn is_definite(&self) -> bool {
         !matches!(self, Self::Timeout | Self::Abandoned)
+    }
+
+    /// The refusal a requester's protocol hears for this error: `None` when the request may
+    /// have been acted on (no answer, then, is all it gets).
+    pub fn refusal(&self) -> Option<Refusal> {
+        match self {
+            Self::Malformed(_) => Some(Refusal::Malformed),
+            Self::NotARequest => Some(Refusal::NotARequest),
+            Self::InvalidCaller(_) => Some(Refusal::InvalidCaller),
+            Self::TooLarge { .. } => Some(Refusal::TooLarge),
+            Self::Overloaded => Some(Refusal::Overloaded),
+            Self::ShuttingDown => Some(Refusal::ShuttingDown),
+            Self::Duplicate => Some(Refusal::Duplicate),
+            Self::Timeout | Self::Abandoned => None,
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! sends go to per-peer sender tasks or answer a waiting client call, timers are armed and
 //! disarmed, `Persist` writes the durable value to disk before anything after it runs.
 //! Nothing here knows what a message means; the only protocol facts it uses are which
-//! messages are client requests and which answer them ([`Served`]).
+//! messages are requests, which answer them, and how to say a request was refused
+//! ([`Calls`]). A request the node sends a peer (a client's get, say) goes out as an RPC call,
+//! and its answer — or the refusal the transport reports — comes back as an input.
 
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -20,8 +22,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use squall_proto::kvs::{KvsMsg, KvsNode, ReqId};
-use squall_proto::{Input, Node, NodeId, Outbox, Output, handle_checked};
+use squall_proto::base::ReqId;
+use squall_proto::{Calls, Input, Node, NodeId, Outbox, Output, Refusal, handle_checked};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::time::DelayQueue;
@@ -29,10 +31,11 @@ use tokio_util::time::delay_queue;
 
 use crate::rpc::{CallError, NodeStats, SquallClient};
 
-/// A node the runtime can serve: the two protocol facts a harness needs to route client calls.
+/// A node the runtime can serve: any [`Node`] whose messages say which are requests and
+/// which answer them ([`Calls`]) and travel as postcard bytes.
 pub trait Served:
     Node<
-        Msg: Serialize + DeserializeOwned + Send + Sync + 'static,
+        Msg: Calls + Serialize + DeserializeOwned + Send + Sync + 'static,
         Timer: Send + Sync + 'static,
         Durable: Serialize + DeserializeOwned + Send + 'static,
         Config: Send + Sync + 'static,
@@ -40,19 +43,46 @@ pub trait Served:
     + Sync
     + 'static
 {
-    /// The request number of a client request; `None` for any other message.
-    fn request(msg: &Self::Msg) -> Option<ReqId>;
-    /// The request a message answers; `None` for any other message.
-    fn answers(msg: &Self::Msg) -> Option<ReqId>;
 }
 
-impl Served for KvsNode {
-    fn request(msg: &KvsMsg) -> Option<ReqId> {
-        msg.request()
+impl<N> Served for N where
+    N: Node<
+            Msg: Calls + Serialize + DeserializeOwned + Send + Sync + 'static,
+            Timer: Send + Sync + 'static,
+            Durable: Serialize + DeserializeOwned + Send + 'static,
+            Config: Send + Sync + 'static,
+        > + Send
+        + Sync
+        + 'static
+{
+}
+
+/// A node in this process that takes calls of message type `M` directly, without TCP: what
+/// [`RuntimeSettings::local`] lists (the RESP front end's client reaches its own storage node
+/// this way).
+pub trait LocalCall<M>: Send + Sync + fmt::Debug {
+    /// The node's id.
+    fn id(&self) -> NodeId;
+    /// Sends request `msg` from `from` and waits for the answer.
+    fn call(
+        &self,
+        from: NodeId,
+        msg: M,
+    ) -> futures::future::BoxFuture<'static, Result<M, CallError>>;
+}
+
+impl<N: Served> LocalCall<N::Msg> for NodeHandle<N> {
+    fn id(&self) -> NodeId {
+        self.id
     }
 
-    fn answers(msg: &KvsMsg) -> Option<ReqId> {
-        msg.answers()
+    fn call(
+        &self,
+        from: NodeId,
+        msg: N::Msg,
+    ) -> futures::future::BoxFuture<'static, Result<N::Msg, CallError>> {
+        let handle = self.clone();
+        Box::pin(async move { NodeHandle::call(&handle, from, msg).await })
     }
 }
 
@@ -77,9 +107,9 @@ pub enum RuntimeError {
     },
 }
 
-/// Settings of one node's runtime.
+/// Settings of one node's runtime, for a node of message type `M`.
 #[derive(Clone, Debug)]
-pub struct RuntimeSettings {
+pub struct RuntimeSettings<M> {
     /// Inputs queued before calls are refused and peer messages dropped.
     pub inbox: usize,
     /// The largest RPC frame sent to peers.
@@ -88,6 +118,11 @@ pub struct RuntimeSettings {
     pub durable_path: Option<PathBuf>,
     /// The RPC address of every peer.
     pub peers: HashMap<NodeId, SocketAddr>,
+    /// Peers in this process, called directly (requests to them skip TCP).
+    pub local: Vec<Arc<dyn LocalCall<M>>>,
+    /// How long a request sent to a peer as an RPC call may wait for its answer. The node's
+    /// own timers decide when to give up on it; this only bounds the call.
+    pub call_deadline: Duration,
 }
 
 /// Counters shared by the node task and its handles (metrics only: relaxed, no protocol
@@ -96,6 +131,9 @@ pub struct RuntimeSettings {
 struct Counters {
     delivered: AtomicU64,
     calls: AtomicU64,
+    /// Calls that reached the handle, taken or refused (a stopping node's ports linger while
+    /// these keep coming, see [`NodeHandle::arrivals`]).
+    arrivals: AtomicU64,
     ignored: AtomicU64,
     dropped: AtomicU64,
     timers: AtomicU64,
@@ -196,6 +234,7 @@ impl<N: Served> NodeHandle<N> {
 
     /// Sends a client request from `from` and waits for the node's answer.
     pub async fn call(&self, from: NodeId, msg: N::Msg) -> Result<N::Msg, CallError> {
+        bump(&self.counters.arrivals);
         if self.closing.load(Ordering::Acquire) {
             return Err(CallError::ShuttingDown);
         }
@@ -236,6 +275,13 @@ impl<N: Served> NodeHandle<N> {
         }
     }
 
+    /// How many calls have reached the node through this handle or its clones, taken or
+    /// refused: a stopping node keeps its connections open while this still grows, so calls
+    /// already on their way are answered (refused) rather than cut off.
+    pub fn arrivals(&self) -> u64 {
+        self.counters.arrivals.load(Ordering::Relaxed)
+    }
+
     /// Starts a graceful shutdown: new calls are refused at once, calls in flight get up to
     /// `drain` to be answered, then the node stops (see [`Running::wait`]).
     pub async fn shutdown(&self, drain: Duration) {
@@ -262,6 +308,13 @@ impl<N: Served> Running<N> {
         }
     }
 
+    /// The handle and a way to abort the node's task, for an owner that keeps the node for
+    /// its whole life and stops it by aborting (a client library's own client node).
+    pub fn detach(self) -> (NodeHandle<N>, tokio::task::AbortHandle) {
+        let abort = self.task.abort_handle();
+        (self.handle, abort)
+    }
+
     /// Kills the node at once, as a crash would: no drain, nothing flushed. What it persisted
     /// survives.
     pub fn kill(self) {
@@ -278,7 +331,7 @@ impl<N: Served> Running<N> {
 pub fn start<N: Served>(
     id: NodeId,
     cfg: N::Config,
-    settings: RuntimeSettings,
+    settings: RuntimeSettings<N::Msg>,
 ) -> Result<Running<N>, RuntimeError> {
     let durable = match &settings.durable_path {
         Some(path) => load_durable::<N::Durable>(path)?,
@@ -297,6 +350,8 @@ pub fn start<N: Served>(
     let mut out = Outbox::new();
     let node = N::init(&cfg, &durable, &mut out);
     let mut driver = Driver {
+        inbox: handle.inbox.downgrade(),
+        connections: Arc::default(),
         id,
         node,
         cfg,
@@ -355,10 +410,15 @@ struct Driver<N: Served> {
     peers: HashMap<NodeId, mpsc::Sender<N::Msg>>,
     /// Messages the node sent to itself, delivered after the current outputs.
     loopback: VecDeque<N::Msg>,
-    settings: RuntimeSettings,
+    settings: RuntimeSettings<N::Msg>,
     counters: Arc<Counters>,
     links: Arc<Links>,
     out: Outbox<N>,
+    /// The node's own inbox, where answers to the requests it sent come back (weak: the node
+    /// stops when every handle is gone).
+    inbox: mpsc::WeakSender<Event<N>>,
+    /// Connections for the requests the node sends peers.
+    connections: Arc<Connections>,
     peer_tasks: PeerTasks,
 }
 
@@ -422,11 +482,19 @@ impl<N: Served> Driver<N> {
                 () = tokio::time::sleep(Duration::from_millis(20)), if draining.is_some() => {}
             }
         }
+        // Calls that slipped into the inbox as the shutdown began were never handled: they
+        // certainly did not happen, and their callers hear so.
+        inbox.close();
+        while let Ok(event) = inbox.try_recv() {
+            if let Event::Call { reply, .. } = event {
+                let _ = reply.send(Err(CallError::ShuttingDown));
+            }
+        }
         Ok(self.node)
     }
 
     fn call(&mut self, from: NodeId, msg: N::Msg, reply: Waiter<N>) -> Result<(), RuntimeError> {
-        let Some(req) = N::request(&msg) else {
+        let Some(req) = msg.request() else {
             let _ = reply.send(Err(CallError::NotARequest));
             return Ok(());
         };
@@ -492,12 +560,15 @@ impl<N: Served> Driver<N> {
         if to == self.id {
             return self.loopback.push_back(msg);
         }
-        if let Some(req) = N::answers(&msg)
+        if let Some(req) = msg.answers()
             && let Some(waiter) = self.pending.remove(&(to, req))
         {
             // A caller that gave up is simply not answered.
             let _ = waiter.send(Ok(msg));
             return;
+        }
+        if let Some(req) = msg.request() {
+            return self.call_peer(to, req, msg);
         }
         let Some(addr) = self.settings.peers.get(&to).copied().filter(|_| !self.links.is_cut(to))
         else {
@@ -517,6 +588,121 @@ impl<N: Served> Driver<N> {
         });
         if queue.try_send(msg).is_err() {
             bump(&self.counters.dropped);
+        }
+    }
+}
+
+impl<N: Served> Driver<N> {
+    /// Sends request `msg` (numbered `req`) to peer `to` as a call, in a task of its own: the
+    /// answer comes back as an input from `to`; a call the transport or the peer's runtime
+    /// refused comes back as the protocol's refusal; a call that may have been taken but got
+    /// no answer comes back as nothing (the node's own timers decide what then).
+    fn call_peer(&mut self, to: NodeId, req: ReqId, msg: N::Msg) {
+        if self.links.is_cut(to) {
+            return bump(&self.counters.dropped);
+        }
+        let local = self.settings.local.iter().find(|node| node.id() == to).cloned();
+        let addr = self.settings.peers.get(&to).copied();
+        let inbox = self.inbox.clone();
+        let (from, max_frame) = (self.id, self.settings.max_frame);
+        let (deadline, connections) = (self.settings.call_deadline, self.connections.clone());
+        tokio::spawn(async move {
+            let answer = match (local, addr) {
+                (Some(local), _) => match local.call(from, msg).await {
+                    Ok(answer) => Some(answer),
+                    Err(error) => error.refusal().map(|refusal| N::Msg::refused(req, refusal)),
+                },
+                (None, Some(addr)) => {
+                    let call = RemoteCall { from, to, addr, max_frame, deadline };
+                    call.run(&connections, req, msg).await
+                }
+                (None, None) => Some(N::Msg::refused(req, Refusal::Unreachable)),
+            };
+            if let (Some(msg), Some(inbox)) = (answer, inbox.upgrade()) {
+                let _ = inbox.try_send(Event::Deliver { from: to, msg });
+            }
+        });
+    }
+}
+
+/// How long connecting to a peer may take before a request to it counts as undeliverable.
+const CONNECT: Duration = Duration::from_secs(2);
+
+/// The connections a node's requests to its peers go over, one per peer, shared by the calls
+/// in flight.
+#[derive(Debug, Default)]
+struct Connections(std::sync::Mutex<HashMap<NodeId, SquallClient>>);
+
+impl Connections {
+    /// The connection to `node`, made if there is none.
+    async fn get(
+        &self,
+        node: NodeId,
+        addr: SocketAddr,
+        max_frame: usize,
+    ) -> std::io::Result<SquallClient> {
+        if let Some(client) = self.0.lock().expect("connections lock").get(&node) {
+            return Ok(client.clone());
+        }
+        let client = tokio::time::timeout(CONNECT, connect(addr, max_frame))
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        Ok(self.0.lock().expect("connections lock").entry(node).or_insert(client).clone())
+    }
+
+    /// Drops the connection to `node` (it failed): the next call connects again.
+    fn forget(&self, node: NodeId) {
+        self.0.lock().expect("connections lock").remove(&node);
+    }
+}
+
+/// One request to a peer over TCP.
+struct RemoteCall {
+    from: NodeId,
+    to: NodeId,
+    addr: SocketAddr,
+    max_frame: usize,
+    deadline: Duration,
+}
+
+impl RemoteCall {
+    /// The answer to `msg`, or the refusal that says it did not happen there, or nothing when
+    /// it may have.
+    async fn run<M: Calls + Serialize + DeserializeOwned>(
+        self,
+        connections: &Connections,
+        req: ReqId,
+        msg: M,
+    ) -> Option<M> {
+        let client = match connections.get(self.to, self.addr, self.max_frame).await {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::debug!(to = %self.to, %error, "peer unreachable");
+                return Some(M::refused(req, Refusal::Unreachable));
+            }
+        };
+        let Ok(bytes) = postcard::to_allocvec(&msg) else {
+            return Some(M::refused(req, Refusal::Malformed));
+        };
+        let mut ctx = tarpc::context::current();
+        ctx.deadline = std::time::Instant::now() + self.deadline;
+        match client.call(ctx, self.from, Bytes::from(bytes)).await {
+            // An answer that does not decode says nothing definite.
+            Ok(Ok(answer)) => postcard::from_bytes(&answer).ok(),
+            Ok(Err(error)) => error.refusal().map(|refusal| M::refused(req, refusal)),
+            // The server throttled it (over `max_in_flight`) without running it.
+            Err(tarpc::client::RpcError::Server(server))
+                if server.kind == std::io::ErrorKind::WouldBlock =>
+            {
+                Some(M::refused(req, Refusal::Overloaded))
+            }
+            // tarpc reports a connection that closed before the answer the same way whether or
+            // not the request had left: the outcome is unknown. The connection is suspect.
+            Err(error) => {
+                tracing::debug!(to = %self.to, %error, "call failed");
+                connections.forget(self.to);
+                None
+            }
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use futures::StreamExt;
-use squall_proto::NodeId;
+use squall_proto::{Calls, NodeId};
 use tarpc::context::Context;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
@@ -58,7 +58,7 @@ impl<N: Served> Squall for Service<N> {
         }
         let request: N::Msg =
             postcard::from_bytes(&msg).map_err(|e| CallError::Malformed(e.to_string()))?;
-        if N::request(&request).is_none() {
+        if request.request().is_none() {
             return Err(CallError::NotARequest);
         }
         let answer = self.node.call(from, request).await?;

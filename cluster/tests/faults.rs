@@ -105,13 +105,7 @@ async fn a_killed_and_restarted_node_loses_no_acknowledged_write() {
     if let Err(anomaly) = check::all(&history) {
         panic!("{anomaly}\nhistory:\n{}", history.to_text());
     }
-    let incarnation = live[1]
-        .handle()
-        .inspect(|n| match n {
-            squall_proto::kvs::KvsNode::Storage(s) => s.incarnation(),
-            _ => 0,
-        })
-        .await;
+    let incarnation = live[1].handle().inspect(|s| s.incarnation()).await;
     assert_eq!(incarnation, Some(2), "the restarted node came back as a new incarnation");
     for node in nodes.into_iter().flatten() {
         node.stop().await.expect("graceful stop");
@@ -193,14 +187,7 @@ async fn a_node_joins_and_another_leaves_under_load_without_losing_writes() {
     let live: Vec<_> = nodes.iter().collect();
     let stores = quiesce(&live, Duration::from_secs(20)).await;
     for node in &live {
-        let members = node
-            .handle()
-            .inspect(|n| match n {
-                squall_proto::kvs::KvsNode::Storage(s) => s.ring().members().clone(),
-                _ => Default::default(),
-            })
-            .await
-            .expect("member");
+        let members = node.handle().inspect(|s| s.ring().members().clone()).await.expect("member");
         let ids: Vec<u64> = members.iter().map(|n| n.0).collect();
         assert_eq!(ids, [1, 2, 3], "every remaining node sees the new ring");
     }

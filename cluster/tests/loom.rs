@@ -1,14 +1,13 @@
-//! Loom explorations of the client's shared-memory structures, built only with
-//! `RUSTFLAGS="--cfg squall_loom"` (see `.ci/run`): the hybrid logical clock and the route
-//! cache, shared by every task of a client.
+//! Loom explorations of the client library's shared-memory structure, built only with
+//! `RUSTFLAGS="--cfg squall_loom"` (see `.ci/run`): the hybrid logical clock every task of a
+//! client stamps its writes with. (Routes, once a second shared structure, now live in the
+//! client's state machine, which one task owns.)
 
 #![cfg(squall_loom)]
 
 use loom::sync::Arc;
 use loom::thread;
-use squall_cluster::client::{Hlc, RouteCache};
-use squall_proto::NodeId;
-use squall_proto::kvs::Epoch;
+use squall_cluster::client::Hlc;
 
 /// What the clock scenario needs of a clock, so that the scenario that judges the production
 /// [`Hlc`] is the very one shown to catch defective clocks.
@@ -53,28 +52,6 @@ fn clock_scenario<C: Clock>(clock: C) {
 #[test]
 fn clock_readings_are_unique_increasing_and_past_observations() {
     loom::model(|| clock_scenario(Hlc::new()));
-}
-
-/// Two threads learn routes for one key from different epochs while a third reads it: the
-/// newest epoch wins whatever the order, and a reader never sees the epoch go back.
-#[test]
-fn routes_only_move_to_newer_epochs() {
-    loom::model(|| {
-        let cache = Arc::new(RouteCache::new(16));
-        let (a, b, r) = (cache.clone(), cache.clone(), cache.clone());
-        let ta = thread::spawn(move || a.learn("k", Epoch(2), vec![NodeId(2)], Epoch(1)));
-        let tb = thread::spawn(move || b.learn("k", Epoch(3), vec![NodeId(3)], Epoch(1)));
-        let tr = thread::spawn(move || {
-            let first = r.get("k").map(|(e, _)| e);
-            let second = r.get("k").map(|(e, _)| e);
-            assert!(first <= second, "the route went back from {first:?} to {second:?}");
-        });
-        ta.join().expect("a");
-        assert!(tb.join().expect("b"), "the newest epoch is always learned");
-        tr.join().expect("reader");
-        assert_eq!(cache.get("k"), Some((Epoch(3), vec![NodeId(3)])));
-        assert!(!cache.learn("k", Epoch(1), vec![NodeId(1)], Epoch(1)), "a stale route is refused");
-    });
 }
 
 /// The clock scenario can fail: loom finds the interleaving that breaks a clock whose tick

@@ -50,13 +50,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod base;
 pub mod cache;
 pub mod gossip;
 pub mod kvs;
 pub mod lattice;
+pub mod mutants;
 mod node;
 pub mod session;
 pub mod sim;
 pub mod spec;
 
-pub use node::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
+pub use node::{
+    Calls, Hosts, Input, Node, NodeId, Nodes, Outbox, Output, Refusal, Violation, Within,
+    handle_checked, handle_within, init_within, live, quiescent, roles,
+};

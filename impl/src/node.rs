@@ -4,6 +4,8 @@ use std::fmt::{self, Debug};
 use std::hash::Hash;
 use std::time::Duration;
 
+use crate::base::ReqId;
+
 /// The address of a node: a protocol role instance (replica, storage node, cache, client, ...).
 ///
 /// Harnesses map it to their own addressing (a Stateright `Id`, a socket address, a pending RPC)
@@ -132,6 +134,38 @@ impl<N: Node> Outbox<N> {
     pub fn drain(&mut self) -> std::vec::Drain<'_, Output<N>> {
         self.0.drain(..)
     }
+
+    /// Appends the outputs of role `R`, as this world's: the outputs of a role this world
+    /// hosts (see [`handle_within`]).
+    pub fn absorb<R: Node>(&mut self, inner: Outbox<R>)
+    where
+        R::Msg: Within<N::Msg>,
+        R::Timer: Within<N::Timer>,
+        R::Durable: Within<N::Durable>,
+    {
+        self.0.reserve(inner.0.len());
+        for output in inner {
+            self.absorb_one(output);
+        }
+    }
+
+    /// Appends one output of role `R`, as this world's (see [`Outbox::absorb`]).
+    pub fn absorb_one<R: Node>(&mut self, output: Output<R>)
+    where
+        R::Msg: Within<N::Msg>,
+        R::Timer: Within<N::Timer>,
+        R::Durable: Within<N::Durable>,
+    {
+        self.0.push(match output {
+            Output::Send { to, msg } => Output::Send { to, msg: msg.into_world() },
+            Output::SetTimer { timer, after } => {
+                Output::SetTimer { timer: timer.into_world(), after }
+            }
+            Output::CancelTimer(timer) => Output::CancelTimer(timer.into_world()),
+            Output::Persist(durable) => Output::Persist(durable.into_world()),
+            Output::Ignored { reason } => Output::Ignored { reason },
+        });
+    }
 }
 
 impl<N: Node> IntoIterator for Outbox<N> {
@@ -141,6 +175,66 @@ impl<N: Node> IntoIterator for Outbox<N> {
     fn into_iter(self) -> Self::IntoIter {
         self.0.into_iter()
     }
+}
+
+/// Why a request did not happen at the node it was sent to, as its harness or the transport
+/// says: the request was not delivered, or the node's harness did not take it. Definite in
+/// every case — but only for that attempt at that node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Refusal {
+    /// The node could not be reached (no connection): the request was not delivered.
+    Unreachable,
+    /// The node's harness was over its limits and did not take the request; later, or another
+    /// node, may.
+    Overloaded,
+    /// The node is shutting down and took no new request.
+    ShuttingDown,
+    /// The request did not decode.
+    Malformed,
+    /// The request was larger than the node accepts.
+    TooLarge,
+    /// The message is not a request.
+    NotARequest,
+    /// The caller's id is not one the node accepts calls from.
+    InvalidCaller,
+    /// A request with this caller and number is already waiting at the node.
+    Duplicate,
+}
+
+impl Refusal {
+    /// Whether the request itself is at fault, so that no node would take it.
+    pub fn is_invalid(self) -> bool {
+        !matches!(self, Self::Unreachable | Self::Overloaded | Self::ShuttingDown)
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Unreachable => "the node could not be reached",
+            Self::Overloaded => "the node is overloaded",
+            Self::ShuttingDown => "the node is shutting down",
+            Self::Malformed => "the request did not decode",
+            Self::TooLarge => "the request is larger than the node accepts",
+            Self::NotARequest => "the message is not a request",
+            Self::InvalidCaller => "the caller id is not accepted",
+            Self::Duplicate => "a request with this number is already waiting",
+        })
+    }
+}
+
+/// What a harness needs to know of a protocol's messages to carry request/response calls (an
+/// application calling a client, a client calling a storage node) over a transport whose
+/// other messages are one-way. A harness knows nothing else of what messages mean.
+pub trait Calls: Sized {
+    /// The request number of a request message; `None` for every other message.
+    fn request(&self) -> Option<ReqId>;
+    /// The request a message answers; `None` for every other message.
+    fn answers(&self) -> Option<ReqId>;
+    /// The answer by which a harness tells a requester that its request `req` did not happen
+    /// at the node it was sent to.
+    fn refused(req: ReqId, refusal: Refusal) -> Self;
 }
 
 /// A broken invariant, named by its stable id (see `docs/invariants.md`).
@@ -200,6 +294,248 @@ pub trait Node: Clone + Eq + Hash + Debug + Sized {
         let _ = (cfg, before, after);
         Ok(())
     }
+
+    /// Whether the node has nothing left to do of its own accord: no request waiting for an
+    /// answer, nothing to re-send. A system is *quiescent* when every node is up and idle
+    /// ([`quiescent`]); harnesses judge convergence there. The default: always idle.
+    fn is_idle(&self, cfg: &Self::Config) -> bool {
+        let _ = cfg;
+        true
+    }
+}
+
+/// `Self` is one of the cases of a world's type `W` (its message, timer or durable type): how
+/// a role's own type embeds in the world that hosts it. Every type is trivially within itself;
+/// a world whose roles speak several protocols implements it for each protocol's type.
+pub trait Within<W>: Sized {
+    /// The world's value for this one.
+    fn into_world(self) -> W;
+    /// This case of the world's value, if it is one.
+    fn from_world(world: W) -> Option<Self>;
+}
+
+impl<T> Within<T> for T {
+    fn into_world(self) -> T {
+        self
+    }
+
+    fn from_world(world: T) -> Option<T> {
+        Some(world)
+    }
+}
+
+/// A role that persists nothing, hosted where others persist an incarnation: it is never asked
+/// to persist, and starts from nothing.
+impl Within<u32> for () {
+    fn into_world(self) -> u32 {
+        0
+    }
+
+    fn from_world(_: u32) -> Option<()> {
+        Some(())
+    }
+}
+
+/// A node type that hosts role `R` among others (a *world*, built by [`world!`](crate::world!)): where its
+/// node and configuration are that role's.
+pub trait Hosts<R: Node>: Node {
+    /// The role's state, if this node is one.
+    fn role(&self) -> Option<&R>;
+    /// The role's configuration, if this configuration is one.
+    fn role_config(cfg: &Self::Config) -> Option<&R::Config>;
+}
+
+/// The nodes of a run as invariant functions take them: each configuration with the node's
+/// state, `None` while it is crashed.
+pub type Nodes<'a, W> = [(&'a <W as Node>::Config, Option<&'a W>)];
+
+/// Every node of role `R` among `nodes`: its configuration, and its state (`None` while
+/// crashed).
+pub fn roles<'a, R: Node + 'a, W: Hosts<R>>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a R::Config, Option<&'a R>)> + 'a {
+    nodes.iter().filter_map(|(cfg, node)| {
+        let cfg = W::role_config(cfg)?;
+        Some((cfg, node.and_then(|node| node.role())))
+    })
+}
+
+/// Every live node of role `R` among `nodes`, with its configuration.
+pub fn live<'a, R: Node + 'a, W: Hosts<R>>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a R::Config, &'a R)> + 'a {
+    roles(nodes).filter_map(|(cfg, node)| Some((cfg, node?)))
+}
+
+/// Whether every node is up and idle ([`Node::is_idle`]).
+pub fn quiescent<W: Node>(nodes: &Nodes<'_, W>) -> bool {
+    nodes.iter().all(|(cfg, node)| node.is_some_and(|node| node.is_idle(cfg)))
+}
+
+/// Runs [`Node::init`] of role `R` for a world `W` that hosts it: the world's durable value
+/// goes in as the role's (the role's default if it is another case), the outputs come out as
+/// the world's.
+pub fn init_within<R: Node, W: Node>(
+    cfg: &R::Config,
+    durable: &W::Durable,
+    out: &mut Outbox<W>,
+) -> R
+where
+    R::Msg: Within<W::Msg>,
+    R::Timer: Within<W::Timer>,
+    R::Durable: Within<W::Durable>,
+{
+    let durable = R::Durable::from_world(durable.clone()).unwrap_or_default();
+    let mut inner = Outbox::new();
+    let node = R::init(cfg, &durable, &mut inner);
+    out.absorb(inner);
+    node
+}
+
+/// Runs [`Node::handle`] of role `R` for a world `W` that hosts it: a message or timer that is
+/// not one of the role's is ignored, the outputs come out as the world's.
+pub fn handle_within<R: Node, W: Node>(
+    node: &mut R,
+    cfg: &R::Config,
+    input: Input<W>,
+    out: &mut Outbox<W>,
+) where
+    R::Msg: Within<W::Msg>,
+    R::Timer: Within<W::Timer>,
+    R::Durable: Within<W::Durable>,
+{
+    let input = match input {
+        Input::Receive { from, msg } => match R::Msg::from_world(msg) {
+            Some(msg) => Input::Receive { from, msg },
+            None => return out.ignore("a message of a protocol this role does not speak"),
+        },
+        Input::Timeout(timer) => match R::Timer::from_world(timer) {
+            Some(timer) => Input::Timeout(timer),
+            None => return out.ignore("a timer of another role"),
+        },
+    };
+    let mut inner = Outbox::new();
+    node.handle(cfg, input, &mut inner);
+    out.absorb(inner);
+}
+
+/// Declares a *world*: one node type hosting several roles, so that a model or a simulation
+/// runs one node type over them all. Each role is a [`Node`] of its own; the world's message,
+/// timer and durable types contain each role's (see [`Within`]). Generates the node enum, its
+/// configuration enum, the [`Node`] implementation (each call delegated to the role, inputs and
+/// outputs converted) and a [`Hosts`] implementation per role.
+///
+/// ```text
+/// world! {
+///     /// Storage nodes and clients.
+///     pub enum KvsNode, config KvsConfig {
+///         msg: KvsMsg, timer: KvsTimer, durable: u32;
+///         /// A storage node.
+///         Storage(StorageNode),
+///         /// A client.
+///         Client(ScriptedClient),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! world {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident, config $config:ident {
+            msg: $msg:ty, timer: $timer:ty, durable: $durable:ty;
+            $( $(#[$role_meta:meta])* $variant:ident($role:ty) ),+ $(,)?
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+        // Roles differ in size; a world is model and simulator state, cloned whole at every
+        // step, where boxing the large roles would only add an allocation.
+        #[allow(clippy::large_enum_variant)]
+        $vis enum $name {
+            $( $(#[$role_meta])* $variant($role) ),+
+        }
+
+        #[doc = concat!("The configuration of a [`", stringify!($name), "`]: which role, configured how.")]
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+        $vis enum $config {
+            $( $(#[$role_meta])* $variant(<$role as $crate::Node>::Config) ),+
+        }
+
+        impl $crate::Node for $name {
+            type Config = $config;
+            type Msg = $msg;
+            type Timer = $timer;
+            type Durable = $durable;
+
+            fn init(cfg: &$config, durable: &$durable, out: &mut $crate::Outbox<Self>) -> Self {
+                match cfg {
+                    $( $config::$variant(cfg) => {
+                        Self::$variant($crate::init_within::<$role, Self>(cfg, durable, out))
+                    } )+
+                }
+            }
+
+            fn handle(
+                &mut self,
+                cfg: &$config,
+                input: $crate::Input<Self>,
+                out: &mut $crate::Outbox<Self>,
+            ) {
+                match (self, cfg) {
+                    $( (Self::$variant(node), $config::$variant(cfg)) => {
+                        $crate::handle_within(node, cfg, input, out)
+                    } )+
+                    #[allow(unreachable_patterns)]
+                    _ => unreachable!("a node always runs with the configuration of its own role"),
+                }
+            }
+
+            fn check_step(
+                cfg: &$config,
+                before: &Self,
+                after: &Self,
+            ) -> Result<(), $crate::Violation> {
+                match (cfg, before, after) {
+                    $( ($config::$variant(cfg), Self::$variant(before), Self::$variant(after)) => {
+                        <$role as $crate::Node>::check_step(cfg, before, after)
+                    } )+
+                    #[allow(unreachable_patterns)]
+                    _ => Ok(()),
+                }
+            }
+
+            fn is_idle(&self, cfg: &$config) -> bool {
+                match (self, cfg) {
+                    $( (Self::$variant(node), $config::$variant(cfg)) => {
+                        <$role as $crate::Node>::is_idle(node, cfg)
+                    } )+
+                    #[allow(unreachable_patterns)]
+                    _ => false,
+                }
+            }
+        }
+
+        $(
+            impl $crate::Hosts<$role> for $name {
+                fn role(&self) -> Option<&$role> {
+                    match self {
+                        Self::$variant(node) => Some(node),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+
+                fn role_config(cfg: &$config) -> Option<&<$role as $crate::Node>::Config> {
+                    match cfg {
+                        $config::$variant(cfg) => Some(cfg),
+                        #[allow(unreachable_patterns)]
+                        _ => None,
+                    }
+                }
+            }
+        )+
+    };
 }
 
 /// Runs [`Node::handle`] and then [`Node::check_step`] on the states before and after.

@@ -6,11 +6,9 @@
 
 use bytes::Bytes;
 use squall_proto::NodeId;
-use squall_proto::cache::{CacheConfig, invariants};
+use squall_proto::cache::{CacheConfig, CachedKvsConfig, CachedKvsNode, invariants};
 use squall_proto::kvs::invariants as kvs_invariants;
-use squall_proto::kvs::{
-    ClientConfig, Durability, KvsConfig, KvsNode, Op, Outcome, Ring, StorageConfig,
-};
+use squall_proto::kvs::{ClientConfig, Durability, Op, Outcome, Ring, ScriptConfig, StorageConfig};
 use squall_proto::lattice::{LatticeValue, Lww, Stamp, WriterId};
 use squall_proto::sim::{Faults, Sim};
 
@@ -23,19 +21,19 @@ fn lww(time: u64, writer: u64) -> LatticeValue {
     LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(writer)), value))
 }
 
-fn configs() -> Vec<(NodeId, KvsConfig)> {
+fn configs() -> Vec<(NodeId, CachedKvsConfig)> {
     let ring = Ring::with_members(16, (0..STORAGE).map(NodeId));
-    let mut configs: Vec<(NodeId, KvsConfig)> = (0..STORAGE)
+    let mut configs: Vec<(NodeId, CachedKvsConfig)> = (0..STORAGE)
         .map(|id| {
             let mut cfg = StorageConfig::new(NodeId(id), ring.clone(), 2);
             cfg.lease_period = cfg.lease_period.max(std::time::Duration::from_secs(3));
-            (NodeId(id), KvsConfig::Storage(cfg))
+            (NodeId(id), CachedKvsConfig::Storage(cfg))
         })
         .collect();
     for id in CACHES {
         let mut cfg = CacheConfig::new(id, ring.clone(), 2);
         cfg.max_keys = 2;
-        configs.push((id, KvsConfig::Cache(cfg)));
+        configs.push((id, CachedKvsConfig::Cache(cfg)));
     }
     // Two writers, one behind each cache, and a reader behind the second.
     let executors =
@@ -51,10 +49,10 @@ fn configs() -> Vec<(NodeId, KvsConfig)> {
                 ops.push(Op::Get { key: key.into() });
             }
         }
-        let mut cfg = ClientConfig::new(id, ring.clone(), 2, ops);
+        let mut cfg = ClientConfig::new(id, ring.clone(), 2);
         cfg.via = Some(via);
         cfg.max_attempts = 5;
-        configs.push((id, KvsConfig::Client(cfg)));
+        configs.push((id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops))));
     }
     configs
 }
@@ -69,7 +67,7 @@ fn faults() -> Faults {
     }
 }
 
-fn check_safety(seed: u64, sim: &Sim<KvsNode>) {
+fn check_safety(seed: u64, sim: &Sim<CachedKvsNode>) {
     let states = sim.states();
     let last = sim.trace().last();
     assert!(invariants::no_thin_air(&states), "seed {seed}: CACHE-I1 after {last:?}");
@@ -106,7 +104,7 @@ fn caches_stay_safe_under_faults_and_settle_fresh_after_healing() {
         checked += invariants::fresh_checked_count(&states);
         // The reader saw a key change between two of its reads: a push (or a refetch) moved
         // its cache forward.
-        if let Some(KvsNode::Client(reader)) = sim.node(NodeId(7)) {
+        if let Some(CachedKvsNode::Client(reader)) = sim.node(NodeId(7)) {
             let reads: Vec<&Outcome> = reader.outcomes().iter().step_by(KEYS.len()).collect();
             newer_reads += reads.windows(2).filter(|pair| pair[0] != pair[1]).count();
         }
@@ -128,7 +126,7 @@ fn subscriptions_follow_keys_to_a_joining_storage_node() {
         let ring = Ring::with_members(16, (0..STORAGE).map(NodeId));
         let mut joiner = StorageConfig::new(JOINER, ring, 2);
         joiner.join = true;
-        configs.push((JOINER, KvsConfig::Storage(joiner)));
+        configs.push((JOINER, CachedKvsConfig::Storage(joiner)));
         let mut sim = Sim::new(seed, faults(), configs);
         // No crash: a restarted cache comes back empty, and there would be nothing to move.
         sim.set_crashable([]);
@@ -144,11 +142,11 @@ fn subscriptions_follow_keys_to_a_joining_storage_node() {
         let states = sim.states();
         assert!(invariants::fresh_when_quiescent(&states), "seed {seed}: CACHE-I3");
         checked += invariants::fresh_checked_count(&states);
-        let Some(KvsNode::Storage(joined)) = sim.node(JOINER) else { panic!("storage") };
+        let Some(CachedKvsNode::Storage(joined)) = sim.node(JOINER) else { panic!("storage") };
         // A cache learns a view lazily, from the replicas of the keys it holds or fetches:
         // every key it holds must be routed by the current view.
         for cache in CACHES {
-            if let Some(KvsNode::Cache(cache)) = sim.node(cache) {
+            if let Some(CachedKvsNode::Cache(cache)) = sim.node(cache) {
                 for key in cache.entries().keys() {
                     let now = joined.ring().responsible(key, 2);
                     assert_eq!(cache.ring().responsible(key, 2), now, "seed {seed}: {key}");
@@ -167,7 +165,7 @@ fn subscriptions_follow_keys_to_a_joining_storage_node() {
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let run = |seed| {
-        let mut sim: Sim<KvsNode> = Sim::new(seed, faults(), configs());
+        let mut sim: Sim<CachedKvsNode> = Sim::new(seed, faults(), configs());
         sim.run(3_000).unwrap();
         (sim.trace().to_vec(), sim.stats())
     };
@@ -176,18 +174,18 @@ fn the_same_seed_gives_the_same_run() {
 
 #[cfg(feature = "mutants")]
 mod mutants {
-    use squall_proto::kvs::Mutant;
+    use squall_proto::cache::Mutant;
     use squall_proto::sim::SimError;
 
     use super::*;
 
-    fn with(mutant: Mutant) -> Vec<(NodeId, KvsConfig)> {
+    fn with(mutant: Mutant) -> Vec<(NodeId, CachedKvsConfig)> {
         configs()
             .into_iter()
             .map(|(id, cfg)| match cfg {
-                KvsConfig::Cache(mut cfg) => {
+                CachedKvsConfig::Cache(mut cfg) => {
                     cfg.mutant = Some(mutant);
-                    (id, KvsConfig::Cache(cfg))
+                    (id, CachedKvsConfig::Cache(cfg))
                 }
                 other => (id, other),
             })
@@ -197,7 +195,8 @@ mod mutants {
     #[test]
     fn a_push_that_overwrites_takes_a_cache_backwards() {
         let caught = (0..40).find_map(|seed| {
-            let mut sim: Sim<KvsNode> = Sim::new(seed, faults(), with(Mutant::PushOverwrites));
+            let mut sim: Sim<CachedKvsNode> =
+                Sim::new(seed, faults(), with(Mutant::PushOverwrites));
             sim.set_crashable([]);
             sim.run(6_000).err()
         });
@@ -211,7 +210,7 @@ mod mutants {
     #[test]
     fn a_cache_that_ignores_pushes_is_left_stale() {
         let stale = (0..40).any(|seed| {
-            let mut sim: Sim<KvsNode> = Sim::new(seed, faults(), with(Mutant::IgnorePushes));
+            let mut sim: Sim<CachedKvsNode> = Sim::new(seed, faults(), with(Mutant::IgnorePushes));
             sim.set_crashable([]);
             sim.run(6_000).expect("no step invariant covers this mutant");
             sim.run_until_settled(400_000, |sim| invariants::quiescent(&sim.states()))

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use squall_proto::NodeId;
 use squall_proto::kvs::invariants;
 use squall_proto::kvs::{
-    ClientConfig, Durability, KvsConfig, KvsNode, Op, Outcome, Ring, StorageConfig,
+    ClientConfig, Durability, KvsConfig, KvsNode, Op, Outcome, Ring, ScriptConfig, StorageConfig,
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
 use squall_proto::sim::{Faults, Sim};
@@ -51,9 +51,9 @@ fn configs() -> Vec<(NodeId, KvsConfig)> {
             put("s", member(writer, 2), Durability::Majority),
             Op::Get { key: "s".into() },
         ];
-        let mut cfg = ClientConfig::new(NodeId(STORAGE + c), ring.clone(), 3, ops);
+        let mut cfg = ClientConfig::new(NodeId(STORAGE + c), ring.clone(), 3);
         cfg.max_attempts = 20;
-        configs.push((NodeId(STORAGE + c), KvsConfig::Client(cfg)));
+        configs.push((NodeId(STORAGE + c), KvsConfig::Client(ScriptConfig::new(cfg, ops))));
     }
     configs
 }

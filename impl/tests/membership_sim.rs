@@ -10,7 +10,7 @@ use bytes::Bytes;
 use squall_proto::NodeId;
 use squall_proto::kvs::invariants;
 use squall_proto::kvs::{
-    ClientConfig, Durability, KvsConfig, KvsNode, Op, Outcome, Ring, StorageConfig,
+    ClientConfig, Durability, KvsConfig, KvsNode, Op, Outcome, Ring, ScriptConfig, StorageConfig,
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
 use squall_proto::sim::{Faults, Sim};
@@ -57,15 +57,17 @@ fn configs(durability: Durability) -> Vec<(NodeId, KvsConfig)> {
         }
         ops.push(Op::Get { key: "s".into() });
         let id = NodeId(FIRST_CLIENT + w);
-        let mut cfg = ClientConfig::new(id, ring.clone(), 3, ops);
+        let mut cfg = ClientConfig::new(id, ring.clone(), 3);
         cfg.max_attempts = 20;
-        configs.push((id, KvsConfig::Client(cfg)));
+        configs.push((id, KvsConfig::Client(ScriptConfig::new(cfg, ops))));
     }
     for (i, leaver) in LEAVERS.into_iter().enumerate() {
         let id = NodeId(FIRST_CLIENT + WRITERS + i as u64);
-        let mut cfg = ClientConfig::new(id, ring.clone(), 3, vec![Op::Leave { node: leaver }]);
+        let mut cfg = ClientConfig::new(id, ring.clone(), 3);
         cfg.max_attempts = 1_000;
-        configs.push((id, KvsConfig::Client(cfg)));
+        cfg.leave_after = cfg.retry_after;
+        let ops = vec![Op::Leave { node: leaver }];
+        configs.push((id, KvsConfig::Client(ScriptConfig::new(cfg, ops))));
     }
     configs
 }
@@ -179,7 +181,8 @@ mod mutants {
     #[test]
     fn deleting_before_the_handoff_ack_loses_writes_under_message_loss() {
         let lost = (0..40).any(|seed| {
-            let mut sim = Sim::new(seed, faults(false), with(Mutant::DeleteBeforeHandoffAck));
+            let mut sim: Sim<KvsNode> =
+                Sim::new(seed, faults(false), with(Mutant::DeleteBeforeHandoffAck));
             (0..6_000).any(|_| {
                 sim.step().expect("no step invariant covers this mutant");
                 !invariants::acknowledged_writes_held(&sim.states())

@@ -14,18 +14,17 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use squall_proto::NodeId;
-use squall_proto::cache::{CacheConfig, invariants};
-use squall_proto::kvs::{
-    ClientConfig, Durability, KvsConfig, KvsNode, Mutant, Op, Ring, StorageConfig,
-};
+use squall_proto::cache::{self, CacheConfig, CachedKvsConfig, CachedKvsNode, invariants};
+use squall_proto::kvs::{self, ClientConfig, Durability, Op, Ring, ScriptConfig, StorageConfig};
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, Stamp, WriterId};
+use squall_proto::mutants::Mutant;
 use stateright::Expectation;
 use stateright::actor::{ActorModel, ActorModelState, Network};
 
 use crate::adapter::{Adapter, no_step_violation, node_states};
 
 /// The node type the model runs.
-pub type CacheActor = Adapter<KvsNode>;
+pub type CacheActor = Adapter<CachedKvsNode>;
 /// The Stateright model.
 pub type CacheModel = ActorModel<CacheActor, (), ()>;
 
@@ -39,29 +38,36 @@ fn lww(time: u64) -> LatticeValue {
     LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(3)), Bytes::from_static(b"v")))
 }
 
-/// The configurations of every node, indexed by node id.
-pub fn configs(mutant: Option<Mutant>) -> Vec<KvsConfig> {
+/// The configurations of every node, indexed by node id. A storage-side mutant goes to the
+/// storage node, a cache mutant to both caches.
+pub fn configs(mutant: Option<Mutant>) -> Vec<CachedKvsConfig> {
     let ring = Ring::with_members(4, [STORAGE]);
     let mut storage = StorageConfig::new(STORAGE, ring.clone(), 1);
     storage.schema = BTreeMap::from([("".to_owned(), LatticeType::Lww)]);
-    storage.mutant = mutant;
+    storage.mutant = match mutant {
+        Some(Mutant::Kvs(m)) => Some(m),
+        _ => None,
+    };
     let cache = |id, max_keys| {
         let mut cfg = CacheConfig::new(id, ring.clone(), 1);
         cfg.max_keys = max_keys;
         cfg.max_attempts = 1;
-        cfg.mutant = mutant;
-        KvsConfig::Cache(cfg)
+        cfg.mutant = match mutant {
+            Some(Mutant::Cache(m)) => Some(m),
+            _ => None,
+        };
+        CachedKvsConfig::Cache(cfg)
     };
     let executor = |id, via, ops| {
-        let mut cfg = ClientConfig::new(id, ring.clone(), 1, ops);
+        let mut cfg = ClientConfig::new(id, ring.clone(), 1);
         cfg.via = Some(via);
         cfg.max_attempts = 1;
-        KvsConfig::Client(cfg)
+        CachedKvsConfig::Client(ScriptConfig::new(cfg, ops))
     };
     let put = |time| Op::Put { key: "x".into(), value: lww(time), durability: Durability::One };
     let get = |key: &str| Op::Get { key: key.into() };
     vec![
-        KvsConfig::Storage(storage),
+        CachedKvsConfig::Storage(storage),
         cache(WRITER_CACHE, 100),
         cache(READER_CACHE, 100),
         executor(WRITER, WRITER_CACHE, vec![put(1), put(2)]),
@@ -134,9 +140,17 @@ pub enum Scenario {
 
 /// The mutants each scenario catches, by command-line name.
 pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
-    let list: &[Mutant] = match scenario {
-        Scenario::NoCrash => &Mutant::CACHE,
-        Scenario::Restart => &Mutant::CACHE_RESTART,
+    let list = match scenario {
+        Scenario::NoCrash => vec![
+            Mutant::Cache(cache::Mutant::CacheMissAsBottom),
+            Mutant::Cache(cache::Mutant::PushOverwrites),
+            Mutant::Cache(cache::Mutant::IgnorePushes),
+            Mutant::Kvs(kvs::Mutant::RenewalClearsPushes),
+            Mutant::Kvs(kvs::Mutant::KeepLapsedSubscribers),
+            Mutant::Cache(cache::Mutant::AckExecutorEarly),
+            Mutant::Cache(cache::Mutant::ForgetExecutorAck),
+        ],
+        Scenario::Restart => vec![Mutant::Cache(cache::Mutant::PushIgnoresIncarnation)],
     };
-    list.iter().map(|m| (m.name(), *m)).collect()
+    list.into_iter().map(|m| (m.bare_name(), m)).collect()
 }

@@ -34,7 +34,7 @@ use bytes::Bytes;
 use squall_proto::NodeId;
 use squall_proto::kvs::invariants;
 use squall_proto::kvs::{
-    ClientConfig, Durability, KvsConfig, KvsNode, Mutant, Op, Ring, StorageConfig,
+    ClientConfig, Durability, KvsConfig, KvsNode, Mutant, Op, Ring, ScriptConfig, StorageConfig,
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
 use stateright::Expectation;
@@ -168,10 +168,10 @@ pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<KvsConfig> {
         // (which uses one up), or after a timeout to put through the key's other replica.
         let membership = matches!(scenario, Scenario::Join | Scenario::Leave);
         let writer = membership && matches!(ops[0], Op::Put { .. });
-        let mut cfg = ClientConfig::new(id, ring.clone(), scenario.replication(), ops);
+        let mut cfg = ClientConfig::new(id, ring.clone(), scenario.replication());
         cfg.max_attempts = if writer { 2 } else { 1 };
         cfg.mutant = mutant;
-        KvsConfig::Client(cfg)
+        KvsConfig::Client(ScriptConfig::new(cfg, ops))
     });
     storage.chain(clients).collect()
 }
@@ -308,11 +308,32 @@ const PROPERTIES: [KvsProperty; 9] = [
 
 /// The mutants each scenario must catch, by command-line name.
 pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
+    use Mutant::*;
     let list: &[Mutant] = match scenario {
-        Scenario::CrashStop => &Mutant::KVS,
-        Scenario::Restart => &Mutant::KVS_RESTART,
-        Scenario::Join => &Mutant::MEMBERSHIP_JOIN,
-        Scenario::Leave => &Mutant::MEMBERSHIP_LEAVE,
+        Scenario::CrashStop => &[
+            AckBeforeReplicas,
+            GossipSkipsReplica,
+            AcceptMismatch,
+            MissingAsBottom,
+            RollbackOnReject,
+            AcksNeverRecorded,
+        ],
+        Scenario::Restart => &[IgnoreIncarnation, AckBeforeReplicas],
+        Scenario::Join => &[
+            DeleteBeforeHandoffAck,
+            KeepHandedOff,
+            ForgetNewOwner,
+            ReleaseOwnedKeys,
+            RingAcksIgnored,
+        ],
+        Scenario::Leave => &[
+            FollowStaleRedirect,
+            DeleteBeforeHandoffAck,
+            ForgetNewOwner,
+            ReleaseOwnedKeys,
+            RingAcksIgnored,
+            SilentDeparture,
+        ],
     };
     list.iter().map(|m| (m.name(), *m)).collect()
 }

@@ -241,10 +241,24 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
 
 /// The mutants each scenario catches, by command-line name.
 pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
+    use Mutant::*;
     let list: &[Mutant] = match scenario {
-        Scenario::Dsrr => &Mutant::DSRR,
-        Scenario::DsrrCrash => &Mutant::DSRR_CRASH,
-        Scenario::Causal => &Mutant::CAUSAL,
+        Scenario::Dsrr => &[
+            SkipRemoteRead,
+            PinByClient,
+            ReleaseBeforeSink,
+            IgnoreRelease,
+            RecordEveryResult,
+            GiveUpOnAbort,
+            EveryFunctionPrecedes,
+        ],
+        // It runs one attempt, so the retry mutants are the `dsrr` model's.
+        Scenario::DsrrCrash => {
+            &[SkipRemoteRead, ReleaseBeforeSink, IgnoreRelease, EveryFunctionPrecedes, StaleHoldOk]
+        }
+        Scenario::Causal => {
+            &[SkipRemoteRead, ExposeBeforeDeps, IgnoreFrontier, EveryFunctionPrecedes]
+        }
     };
     list.iter().map(|m| (m.name(), *m)).collect()
 }

@@ -5,7 +5,8 @@
 use squall_model::cache::{Scenario, model, mutants};
 use squall_model::{CheckOptions, run};
 use squall_proto::cache::invariants;
-use squall_proto::kvs::Mutant;
+use squall_proto::mutants::Mutant;
+use squall_proto::{cache, kvs};
 use stateright::{Checker, Model};
 
 #[test]
@@ -36,20 +37,20 @@ fn property_names_start_with_their_invariant_ids() {
 #[test]
 fn every_cache_mutant_makes_its_property_fail() {
     let expected = [
-        (Mutant::CacheMissAsBottom, invariants::NO_THIN_AIR),
-        (Mutant::PushOverwrites, invariants::MONOTONE_READS),
-        (Mutant::IgnorePushes, invariants::FRESH),
-        (Mutant::RenewalClearsPushes, invariants::FRESH),
-        (Mutant::KeepLapsedSubscribers, invariants::LEASED),
-        (Mutant::AckExecutorEarly, invariants::WRITE_THROUGH),
-        (Mutant::ForgetExecutorAck, invariants::QUIESCENCE_REACHABLE),
+        (Mutant::Cache(cache::Mutant::CacheMissAsBottom), invariants::NO_THIN_AIR),
+        (Mutant::Cache(cache::Mutant::PushOverwrites), invariants::MONOTONE_READS),
+        (Mutant::Cache(cache::Mutant::IgnorePushes), invariants::FRESH),
+        (Mutant::Kvs(kvs::Mutant::RenewalClearsPushes), invariants::FRESH),
+        (Mutant::Kvs(kvs::Mutant::KeepLapsedSubscribers), invariants::LEASED),
+        (Mutant::Cache(cache::Mutant::AckExecutorEarly), invariants::WRITE_THROUGH),
+        (Mutant::Cache(cache::Mutant::ForgetExecutorAck), invariants::QUIESCENCE_REACHABLE),
     ];
     assert_eq!(expected.len(), mutants(Scenario::NoCrash).len());
     for (mutant, id) in expected {
         let opts = CheckOptions { progress: false, ..CheckOptions::default() };
         let report = run(
             "cache",
-            Some(mutant.name().to_owned()),
+            Some(mutant.bare_name().to_owned()),
             model(Scenario::NoCrash, Some(mutant)),
             opts,
         );

@@ -24,9 +24,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Value, json};
+use squall_proto::cache::{CacheConfig, CachedKvsConfig, CachedKvsNode};
 use squall_proto::gossip::{self, GossipConfig, GossipNode, ReplicaConfig};
 use squall_proto::kvs::{
-    self, ClientConfig, Durability, KvsConfig, KvsNode, Op, Ring, StorageConfig,
+    self, ClientConfig, Durability, KvsConfig, KvsNode, Op, Ring, ScriptConfig, StorageConfig,
 };
 use squall_proto::lattice::{
     Dependencies, LatticeType, LatticeValue, Lww, MultiKeyCausal, SetUnion, Stamp, VectorClock,
@@ -332,7 +333,14 @@ fn kvs_role(cfg: &KvsConfig) -> &'static str {
     match cfg {
         KvsConfig::Storage(_) => "storage",
         KvsConfig::Client(_) => "client",
-        KvsConfig::Cache(_) => "cache",
+    }
+}
+
+fn cache_role(cfg: &CachedKvsConfig) -> &'static str {
+    match cfg {
+        CachedKvsConfig::Storage(_) => "storage",
+        CachedKvsConfig::Client(_) => "client",
+        CachedKvsConfig::Cache(_) => "cache",
     }
 }
 
@@ -354,22 +362,20 @@ fn kvs_put_get() -> String {
         Op::Put { key: "k0".into(), value: wrong, durability: Durability::One },
         Op::Get { key: "k1".into() },
     ];
-    configs.push((NodeId(3), KvsConfig::Client(ClientConfig::new(NodeId(3), ring, 3, ops))));
+    let client = ClientConfig::new(NodeId(3), ring, 3);
+    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
     run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 400)
 }
 
 fn cache_push() -> String {
     let ids: Vec<NodeId> = (0..2).map(NodeId).collect();
     let ring = Ring::with_members(16, ids.iter().copied());
-    let mut configs: Vec<(NodeId, KvsConfig)> = ids
+    let mut configs: Vec<(NodeId, CachedKvsConfig)> = ids
         .iter()
-        .map(|&id| (id, KvsConfig::Storage(StorageConfig::new(id, ring.clone(), 2))))
+        .map(|&id| (id, CachedKvsConfig::Storage(StorageConfig::new(id, ring.clone(), 2))))
         .collect();
     let cache = NodeId(2);
-    configs.push((
-        cache,
-        KvsConfig::Cache(squall_proto::cache::CacheConfig::new(cache, ring.clone(), 2)),
-    ));
+    configs.push((cache, CachedKvsConfig::Cache(CacheConfig::new(cache, ring.clone(), 2))));
     // The executor reads k through the cache (a miss, then a subscription), writes it, and
     // reads it again; a direct client's later write reaches the cache as a push.
     let executor_ops = vec![
@@ -377,15 +383,16 @@ fn cache_push() -> String {
         Op::Put { key: "k".into(), value: lww(1, 3, b"mine"), durability: Durability::All },
         Op::Get { key: "k".into() },
     ];
-    let mut executor = ClientConfig::new(NodeId(3), ring.clone(), 2, executor_ops);
+    let mut executor = ClientConfig::new(NodeId(3), ring.clone(), 2);
     executor.via = Some(cache);
-    configs.push((NodeId(3), KvsConfig::Client(executor)));
+    configs.push((NodeId(3), CachedKvsConfig::Client(ScriptConfig::new(executor, executor_ops))));
     let direct_ops = vec![
         Op::Get { key: "other".into() },
         Op::Put { key: "k".into(), value: lww(5, 4, b"theirs"), durability: Durability::All },
     ];
-    configs.push((NodeId(4), KvsConfig::Client(ClientConfig::new(NodeId(4), ring, 2, direct_ops))));
-    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 600)
+    let direct = ClientConfig::new(NodeId(4), ring, 2);
+    configs.push((NodeId(4), CachedKvsConfig::Client(ScriptConfig::new(direct, direct_ops))));
+    run::<CachedKvsNode>(configs, cache_role, kvs::invariants::quiescent, 600)
 }
 
 fn session_role(cfg: &SessionConfig) -> &'static str {

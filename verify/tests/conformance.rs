@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 
+use squall_proto::cache::CachedKvsNode;
 use squall_proto::gossip::GossipNode;
 use squall_proto::kvs::KvsNode;
 use squall_proto::session::SessionNode;
@@ -53,7 +54,8 @@ fn every_trace_replays_from_its_own_json() {
         let trace = (scenario.trace)();
         let replayed = match scenario.name.split('-').next() {
             Some("gossip") => replay::<GossipNode<u16>>(&trace),
-            Some("kvs" | "cache") => replay::<KvsNode>(&trace),
+            Some("kvs") => replay::<KvsNode>(&trace),
+            Some("cache") => replay::<CachedKvsNode>(&trace),
             Some("session") => replay::<SessionNode>(&trace),
             _ => panic!("{}: which protocol?", scenario.name),
         };

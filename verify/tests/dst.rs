@@ -107,7 +107,7 @@ fn every_mutant_is_caught_within_the_bound_in_its_own_world() {
         let world = caught.failure().expect("found by it").world;
         let expected = match mutant {
             Mutant::Gossip(_) => "gossip",
-            Mutant::Kvs(_) => "kvs",
+            Mutant::Kvs(_) | Mutant::Cache(_) => "kvs",
             Mutant::Session(_) => "session",
         };
         assert_eq!(world, expected, "{}", mutant.name());

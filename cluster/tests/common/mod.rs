@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use squall_cluster::client::{KvClient, KvError};
 use squall_cluster::config::ClusterConfig;
 use squall_cluster::local::LocalNode;
-use squall_proto::kvs::{Key, KvsNode};
+use squall_proto::kvs::Key;
 use squall_proto::lattice::{LatticeValue, Stamp};
 use squall_verify::history::{Held, History, Level, Op, Status};
 
@@ -37,11 +37,16 @@ pub fn config(name: &str, initial: usize, joiners: usize, replication: usize) ->
          [limits]\nmax_value_bytes = 65536\nmax_frame_bytes = 131072\ndrain_ms = 500\n",
         data_dir(name)
     );
+    // Two ports the system handed out in turn may be the same one: draw until all differ.
+    let mut ports = std::collections::BTreeSet::new();
+    while ports.len() < 2 * (initial + joiners) {
+        ports.insert(free_port());
+    }
+    let mut ports = ports.into_iter();
     for id in 0..initial + joiners {
+        let (rpc, resp) = (ports.next().expect("drawn"), ports.next().expect("drawn"));
         text.push_str(&format!(
-            "[[node]]\nid = {id}\nrpc = \"127.0.0.1:{}\"\nresp = \"127.0.0.1:{}\"\njoin = {}\n",
-            free_port(),
-            free_port(),
+            "[[node]]\nid = {id}\nrpc = \"127.0.0.1:{rpc}\"\nresp = \"127.0.0.1:{resp}\"\njoin = {}\n",
             id >= initial
         ));
     }
@@ -65,13 +70,7 @@ pub async fn start(config: &ClusterConfig, id: u64) -> LocalNode {
 
 /// A node's store, if it is a storage node that answered.
 pub async fn store(node: &LocalNode) -> Option<(bool, BTreeMap<Key, LatticeValue>)> {
-    node.handle()
-        .inspect(|node| match node {
-            KvsNode::Storage(s) => Some((s.is_idle(), s.store().clone())),
-            _ => None,
-        })
-        .await
-        .flatten()
+    node.handle().inspect(|s| (s.is_idle(), s.store().clone())).await
 }
 
 /// Waits until every node is idle (nothing behind, nothing pending) with identical stores, and

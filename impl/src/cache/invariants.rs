@@ -2,9 +2,10 @@
 //! `None` for a crashed node). Executors are KVS clients whose operations go through a cache,
 //! so the KVS invariants about clients apply to them unchanged.
 
-use crate::kvs::invariants::{Nodes, finished, joins_some, live_storages, written};
-use crate::kvs::{KvsConfig, KvsNode, Op, Outcome};
+use crate::kvs::invariants::{KvsWorld, finished, joins_some, live_storages, written};
+use crate::kvs::{Op, Outcome};
 use crate::lattice::LatticeValue;
+use crate::node::{Hosts, Nodes, live};
 
 use super::{CacheConfig, CacheNode};
 
@@ -22,15 +23,19 @@ pub const WRITE_THROUGH: &str = "CACHE-I5";
 /// CACHE-L1: quiescence with every put acknowledged is reachable.
 pub const QUIESCENCE_REACHABLE: &str = "CACHE-L1";
 
-fn caches<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a CacheConfig, &'a CacheNode)> {
-    nodes.iter().filter_map(|(cfg, node)| match (cfg, node) {
-        (KvsConfig::Cache(cfg), Some(KvsNode::Cache(cache))) => Some((cfg, cache)),
-        _ => None,
-    })
+/// A world the cache invariants judge: a KVS world that hosts caches too.
+pub trait CacheWorld: KvsWorld + Hosts<CacheNode> {}
+
+impl<W: KvsWorld + Hosts<CacheNode>> CacheWorld for W {}
+
+fn caches<'a, W: CacheWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a CacheConfig, &'a CacheNode)> + 'a {
+    live::<CacheNode, W>(nodes)
 }
 
 /// CACHE-I1 over every live cache's entries and every executor's reads.
-pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
+pub fn no_thin_air<W: CacheWorld>(nodes: &Nodes<'_, W>) -> bool {
     let entries = caches(nodes).all(|(_, cache)| {
         cache.entries().iter().all(|(key, entry)| {
             entry.value.as_ref().is_none_or(|value| joins_some(value, &written(nodes, key)))
@@ -45,14 +50,14 @@ pub use crate::kvs::invariants::quiescent;
 
 /// CACHE-I3: quiescent ⇒ every cached key that all its live replicas list the cache as a
 /// subscriber of holds exactly their value (`None` where they hold none).
-pub fn fresh_when_quiescent(nodes: &Nodes<'_>) -> bool {
+pub fn fresh_when_quiescent<W: CacheWorld>(nodes: &Nodes<'_, W>) -> bool {
     !quiescent(nodes)
         || fresh_checked(nodes).iter().all(|(cached, held)| held.iter().all(|h| h == cached))
 }
 
 /// How many cached entries CACHE-I3 compares with their replicas (those subscribed at every
 /// live replica): a test that claims CACHE-I3 held must also see this above zero.
-pub fn fresh_checked_count(nodes: &Nodes<'_>) -> usize {
+pub fn fresh_checked_count<W: CacheWorld>(nodes: &Nodes<'_, W>) -> usize {
     fresh_checked(nodes).len()
 }
 
@@ -60,7 +65,7 @@ pub fn fresh_checked_count(nodes: &Nodes<'_>) -> usize {
 type Compared<'a> = (Option<&'a LatticeValue>, Vec<Option<&'a LatticeValue>>);
 
 /// The cached entries CACHE-I3 applies to, each with its live replicas' values.
-fn fresh_checked<'a>(nodes: &'a Nodes<'a>) -> Vec<Compared<'a>> {
+fn fresh_checked<'a, W: CacheWorld>(nodes: &'a Nodes<'a, W>) -> Vec<Compared<'a>> {
     let storages = live_storages(nodes);
     let mut compared = Vec::new();
     for (cfg, cache) in caches(nodes) {
@@ -79,18 +84,18 @@ fn fresh_checked<'a>(nodes: &'a Nodes<'a>) -> Vec<Compared<'a>> {
 }
 
 /// CACHE-I4 over every live storage node.
-pub fn leased(nodes: &Nodes<'_>) -> bool {
+pub fn leased<W: CacheWorld>(nodes: &Nodes<'_, W>) -> bool {
     live_storages(nodes).iter().all(|(_, s)| s.subscriptions().leases_current())
 }
 
 /// CACHE-I5: every put acknowledged to an executor is below the join of the storage nodes'
 /// values of its key.
-pub fn acknowledged_puts_in_kvs(nodes: &Nodes<'_>) -> bool {
+pub fn acknowledged_puts_in_kvs<W: CacheWorld>(nodes: &Nodes<'_, W>) -> bool {
     crate::kvs::invariants::acknowledged_writes_held(nodes)
 }
 
 /// Whether the run is quiescent with every put acknowledged: the states CACHE-L1 asks for.
-pub fn quiescent_with_puts_acknowledged(nodes: &Nodes<'_>) -> bool {
+pub fn quiescent_with_puts_acknowledged<W: CacheWorld>(nodes: &Nodes<'_, W>) -> bool {
     quiescent(nodes)
         && finished(nodes).all(|(op, outcome)| match op {
             Op::Put { .. } => *outcome == Outcome::Written,

@@ -24,13 +24,51 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::base::{mutants, seeded_defects};
 use crate::kvs::{
-    Durability, Key, KvsMsg, KvsNode, KvsTimer, Membership, Mutant, ReqId, Ring, seeded_defects,
+    Durability, Key, KvsMsg, KvsTimer, Membership, PutError, ReqId, Ring, ScriptedClient,
+    StorageNode,
 };
 use crate::lattice::LatticeValue;
-use crate::node::{Input, NodeId, Outbox, Violation};
+use crate::node::{Input, Node, NodeId, Outbox, Violation};
 
-type Out = Outbox<KvsNode>;
+type Out = Outbox<CacheNode>;
+
+mutants! {
+    /// Seeded defects of the cache that the model checker and the simulator must catch. (The
+    /// storage side of subscriptions has its own, in [`crate::kvs::Mutant`].)
+    pub enum Mutant {
+        /// The cache acknowledges an executor's put before the KVS acknowledged it.
+        AckExecutorEarly => "ack-executor-early",
+        /// A push replaces the cached value instead of merging into it (Anna's cache on a type
+        /// change), so a push from a lagging replica takes the cache back.
+        PushOverwrites => "push-overwrites",
+        /// The cache acknowledges pushes but does not apply them.
+        IgnorePushes => "ignore-pushes",
+        /// A cache miss on a key the KVS does not hold caches and returns bottom.
+        CacheMissAsBottom => "cache-miss-as-bottom",
+        /// The cache never passes the KVS's acknowledgement of a write-through on to its
+        /// executor.
+        ForgetExecutorAck => "forget-executor-ack",
+        /// A restarted cache takes pushes meant for its predecessor, which may answer fetches
+        /// made before a write.
+        PushIgnoresIncarnation => "push-ignores-incarnation",
+    }
+}
+
+crate::world! {
+    /// A KVS with caches: storage nodes, caches, and scripted applications with their clients
+    /// (an executor is one whose client goes through a cache: `ClientConfig::via`).
+    pub enum CachedKvsNode, config CachedKvsConfig {
+        msg: KvsMsg, timer: KvsTimer, durable: u32;
+        /// A storage node.
+        Storage(StorageNode),
+        /// A scripted application (or executor) with its client.
+        Client(ScriptedClient),
+        /// A cache.
+        Cache(CacheNode),
+    }
+}
 
 /// How a cache is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -144,9 +182,8 @@ pub struct CacheNode {
 }
 
 impl CacheNode {
-    /// Starts (or restarts, with the incarnation it persisted) a cache: empty, routing by the
-    /// configured ring, numbering its requests from its new incarnation.
-    pub fn init(cfg: &CacheConfig, persisted: u32, out: &mut Out) -> Self {
+    /// See [`Node::init`].
+    fn start(cfg: &CacheConfig, persisted: u32, out: &mut Out) -> Self {
         let incarnation = persisted + 1;
         out.persist(incarnation);
         Self {
@@ -188,8 +225,7 @@ impl CacheNode {
         self.fetching.is_empty() && self.writes.is_empty()
     }
 
-    /// Advances the cache by one input.
-    pub fn handle(&mut self, cfg: &CacheConfig, input: Input<KvsNode>, out: &mut Out) {
+    fn step(&mut self, cfg: &CacheConfig, input: Input<Self>, out: &mut Out) {
         match input {
             Input::Receive { from, msg: KvsMsg::Get { req, .. } | KvsMsg::Put { req, .. } }
                 if self.seen.get(&from).is_some_and(|seen| req <= *seen) =>
@@ -302,12 +338,11 @@ impl CacheNode {
         if let Some(cached) = cached
             && cached.lattice_type() != write.value.lattice_type()
         {
-            let error =
-                crate::kvs::PutError::mismatch(cached.lattice_type(), write.value.lattice_type());
+            let error = PutError::mismatch(cached.lattice_type(), write.value.lattice_type());
             return out.send(write.executor, KvsMsg::PutRejected { req: write.req, error });
         }
         if self.writes.len() >= cfg.max_writes as usize {
-            let error = crate::kvs::PutError::Overloaded;
+            let error = PutError::Overloaded;
             return out.send(write.executor, KvsMsg::PutRejected { req: write.req, error });
         }
         if cfg.has(Mutant::AckExecutorEarly) {
@@ -513,7 +548,7 @@ impl CacheNode {
     }
 
     /// CACHE-I2: while a key stays cached, its value never goes backwards.
-    pub fn check_step(before: &Self, after: &Self) -> Result<(), Violation> {
+    fn monotone(before: &Self, after: &Self) -> Result<(), Violation> {
         for (key, old) in &before.entries {
             let Some(new) = after.entries.get(key) else { continue };
             let forward = match (&old.value, &new.value) {
@@ -549,4 +584,32 @@ fn apply(cfg: &CacheConfig, entry: &mut Entry, pushed: Option<LatticeValue>) {
     }
 }
 
-seeded_defects!(CacheConfig);
+seeded_defects!(CacheConfig, Mutant);
+
+impl Node for CacheNode {
+    type Config = CacheConfig;
+    type Msg = KvsMsg;
+    type Timer = KvsTimer;
+    /// The cache's incarnation.
+    type Durable = u32;
+
+    /// Starts (or restarts, with the incarnation it persisted) a cache: empty, routing by the
+    /// configured ring, numbering its requests from its new incarnation.
+    fn init(cfg: &CacheConfig, persisted: &u32, out: &mut Out) -> Self {
+        Self::start(cfg, *persisted, out)
+    }
+
+    fn handle(&mut self, cfg: &CacheConfig, input: Input<Self>, out: &mut Out) {
+        self.step(cfg, input, out);
+    }
+
+    /// CACHE-I2: while a key stays cached, its value never goes backwards.
+    fn check_step(_: &CacheConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        Self::monotone(before, after)
+    }
+
+    /// No fetch and no write-through in flight.
+    fn is_idle(&self, _: &CacheConfig) -> bool {
+        self.is_idle()
+    }
+}

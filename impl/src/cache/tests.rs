@@ -8,7 +8,7 @@ use bytes::Bytes;
 use super::*;
 use crate::kvs::{PutError, StorageConfig, StorageNode};
 use crate::lattice::{Lww, Stamp, WriterId};
-use crate::node::Output;
+use crate::node::{Node, Output};
 
 const S0: NodeId = NodeId(0);
 const S1: NodeId = NodeId(1);
@@ -35,13 +35,13 @@ fn step(
     cache: &mut CacheNode,
     from: NodeId,
     msg: KvsMsg,
-) -> Vec<Output<KvsNode>> {
+) -> Vec<Output<CacheNode>> {
     let mut out = Outbox::new();
     cache.handle(cfg, Input::Receive { from, msg }, &mut out);
     out.into_iter().collect()
 }
 
-fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
+fn send<N: Node<Msg = KvsMsg>>(to: NodeId, msg: KvsMsg) -> Output<N> {
     Output::Send { to, msg }
 }
 
@@ -72,7 +72,7 @@ fn get(req: u64, key: &str) -> KvsMsg {
 
 /// A cache holding `key` at `value`, fetched by `EXEC` with request 0.
 fn holding(cfg: &CacheConfig, key: &str, value: LatticeValue) -> CacheNode {
-    let mut cache = CacheNode::init(cfg, 0, &mut Outbox::new());
+    let mut cache = CacheNode::init(cfg, &0, &mut Outbox::new());
     step(cfg, &mut cache, EXEC, get(0, key));
     step(cfg, &mut cache, S0, answer(0, key, Some(value)));
     cache
@@ -81,7 +81,7 @@ fn holding(cfg: &CacheConfig, key: &str, value: LatticeValue) -> CacheNode {
 #[test]
 fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_waiter() {
     let cfg = cfg();
-    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
+    let mut cache = CacheNode::init(&cfg, &0, &mut Outbox::new());
     let first = step(&cfg, &mut cache, EXEC, get(0, "k"));
     let mut expected: Vec<_> = ring()
         .responsible("k", 2)
@@ -114,7 +114,7 @@ fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_wait
 #[test]
 fn a_missing_key_is_cached_as_missing_not_as_bottom() {
     let cfg = cfg();
-    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
+    let mut cache = CacheNode::init(&cfg, &0, &mut Outbox::new());
     step(&cfg, &mut cache, EXEC, get(0, "k"));
     let answered = step(&cfg, &mut cache, S0, answer(0, "k", None));
     assert_eq!(answered, [send(EXEC, KvsMsg::GetOk { req: 0, value: None })]);
@@ -137,7 +137,7 @@ fn pushes_merge_so_a_late_older_push_never_takes_an_entry_back() {
 #[test]
 fn a_push_for_a_key_the_cache_does_not_hold_is_answered_with_unsubscribe() {
     let cfg = cfg();
-    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
+    let mut cache = CacheNode::init(&cfg, &0, &mut Outbox::new());
     let outputs = step(&cfg, &mut cache, S0, push("gone", Some(lww(1))));
     assert_eq!(outputs, [send(S0, KvsMsg::Unsubscribe { incarnation: 1, keys: keys(&["gone"]) })]);
 }
@@ -174,7 +174,7 @@ fn a_put_of_another_type_than_the_cached_one_is_rejected_at_once() {
 #[test]
 fn a_rejection_is_passed_on_only_for_the_first_attempt() {
     let cfg = cfg();
-    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
+    let mut cache = CacheNode::init(&cfg, &0, &mut Outbox::new());
     let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(1), durability: Durability::One };
     step(&cfg, &mut cache, EXEC, put);
     let rejected = KvsMsg::PutRejected { req: FIRST, error: PutError::Overloaded };
@@ -253,22 +253,25 @@ fn cached_values_only_move_forward_as_a_step_invariant() {
     let cfg = cfg();
     let newer = holding(&cfg, "k", lww(2));
     let older = holding(&cfg, "k", lww(1));
-    assert!(CacheNode::check_step(&older, &newer).is_ok());
-    assert_eq!(CacheNode::check_step(&newer, &older).unwrap_err().id, invariants::MONOTONE_READS);
+    assert!(CacheNode::check_step(&cfg, &older, &newer).is_ok());
+    assert_eq!(
+        CacheNode::check_step(&cfg, &newer, &older).unwrap_err().id,
+        invariants::MONOTONE_READS
+    );
 }
 
 fn storage() -> (StorageConfig, StorageNode) {
     let cfg = StorageConfig::new(S0, Ring::with_members(8, [S0]), 1);
     let mut out = Outbox::new();
-    let node = StorageNode::init(&cfg, 0, &mut out);
+    let node = StorageNode::init(&cfg, &0, &mut out);
     (cfg, node)
 }
 
 fn storage_step(
     cfg: &StorageConfig,
     node: &mut StorageNode,
-    input: Input<KvsNode>,
-) -> Vec<Output<KvsNode>> {
+    input: Input<StorageNode>,
+) -> Vec<Output<StorageNode>> {
     let mut out = Outbox::new();
     node.handle(cfg, input, &mut out);
     out.into_iter().collect()
@@ -438,7 +441,7 @@ fn a_fetch_is_answered_even_when_the_cache_is_still_subscribed() {
 fn a_restarted_cache_never_takes_an_old_answer_for_a_new_write() {
     let cfg = cfg();
     let mut out = Outbox::new();
-    let mut restarted = CacheNode::init(&cfg, 1, &mut out);
+    let mut restarted = CacheNode::init(&cfg, &1, &mut out);
     assert_eq!(out.into_iter().next(), Some(Output::Persist(2)));
     let put = KvsMsg::Put { req: 0, key: "k".into(), value: lww(1), durability: Durability::One };
     step(&cfg, &mut restarted, EXEC, put);
@@ -475,7 +478,7 @@ fn a_write_acknowledged_during_a_fetch_restarts_it() {
     // The answer already on its way may predate the write: only an answer to a `Fetch` sent
     // after the acknowledgement resolves the fetch.
     let cfg = cfg();
-    let mut cache = CacheNode::init(&cfg, 0, &mut Outbox::new());
+    let mut cache = CacheNode::init(&cfg, &0, &mut Outbox::new());
     step(&cfg, &mut cache, OTHER_EXEC, get(0, "k"));
     let put = KvsMsg::Put { req: 1, key: "k".into(), value: lww(2), durability: Durability::All };
     step(&cfg, &mut cache, EXEC, put);
@@ -531,7 +534,7 @@ fn only_evictions_and_writes_acknowledged_during_a_fetch_advance_the_epoch() {
     let replica = ring().responsible("new", 2)[0];
     assert!(fetched.contains(&send(replica, fetch(0, &["new"]))), "{fetched:?}");
     // A restarted cache starts again from epoch 0.
-    let mut restarted = CacheNode::init(&cfg, 1, &mut Outbox::new());
+    let mut restarted = CacheNode::init(&cfg, &1, &mut Outbox::new());
     let fetched = step(&cfg, &mut restarted, EXEC, get(0, "new"));
     let fetch2 = KvsMsg::Fetch { incarnation: 2, keys: keys(&["new"]), epoch: 0 };
     assert!(fetched.contains(&send(replica, fetch2)), "{fetched:?}");

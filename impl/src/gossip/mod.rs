@@ -20,6 +20,7 @@ use std::time::Duration;
 pub use client::{Client, ClientConfig};
 pub use replica::{Replica, ReplicaConfig};
 
+use crate::base::mutants;
 use crate::lattice::Lww;
 use crate::node::{Input, Node, Outbox, Violation};
 
@@ -61,47 +62,24 @@ pub enum GossipTimer {
     Retry,
 }
 
-/// Seeded defects that the model checker and the simulator must catch. A replica carries one
-/// only through `ReplicaConfig::mutant`, which exists only with the `mutants` feature that
-/// production builds do not enable.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Mutant {
-    /// A replica replaces its value with incoming gossip instead of joining it.
-    OverwriteMerge,
-    /// A replica merges stamp and value independently, producing a write nobody made.
-    TornLww,
-    /// A replica merges with Anna's LWW rule: the incoming write wins on equal times.
-    LwwIgnoresWriter,
-    /// A replica's gossip skips its last peer yet records that peer as up to date.
-    SkipPeer,
-    /// A replica never acknowledges gossip, so its peers re-send for ever.
-    DropGossipAck,
-    /// A replica sends gossip once and does not re-arm its timer (Anna's fire-and-forget), so a
-    /// lost gossip message is never replaced.
-    NoRetransmit,
-}
-
-impl Mutant {
-    /// Every mutant, in a stable order.
-    pub const ALL: [Self; 6] = [
-        Self::OverwriteMerge,
-        Self::TornLww,
-        Self::LwwIgnoresWriter,
-        Self::SkipPeer,
-        Self::DropGossipAck,
-        Self::NoRetransmit,
-    ];
-
-    /// The mutant's command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::OverwriteMerge => "overwrite-merge",
-            Self::TornLww => "torn-lww",
-            Self::LwwIgnoresWriter => "lww-ignores-writer",
-            Self::SkipPeer => "skip-peer",
-            Self::DropGossipAck => "drop-gossip-ack",
-            Self::NoRetransmit => "no-retransmit",
-        }
+mutants! {
+    /// Seeded defects that the model checker and the simulator must catch. A replica carries
+    /// one only through `ReplicaConfig::mutant`, which exists only with the `mutants` feature
+    /// that production builds do not enable.
+    pub enum Mutant {
+        /// A replica replaces its value with incoming gossip instead of joining it.
+        OverwriteMerge => "overwrite-merge",
+        /// A replica merges stamp and value independently, producing a write nobody made.
+        TornLww => "torn-lww",
+        /// A replica merges with Anna's LWW rule: the incoming write wins on equal times.
+        LwwIgnoresWriter => "lww-ignores-writer",
+        /// A replica's gossip skips its last peer yet records that peer as up to date.
+        SkipPeer => "skip-peer",
+        /// A replica never acknowledges gossip, so its peers re-send for ever.
+        DropGossipAck => "drop-gossip-ack",
+        /// A replica sends gossip once and does not re-arm its timer (Anna's fire-and-forget),
+        /// so a lost gossip message is never replaced.
+        NoRetransmit => "no-retransmit",
     }
 }
 

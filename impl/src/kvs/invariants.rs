@@ -4,9 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use super::client::{ClientConfig, Op, Outcome};
-use super::{Durability, Key, KvsConfig, KvsNode, Status, StorageConfig, StorageNode};
+use super::{
+    Durability, Key, Op, Outcome, ScriptConfig, ScriptedClient, Status, StorageConfig, StorageNode,
+};
 use crate::lattice::LatticeValue;
+use crate::node::{Hosts, Nodes, live, roles};
 
 /// KVS-I2: a read returns nothing, or a join of writes some client made to that key.
 pub const NO_THIN_AIR: &str = "KVS-I2";
@@ -35,64 +37,58 @@ pub const ROUTING: &str = "KVS-I9";
 /// KVS-I5 is not vacuous, and the protocol can finish its work, not merely lose it).
 pub const QUIESCENCE_REACHABLE: &str = "KVS-L1";
 
-/// The nodes of a run: configuration and state (`None` while crashed).
-pub type Nodes<'a> = [(&'a KvsConfig, Option<&'a KvsNode>)];
+/// A world the KVS invariants judge: one that hosts storage nodes and scripted clients (and
+/// perhaps other roles, which these invariants leave alone).
+pub trait KvsWorld: Hosts<StorageNode> + Hosts<ScriptedClient> {}
 
-fn clients<'a>(
-    nodes: &'a Nodes<'a>,
-) -> impl Iterator<Item = (&'a ClientConfig, Option<&'a [Outcome]>)> {
-    nodes.iter().filter_map(|(cfg, node)| match (cfg, node) {
-        (KvsConfig::Client(cfg), Some(KvsNode::Client(client))) => {
-            Some((cfg, Some(client.outcomes())))
-        }
-        (KvsConfig::Client(cfg), None) => Some((cfg, None)),
-        _ => None,
-    })
+impl<W: Hosts<StorageNode> + Hosts<ScriptedClient>> KvsWorld for W {}
+
+/// Every scripted client with its outcomes (`None` while crashed: unknown).
+fn clients<'a, W: KvsWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a ScriptConfig, Option<&'a [Outcome]>)> + 'a {
+    roles::<ScriptedClient, W>(nodes).map(|(cfg, client)| (cfg, client.map(|c| c.outcomes())))
 }
 
-fn stores<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = &'a BTreeMap<Key, LatticeValue>> {
-    nodes.iter().filter_map(|(_, node)| match node {
-        Some(KvsNode::Storage(storage)) => Some(storage.store()),
-        _ => None,
-    })
+fn stores<'a, W: KvsWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = &'a BTreeMap<Key, LatticeValue>> + 'a {
+    live::<StorageNode, W>(nodes).map(|(_, storage)| storage.store())
 }
 
 /// Every live storage node with its configuration.
-pub(crate) fn live_storages<'a>(nodes: &'a Nodes<'a>) -> Vec<(&'a StorageConfig, &'a StorageNode)> {
-    nodes
-        .iter()
-        .filter_map(|(cfg, node)| match (cfg, node) {
-            (KvsConfig::Storage(cfg), Some(KvsNode::Storage(s))) => Some((cfg, s)),
-            _ => None,
-        })
-        .collect()
+pub(crate) fn live_storages<'a, W: KvsWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> Vec<(&'a StorageConfig, &'a StorageNode)> {
+    live::<StorageNode, W>(nodes).collect()
 }
 
-/// Every finished operation of every live client, with its outcome.
-pub(crate) fn finished<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a Op, &'a Outcome)> {
+/// Every finished call of every live client, with its outcome.
+pub(crate) fn finished<'a, W: KvsWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a Op, &'a Outcome)> + 'a {
     clients(nodes).flat_map(|(cfg, outcomes)| cfg.ops.iter().zip(outcomes.unwrap_or(&[])))
 }
 
 /// Whether `value` has the type the cluster's schema declares for `key` (any type where the
 /// schema declares none, or there is no storage node to hold a schema).
-fn well_typed(nodes: &Nodes<'_>, key: &str, value: &LatticeValue) -> bool {
-    let schema = nodes.iter().find_map(|(cfg, _)| match cfg {
-        KvsConfig::Storage(cfg) => Some(cfg),
-        KvsConfig::Client(_) | KvsConfig::Cache(_) => None,
-    });
+fn well_typed<W: KvsWorld>(nodes: &Nodes<'_, W>, key: &str, value: &LatticeValue) -> bool {
+    let schema = roles::<StorageNode, W>(nodes).next().map(|(cfg, _)| cfg);
     schema.and_then(|s| s.declared_type(key)).is_none_or(|t| t == value.lattice_type())
 }
 
 /// Every value a client may have put to `key`: every configured put except those whose
 /// outcome says definitely that they did not happen (a crashed client's outcomes are unknown).
-pub(crate) fn written<'a>(nodes: &'a Nodes<'a>, key: &'a str) -> Vec<&'a LatticeValue> {
+pub(crate) fn written<'a, W: KvsWorld>(
+    nodes: &'a Nodes<'a, W>,
+    key: &'a str,
+) -> Vec<&'a LatticeValue> {
     clients(nodes)
         .flat_map(|(cfg, outcomes)| {
             let outcomes = outcomes.unwrap_or(&[]);
-            cfg.ops
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| !matches!(outcomes.get(*i), Some(Outcome::Rejected(_))))
+            cfg.ops.iter().enumerate().filter(move |(i, _)| {
+                !outcomes.get(*i).is_some_and(|o| o.is_definite() && *o != Outcome::Written)
+            })
         })
         .filter_map(|(_, op)| match op {
             Op::Put { key: k, value, .. } if k == key => Some(value),
@@ -118,7 +114,7 @@ pub(crate) fn joins_some(value: &LatticeValue, writes: &[&LatticeValue]) -> bool
 }
 
 /// KVS-I2 over the outcomes of every live client.
-pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
+pub fn no_thin_air<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     finished(nodes).all(|(op, outcome)| match outcome {
         Outcome::Read(Some(value)) => {
             op.key().is_some_and(|key| joins_some(value, &written(nodes, key)))
@@ -129,20 +125,23 @@ pub fn no_thin_air(nodes: &Nodes<'_>) -> bool {
 
 /// KVS-I4: every put acknowledged at majority or all is below the join of the live replicas'
 /// values of its key. Meaningful while at most one node has crashed; models bound crashes so.
-pub fn acknowledged_writes_survive(nodes: &Nodes<'_>) -> bool {
+pub fn acknowledged_writes_survive<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     acknowledged_puts_held(nodes, |durability| durability != Durability::One)
 }
 
 /// KVS-I7: every acknowledged put is below the join of the live nodes' values of its key.
 /// Meaningful only in runs without crashes (a put at durability one dies with its
 /// coordinator); the membership model has none.
-pub fn acknowledged_writes_held(nodes: &Nodes<'_>) -> bool {
+pub fn acknowledged_writes_held<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     acknowledged_puts_held(nodes, |_| true)
 }
 
 /// Whether every acknowledged put at a durability `counted` is below the join of the live
 /// nodes' values of its key.
-fn acknowledged_puts_held(nodes: &Nodes<'_>, counted: impl Fn(Durability) -> bool) -> bool {
+fn acknowledged_puts_held<W: KvsWorld>(
+    nodes: &Nodes<'_, W>,
+    counted: impl Fn(Durability) -> bool,
+) -> bool {
     finished(nodes).all(|(op, outcome)| match (op, outcome) {
         (Op::Put { key, value, durability }, Outcome::Written) if counted(*durability) => {
             let mut held = LatticeValue::bottom(value.lattice_type());
@@ -159,7 +158,7 @@ fn acknowledged_puts_held(nodes: &Nodes<'_>, counted: impl Fn(Durability) -> boo
 
 /// KVS-I8: quiescent ⇒ one membership view on every node that has not left, agreeing with
 /// each node's own status, and no node stores a key it does not own under its view.
-pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
+pub fn ownership_converged_when_quiescent<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     if !quiescent(nodes) {
         return true;
     }
@@ -182,20 +181,15 @@ pub fn ownership_converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
     one_view && self_known && owned
 }
 
-/// Whether the run is quiescent: every node up, every client done, every storage node and cache
-/// idle.
-pub fn quiescent(nodes: &Nodes<'_>) -> bool {
-    nodes.iter().all(|(cfg, node)| match (cfg, node) {
-        (KvsConfig::Cache(_), Some(KvsNode::Cache(cache))) => cache.is_idle(),
-        (KvsConfig::Client(cfg), Some(KvsNode::Client(client))) => client.is_done(cfg),
-        (KvsConfig::Storage(_), Some(KvsNode::Storage(storage))) => storage.is_idle(),
-        _ => false,
-    })
+/// Whether the run is quiescent: every node up and idle — every client done, every storage
+/// node (and every other role of the world) with nothing in flight.
+pub fn quiescent<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
+    crate::node::quiescent(nodes)
 }
 
 /// KVS-I5: quiescent ⇒ for each key, every responsible live replica holds the same value, and
 /// it includes every put of the key acknowledged at majority or all.
-pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
+pub fn converged_when_quiescent<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     if !quiescent(nodes) {
         return true;
     }
@@ -230,7 +224,7 @@ pub fn converged_when_quiescent(nodes: &Nodes<'_>) -> bool {
 }
 
 /// KVS-I6 over every live node.
-pub fn typed(nodes: &Nodes<'_>) -> bool {
+pub fn typed<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     let stores_typed =
         stores(nodes).all(|store| store.iter().all(|(key, value)| well_typed(nodes, key, value)));
     let puts_typed = finished(nodes).all(|(op, outcome)| match (op, outcome) {
@@ -242,7 +236,7 @@ pub fn typed(nodes: &Nodes<'_>) -> bool {
 
 /// Whether the run is quiescent, every put of its key's declared type was acknowledged and
 /// every node asked to leave has left: the states KVS-L1 asks to be reachable.
-pub fn quiescent_with_puts_acknowledged(nodes: &Nodes<'_>) -> bool {
+pub fn quiescent_with_puts_acknowledged<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bool {
     quiescent(nodes)
         && finished(nodes).all(|(op, outcome)| match op {
             Op::Put { key, value, .. } if well_typed(nodes, key, value) => {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::tests::{deliver, send};
 use super::*;
 use crate::lattice::{LatticeValue, Lww, Stamp, WriterId};
-use crate::node::{NodeId, Output};
+use crate::node::{Input, Node, NodeId, Outbox, Output};
 
 const N0: NodeId = NodeId(0);
 const N1: NodeId = NodeId(1);
@@ -35,13 +35,13 @@ fn cfg(id: NodeId, ring: Ring) -> StorageConfig {
     StorageConfig::new(id, ring, REPLICATION)
 }
 
-fn start(cfg: &StorageConfig) -> (StorageNode, Vec<Output<KvsNode>>) {
+fn start(cfg: &StorageConfig) -> (StorageNode, Vec<Output<StorageNode>>) {
     let mut out = Outbox::new();
-    let node = StorageNode::init(cfg, 0, &mut out);
+    let node = StorageNode::init(cfg, &0, &mut out);
     (node, out.into_iter().collect())
 }
 
-fn sent(outputs: &[Output<KvsNode>]) -> Vec<(NodeId, &KvsMsg)> {
+fn sent(outputs: &[Output<StorageNode>]) -> Vec<(NodeId, &KvsMsg)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -318,7 +318,7 @@ fn a_pending_put_is_judged_by_the_current_replica_count() {
 fn a_restarted_node_adopts_and_spreads_the_view_in_a_hello_ack() {
     let cfg = cfg(N0, ring());
     let mut out = Outbox::new();
-    let mut node = StorageNode::init(&cfg, 1, &mut out);
+    let mut node = StorageNode::init(&cfg, &1, &mut out);
     let mut leaving = ring();
     leaving.leave(N1);
     let ack = KvsMsg::HelloAck { incarnation: 2, members: leaving.membership().clone() };
@@ -330,13 +330,21 @@ fn a_restarted_node_adopts_and_spreads_the_view_in_a_hello_ack() {
 
 #[test]
 fn a_client_asks_the_node_itself_to_leave_and_records_it() {
-    let ops = vec![Op::Leave { node: N2 }];
-    let cfg = ClientConfig::new(OPERATOR, ring(), REPLICATION, ops);
+    let cfg = ClientConfig::new(OPERATOR, ring(), REPLICATION);
+    let mut client = KvsClient::init(&cfg, &(), &mut Outbox::new());
     let mut out = Outbox::new();
-    let mut client = KvsClient::init(&cfg, &mut out);
-    let outputs: Vec<_> = out.into_iter().collect();
-    assert_eq!(outputs[0], send(N2, KvsMsg::Leave { req: 0 }));
+    let call = KvsMsg::Call { req: 7, op: Op::Leave { node: N2 } };
+    client.handle(&cfg, Input::Receive { from: OPERATOR, msg: call }, &mut out);
+    let sent: Vec<_> = out.into_iter().collect();
+    assert_eq!(
+        sent,
+        [
+            Output::Send { to: N2, msg: KvsMsg::Leave { req: 0 } },
+            Output::SetTimer { timer: KvsTimer::Attempt(0), after: cfg.leave_after },
+        ]
+    );
     let mut out = Outbox::new();
     client.handle(&cfg, Input::Receive { from: N2, msg: KvsMsg::LeaveOk { req: 0 } }, &mut out);
-    assert_eq!(client.outcomes(), [Outcome::Left]);
+    let done = KvsMsg::Done { req: 7, outcome: Outcome::Left };
+    assert!(out.contains(&Output::Send { to: OPERATOR, msg: done }), "{out:?}");
 }

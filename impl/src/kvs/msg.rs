@@ -3,15 +3,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::ring::{Epoch, Membership};
+pub use crate::base::{Key, ReqId};
 use crate::lattice::{LatticeType, LatticeValue, TypeMismatch};
-use crate::node::NodeId;
-
-/// A request number. A client or cache numbers its requests in increasing order; a cache puts
-/// its incarnation in the high 32 bits, so numbers from before a restart never come back.
-pub type ReqId = u64;
-
-/// A key: any UTF-8 string. Placement hashes its bytes (see [`super::ring`]).
-pub type Key = String;
+use crate::node::{Calls, NodeId, Refusal};
 
 /// How many replicas must hold a write before its client is acknowledged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,9 +55,120 @@ impl PutError {
     }
 }
 
-/// The messages of the KVS protocol, between clients and storage nodes and among storage nodes.
+/// One call an application makes of its client.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Op {
+    /// Read a key.
+    Get {
+        /// The key.
+        key: Key,
+    },
+    /// Merge a value into a key.
+    Put {
+        /// The key.
+        key: Key,
+        /// The value.
+        value: LatticeValue,
+        /// How many replicas must hold it before the put is acknowledged.
+        durability: Durability,
+    },
+    /// Ask a storage node to leave the ring (an operator's request); ends when it has.
+    Leave {
+        /// The node.
+        node: NodeId,
+    },
+}
+
+impl Op {
+    /// The key the operation is about, if any.
+    pub fn key(&self) -> Option<&Key> {
+        match self {
+            Self::Get { key } | Self::Put { key, .. } => Some(key),
+            Self::Leave { .. } => None,
+        }
+    }
+
+    /// The request that carries this operation to a storage node (or a cache), numbered `req`.
+    pub fn request(&self, req: ReqId) -> KvsMsg {
+        match self.clone() {
+            Self::Get { key } => KvsMsg::Get { req, key },
+            Self::Put { key, value, durability } => KvsMsg::Put { req, key, value, durability },
+            Self::Leave { .. } => KvsMsg::Leave { req },
+        }
+    }
+}
+
+/// How a call ended, as the client tells its application.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Outcome {
+    /// A get answered: the replica's value, or `None` for a key it does not hold.
+    Read(Option<LatticeValue>),
+    /// A put acknowledged at its durability.
+    Written,
+    /// A put refused by the replica its first attempt reached; definite: it did not happen.
+    Rejected(PutError),
+    /// The node asked to leave has left the ring.
+    Left,
+    /// The node asked to leave is the ring's last member and stays; definite.
+    LeaveRefused,
+    /// No answer settled it.
+    Failed(Failure),
+}
+
+impl Outcome {
+    /// Whether the outcome is certain: the call happened, or certainly did not.
+    pub fn is_definite(&self) -> bool {
+        !matches!(self, Self::Failed(Failure::Indefinite { .. }))
+    }
+}
+
+/// Why a call failed, and whether it may still have happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Failure {
+    /// No replica took it — each attempt was refused, redirected or could not be delivered,
+    /// or there was no replica to ask (`last`: the last refusal, if there was one). Definite:
+    /// it did not happen. A read that got no answer is one too: a read changes nothing.
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// The last refusal heard, if any.
+        last: Option<Refusal>,
+    },
+    /// The request itself was refused as invalid, so no replica would take it; definite.
+    Invalid(Refusal),
+    /// An attempt may have reached a replica that took it, but no answer came: the write may
+    /// or may not have happened.
+    Indefinite {
+        /// Attempts made.
+        attempts: u32,
+    },
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unavailable { attempts, last: Some(last) } => {
+                write!(f, "no replica took it after {attempts} attempts (last: {last})")
+            }
+            Self::Unavailable { attempts, last: None } => {
+                write!(f, "no replica took it after {attempts} attempts")
+            }
+            Self::Invalid(refusal) => write!(f, "refused: {refusal}"),
+            Self::Indefinite { attempts } => write!(
+                f,
+                "no definite answer after {attempts} attempts; it may or may not have happened"
+            ),
+        }
+    }
+}
+
+/// The messages of the KVS protocol: between applications and their clients, clients and
+/// storage nodes (or caches), and among storage nodes and caches.
 ///
-/// `req` numbers a client's requests; a retry is a new request with a new number.
+/// `req` numbers a sender's requests; a retry is a new request with a new number.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum KvsMsg {
@@ -230,31 +335,61 @@ pub enum KvsMsg {
         /// The request answered.
         req: ReqId,
     },
+    /// Application → client: perform `op`; `req` is the application's number for the call.
+    Call {
+        /// The application's request number.
+        req: ReqId,
+        /// What to do.
+        op: Op,
+    },
+    /// Client → application: how call `req` ended.
+    Done {
+        /// The call answered.
+        req: ReqId,
+        /// How it ended.
+        outcome: Outcome,
+    },
+    /// A harness → the sender of request `req`: it did not happen at the node it was sent to
+    /// (see [`Refusal`]). Sent on that node's behalf, from its id, by the transport or the
+    /// node's runtime; protocol nodes never send it.
+    Refused {
+        /// The request answered.
+        req: ReqId,
+        /// Why it did not happen there.
+        refusal: Refusal,
+    },
 }
 
-impl KvsMsg {
-    /// The request number of a message a client or operator sends to a storage node (`Get`,
-    /// `Put`, `Leave`); `None` for every other message. Harnesses that turn client calls into
-    /// inputs use it to remember which call waits for which answer.
-    pub fn request(&self) -> Option<ReqId> {
+impl Calls for KvsMsg {
+    /// `Get`, `Put`, `Leave` (to a storage node or a cache) and `Call` (to a client).
+    fn request(&self) -> Option<ReqId> {
         match self {
-            Self::Get { req, .. } | Self::Put { req, .. } | Self::Leave { req } => Some(*req),
+            Self::Get { req, .. }
+            | Self::Put { req, .. }
+            | Self::Leave { req }
+            | Self::Call { req, .. } => Some(*req),
             _ => None,
         }
     }
 
-    /// The request a storage node's answer answers (`GetOk`, `PutOk`, `PutRejected`,
-    /// `Redirect`, `LeaveOk`, `LeaveRefused`); `None` for every other message.
-    pub fn answers(&self) -> Option<ReqId> {
+    /// A storage node's or cache's answers (`GetOk`, `PutOk`, `PutRejected`, `Redirect`,
+    /// `LeaveOk`, `LeaveRefused`), a harness's `Refused`, and a client's `Done`.
+    fn answers(&self) -> Option<ReqId> {
         match self {
             Self::GetOk { req, .. }
             | Self::PutOk { req }
             | Self::PutRejected { req, .. }
             | Self::Redirect { req, .. }
             | Self::LeaveOk { req }
-            | Self::LeaveRefused { req } => Some(*req),
+            | Self::LeaveRefused { req }
+            | Self::Refused { req, .. }
+            | Self::Done { req, .. } => Some(*req),
             _ => None,
         }
+    }
+
+    fn refused(req: ReqId, refusal: Refusal) -> Self {
+        Self::Refused { req, refusal }
     }
 }
 
@@ -268,8 +403,8 @@ pub enum KvsTimer {
     Hello,
     /// Storage node: re-send `RingUpdate` to peers not known to hold this node's membership.
     Ring,
-    /// Client: the current request timed out.
-    Retry,
+    /// Client: the attempt sent as request `0` got no answer in time.
+    Attempt(ReqId),
     /// Storage node: re-send pushes that caches have not acknowledged.
     Push,
     /// Storage node: drop caches that did not renew since the last tick.

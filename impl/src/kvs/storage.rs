@@ -4,14 +4,15 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use super::Mutant;
 use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError, ReqId};
 use super::ring::{Membership, Ring, Status};
 use super::subscriptions::Subscriptions;
-use super::{KvsNode, Mutant};
+use crate::base::seeded_defects;
 use crate::lattice::{LatticeType, LatticeValue};
-use crate::node::{Input, NodeId, Outbox, Violation};
+use crate::node::{Input, Node, NodeId, Outbox, Violation};
 
-type Out = Outbox<KvsNode>;
+type Out = Outbox<StorageNode>;
 
 /// How a storage node is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,12 +131,8 @@ pub struct StorageNode {
 }
 
 impl StorageNode {
-    /// Starts (or restarts, with the incarnation it persisted) a node: a restarted node comes
-    /// back empty and says `Hello` to its peers so they send it its keys again.
-    ///
-    /// A node configured to join adds itself to its ring and sends the new view to every peer;
-    /// the peers then hand it the keys it now owns.
-    pub fn init(cfg: &StorageConfig, persisted: u32, out: &mut Out) -> Self {
+    /// See [`Node::init`].
+    fn start(cfg: &StorageConfig, persisted: u32, out: &mut Out) -> Self {
         let incarnation = persisted + 1;
         out.persist(incarnation);
         let mut ring = cfg.ring.clone();
@@ -220,8 +217,8 @@ impl StorageNode {
         self.ring.is_responsible(cfg.id, key, cfg.replication)
     }
 
-    /// Advances the node by one input.
-    pub fn handle(&mut self, cfg: &StorageConfig, input: Input<KvsNode>, out: &mut Out) {
+    /// See [`Node::handle`].
+    fn step(&mut self, cfg: &StorageConfig, input: Input<Self>, out: &mut Out) {
         match input {
             Input::Receive { from, msg: KvsMsg::Get { req, key } } => {
                 self.get(cfg, from, req, key, out)
@@ -356,7 +353,9 @@ impl StorageNode {
                 }
             }
             Input::Timeout(timer) => out.ignore(match timer {
-                KvsTimer::Retry | KvsTimer::Renew | KvsTimer::WriteRetry => "another role's timer",
+                KvsTimer::Attempt(_) | KvsTimer::Renew | KvsTimer::WriteRetry => {
+                    "another role's timer"
+                }
                 _ => unreachable!("storage timers are matched above"),
             }),
         }
@@ -922,9 +921,8 @@ impl StorageNode {
         }
     }
 
-    /// KVS-I3: within one incarnation, no value shrinks, and no key disappears from a node
-    /// that still owns it.
-    pub fn check_step(cfg: &StorageConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+    /// See [`Node::check_step`].
+    fn monotone(cfg: &StorageConfig, before: &Self, after: &Self) -> Result<(), Violation> {
         for (key, old) in &before.store {
             match after.store.get(key) {
                 Some(new) if old.lattice_le(new) => {}
@@ -960,4 +958,37 @@ fn others_in(ring: &Ring, cfg: &StorageConfig, key: &str) -> Vec<NodeId> {
     others
 }
 
-seeded_defects!(StorageConfig);
+seeded_defects!(StorageConfig, Mutant);
+
+impl Node for StorageNode {
+    type Config = StorageConfig;
+    type Msg = KvsMsg;
+    type Timer = KvsTimer;
+    /// The node's incarnation.
+    type Durable = u32;
+
+    /// Starts (or restarts, with the incarnation it persisted) a node: a restarted node comes
+    /// back empty and says `Hello` to its peers so they send it its keys again.
+    ///
+    /// A node configured to join adds itself to its ring and sends the new view to every peer;
+    /// the peers then hand it the keys it now owns.
+    fn init(cfg: &StorageConfig, persisted: &u32, out: &mut Out) -> Self {
+        Self::start(cfg, *persisted, out)
+    }
+
+    fn handle(&mut self, cfg: &StorageConfig, input: Input<Self>, out: &mut Out) {
+        self.step(cfg, input, out);
+    }
+
+    /// KVS-I3: within one incarnation, no value shrinks, and no key disappears from a node
+    /// that still owns it.
+    fn check_step(cfg: &StorageConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        Self::monotone(cfg, before, after)
+    }
+
+    /// No replica behind, no `Hello` or membership view unacknowledged, no put waiting, no
+    /// `Leave` request unanswered, no push unacknowledged.
+    fn is_idle(&self, _: &StorageConfig) -> bool {
+        self.is_idle()
+    }
+}

@@ -1,5 +1,5 @@
-//! Per-handler tests of the storage node and the client: each feeds one input and asserts the
-//! exact outputs.
+//! Per-handler tests of the storage node: each feeds one input and asserts the exact outputs.
+//! (The client's are in `client_tests.rs`.)
 
 use std::collections::BTreeMap;
 
@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
-use crate::node::{NodeId, Output};
+use crate::node::{Input, Node, NodeId, Outbox, Output};
 
 const N0: NodeId = NodeId(0);
 const N1: NodeId = NodeId(1);
@@ -32,9 +32,9 @@ fn storage_cfg(id: NodeId, replication: usize) -> StorageConfig {
     cfg
 }
 
-fn storage(cfg: &StorageConfig, persisted: u32) -> (StorageNode, Vec<Output<KvsNode>>) {
+fn storage(cfg: &StorageConfig, persisted: u32) -> (StorageNode, Vec<Output<StorageNode>>) {
     let mut out = Outbox::new();
-    let node = StorageNode::init(cfg, persisted, &mut out);
+    let node = StorageNode::init(cfg, &persisted, &mut out);
     (node, out.into_iter().collect())
 }
 
@@ -43,13 +43,13 @@ pub(super) fn deliver(
     node: &mut StorageNode,
     from: NodeId,
     msg: KvsMsg,
-) -> Vec<Output<KvsNode>> {
+) -> Vec<Output<StorageNode>> {
     let mut out = Outbox::new();
     node.handle(cfg, Input::Receive { from, msg }, &mut out);
     out.into_iter().collect()
 }
 
-pub(super) fn send(to: NodeId, msg: KvsMsg) -> Output<KvsNode> {
+pub(super) fn send(to: NodeId, msg: KvsMsg) -> Output<StorageNode> {
     Output::Send { to, msg }
 }
 
@@ -69,7 +69,7 @@ fn ack(incarnation: u32, key: &str, value: LatticeValue) -> KvsMsg {
     KvsMsg::GossipAck { incarnation, entries: entries(key, value) }
 }
 
-fn arm_gossip(cfg: &StorageConfig) -> Output<KvsNode> {
+fn arm_gossip(cfg: &StorageConfig) -> Output<StorageNode> {
     Output::SetTimer { timer: KvsTimer::Gossip, after: cfg.gossip_period }
 }
 
@@ -262,86 +262,6 @@ fn step_check_rejects_a_lost_key() {
     assert!(StorageNode::check_step(&cfg, &after, &before).is_ok());
 }
 
-fn client(ops: Vec<Op>) -> (ClientConfig, KvsClient, Vec<Output<KvsNode>>) {
-    let cfg = ClientConfig::new(CLIENT, ring(), 3, ops);
-    let mut out = Outbox::new();
-    let client = KvsClient::init(&cfg, &mut out);
-    (cfg, client, out.into_iter().collect())
-}
-
-fn client_step(
-    cfg: &ClientConfig,
-    c: &mut KvsClient,
-    input: Input<KvsNode>,
-) -> Vec<Output<KvsNode>> {
-    let mut out = Outbox::new();
-    c.handle(cfg, input, &mut out);
-    out.into_iter().collect()
-}
-
-fn get_op(key: &str) -> Op {
-    Op::Get { key: key.to_owned() }
-}
-
-#[test]
-fn client_sends_its_first_operation_to_the_primary() {
-    let (cfg, _, outputs) = client(vec![get_op("k")]);
-    let primary = ring().responsible("k", 3)[0];
-    assert_eq!(
-        outputs,
-        [
-            send(primary, KvsMsg::Get { req: 0, key: "k".into() }),
-            Output::SetTimer { timer: KvsTimer::Retry, after: cfg.retry_after },
-        ]
-    );
-}
-
-#[test]
-fn client_records_the_answer_and_moves_on_with_a_new_request_number() {
-    let (cfg, mut c, _) = client(vec![get_op("k"), get_op("j")]);
-    let outputs = client_step(
-        &cfg,
-        &mut c,
-        Input::Receive { from: N0, msg: KvsMsg::GetOk { req: 0, value: None } },
-    );
-    assert_eq!(c.outcomes(), [Outcome::Read(None)]);
-    assert!(
-        outputs.iter().any(|o| matches!(o, Output::Send { msg: KvsMsg::Get { req: 1, .. }, .. }))
-    );
-    let stale = client_step(
-        &cfg,
-        &mut c,
-        Input::Receive { from: N0, msg: KvsMsg::GetOk { req: 0, value: None } },
-    );
-    assert!(matches!(stale[..], [Output::Ignored { .. }]));
-}
-
-#[test]
-fn client_retries_the_next_replica_then_fails_indefinitely() {
-    let (cfg, mut c, _) = client(vec![get_op("k")]);
-    let owners = ring().responsible("k", 3);
-    let retry = client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
-    assert_eq!(retry[0], send(owners[1], KvsMsg::Get { req: 1, key: "k".into() }));
-    client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
-    let last = client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
-    assert_eq!(c.outcomes(), [Outcome::Failed]);
-    assert!(!c.outcomes()[0].is_definite());
-    assert_eq!(last, [Output::CancelTimer(KvsTimer::Retry)]);
-}
-
-#[test]
-fn client_follows_only_redirects_from_newer_epochs() {
-    let (cfg, mut c, _) = client(vec![get_op("k")]);
-    let stale =
-        KvsMsg::Redirect { req: 0, key: "k".into(), epoch: ring().epoch(), owners: vec![N2] };
-    let ignored = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: stale });
-    assert!(matches!(ignored[..], [Output::Ignored { .. }]));
-    let newer = Epoch(ring().epoch().0 + 1);
-    let fresh = KvsMsg::Redirect { req: 0, key: "k".into(), epoch: newer, owners: vec![N2] };
-    let followed = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: fresh });
-    assert_eq!(followed[0], send(N2, KvsMsg::Get { req: 1, key: "k".into() }));
-}
-
 #[test]
 fn durability_counts_replicas() {
     assert_eq!(Durability::One.replicas_needed(3), 1);
@@ -352,27 +272,6 @@ fn durability_counts_replicas() {
 }
 
 #[test]
-fn a_finished_client_ignores_late_answers_to_its_last_request() {
-    let (cfg, mut c, _) = client(vec![get_op("k")]);
-    let answer = || Input::Receive { from: N0, msg: KvsMsg::GetOk { req: 0, value: None } };
-    client_step(&cfg, &mut c, answer());
-    let late = client_step(&cfg, &mut c, answer());
-    assert!(matches!(late[..], [Output::Ignored { .. }]), "{late:?}");
-    assert_eq!(c.outcomes(), [Outcome::Read(None)], "one operation, one outcome");
-}
-
-#[cfg(feature = "mutants")]
-#[test]
-fn the_stale_redirect_mutant_follows_a_redirect_from_its_own_epoch() {
-    let (mut cfg, mut c, _) = client(vec![get_op("k")]);
-    cfg.mutant = Some(Mutant::FollowStaleRedirect);
-    let stale =
-        KvsMsg::Redirect { req: 0, key: "k".into(), epoch: ring().epoch(), owners: vec![N2] };
-    let followed = client_step(&cfg, &mut c, Input::Receive { from: N0, msg: stale });
-    assert_eq!(followed[0], send(N2, KvsMsg::Get { req: 1, key: "k".into() }));
-}
-
-#[test]
 fn a_duplicate_of_a_pending_put_is_not_rejected_by_the_bounds() {
     let mut cfg = storage_cfg(N0, 3);
     cfg.max_pending = 1;
@@ -380,15 +279,4 @@ fn a_duplicate_of_a_pending_put_is_not_rejected_by_the_bounds() {
     deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
     let duplicate = deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
     assert!(duplicate.is_empty(), "still waiting, not rejected: {duplicate:?}");
-}
-
-#[test]
-fn a_rejected_retry_is_an_indefinite_failure() {
-    let ops =
-        vec![Op::Put { key: "k".into(), value: lww(1, "a"), durability: Durability::Majority }];
-    let (cfg, mut c, _) = client(ops);
-    client_step(&cfg, &mut c, Input::Timeout(KvsTimer::Retry));
-    let rejected = KvsMsg::PutRejected { req: 1, error: PutError::Overloaded };
-    client_step(&cfg, &mut c, Input::Receive { from: N1, msg: rejected });
-    assert_eq!(c.outcomes(), [Outcome::Failed], "the first attempt may have landed");
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::kvs::Key;
+use crate::base::Key;
 
 /// A function's index in its DAG.
 pub type FnId = u32;

@@ -10,7 +10,7 @@ use super::{
     Dag, Level, Outcome, Read, SessionConfig, SessionId, SessionMsg, SessionNode, VersionId,
     covers, dependencies,
 };
-use crate::kvs::ReqId;
+use crate::base::ReqId;
 use crate::node::{NodeId, Violation};
 
 /// Every completed DSRR or DSC session read one version per key.

@@ -37,7 +37,7 @@ pub use scheduler::{Outcome, Recorded, Request, Scheduler, SchedulerConfig};
 pub use store::{Store, StoreConfig, Writer, WriterConfig};
 pub use worker::{Worker, WorkerConfig};
 
-use crate::kvs::{Key, ReqId};
+use crate::base::{Key, ReqId, mutants};
 use crate::lattice::{LatticeValue, Stamp, VectorClock, WriterId};
 use crate::node::{Input, Node, NodeId, Outbox, Violation};
 
@@ -449,91 +449,31 @@ pub enum SessionTimer {
     Refresh,
 }
 
-/// Seeded defects that the session models must catch.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Mutant {
-    /// A downstream function reads its own cache's version of a key pinned elsewhere.
-    SkipRemoteRead,
-    /// Pins are keyed by the client id instead of the session id (the reference code).
-    PinByClient,
-    /// A worker drops its pins of a session as soon as its function triggered the next ones.
-    ReleaseBeforeSink,
-    /// A worker acknowledges a release but keeps the pins.
-    IgnoreRelease,
-    /// A cache moves a version into its causal cut without its dependencies.
-    ExposeBeforeDeps,
-    /// Downstream functions ignore the upstream causal snapshot and frontier.
-    IgnoreFrontier,
-    /// The scheduler records the result of a superseded session too.
-    RecordEveryResult,
-    /// The scheduler gives up a request on its first abort.
-    GiveUpOnAbort,
-    /// A worker waits for a trigger from every other function of the DAG, not just the
-    /// function's predecessors.
-    EveryFunctionPrecedes,
-    /// A restarted worker takes the scheduler's acknowledgement of an earlier incarnation's
-    /// hold for its new pins.
-    StaleHoldOk,
-}
-
-impl Mutant {
-    /// Every mutant, in declaration order.
-    pub const ALL: [Mutant; 10] = [
-        Mutant::SkipRemoteRead,
-        Mutant::PinByClient,
-        Mutant::ReleaseBeforeSink,
-        Mutant::IgnoreRelease,
-        Mutant::ExposeBeforeDeps,
-        Mutant::IgnoreFrontier,
-        Mutant::RecordEveryResult,
-        Mutant::GiveUpOnAbort,
-        Mutant::EveryFunctionPrecedes,
-        Mutant::StaleHoldOk,
-    ];
-
-    /// The mutants the `dsrr` model catches.
-    pub const DSRR: [Mutant; 7] = [
-        Mutant::SkipRemoteRead,
-        Mutant::PinByClient,
-        Mutant::ReleaseBeforeSink,
-        Mutant::IgnoreRelease,
-        Mutant::RecordEveryResult,
-        Mutant::GiveUpOnAbort,
-        Mutant::EveryFunctionPrecedes,
-    ];
-
-    /// The mutants the `dsrr-crash` model catches (it runs one attempt, so the retry mutants
-    /// are the `dsrr` model's).
-    pub const DSRR_CRASH: [Mutant; 5] = [
-        Mutant::SkipRemoteRead,
-        Mutant::ReleaseBeforeSink,
-        Mutant::IgnoreRelease,
-        Mutant::EveryFunctionPrecedes,
-        Mutant::StaleHoldOk,
-    ];
-
-    /// The mutants the `causal` model catches.
-    pub const CAUSAL: [Mutant; 4] = [
-        Mutant::SkipRemoteRead,
-        Mutant::ExposeBeforeDeps,
-        Mutant::IgnoreFrontier,
-        Mutant::EveryFunctionPrecedes,
-    ];
-
-    /// The command-line name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mutant::SkipRemoteRead => "skip-remote-read",
-            Mutant::PinByClient => "pin-by-client",
-            Mutant::ReleaseBeforeSink => "release-before-sink",
-            Mutant::IgnoreRelease => "ignore-release",
-            Mutant::ExposeBeforeDeps => "expose-before-deps",
-            Mutant::IgnoreFrontier => "ignore-frontier",
-            Mutant::RecordEveryResult => "record-every-result",
-            Mutant::GiveUpOnAbort => "give-up-on-abort",
-            Mutant::EveryFunctionPrecedes => "every-function-precedes",
-            Mutant::StaleHoldOk => "stale-hold-ok",
-        }
+mutants! {
+    /// Seeded defects that the session models must catch.
+    pub enum Mutant {
+        /// A downstream function reads its own cache's version of a key pinned elsewhere.
+        SkipRemoteRead => "skip-remote-read",
+        /// Pins are keyed by the client id instead of the session id (the reference code).
+        PinByClient => "pin-by-client",
+        /// A worker drops its pins of a session as soon as its function triggered the next ones.
+        ReleaseBeforeSink => "release-before-sink",
+        /// A worker acknowledges a release but keeps the pins.
+        IgnoreRelease => "ignore-release",
+        /// A cache moves a version into its causal cut without its dependencies.
+        ExposeBeforeDeps => "expose-before-deps",
+        /// Downstream functions ignore the upstream causal snapshot and frontier.
+        IgnoreFrontier => "ignore-frontier",
+        /// The scheduler records the result of a superseded session too.
+        RecordEveryResult => "record-every-result",
+        /// The scheduler gives up a request on its first abort.
+        GiveUpOnAbort => "give-up-on-abort",
+        /// A worker waits for a trigger from every other function of the DAG, not just the
+        /// function's predecessors.
+        EveryFunctionPrecedes => "every-function-precedes",
+        /// A restarted worker takes the scheduler's acknowledgement of an earlier incarnation's
+        /// hold for its new pins.
+        StaleHoldOk => "stale-hold-ok",
     }
 }
 

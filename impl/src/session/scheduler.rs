@@ -8,7 +8,7 @@ use super::{
     Dag, Level, Mutant, Out, Read, SessionId, SessionInfo, SessionMsg, SessionNode, SessionTimer,
     invariants,
 };
-use crate::kvs::{ReqId, seeded_defects};
+use crate::base::{ReqId, seeded_defects};
 use crate::node::{Input, NodeId, Violation};
 
 /// How a scheduler is configured.

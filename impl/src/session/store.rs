@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::{Out, SessionMsg, SessionNode, SessionTimer};
-use crate::kvs::{Key, ReqId};
+use crate::base::{Key, ReqId};
 use crate::lattice::LatticeValue;
 use crate::node::{Input, NodeId};
 

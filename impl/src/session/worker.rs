@@ -9,7 +9,7 @@ use super::{
     Dag, FnId, Level, Meta, Mutant, Out, Pin, Read, SessionId, SessionInfo, SessionMsg,
     SessionNode, SessionTimer, VersionId, clock, covers, dependencies,
 };
-use crate::kvs::{Key, seeded_defects};
+use crate::base::{Key, seeded_defects};
 use crate::lattice::LatticeValue;
 use crate::node::{Input, NodeId};
 

@@ -18,10 +18,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use squall_proto::NodeId;
-use squall_proto::cache::{CacheConfig, invariants as cache_invariants};
+use squall_proto::cache::{
+    CacheConfig, CachedKvsConfig, CachedKvsNode, invariants as cache_invariants,
+};
 use squall_proto::kvs::{
-    ClientConfig, Durability, KvsConfig, KvsNode, Op as KvsOp, Outcome, Ring, StorageConfig,
-    invariants,
+    ClientConfig, Durability, Op as KvsOp, Outcome, Ring, ScriptConfig, StorageConfig, invariants,
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
 use squall_proto::sim::{Faults, Sim};
@@ -74,8 +75,12 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         Some(Mutant::Kvs(m)) => Some(m),
         _ => None,
     };
+    let cache_mutant = match mutant {
+        Some(Mutant::Cache(m)) => Some(m),
+        _ => None,
+    };
     let schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
-    let mut configs: Vec<(NodeId, KvsConfig)> = Vec::new();
+    let mut configs: Vec<(NodeId, CachedKvsConfig)> = Vec::new();
     let mut next_id = 0;
     let mut fresh = || {
         next_id += 1;
@@ -89,7 +94,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         // Caches renew well within a lease even when timers fire in a random order.
         cfg.lease_period = cfg.lease_period.max(Duration::from_secs(3));
         cfg.mutant = kvs_mutant;
-        configs.push((id, KvsConfig::Storage(cfg)));
+        configs.push((id, CachedKvsConfig::Storage(cfg)));
     }
     let caches: Vec<NodeId> = (0..rng.random_range(2..=4)).map(|_| fresh()).collect();
     let renew_ms = [20, 50, 200, 1_000][rng.random_range(0..4)];
@@ -102,8 +107,8 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         // Renewals from every 20 ms to every second (leases last 3 s): frequent renewals race
         // the pushes they must not cancel.
         cfg.renew_period = Duration::from_millis(renew_ms);
-        cfg.mutant = kvs_mutant;
-        configs.push((id, KvsConfig::Cache(cfg)));
+        cfg.mutant = cache_mutant;
+        configs.push((id, CachedKvsConfig::Cache(cfg)));
     }
 
     let mut versions = Versions::default();
@@ -136,11 +141,11 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             ops.insert(at, KvsOp::Put { key: KEYS[0].to_owned(), value, durability });
             mistyped.insert(at, true);
         }
-        let mut cfg = ClientConfig::new(id, ring.clone(), replication, ops.clone());
+        let mut cfg = ClientConfig::new(id, ring.clone(), replication);
         cfg.via = via;
         cfg.max_attempts = 20;
         cfg.mutant = kvs_mutant;
-        configs.push((id, KvsConfig::Client(cfg)));
+        configs.push((id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops.clone()))));
         // A restarted storage node is empty until its peers repopulate it, and serves reads
         // meanwhile: with storage crashes, writes at `all` promise no more than at majority.
         let level = match durability {
@@ -168,11 +173,12 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         }
         for &node in &leavers {
             let id = fresh();
-            let mut cfg =
-                ClientConfig::new(id, ring.clone(), replication, vec![KvsOp::Leave { node }]);
+            let mut cfg = ClientConfig::new(id, ring.clone(), replication);
             cfg.max_attempts = 1_000;
+            cfg.leave_after = cfg.retry_after;
             cfg.mutant = kvs_mutant;
-            configs.push((id, KvsConfig::Client(cfg)));
+            let ops = vec![KvsOp::Leave { node }];
+            configs.push((id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops))));
         }
     } else if replication > 1 {
         // One storage node may crash: a write acknowledged by two replicas keeps a copy.
@@ -197,7 +203,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
     let timing = Timing::draw(&mut rng);
     let setup = format!("{setup}; {}", timing.name());
-    let mut sim: Sim<KvsNode> = Sim::new(seed, faults, configs);
+    let mut sim: Sim<CachedKvsNode> = Sim::new(seed, faults, configs);
     sim.set_crashable(crashable);
     timing.apply(&mut sim);
 
@@ -310,7 +316,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let mut txn = 0;
     for session in &sessions {
         let outcomes = match sim.node(session.id) {
-            Some(KvsNode::Client(client)) => client.outcomes().to_vec(),
+            Some(CachedKvsNode::Client(client)) => client.outcomes().to_vec(),
             _ => Vec::new(),
         };
         for (i, op) in session.ops.iter().enumerate() {
@@ -334,7 +340,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
                     let version = versions.of(key, value);
                     let status = match outcome {
                         Some(Outcome::Written) => Status::Ok,
-                        Some(Outcome::Rejected(_)) => Status::Failed,
+                        Some(outcome) if outcome.is_definite() => Status::Failed,
                         _ => Status::Unknown,
                     };
                     (Op::write(session.id.0, txn, session.level, key, version), status)
@@ -376,18 +382,18 @@ impl Late<'_> {
     /// Starts a session `id` (behind cache `via`, if any) running `ops` at level `all`.
     fn add(
         &mut self,
-        sim: &mut Sim<KvsNode>,
+        sim: &mut Sim<CachedKvsNode>,
         id: NodeId,
         via: Option<NodeId>,
         ops: Vec<KvsOp>,
         must_succeed: bool,
     ) {
-        let mut cfg = ClientConfig::new(id, self.ring.clone(), self.replication, ops.clone());
+        let mut cfg = ClientConfig::new(id, self.ring.clone(), self.replication);
         cfg.via = via;
         cfg.max_attempts = 20;
         cfg.mutant = self.mutant;
         let started = sim.trace().len() as u64;
-        sim.add_node(id, KvsConfig::Client(cfg));
+        sim.add_node(id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops.clone())));
         let mistyped = vec![false; ops.len()];
         self.sessions.push(Session {
             id,
@@ -402,7 +408,7 @@ impl Late<'_> {
 }
 
 /// The step invariants broken now, if any.
-fn broken(sim: &Sim<KvsNode>, membership: bool) -> Option<String> {
+fn broken(sim: &Sim<CachedKvsNode>, membership: bool) -> Option<String> {
     let states = sim.states();
     let durable = if membership {
         (invariants::acknowledged_writes_held(&states), invariants::HANDOFF)
@@ -421,7 +427,7 @@ fn broken(sim: &Sim<KvsNode>, membership: bool) -> Option<String> {
 
 /// The liveness phase: settle on a healed network, then check what must hold once settled.
 fn settle(
-    sim: &mut Sim<KvsNode>,
+    sim: &mut Sim<CachedKvsNode>,
     sessions: &mut [Session],
     membership: bool,
     renew: Duration,
@@ -430,7 +436,7 @@ fn settle(
     // Settled once quiescent and every cache renewed its subscriptions since healing (a
     // subscription lapsed while renewals were lost leaves its cache stale until then).
     let renewed = sim.now() + 2 * renew;
-    let quiescent = |sim: &Sim<KvsNode>| {
+    let quiescent = |sim: &Sim<CachedKvsNode>| {
         (sim.now() >= renewed || sim.is_quiet()) && invariants::quiescent(&sim.states())
     };
     if let Some((phase, mut what)) = liveness(sim, LIVENESS_STEPS, quiescent, |sim, _| {
@@ -460,9 +466,9 @@ fn settle(
 
 /// A late session's operation that did not succeed, if any: on a settled, healed cluster every
 /// read answers and every put is acknowledged.
-fn late_failed(sim: &Sim<KvsNode>, sessions: &[Session]) -> Option<String> {
+fn late_failed(sim: &Sim<CachedKvsNode>, sessions: &[Session]) -> Option<String> {
     sessions.iter().filter(|s| s.must_succeed).find_map(|session| {
-        let Some(KvsNode::Client(client)) = sim.node(session.id) else { return None };
+        let Some(CachedKvsNode::Client(client)) = sim.node(session.id) else { return None };
         client.outcomes().iter().zip(&session.ops).find_map(|(outcome, op)| {
             (!matches!(outcome, Outcome::Read(_) | Outcome::Written)).then(|| {
                 format!(
@@ -475,10 +481,10 @@ fn late_failed(sim: &Sim<KvsNode>, sessions: &[Session]) -> Option<String> {
 }
 
 /// Records the invocation and completion of every operation that finished since the last call.
-fn record(sim: &Sim<KvsNode>, sessions: &mut [Session]) {
+fn record(sim: &Sim<CachedKvsNode>, sessions: &mut [Session]) {
     let now = sim.trace().len() as u64;
     for session in sessions {
-        let Some(KvsNode::Client(client)) = sim.node(session.id) else { continue };
+        let Some(CachedKvsNode::Client(client)) = sim.node(session.id) else { continue };
         while session.times.len() < client.outcomes().len() {
             let invoked = session.times.last().map_or(session.started, |t| t.1);
             session.times.push((invoked, now));
@@ -489,12 +495,12 @@ fn record(sim: &Sim<KvsNode>, sessions: &mut [Session]) {
 /// An operation invoked on the healed network that still ended without a definite outcome,
 /// if any: with no faults left, every attempt is answered.
 fn failed_after_healing(
-    sim: &Sim<KvsNode>,
+    sim: &Sim<CachedKvsNode>,
     sessions: &[Session],
     healed_at: u64,
 ) -> Option<String> {
     sessions.iter().find_map(|session| {
-        let Some(KvsNode::Client(client)) = sim.node(session.id) else { return None };
+        let Some(CachedKvsNode::Client(client)) = sim.node(session.id) else { return None };
         let outcomes = client.outcomes().iter().zip(&session.times).zip(&session.ops);
         outcomes
             .filter(|((outcome, (invoked, _)), _)| !outcome.is_definite() && *invoked >= healed_at)
@@ -509,15 +515,15 @@ fn failed_after_healing(
 }
 
 /// The nodes keeping the run from quiescence, as "; busy: n1 (storage), ...".
-fn busy(sim: &Sim<KvsNode>) -> String {
+fn busy(sim: &Sim<CachedKvsNode>) -> String {
     let busy: Vec<String> = sim
         .nodes()
         .filter(|(_, cfg, node)| !invariants::quiescent(&[(*cfg, *node)]))
         .map(|(id, cfg, _)| {
             let role = match cfg {
-                KvsConfig::Storage(_) => "storage",
-                KvsConfig::Cache(_) => "cache",
-                KvsConfig::Client(_) => "client",
+                CachedKvsConfig::Storage(_) => "storage",
+                CachedKvsConfig::Cache(_) => "cache",
+                CachedKvsConfig::Client(_) => "client",
             };
             format!("n{} ({role})", id.0)
         })
@@ -526,9 +532,9 @@ fn busy(sim: &Sim<KvsNode>) -> String {
 }
 
 /// A put of the wrong lattice type that was acknowledged, if any.
-fn mistyped_acknowledged(sim: &Sim<KvsNode>, sessions: &[Session]) -> Option<String> {
+fn mistyped_acknowledged(sim: &Sim<CachedKvsNode>, sessions: &[Session]) -> Option<String> {
     sessions.iter().find_map(|session| {
-        let Some(KvsNode::Client(client)) = sim.node(session.id) else { return None };
+        let Some(CachedKvsNode::Client(client)) = sim.node(session.id) else { return None };
         client.outcomes().iter().zip(&session.mistyped).find_map(|(outcome, mistyped)| {
             (*mistyped && *outcome == Outcome::Written).then(|| {
                 format!("{}: a put of the wrong lattice type was acknowledged", invariants::TYPED)
@@ -539,7 +545,7 @@ fn mistyped_acknowledged(sim: &Sim<KvsNode>, sessions: &[Session]) -> Option<Str
 
 /// What every replica of each key holds, by the newest ring any storage node knows.
 fn settled(
-    sim: &Sim<KvsNode>,
+    sim: &Sim<CachedKvsNode>,
     keys: &[String],
     replication: usize,
     versions: &mut Versions,
@@ -547,7 +553,7 @@ fn settled(
     let storages: Vec<_> = sim
         .nodes()
         .filter_map(|(id, _, node)| match node {
-            Some(KvsNode::Storage(storage)) => Some((id, storage)),
+            Some(CachedKvsNode::Storage(storage)) => Some((id, storage)),
             _ => None,
         })
         .collect();

@@ -35,70 +35,11 @@ use squall_proto::Node;
 use squall_proto::NodeId;
 use squall_proto::lattice::LatticeValue;
 use squall_proto::sim::{Faults, Sim, SimError, Stats};
-use squall_proto::{gossip as gossip_proto, kvs as kvs_proto, session as session_proto};
 
 use crate::check;
 use crate::history::{History, Key, Version};
 
-/// A seeded defect of any protocol, by its command-line name.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Mutant {
-    /// A defect of the gossip protocol.
-    Gossip(gossip_proto::Mutant),
-    /// A defect of the KVS protocol (storage nodes, clients, caches).
-    Kvs(kvs_proto::Mutant),
-    /// A defect of the session protocols.
-    Session(session_proto::Mutant),
-}
-
-impl Mutant {
-    /// Every seeded defect of every protocol.
-    pub fn all() -> Vec<Mutant> {
-        let gossip = gossip_proto::Mutant::ALL.into_iter().map(Mutant::Gossip);
-        let kvs = kvs_proto::Mutant::ALL.into_iter().map(Mutant::Kvs);
-        let session = session_proto::Mutant::ALL.into_iter().map(Mutant::Session);
-        gossip.chain(kvs).chain(session).collect()
-    }
-
-    /// The command-line name, prefixed by the protocol where two protocols share a name.
-    pub fn name(self) -> String {
-        match self {
-            Mutant::Gossip(m) if self.ambiguous() => format!("gossip/{}", m.name()),
-            Mutant::Gossip(m) => m.name().to_owned(),
-            Mutant::Kvs(m) if self.ambiguous() => format!("kvs/{}", m.name()),
-            Mutant::Kvs(m) => m.name().to_owned(),
-            Mutant::Session(m) => m.name().to_owned(),
-        }
-    }
-
-    fn bare_name(self) -> &'static str {
-        match self {
-            Mutant::Gossip(m) => m.name(),
-            Mutant::Kvs(m) => m.name(),
-            Mutant::Session(m) => m.name(),
-        }
-    }
-
-    fn ambiguous(self) -> bool {
-        Self::all().iter().filter(|m| m.bare_name() == self.bare_name()).count() > 1
-    }
-
-    /// The mutant called `name` (as [`Mutant::name`] prints it).
-    pub fn parse(name: &str) -> Result<Mutant, UnknownMutant> {
-        Self::all().into_iter().find(|m| m.name() == name).ok_or_else(|| UnknownMutant {
-            name: name.to_owned(),
-            known: Self::all().into_iter().map(Mutant::name).collect::<Vec<_>>().join(", "),
-        })
-    }
-}
-
-/// A `--mutant` name no protocol knows.
-#[derive(Debug, thiserror::Error)]
-#[error("unknown mutant `{name}`; the mutants are: {known}")]
-pub struct UnknownMutant {
-    name: String,
-    known: String,
-}
+pub use squall_proto::mutants::{Mutant, UnknownMutant};
 
 /// What a world found wrong.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -244,7 +185,7 @@ pub fn run_worlds(seed: u64, mutant: Option<Mutant>, only: &[&str]) -> SeedRepor
         let ours = match mutant {
             None => true,
             Some(Mutant::Gossip(_)) => salt == 1,
-            Some(Mutant::Kvs(_)) => salt == 2,
+            Some(Mutant::Kvs(_) | Mutant::Cache(_)) => salt == 2,
             Some(Mutant::Session(_)) => salt == 3,
         };
         if !ours || !only.contains(&WORLDS[salt as usize - 1]) {
