@@ -323,7 +323,7 @@ impl ClusterConfig {
         cfg.hello_period = Duration::from_millis(t.hello_ms);
         cfg.ring_period = Duration::from_millis(t.ring_ms);
         cfg.push_period = Duration::from_millis(t.push_ms);
-        cfg.lease_period = Duration::from_millis(t.lease_ms);
+        cfg.lease_period = Some(Duration::from_millis(t.lease_ms));
         cfg.max_keys = self.limits.max_keys;
         cfg.max_pending = self.limits.max_pending;
         cfg.join = entry.join;

@@ -60,6 +60,7 @@ mod node;
 pub mod session;
 pub mod sim;
 pub mod spec;
+pub mod worker;
 
 pub use node::{
     Calls, Hosts, Input, Node, NodeId, Nodes, Outbox, Output, Refusal, Violation, Within,

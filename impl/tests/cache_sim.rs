@@ -26,7 +26,7 @@ fn configs() -> Vec<(NodeId, CachedKvsConfig)> {
     let mut configs: Vec<(NodeId, CachedKvsConfig)> = (0..STORAGE)
         .map(|id| {
             let mut cfg = StorageConfig::new(NodeId(id), ring.clone(), 2);
-            cfg.lease_period = cfg.lease_period.max(std::time::Duration::from_secs(3));
+            cfg.lease_period = Some(std::time::Duration::from_secs(3));
             (NodeId(id), CachedKvsConfig::Storage(cfg))
         })
         .collect();

@@ -1,30 +1,38 @@
-//! Session scenarios on the deterministic simulator: a scheduler, three workers, the store
-//! and a writer updating every key the DAG reads; calls at every level; drops, duplicates,
-//! reordering, and worker crashes (a crashed worker restarts empty, losing its pins). Safety
-//! after every step: each recorded result meets its level, results are recorded once,
-//! requests fail only after their last attempt, and running sessions' pins stay pinned unless
-//! their worker restarted. After healing, every request has an outcome and no pin remains.
+//! Sessions over the whole system on the deterministic simulator: a scheduler, three workers
+//! (each a real cache, its session layer and an executor), two storage nodes at replication 2
+//! and a writer — an application with its KVS client — updating every key the DAG reads;
+//! calls at every level, whose sinks write; drops, duplicates, reordering, and worker crashes
+//! (a crashed worker restarts empty, losing its cache and its pins). Safety after every step:
+//! each recorded result meets its level, causal writes carry what their sessions read,
+//! results are recorded once, requests fail only after their last attempt, and running
+//! sessions' pins stay pinned unless their worker restarted. After healing, every request has
+//! an outcome and no pin remains.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
 
 use bytes::Bytes;
 use squall_proto::NodeId;
+use squall_proto::cache::CacheConfig;
+use squall_proto::kvs::{ClientConfig, Durability, Op, Ring, ScriptConfig, StorageConfig};
 use squall_proto::lattice::{
     Dependencies, LatticeValue, Lww, MultiKeyCausal, Stamp, VectorClock, WriterId,
 };
 use squall_proto::session::{
-    Dag, Function, Level, Mutant, Outcome, SchedulerConfig, SessionConfig, SessionNode,
-    StoreConfig, WorkerConfig, WriterConfig, invariants,
+    Call, Dag, Function, Level, Mutant, Outcome, SchedulerConfig, Write, invariants,
 };
 use squall_proto::sim::{Faults, Sim};
-use std::time::Duration;
+use squall_proto::worker::{ScriptedWorkerConfig, Step, SystemConfig, SystemNode, WorkerConfig};
 
 const SCHEDULER: NodeId = NodeId(0);
 const WORKERS: [NodeId; 3] = [NodeId(1), NodeId(2), NodeId(3)];
-const STORE: NodeId = NodeId(4);
-const WRITER: NodeId = NodeId(5);
+const STORAGE: [NodeId; 2] = [NodeId(4), NodeId(5)];
+const WRITER: NodeId = NodeId(6);
 const CLIENT: NodeId = NodeId(9);
 const KEYS: [&str; 3] = ["x", "y", "z"];
 
-/// A diamond: f0 reads x; f1 (x, y) and f2 (y, z) run on different workers; f3 reads all.
+/// A diamond: f0 reads x; f1 (x, y) and f2 (y, z) run on different workers; f3 reads all and
+/// writes `out`.
 fn diamond() -> Dag {
     Dag::new(vec![
         Function::new("f0", &["x"], &[1, 2]),
@@ -41,40 +49,73 @@ fn lww(time: u64) -> LatticeValue {
 
 /// The writer's `n`-th causal write: key `KEYS[n % 3]`, depending on the write before it.
 fn causal(n: u64) -> LatticeValue {
-    let clock = |n: u64| VectorClock::new([(WriterId(9), 1), (WriterId(5), n)]);
+    let clock = |n: u64| VectorClock::new([(WriterId(WRITER.0), n)]);
     let deps = match n {
-        0 => Dependencies::default(),
+        0 | 1 => Dependencies::default(),
         _ => Dependencies::new([(KEYS[((n - 1) % 3) as usize].to_owned(), clock(n - 1))]),
     };
     LatticeValue::MultiKeyCausal(MultiKeyCausal::new(clock(n), deps, Bytes::from_static(b"v")))
 }
 
-fn configs(causal_values: bool) -> Vec<(NodeId, SessionConfig)> {
+fn configs(causal_values: bool) -> Vec<(NodeId, SystemConfig)> {
     let dag = diamond();
     let value = |n: u64| if causal_values { causal(n) } else { lww(n) };
-    let initial: Vec<_> = KEYS.iter().map(|k| ((*k).to_owned(), value(0))).collect();
-    let puts = (1..=9).map(|n| (KEYS[(n % 3) as usize].to_owned(), value(n))).collect();
     let levels: &[Level] = if causal_values {
         &[Level::SingleKey, Level::MultiKey, Level::Dsc, Level::Dsc]
     } else {
         &[Level::Lww, Level::Dsrr, Level::Dsrr, Level::SingleKey]
     };
-    let mut scheduler = SchedulerConfig::new(SCHEDULER, dag.clone(), WORKERS.to_vec());
-    scheduler.calls = levels.iter().enumerate().map(|(i, &l)| (CLIENT, i as u64, l)).collect();
+    let mut scheduler = SchedulerConfig::new(SCHEDULER, WORKERS.to_vec());
+    scheduler.calls = levels
+        .iter()
+        .enumerate()
+        .map(|(i, &level)| Call {
+            client: CLIENT,
+            req: i as u64,
+            level,
+            dag: dag.clone(),
+            args: Vec::new(),
+        })
+        .collect();
     scheduler.max_attempts = 4;
     // The simulator fires timers as often as it delivers messages: a session gets many ticks.
     scheduler.deadline_ticks = 40;
-    let mut configs = vec![(SCHEDULER, SessionConfig::Scheduler(scheduler))];
+    let mut configs = vec![(SCHEDULER, SystemConfig::Scheduler(scheduler))];
+    let ring = Ring::with_members(16, STORAGE);
+    // The sink writes `out`: causally over causal values, a plain value over LWW ones.
+    let write = if causal_values {
+        Write::Causal(Bytes::from_static(b"out"))
+    } else {
+        Write::Value(lww(100))
+    };
+    let bodies = BTreeMap::from([("f3".to_owned(), vec![Step::Put("out".into(), write)])]);
     for id in WORKERS {
-        let mut worker = WorkerConfig::new(id, STORE, SCHEDULER, dag.clone());
+        let mut worker = WorkerConfig::new(
+            CacheConfig::new(id, ring.clone(), 2),
+            SCHEDULER,
+            vec![NodeId(100 + id.0)],
+        );
         // SESS-I2 is checked after every step; a lease could expire a running session's pin
         // (which only aborts it). Pin leases have their own unit test.
-        worker.pin_lease = None;
-        configs.push((id, SessionConfig::Worker(worker)));
+        worker.session.pin_lease = None;
+        let cfg = ScriptedWorkerConfig { worker, bodies: bodies.clone() };
+        configs.push((id, SystemConfig::Worker(cfg)));
     }
-    configs.push((STORE, SessionConfig::Store(StoreConfig::new(initial))));
-    let writer = WriterConfig { store: STORE, puts, retry_after: Duration::from_millis(50) };
-    configs.push((WRITER, SessionConfig::Writer(writer)));
+    for id in STORAGE {
+        let mut storage = StorageConfig::new(id, ring.clone(), 2);
+        storage.lease_period = Some(Duration::from_secs(3));
+        configs.push((id, SystemConfig::Storage(storage)));
+    }
+    let mut writer = ClientConfig::new(WRITER, ring, 2);
+    writer.max_attempts = 1_000;
+    // Causal puts at durability one: acknowledged by one replica, so the other may get a
+    // version before its dependency (through gossip), and a cache fetching from it holds a
+    // torn pair its causal cut must not expose.
+    let durability = if causal_values { Durability::One } else { Durability::All };
+    let puts = (1..=9)
+        .map(|n| Op::Put { key: KEYS[(n % 3) as usize].to_owned(), value: value(n), durability })
+        .collect();
+    configs.push((WRITER, SystemConfig::Client(ScriptConfig::new(writer, puts))));
     configs
 }
 
@@ -89,7 +130,7 @@ fn faults() -> Faults {
 }
 
 /// The safety invariants broken now, as "ID, ID", if any.
-fn broken(sim: &Sim<SessionNode>) -> Option<String> {
+fn broken(sim: &Sim<SystemNode>) -> Option<String> {
     let ids = invariants::broken(&sim.states(), sim.messages());
     (!ids.is_empty()).then(|| ids.join(", "))
 }
@@ -106,12 +147,12 @@ struct Findings {
 
 /// Puts `mutant` into the scheduler and every worker (only builds with the `mutants` feature
 /// can carry one).
-fn seed_defect(configs: &mut [(NodeId, SessionConfig)], mutant: Option<Mutant>) {
+fn seed_defect(configs: &mut [(NodeId, SystemConfig)], mutant: Option<Mutant>) {
     #[cfg(feature = "mutants")]
     for (_, cfg) in configs {
         match cfg {
-            SessionConfig::Scheduler(cfg) => cfg.mutant = mutant,
-            SessionConfig::Worker(cfg) => cfg.mutant = mutant,
+            SystemConfig::Scheduler(cfg) => cfg.mutant = mutant,
+            SystemConfig::Worker(cfg) => cfg.worker.session.mutant = mutant,
             _ => {}
         }
     }
@@ -151,7 +192,7 @@ fn simulate(causal_values: bool, seeds: u64, mutant: Option<Mutant>) -> Findings
             findings.broken = fail(ids);
             return findings;
         }
-        let Some(SessionNode::Scheduler(scheduler)) = sim.node(SCHEDULER) else {
+        let Some(SystemNode::Scheduler(scheduler)) = sim.node(SCHEDULER) else {
             panic!("the scheduler does not crash")
         };
         for request in scheduler.requests().values() {
@@ -197,6 +238,7 @@ fn the_simulator_catches_the_session_mutants() {
         (false, Mutant::GiveUpOnAbort, invariants::RETRIED),
         (true, Mutant::ExposeBeforeDeps, invariants::MULTI_KEY),
         (true, Mutant::IgnoreFrontier, invariants::DISTRIBUTED_CAUSAL),
+        (true, Mutant::WriteWithoutDeps, invariants::CAUSAL_WRITES),
     ];
     for (causal_values, mutant, id) in expected {
         let findings = simulate(causal_values, 80, Some(mutant));

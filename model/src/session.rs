@@ -1,63 +1,80 @@
-//! The session models: a two-function DAG on workers behind two different caches, a
-//! concurrent writer, and a lossy, duplicating, reordering network.
+//! The session models: the whole system at small bounds — a storage node, two workers each
+//! with its real cache and session layer, a scheduler, and a concurrent writer that is an
+//! application with its KVS client — over a duplicating, reordering network.
 //!
 //! Node 0 is the scheduler, nodes 1 and 2 the workers (`f0` runs on 1, `f1` on 2), node 3 the
-//! store and node 4 the writer. `f0` reads `x`; `f1` reads `x` and `y`, so `f1` must repeat
-//! `f0`'s read of `x` from worker 1's pin. The writer updates `x` (and, in the causal model,
-//! first `y`, on which the new `x` depends) while the session runs, so the two caches can hold
-//! different versions. Any message may be lost; the scheduler's deadline and the workers' retry
-//! timers fire at any moment, so sessions abort and retry (at most two attempts) in every
-//! interleaving. In `dsrr-crash`, worker 1 may also crash once and restart empty, losing its
-//! pins. The models run without a pin lease: pins go only when the scheduler releases them.
+//! storage node (replication 1) and node 4 the writer. `f0` reads `x`; `f1` reads `x` (and, in
+//! the causal model, `y`), so `f1` must repeat `f0`'s read of `x` from worker 1's pin. Caches
+//! start cold: each function's read is a fetch from the storage node, which then pushes the
+//! writer's updates to the subscribed caches, in any order, any number of times. The writer
+//! puts `x` (and, in the causal model, first `y`, on which the new `x` depends) while the
+//! session runs, so the two caches can hold different versions. Every timer fires at any
+//! moment: the scheduler's deadline aborts the session (at most two attempts), the storage
+//! node's lease checks drop subscriptions the caches then renew, the workers' retries re-send.
+//! In `dsrr-crash`, worker 1 may also crash once and restart empty, losing its pins and its
+//! cache. The models run without a pin lease: pins go only when the scheduler releases them.
+//!
+//! Properties: the session invariants, and the cache invariants over the workers' caches (the
+//! KVS's own are the `kvs` models'), each shown to fail under a seeded defect.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
 use squall_proto::NodeId;
+use squall_proto::cache;
+use squall_proto::cache::{CacheConfig, invariants as cache_invariants};
+use squall_proto::kvs::{ClientConfig, Durability, Op, Ring, ScriptConfig, StorageConfig};
 use squall_proto::lattice::{
     Dependencies, LatticeValue, Lww, MultiKeyCausal, Stamp, VectorClock, WriterId,
 };
-use squall_proto::session::{
-    Dag, Level, Mutant, SchedulerConfig, SessionConfig, SessionNode, StoreConfig, WorkerConfig,
-    WriterConfig, invariants,
-};
+use squall_proto::mutants::Mutant;
+use squall_proto::session::Write;
+use squall_proto::session::{self, Call, Dag, Level, SchedulerConfig, invariants};
+use squall_proto::worker::{ScriptedWorkerConfig, Step, SystemConfig, SystemNode, WorkerConfig};
 use stateright::Expectation;
 use stateright::actor::{ActorModel, ActorModelState, LossyNetwork, Network};
 
-use crate::adapter::{Adapter, node_states};
+use crate::adapter::{Adapter, no_step_violation, node_states};
 
 /// The node type the models run.
-pub type SessionActor = Adapter<SessionNode>;
+pub type SessionActor = Adapter<SystemNode>;
 /// A Stateright session model.
 pub type SessionModel = ActorModel<SessionActor, (), ()>;
 
 const SCHEDULER: NodeId = NodeId(0);
 const WORKER_0: NodeId = NodeId(1);
 const WORKER_1: NodeId = NodeId(2);
-const STORE: NodeId = NodeId(3);
-/// The client the model's call comes from (not an actor: the scheduler starts the call).
+const STORAGE: NodeId = NodeId(3);
+const WRITER: NodeId = NodeId(4);
+/// The client the model's call is recorded for (not an actor: the scheduler starts the call).
 const CLIENT: NodeId = NodeId(9);
+/// Each worker's one executor (inside the worker: never an actor).
+const EXECUTOR: NodeId = NodeId(100);
 
 /// Which session model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
-    /// `dsrr`: LWW values, a DSRR call.
+    /// `dsrr`: LWW values, a DSRR call, one attempt, a concurrent writer.
     Dsrr,
+    /// `dsrr-retry`: a DSRR call of two attempts over values nobody writes.
+    DsrrRetry,
     /// `dsrr-crash`: the `dsrr` model, and worker 1 may crash and restart once.
     DsrrCrash,
-    /// `causal`: multi-key causal values, a DSC call.
+    /// `causal`: multi-key causal values, a DSC call whose sink writes causally.
     Causal,
 }
 
 impl Scenario {
     /// Every session model.
-    pub const ALL: [Scenario; 3] = [Scenario::Dsrr, Scenario::DsrrCrash, Scenario::Causal];
+    pub const ALL: [Scenario; 4] =
+        [Scenario::Dsrr, Scenario::DsrrRetry, Scenario::DsrrCrash, Scenario::Causal];
 
     /// The model's command-line name.
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Dsrr => "dsrr",
+            Scenario::DsrrRetry => "dsrr-retry",
             Scenario::DsrrCrash => "dsrr-crash",
             Scenario::Causal => "causal",
         }
@@ -67,13 +84,16 @@ impl Scenario {
     pub fn about(self) -> &'static str {
         match self {
             Scenario::Dsrr => {
-                "a DSRR call of f0(x) → f1(x, y) on two workers, a concurrent writer, lossy network"
+                "a DSRR call of f0(x) → f1(x) on two workers' caches over a storage node, a concurrent writer"
+            }
+            Scenario::DsrrRetry => {
+                "the dsrr call with no writer, and a deadline that may abort its first attempt"
             }
             Scenario::DsrrCrash => {
                 "the dsrr model, and the worker holding f0's pins may crash once"
             }
             Scenario::Causal => {
-                "a DSC call of f0(x) → f1(x, y) over causal values; x's new version depends on y's"
+                "a DSC call of f0(x) → f1(x, y) writing z, over causal values; x's new version depends on y's"
             }
         }
     }
@@ -98,69 +118,85 @@ fn causal(clock: &[(u64, u64)], deps: &[(&str, &[(u64, u64)])]) -> LatticeValue 
     ))
 }
 
-/// The configurations of every node, indexed by node id.
-pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<SessionConfig> {
-    let (dag, level, initial, puts) = match scenario {
-        Scenario::Dsrr | Scenario::DsrrCrash => (
-            Dag::chain(&[&["x"], &["x"]]),
-            Level::Dsrr,
-            BTreeMap::from([("x".to_owned(), lww(1, 9))]),
-            vec![("x".to_owned(), lww(2, 4))],
-        ),
+/// The configurations of every node, indexed by node id. A session mutant goes to the
+/// scheduler and both workers' session layers, a cache mutant to both caches, a storage one to
+/// the storage node.
+pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<SystemConfig> {
+    let (dag, level, puts) = match scenario {
+        Scenario::Dsrr | Scenario::DsrrCrash => {
+            (Dag::chain(&[&["x"], &["x"]]), Level::Dsrr, vec![("x", lww(2, 4))])
+        }
+        Scenario::DsrrRetry => (Dag::chain(&[&["x"], &["x"]]), Level::Dsrr, Vec::new()),
         Scenario::Causal => (
             Dag::chain(&[&["x"], &["x", "y"]]),
             Level::Dsc,
-            BTreeMap::from([
-                ("x".to_owned(), causal(&[(9, 1)], &[])),
-                ("y".to_owned(), causal(&[(9, 1)], &[])),
-            ]),
-            vec![
-                ("y".to_owned(), causal(&[(9, 1), (4, 1)], &[])),
-                ("x".to_owned(), causal(&[(9, 1), (4, 2)], &[("y", &[(9, 1), (4, 1)])])),
-            ],
+            vec![("y", causal(&[(4, 1)], &[])), ("x", causal(&[(4, 2)], &[("y", &[(4, 1)])]))],
         ),
     };
     let dag = dag.expect("a valid chain");
-    let mut scheduler = SchedulerConfig::new(SCHEDULER, dag.clone(), vec![WORKER_0, WORKER_1]);
-    scheduler.calls = vec![(CLIENT, 0, level)];
-    // Retries are the `dsrr` model's business: the causal model checks the levels' reads, and
-    // the crash model what a lost pin does (a retry on top multiplied its states past ten
-    // million; the simulator and a unit test retry after crashes).
-    scheduler.max_attempts = if scenario == Scenario::Dsrr { 2 } else { 1 };
+    let session_mutant = match mutant {
+        Some(Mutant::Session(m)) => Some(m),
+        _ => None,
+    };
+    let mut scheduler = SchedulerConfig::new(SCHEDULER, vec![WORKER_0, WORKER_1]);
+    scheduler.calls = vec![Call { client: CLIENT, req: 0, level, dag, args: Vec::new() }];
+    // Retries are the `dsrr-retry` model's business: a second attempt over a concurrent writer
+    // multiplies the states past what a test can search (the simulator and a unit test retry
+    // after crashes and under writes).
+    scheduler.max_attempts = if scenario == Scenario::DsrrRetry { 2 } else { 1 };
     // Any `Deadline` tick may abort the session: the model fires timers at any moment anyway.
     scheduler.deadline_ticks = 1;
-    scheduler.mutant = mutant;
-    // In the causal model both caches start warm with the initial values (as if earlier
-    // calls had read them), so a cache can lag behind the store when a function reads it.
-    let warm = scenario == Scenario::Causal;
-    let worker = |id| {
-        let mut cfg = WorkerConfig::new(id, STORE, SCHEDULER, dag.clone());
-        cfg.mutant = mutant;
-        cfg.pin_lease = None;
-        if warm {
-            cfg.warm = initial.clone();
-        }
-        SessionConfig::Worker(cfg)
+    scheduler.mutant = session_mutant;
+    // The causal sink writes `z`, a value that must carry what the session read (SESS-W).
+    let bodies = match scenario {
+        Scenario::Causal => BTreeMap::from([(
+            "f1".to_owned(),
+            vec![Step::Put("z".into(), Write::Causal(Bytes::from_static(b"w")))],
+        )]),
+        _ => BTreeMap::new(),
     };
-    let mut store = StoreConfig::new(initial.clone());
-    if warm {
-        store.subscribers =
-            initial.keys().map(|k| (k.clone(), BTreeSet::from([WORKER_0, WORKER_1]))).collect();
-    }
-    vec![
-        SessionConfig::Scheduler(scheduler),
+    let ring = Ring::with_members(4, [STORAGE]);
+    let worker = |id| {
+        let mut cache = CacheConfig::new(id, ring.clone(), 1);
+        cache.max_attempts = 1;
+        // Nothing is lost here, so nothing needs renewing: leases and renewals are the cache
+        // model's business (and multiply these states many times over).
+        cache.renew_period = None;
+        cache.mutant = match mutant {
+            Some(Mutant::Cache(m)) => Some(m),
+            _ => None,
+        };
+        let mut worker = WorkerConfig::new(cache, SCHEDULER, vec![EXECUTOR]);
+        worker.session.pin_lease = None;
+        worker.session.mutant = session_mutant;
+        SystemConfig::Worker(ScriptedWorkerConfig { worker, bodies: bodies.clone() })
+    };
+    let mut storage = StorageConfig::new(STORAGE, ring.clone(), 1);
+    storage.lease_period = None;
+    storage.mutant = match mutant {
+        Some(Mutant::Kvs(m)) => Some(m),
+        _ => None,
+    };
+    let mut writer = ClientConfig::new(WRITER, ring.clone(), 1);
+    writer.max_attempts = 1;
+    writer.retry_after = Duration::from_millis(100);
+    let ops: Vec<Op> = puts
+        .into_iter()
+        .map(|(key, value)| Op::Put { key: key.into(), value, durability: Durability::One })
+        .collect();
+    let mut nodes = vec![
+        SystemConfig::Scheduler(scheduler),
         worker(WORKER_0),
         worker(WORKER_1),
-        SessionConfig::Store(store),
-        SessionConfig::Writer(WriterConfig {
-            store: STORE,
-            puts,
-            retry_after: Duration::from_millis(100),
-        }),
-    ]
+        SystemConfig::Storage(storage),
+    ];
+    if !ops.is_empty() {
+        nodes.push(SystemConfig::Client(ScriptConfig::new(writer, ops)));
+    }
+    nodes
 }
 
-/// Only worker 1 crashes, at most once.
+/// Only worker 0 crashes, at most once.
 fn worker_0_crashes_at_most_once(_: &(), state: &ActorModelState<SessionActor>) -> bool {
     let worker = usize::try_from(WORKER_0.0).expect("small id");
     let others_up = state.crashed.iter().enumerate().all(|(i, down)| i == worker || !down);
@@ -181,13 +217,37 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
     let model = model.property(Expectation::Sometimes, "SESS-L1 a result is recorded", |m, s| {
         invariants::some_result(&node_states(m, s))
     });
+    // Without a writer, nothing can make a cache wrong or a read unrepeatable: `dsrr-retry`
+    // leaves those properties to the other models.
     let model = match scenario {
-        Scenario::Dsrr | Scenario::DsrrCrash => model
+        Scenario::DsrrRetry => model,
+        _ => model
             .property(
                 Expectation::Always,
-                "SESS-I1 every completed session read one version per key",
-                |m, s| invariants::levels_hold(&node_states(m, s), invariants::REPEATABLE_READ),
+                "CACHE-I1 a cache holds and returns only joins of written values",
+                |m, s| cache_invariants::no_thin_air(&node_states(m, s)),
             )
+            .property(
+                Expectation::Always,
+                "CACHE-I2 a cached value never goes backwards",
+                |_, s| no_step_violation(s, cache_invariants::MONOTONE_READS),
+            )
+            .property(
+                Expectation::Always,
+                "CACHE-I3 once quiescent, every subscribed cached key equals the KVS value",
+                |m, s| cache_invariants::fresh_when_quiescent(&node_states(m, s)),
+            ),
+    };
+    let model = match scenario {
+        Scenario::Dsrr | Scenario::DsrrCrash => model.property(
+            Expectation::Always,
+            "SESS-I1 every completed session read one version per key",
+            |m, s| invariants::levels_hold(&node_states(m, s), invariants::REPEATABLE_READ),
+        ),
+        _ => model,
+    };
+    let model = match scenario {
+        Scenario::Dsrr | Scenario::DsrrCrash | Scenario::DsrrRetry => model
             .property(
                 Expectation::Always,
                 "SESS-I2 a pinned version stays pinned while its session can read it",
@@ -212,11 +272,16 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
                 Expectation::Always,
                 "SESS-DSC downstream reads repeat upstream reads and cover their dependencies",
                 |m, s| invariants::levels_hold(&node_states(m, s), invariants::DISTRIBUTED_CAUSAL),
+            )
+            .property(
+                Expectation::Always,
+                "SESS-W a causal write covers what its session read",
+                |m, s| invariants::levels_hold(&node_states(m, s), invariants::CAUSAL_WRITES),
             ),
     };
-    // Retries: only `dsrr` runs two attempts.
+    // Retries: only `dsrr-retry` runs two attempts.
     match scenario {
-        Scenario::Dsrr => model
+        Scenario::DsrrRetry => model
             .property(
                 Expectation::Always,
                 "SESS-I4 a request fails only after its last attempt aborted",
@@ -227,7 +292,7 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
                 "SESS-I5 every request's result is recorded once",
                 |m, s| {
                     invariants::result_once(&node_states(m, s))
-                        && crate::adapter::no_step_violation(s, invariants::RESULT_ONCE)
+                        && no_step_violation(s, invariants::RESULT_ONCE)
                 },
             )
             .property(
@@ -241,24 +306,38 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
 
 /// The mutants each scenario catches, by command-line name.
 pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
-    use Mutant::*;
-    let list: &[Mutant] = match scenario {
-        Scenario::Dsrr => &[
-            SkipRemoteRead,
-            PinByClient,
-            ReleaseBeforeSink,
-            IgnoreRelease,
-            RecordEveryResult,
-            GiveUpOnAbort,
-            EveryFunctionPrecedes,
-        ],
-        // It runs one attempt, so the retry mutants are the `dsrr` model's.
+    use session::Mutant::*;
+    let sessions: &[session::Mutant] = match scenario {
+        Scenario::Dsrr => {
+            &[SkipRemoteRead, ReleaseBeforeSink, IgnoreRelease, EveryFunctionPrecedes]
+        }
+        Scenario::DsrrRetry => {
+            &[PinByClient, IgnoreRelease, RecordEveryResult, GiveUpOnAbort, EveryFunctionPrecedes]
+        }
         Scenario::DsrrCrash => {
             &[SkipRemoteRead, ReleaseBeforeSink, IgnoreRelease, EveryFunctionPrecedes, StaleHoldOk]
         }
-        Scenario::Causal => {
-            &[SkipRemoteRead, ExposeBeforeDeps, IgnoreFrontier, EveryFunctionPrecedes]
-        }
+        Scenario::Causal => &[
+            SkipRemoteRead,
+            ExposeBeforeDeps,
+            IgnoreFrontier,
+            EveryFunctionPrecedes,
+            WriteWithoutDeps,
+        ],
     };
-    list.iter().map(|m| (m.name(), *m)).collect()
+    // The caches' properties: every model that checks them shows each can fail.
+    let caches: &[Mutant] = match scenario {
+        Scenario::DsrrRetry => &[],
+        _ => &[
+            Mutant::Cache(cache::Mutant::CacheMissAsBottom),
+            Mutant::Cache(cache::Mutant::PushOverwrites),
+            Mutant::Cache(cache::Mutant::IgnorePushes),
+        ],
+    };
+    sessions
+        .iter()
+        .map(|m| Mutant::Session(*m))
+        .chain(caches.iter().copied())
+        .map(|m| (m.bare_name(), m))
+        .collect()
 }

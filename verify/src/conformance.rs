@@ -33,10 +33,8 @@ use squall_proto::lattice::{
     Dependencies, LatticeType, LatticeValue, Lww, MultiKeyCausal, SetUnion, Stamp, VectorClock,
     WriterId,
 };
-use squall_proto::session::{
-    self, Dag, Level, SchedulerConfig, SessionConfig, SessionNode, StoreConfig, WorkerConfig,
-    WriterConfig,
-};
+use squall_proto::session::{self, Call, Dag, Level, SchedulerConfig};
+use squall_proto::worker::{ScriptedWorkerConfig, SystemConfig, SystemNode, WorkerConfig};
 use squall_proto::{Input, Node, NodeId, Outbox, Output};
 
 /// A scenario: its name (the trace's file stem) and how to produce its trace.
@@ -395,55 +393,47 @@ fn cache_push() -> String {
     run::<CachedKvsNode>(configs, cache_role, kvs::invariants::quiescent, 600)
 }
 
-fn session_role(cfg: &SessionConfig) -> &'static str {
+fn session_role(cfg: &SystemConfig) -> &'static str {
     match cfg {
-        SessionConfig::Scheduler(_) => "scheduler",
-        SessionConfig::Worker(_) => "worker",
-        SessionConfig::Store(_) => "store",
-        SessionConfig::Writer(_) => "writer",
+        SystemConfig::Scheduler(_) => "scheduler",
+        SystemConfig::Worker(_) => "worker",
+        SystemConfig::Storage(_) => "storage",
+        SystemConfig::Client(_) => "client",
     }
 }
 
-/// A scheduler (n0) calling `f0(x) → f1(x, y)` once at `level` on workers n1 and n2, the store
-/// (n3) starting from `initial`, and a writer (n4) putting `puts`.
-fn session(
-    level: Level,
-    initial: Vec<(&str, LatticeValue)>,
-    puts: Vec<(&str, LatticeValue)>,
-) -> String {
+/// A scheduler (n0) calling `f0(x) → f1(x, y)` once at `level` on workers n1 and n2 (one
+/// executor each, inside), a storage node (n3) and a writer (n4) putting `puts` in order.
+fn session(level: Level, puts: Vec<(&str, LatticeValue)>) -> String {
     let dag = Dag::chain(&[&["x"], &["x", "y"]]).expect("a valid chain");
     let workers = vec![NodeId(1), NodeId(2)];
-    let mut scheduler = SchedulerConfig::new(NodeId(0), dag.clone(), workers.clone());
-    scheduler.calls = vec![(NodeId(9), 0, level)];
-    let mut configs = vec![(NodeId(0), SessionConfig::Scheduler(scheduler))];
+    let ring = Ring::with_members(16, [NodeId(3)]);
+    let mut scheduler = SchedulerConfig::new(NodeId(0), workers.clone());
+    scheduler.calls = vec![Call { client: NodeId(9), req: 0, level, dag, args: Vec::new() }];
+    let mut configs = vec![(NodeId(0), SystemConfig::Scheduler(scheduler))];
     for &id in &workers {
-        let mut worker = WorkerConfig::new(id, NodeId(3), NodeId(0), dag.clone());
-        worker.pin_lease = None;
-        configs.push((id, SessionConfig::Worker(worker)));
+        let cache = CacheConfig::new(id, ring.clone(), 1);
+        let mut worker = WorkerConfig::new(cache, NodeId(0), vec![NodeId(100)]);
+        worker.session.pin_lease = None;
+        let cfg = ScriptedWorkerConfig { worker, bodies: BTreeMap::new() };
+        configs.push((id, SystemConfig::Worker(cfg)));
     }
-    let initial = initial.into_iter().map(|(k, v)| (k.to_owned(), v));
-    configs.push((NodeId(3), SessionConfig::Store(StoreConfig::new(initial))));
-    let puts = puts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-    let writer = WriterConfig { store: NodeId(3), puts, retry_after: Duration::from_millis(50) };
-    configs.push((NodeId(4), SessionConfig::Writer(writer)));
-    // Done once every session ended and the writer's puts are in.
-    let done = |nodes: &[(&SessionConfig, Option<&SessionNode>)]| {
-        let written = nodes.iter().all(|(cfg, node)| match (cfg, node) {
-            (SessionConfig::Writer(cfg), Some(SessionNode::Writer(w))) => {
-                w.acked() == cfg.puts.len()
-            }
-            _ => true,
-        });
-        written && session::invariants::quiescent(nodes)
-    };
-    run::<SessionNode>(configs, session_role, done, 400)
+    configs
+        .push((NodeId(3), SystemConfig::Storage(StorageConfig::new(NodeId(3), ring.clone(), 1))));
+    let ops = puts
+        .into_iter()
+        .map(|(k, v)| Op::Put { key: k.to_owned(), value: v, durability: Durability::One })
+        .collect();
+    let writer = ClientConfig::new(NodeId(4), ring, 1);
+    configs.push((NodeId(4), SystemConfig::Client(ScriptConfig::new(writer, ops))));
+    // Done once every session ended and the writer's puts are in: everything idle.
+    run::<SystemNode>(configs, session_role, session::invariants::quiescent, 600)
 }
 
 fn session_dsrr() -> String {
     session(
         Level::Dsrr,
-        vec![("x", lww(1, 4, b"x1")), ("y", lww(1, 4, b"y1"))],
-        vec![("x", lww(2, 4, b"x2"))],
+        vec![("x", lww(1, 4, b"x1")), ("y", lww(1, 4, b"y1")), ("x", lww(2, 4, b"x2"))],
     )
 }
 
@@ -455,8 +445,9 @@ fn session_dsc() -> String {
     // The writer never reuses a clock: x@1 and y@2 at first, then y@3, then x@4 after y@3.
     session(
         Level::Dsc,
-        vec![("x", causal(1, Dependencies::default())), ("y", causal(2, Dependencies::default()))],
         vec![
+            ("x", causal(1, Dependencies::default())),
+            ("y", causal(2, Dependencies::default())),
             ("y", causal(3, Dependencies::default())),
             ("x", causal(4, Dependencies::new([("y".to_owned(), clock(3))]))),
         ],

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use squall_proto::cache::CachedKvsNode;
 use squall_proto::gossip::GossipNode;
 use squall_proto::kvs::KvsNode;
-use squall_proto::session::SessionNode;
+use squall_proto::worker::SystemNode;
 use squall_verify::conformance::{SCENARIOS, replay};
 
 fn path(name: &str) -> PathBuf {
@@ -56,7 +56,7 @@ fn every_trace_replays_from_its_own_json() {
             Some("gossip") => replay::<GossipNode<u16>>(&trace),
             Some("kvs") => replay::<KvsNode>(&trace),
             Some("cache") => replay::<CachedKvsNode>(&trace),
-            Some("session") => replay::<SessionNode>(&trace),
+            Some("session") => replay::<SystemNode>(&trace),
             _ => panic!("{}: which protocol?", scenario.name),
         };
         let steps = replayed.unwrap_or_else(|e| panic!("{}: {e}", scenario.name));

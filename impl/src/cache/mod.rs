@@ -89,8 +89,10 @@ pub struct CacheConfig {
     pub max_bytes: u64,
     /// The most write-throughs in flight; more are refused as overloaded.
     pub max_writes: u32,
-    /// How often subscriptions are renewed (well under the replicas' `lease_period`).
-    pub renew_period: Duration,
+    /// How often subscriptions are renewed (well under the replicas' `lease_period`), which
+    /// also re-sends lost fetches. `None`: never — only for a network that loses nothing,
+    /// against replicas without leases (a model checking other things).
+    pub renew_period: Option<Duration>,
     /// How long to wait for the KVS to answer a write-through before re-sending it.
     pub retry_after: Duration,
     /// Attempts per write-through before leaving the executor to time out (indefinite).
@@ -111,7 +113,7 @@ impl CacheConfig {
             max_keys: 100_000,
             max_bytes: 256 << 20,
             max_writes: 10_000,
-            renew_period: Duration::from_secs(1),
+            renew_period: Some(Duration::from_secs(1)),
             retry_after: Duration::from_millis(100),
             max_attempts: 3,
             #[cfg(feature = "mutants")]
@@ -203,6 +205,11 @@ impl CacheNode {
     /// The replicas of `key` by the cache's view of the ring.
     fn replicas(&self, cfg: &CacheConfig, key: &str) -> Vec<NodeId> {
         self.ring.responsible(key, cfg.replication)
+    }
+
+    /// How many times this cache has started.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
     }
 
     /// The cache's view of the ring.
@@ -317,8 +324,8 @@ impl CacheNode {
         let was_idle = self.entries.is_empty() && self.fetching.is_empty();
         self.fetching.insert(key.clone(), (self.epoch, BTreeSet::from([(executor, req)])));
         self.refetch(cfg, &key, out);
-        if was_idle {
-            out.set_timer(KvsTimer::Renew, cfg.renew_period);
+        if was_idle && let Some(period) = cfg.renew_period {
+            out.set_timer(KvsTimer::Renew, period);
         }
     }
 
@@ -512,7 +519,9 @@ impl CacheNode {
         if !sent {
             return out.ignore("renewal with nothing cached");
         }
-        out.set_timer(KvsTimer::Renew, cfg.renew_period);
+        if let Some(period) = cfg.renew_period {
+            out.set_timer(KvsTimer::Renew, period);
+        }
     }
 
     /// Sends, to every replica `to` for which `wanted(to, key)`, a `Subscribe` of the cached

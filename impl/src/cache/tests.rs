@@ -88,7 +88,10 @@ fn a_miss_subscribes_at_every_replica_once_and_the_first_push_answers_every_wait
         .into_iter()
         .map(|replica| send(replica, fetch(0, &["k"])))
         .collect();
-    expected.push(Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period });
+    expected.push(Output::SetTimer {
+        timer: KvsTimer::Renew,
+        after: cfg.renew_period.expect("renews"),
+    });
     assert_eq!(first, expected, "replicas in ring order");
     assert!(step(&cfg, &mut cache, OTHER_EXEC, get(4, "k")).is_empty(), "one fetch in flight");
     let answered = step(&cfg, &mut cache, S1, answer(0, "k", Some(lww(1))));
@@ -243,7 +246,7 @@ fn renewal_resubscribes_held_keys_and_refetches_fetched_ones_at_each_replica() {
             send(S1, KvsMsg::Subscribe { incarnation: 1, keys: keys(&["a"]) }),
             send(S0, fetch(0, &["b"])),
             send(S1, fetch(0, &["b"])),
-            Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period },
+            Output::SetTimer { timer: KvsTimer::Renew, after: cfg.renew_period.expect("renews") },
         ]
     );
 }
@@ -295,7 +298,7 @@ fn a_subscription_is_answered_with_the_value_and_growth_is_pushed_until_acknowle
         [
             send(CACHE, push("k", Some(lww(1)))),
             Output::SetTimer { timer: KvsTimer::Push, after: cfg.push_period },
-            Output::SetTimer { timer: KvsTimer::Lease, after: cfg.lease_period },
+            Output::SetTimer { timer: KvsTimer::Lease, after: cfg.lease_period.expect("leases") },
         ]
     );
     assert!(!node.is_idle(), "waiting for the cache's acknowledgement");

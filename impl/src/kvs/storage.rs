@@ -44,8 +44,10 @@ pub struct StorageConfig {
     /// acknowledged.
     pub push_period: Duration,
     /// How often leases are checked: a cache that did not renew between two checks is
-    /// dropped, so a lease lasts between one and two periods after its last renewal.
-    pub lease_period: Duration,
+    /// dropped, so a lease lasts between one and two periods after its last renewal. `None`:
+    /// subscriptions never lapse — only for a network that loses nothing, whose caches need
+    /// not renew (a model checking other things).
+    pub lease_period: Option<Duration>,
     /// The most keys this node stores; puts creating more are rejected.
     pub max_keys: u32,
     /// The most unacknowledged puts this node tracks; more are rejected as overloaded.
@@ -69,7 +71,7 @@ impl StorageConfig {
             ring_period: Duration::from_millis(100),
             join: false,
             push_period: Duration::from_millis(5),
-            lease_period: Duration::from_secs(3),
+            lease_period: Some(Duration::from_secs(3)),
             max_keys: 1_000_000,
             max_pending: 10_000,
             #[cfg(feature = "mutants")]
@@ -348,8 +350,10 @@ impl StorageNode {
             Input::Timeout(KvsTimer::Ring) => self.send_ring(cfg, out),
             Input::Timeout(KvsTimer::Push) => self.send_pushes(cfg, out),
             Input::Timeout(KvsTimer::Lease) => {
-                if self.subs.tick(cfg.has(Mutant::KeepLapsedSubscribers)) {
-                    out.set_timer(KvsTimer::Lease, cfg.lease_period);
+                if self.subs.tick(cfg.has(Mutant::KeepLapsedSubscribers))
+                    && let Some(period) = cfg.lease_period
+                {
+                    out.set_timer(KvsTimer::Lease, period);
                 }
             }
             Input::Timeout(timer) => out.ignore(match timer {
@@ -807,8 +811,11 @@ impl StorageNode {
         if was_settled && !self.subs.is_settled() {
             out.set_timer(KvsTimer::Push, cfg.push_period);
         }
-        if !had_subscriptions && !self.subs.is_empty() {
-            out.set_timer(KvsTimer::Lease, cfg.lease_period);
+        if !had_subscriptions
+            && !self.subs.is_empty()
+            && let Some(period) = cfg.lease_period
+        {
+            out.set_timer(KvsTimer::Lease, period);
         }
     }
 

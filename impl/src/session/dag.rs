@@ -8,7 +8,7 @@ use crate::base::Key;
 pub type FnId = u32;
 
 /// One function of a DAG: the keys it reads and the functions it triggers.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Function {
     /// Its name, for traces and errors.
@@ -62,7 +62,7 @@ pub enum DagError {
 
 /// A validated DAG: acyclic, one sink, every successor known. Serialized as its list of
 /// functions, and validated again when read back.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(
     feature = "serde",
     derive(serde::Serialize, serde::Deserialize),

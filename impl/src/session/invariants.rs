@@ -7,11 +7,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{
-    Dag, Level, Outcome, Read, SessionConfig, SessionId, SessionMsg, SessionNode, VersionId,
-    covers, dependencies,
+    Dag, LayerConfig, Level, Outcome, Read, Scheduler, SchedulerConfig, SessionId, SessionLayer,
+    SessionMsg, VersionId, covers, dependencies,
 };
 use crate::base::ReqId;
-use crate::node::{NodeId, Violation};
+use crate::node::{Hosts, NodeId, Nodes, Violation, live};
 
 /// Every completed DSRR or DSC session read one version per key.
 pub const REPEATABLE_READ: &str = "SESS-I1";
@@ -29,6 +29,10 @@ pub const SINGLE_KEY: &str = "SESS-SK";
 pub const MULTI_KEY: &str = "SESS-MK";
 /// Distributed-session causal: MK across the DAG, plus repeatable read.
 pub const DISTRIBUTED_CAUSAL: &str = "SESS-DSC";
+/// Causal writes carry what the session read: a function's write at SK, MK or DSC follows
+/// every version of its key that it or a function before it read, and (MK, DSC) depends on
+/// every other key's version they read.
+pub const CAUSAL_WRITES: &str = "SESS-W";
 
 fn violation(id: &'static str, detail: String) -> Violation {
     Violation { id, detail }
@@ -122,33 +126,97 @@ pub fn distributed_causal(dag: &Dag, log: &[Read]) -> Result<(), Violation> {
     Ok(())
 }
 
-/// The nodes of a system state with their configurations, `None` for a crashed node.
-pub type Nodes<'a> = [(&'a SessionConfig, Option<&'a SessionNode>)];
-
-/// Every recorded result with the DAG it ran and its level.
-fn recorded<'a>(nodes: &'a Nodes<'a>) -> impl Iterator<Item = (&'a Dag, Level, &'a [Read])> {
-    nodes
-        .iter()
-        .filter_map(|(cfg, node)| match (cfg, node) {
-            (SessionConfig::Scheduler(cfg), Some(SessionNode::Scheduler(s))) => Some((cfg, s)),
-            _ => None,
-        })
-        .flat_map(|(cfg, s)| s.recorded().iter().map(move |r| (&cfg.dag, r.level, &r.log[..])))
+/// SESS-W on one session's reads and writes at `level`: each causal write's clock covers every
+/// version of its key read by its function or one before it in `dag`, and at MK and DSC its
+/// dependencies cover every other key's version they read.
+pub fn causal_writes(
+    dag: &Dag,
+    level: Level,
+    log: &[Read],
+    writes: &[Read],
+) -> Result<(), Violation> {
+    if !matches!(level, Level::SingleKey | Level::MultiKey | Level::Dsc) {
+        return Ok(());
+    }
+    for write in writes {
+        let deps = dependencies(&write.value);
+        let before = log
+            .iter()
+            .filter(|r| r.function == write.function || dag.precedes(r.function, write.function));
+        for read in before {
+            let Some(read_clock) = read.value.as_ref().and_then(super::clock) else { continue };
+            let covered = if read.key == write.key {
+                covers(&write.value, &read_clock)
+            } else {
+                level == Level::SingleKey || deps.get(&read.key).is_some_and(|c| read_clock <= *c)
+            };
+            if !covered {
+                return Err(violation(
+                    CAUSAL_WRITES,
+                    format!(
+                        "function {} wrote {} = {:?} without covering {} = {:?} read by function {}",
+                        write.function, write.key, write.value, read.key, read.value, read.function
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
-/// SESS-I1, SESS-SK, SESS-MK and SESS-DSC on every recorded result whose level promises them.
-pub fn levels_hold(nodes: &Nodes<'_>, id: &'static str) -> bool {
-    recorded(nodes).all(|(dag, level, log)| {
+/// A world the session invariants judge: one that hosts schedulers, and whose workers have
+/// session layers (the world of the whole system, [`crate::worker::SystemNode`]).
+pub trait SessionWorld: Hosts<Scheduler> {
+    /// This node's session layer, if it is a worker.
+    fn layer(&self) -> Option<&SessionLayer>;
+    /// A worker's session layer configuration.
+    fn layer_config(cfg: &Self::Config) -> Option<&LayerConfig>;
+    /// A message of the session protocol, if this one is.
+    fn session_msg(msg: &Self::Msg) -> Option<&SessionMsg>;
+}
+
+/// Every live scheduler with its configuration.
+fn schedulers<'a, W: SessionWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a SchedulerConfig, &'a Scheduler)> + 'a {
+    live::<Scheduler, W>(nodes)
+}
+
+/// Every live worker's session layer with its configuration.
+fn layers<'a, W: SessionWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a LayerConfig, &'a SessionLayer)> + 'a {
+    nodes.iter().filter_map(|(cfg, node)| Some((W::layer_config(cfg)?, node.as_ref()?.layer()?)))
+}
+
+/// Every recorded result with the DAG it ran, its level, its reads and its writes.
+fn recorded<'a, W: SessionWorld>(
+    nodes: &'a Nodes<'a, W>,
+) -> impl Iterator<Item = (&'a Dag, Level, &'a [Read], &'a [Read])> + 'a {
+    schedulers(nodes).flat_map(|(_, s)| {
+        s.recorded().iter().filter_map(move |r| {
+            let dag = &s.requests().get(&(r.client, r.req))?.dag;
+            Some((dag, r.level, &r.log[..], &r.writes[..]))
+        })
+    })
+}
+
+/// SESS-I1, SESS-SK, SESS-MK, SESS-DSC and SESS-W on every recorded result whose level
+/// promises them.
+pub fn levels_hold<W: SessionWorld>(nodes: &Nodes<'_, W>, id: &'static str) -> bool {
+    recorded(nodes).all(|(dag, level, log, writes)| {
         let applies = match id {
             REPEATABLE_READ => matches!(level, Level::Dsrr | Level::Dsc),
             SINGLE_KEY => matches!(level, Level::SingleKey | Level::Dsc),
             MULTI_KEY => matches!(level, Level::MultiKey | Level::Dsc),
+            CAUSAL_WRITES => true,
             _ => level == Level::Dsc,
         };
         let verdict = match id {
             REPEATABLE_READ => repeatable_read(log),
             SINGLE_KEY => single_key(dag, log),
             MULTI_KEY => multi_key(log),
+            CAUSAL_WRITES => causal_writes(dag, level, log, writes),
             _ => distributed_causal(dag, log),
         };
         !applies || verdict.is_ok()
@@ -156,15 +224,8 @@ pub fn levels_hold(nodes: &Nodes<'_>, id: &'static str) -> bool {
 }
 
 /// The sessions some scheduler is running.
-fn running<'a>(nodes: &'a Nodes<'a>) -> BTreeSet<SessionId> {
-    nodes
-        .iter()
-        .filter_map(|(_, node)| match node {
-            Some(SessionNode::Scheduler(s)) => Some(s.sessions().keys().copied()),
-            _ => None,
-        })
-        .flatten()
-        .collect()
+fn running<W: SessionWorld>(nodes: &Nodes<'_, W>) -> BTreeSet<SessionId> {
+    schedulers(nodes).flat_map(|(_, s)| s.sessions().keys().copied()).collect()
 }
 
 /// SESS-I2: for every running session and every pin in metadata a function may still read
@@ -172,27 +233,22 @@ fn running<'a>(nodes: &'a Nodes<'a>) -> BTreeSet<SessionId> {
 /// running — the pinning worker, unless it crashed or restarted since, still pins that
 /// version for the session. (A pin lease shorter than the sessions' deadline could break
 /// this; the protocol then aborts the session, and the models run without a lease.)
-pub fn pins_held<'a>(nodes: &Nodes<'_>, in_flight: impl Iterator<Item = &'a SessionMsg>) -> bool {
+pub fn pins_held<'a, W: SessionWorld + 'a>(
+    nodes: &Nodes<'_, W>,
+    in_flight: impl Iterator<Item = &'a W::Msg>,
+) -> bool {
     let running = running(nodes);
-    let triggers = in_flight.filter_map(|msg| match msg {
-        SessionMsg::Trigger { session, info, meta, .. } => Some((*session, info, meta)),
+    let triggers = in_flight.filter_map(|msg| match W::session_msg(msg) {
+        Some(SessionMsg::Trigger { session, info, meta, .. }) => Some((*session, info, meta)),
         _ => None,
     });
-    let held = nodes.iter().filter_map(|(_, node)| match node {
-        Some(SessionNode::Worker(w)) => Some(w.held_metas()),
-        _ => None,
-    });
-    let workers: BTreeMap<NodeId, _> = nodes
-        .iter()
-        .filter_map(|(cfg, node)| match (cfg, node) {
-            (SessionConfig::Worker(cfg), Some(SessionNode::Worker(w))) => Some((cfg.id, (cfg, w))),
-            _ => None,
-        })
-        .collect();
-    triggers.chain(held.flatten()).filter(|(session, ..)| running.contains(session)).all(
+    let held = layers(nodes).flat_map(|(_, layer)| layer.held_metas());
+    let workers: BTreeMap<NodeId, (&LayerConfig, &SessionLayer)> =
+        layers(nodes).map(|(cfg, layer)| (cfg.id, (cfg, layer))).collect();
+    triggers.chain(held).filter(|(session, ..)| running.contains(session)).all(
         |(session, info, meta)| {
             meta.pins.iter().all(|(key, pin)| match workers.get(&pin.cache) {
-                Some((cfg, worker)) if worker.incarnation() == pin.incarnation => worker
+                Some((cfg, layer)) if layer.incarnation() == pin.incarnation => layer
                     .pinned(cfg, session, info.client, key)
                     .is_some_and(|value| VersionId::of(value) == pin.version),
                 _ => true,
@@ -201,77 +257,61 @@ pub fn pins_held<'a>(nodes: &Nodes<'_>, in_flight: impl Iterator<Item = &'a Sess
     )
 }
 
-/// Whether every node is idle: no session running, no release or hold unacknowledged, no
-/// function waiting or running. (Stale duplicates may still be in flight.)
-pub fn quiescent(nodes: &Nodes<'_>) -> bool {
-    nodes.iter().all(|(_, node)| match node {
-        Some(SessionNode::Scheduler(s)) => s.is_idle(),
-        Some(SessionNode::Worker(w)) => w.is_idle(),
-        _ => true,
-    })
+/// Whether every node is up and idle: no session running, no release or hold
+/// unacknowledged, no function waiting or running, nothing in flight at any cache or storage
+/// node. (Stale duplicates may still be in flight.)
+pub fn quiescent<W: SessionWorld>(nodes: &Nodes<'_, W>) -> bool {
+    crate::node::quiescent(nodes)
 }
 
 /// SESS-I3: once quiescent, no worker holds a pin.
-pub fn no_leaked_pins(nodes: &Nodes<'_>) -> bool {
-    !quiescent(nodes)
-        || nodes.iter().all(|(_, node)| match node {
-            Some(SessionNode::Worker(w)) => w.pins().is_empty(),
-            _ => true,
-        })
+pub fn no_leaked_pins<W: SessionWorld>(nodes: &Nodes<'_, W>) -> bool {
+    !quiescent(nodes) || layers(nodes).all(|(_, layer)| layer.pins().is_empty())
 }
 
 /// SESS-I4: a request that failed used all its attempts.
-pub fn retried(nodes: &Nodes<'_>) -> bool {
-    nodes.iter().all(|(cfg, node)| match (cfg, node) {
-        (SessionConfig::Scheduler(cfg), Some(SessionNode::Scheduler(s))) => {
-            s.requests().values().all(|r| match r.outcome {
-                Some(Outcome::Failed { attempts, .. }) => attempts >= cfg.max_attempts,
-                _ => true,
-            })
-        }
-        _ => true,
+pub fn retried<W: SessionWorld>(nodes: &Nodes<'_, W>) -> bool {
+    schedulers(nodes).all(|(cfg, s)| {
+        s.requests().values().all(|r| match r.outcome {
+            Some(Outcome::Failed { attempts, .. }) => attempts >= cfg.max_attempts,
+            _ => true,
+        })
     })
 }
 
 /// SESS-I5: no request has two recorded results.
-pub fn result_once(nodes: &Nodes<'_>) -> bool {
-    nodes.iter().all(|(_, node)| match node {
-        Some(SessionNode::Scheduler(s)) => {
-            let mut seen: BTreeSet<(NodeId, ReqId)> = BTreeSet::new();
-            s.recorded().iter().all(|r| seen.insert((r.client, r.req)))
-        }
-        _ => true,
+pub fn result_once<W: SessionWorld>(nodes: &Nodes<'_, W>) -> bool {
+    schedulers(nodes).all(|(_, s)| {
+        let mut seen: BTreeSet<(NodeId, ReqId)> = BTreeSet::new();
+        s.recorded().iter().all(|r| seen.insert((r.client, r.req)))
     })
 }
 
 /// Whether some request completed after an earlier session of it aborted (for a `sometimes`
 /// property: retries are reachable and can succeed).
-pub fn completed_after_retry(nodes: &Nodes<'_>) -> bool {
-    nodes.iter().any(|(_, node)| match node {
-        Some(SessionNode::Scheduler(s)) => s
-            .requests()
+pub fn completed_after_retry<W: SessionWorld>(nodes: &Nodes<'_, W>) -> bool {
+    schedulers(nodes).any(|(_, s)| {
+        s.requests()
             .values()
-            .any(|r| r.attempts > 1 && matches!(r.outcome, Some(Outcome::Completed { .. }))),
-        _ => false,
+            .any(|r| r.attempts > 1 && matches!(r.outcome, Some(Outcome::Completed { .. })))
     })
 }
 
 /// Whether some result is recorded (for a `sometimes` property).
-pub fn some_result(nodes: &Nodes<'_>) -> bool {
+pub fn some_result<W: SessionWorld>(nodes: &Nodes<'_, W>) -> bool {
     recorded(nodes).next().is_some()
 }
 
 /// The ids of the safety invariants checked after every step that are broken now: the level
-/// of every recorded result (SESS-I1, -SK, -MK, -DSC), SESS-I5, SESS-I4, and SESS-I2 (with the
+/// of every recorded result (SESS-I1, -SK, -MK, -DSC, -W), SESS-I5, SESS-I4, and SESS-I2 (with the
 /// messages in flight). Empty when all hold.
-pub fn broken<'a>(
-    nodes: &Nodes<'_>,
-    in_flight: impl Iterator<Item = &'a SessionMsg>,
+pub fn broken<'a, W: SessionWorld + 'a>(
+    nodes: &Nodes<'_, W>,
+    in_flight: impl Iterator<Item = &'a W::Msg>,
 ) -> Vec<&'static str> {
-    let mut ids: Vec<&'static str> = [REPEATABLE_READ, SINGLE_KEY, MULTI_KEY, DISTRIBUTED_CAUSAL]
-        .into_iter()
-        .filter(|id| !levels_hold(nodes, id))
-        .collect();
+    let levels = [REPEATABLE_READ, SINGLE_KEY, MULTI_KEY, DISTRIBUTED_CAUSAL, CAUSAL_WRITES];
+    let mut ids: Vec<&'static str> =
+        levels.into_iter().filter(|id| !levels_hold(nodes, id)).collect();
     if !result_once(nodes) {
         ids.push(RESULT_ONCE);
     }

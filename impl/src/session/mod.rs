@@ -2,44 +2,44 @@
 //! functions run on executors behind different caches.
 //!
 //! A call of a [`Dag`] at a consistency [`Level`] is a *session* with its own [`SessionId`]
-//! (never the client's id). The [`Scheduler`] starts it by triggering the DAG's sources; each
-//! [`Worker`] (one cache and its executor) runs a function once all its predecessors' triggers
-//! arrived, reads its keys as the level demands, and triggers its successors with the session
-//! metadata ([`Meta`]): for each key a downstream function may read, which cache *pinned*
-//! which version ([`Pin`]), and for the causal levels the dependency clocks the reads impose.
-//! The sink reports the result to the scheduler, which records it once under the request id
-//! and releases the session's pins at every worker that holds some. A worker that cannot
-//! serve a pinned version (it restarted, or a lease expired it) makes the reader abort the
-//! session; the scheduler re-executes the DAG under a new session id, a bounded number of
-//! times.
+//! (never the client's id). The [`Scheduler`] starts it by triggering the DAG's sources; the
+//! session layer of each worker ([`SessionLayer`]: the worker's cache seen by its sessions) runs
+//! a function once all its predecessors' triggers arrived — it gathers the keys the function
+//! declared at the level the session asked for, hands them to the function, serves and records
+//! the function's puts (causal puts carry the session's dependencies), and triggers its
+//! successors with the session metadata ([`Meta`]): for each key a downstream function may
+//! read, which worker *pinned* which version ([`Pin`]), and for the causal levels the dependency
+//! clocks the reads impose. The sink reports the result to the scheduler, which records it once
+//! under the request id and releases the session's pins at every worker that holds some. A
+//! worker that cannot serve a pinned version (it restarted, or a lease expired it) makes the
+//! reader abort the session; the scheduler re-executes the DAG under a new session id, a
+//! bounded number of times.
 //!
-//! The [`Store`] stands in for the KVS and its cache propagation (checked by the `kvs` and
-//! `cache` models): it holds each key's lattice value, answers fetches and pushes every change
-//! to the workers that fetched the key. A [`Writer`] updates keys concurrently, each write
-//! acknowledged before the next (the causal-put discipline).
+//! The layer reads through the worker's real cache ([`crate::cache::CacheNode`]), which storage
+//! nodes fetch into and push to; composing the two with executors is [`crate::worker`]'s work.
 //!
 //! Specified on [the session page](crate::spec::session) and [the consistency
 //! page](crate::spec::consistency); invariants in [`invariants`].
 
 mod dag;
 pub mod invariants;
+mod layer;
 mod scheduler;
-mod store;
-#[cfg(test)]
-mod tests;
-mod worker;
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 pub use dag::{Dag, DagError, FnId, Function};
-pub use scheduler::{Outcome, Recorded, Request, Scheduler, SchedulerConfig};
-pub use store::{Store, StoreConfig, Writer, WriterConfig};
-pub use worker::{Worker, WorkerConfig};
+pub use layer::{
+    CallId, Effect, Effects, Entries, LayerConfig, Pins, SessionLayer, Write, WriteError,
+};
+pub use scheduler::{Call, Outcome, Recorded, Request, Scheduler, SchedulerConfig};
+
+use bytes::Bytes;
 
 use crate::base::{Key, ReqId, mutants};
 use crate::lattice::{LatticeValue, Stamp, VectorClock, WriterId};
-use crate::node::{Input, Node, NodeId, Outbox, Violation};
+use crate::node::{Calls, NodeId, Refusal};
 
 /// The consistency a DAG call asks for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -193,7 +193,7 @@ pub struct Pin {
     pub read: bool,
 }
 
-/// One read a function made, as it reports it: the model's functions output what they read.
+/// One read (or write) a function made: what the session layer served it (or wrote for it).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Read {
@@ -214,8 +214,10 @@ pub struct Meta {
     /// The causal levels' frontier: for each key, the join of the clocks upstream reads
     /// depend on (and the clocks of upstream reads themselves); a later read must cover it.
     pub requires: BTreeMap<Key, Vec<(WriterId, u64)>>,
-    /// Every read of every upstream function, in function order: the functions' output.
+    /// Every read of every upstream function, in function order.
     pub log: Vec<Read>,
+    /// Every write of every upstream function, in function order.
+    pub writes: Vec<Read>,
 }
 
 impl Meta {
@@ -261,6 +263,9 @@ impl Meta {
         self.log.extend(other.log);
         self.log.sort();
         self.log.dedup();
+        self.writes.extend(other.writes);
+        self.writes.sort();
+        self.writes.dedup();
         if level != Level::Lww {
             // A function runs again when its trigger is re-sent or its worker restarts: two
             // branches may carry different runs of one upstream function. The session must not
@@ -290,16 +295,21 @@ impl Meta {
     }
 }
 
-/// The session protocol's messages.
+/// The session protocol's messages: between clients and the scheduler, the scheduler and
+/// workers, and workers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SessionMsg {
-    /// A client calls the DAG at `level` (client → scheduler).
+    /// A client calls `dag` at `level` with `args` for its sources (client → scheduler).
     Call {
         /// The client's request number.
         req: ReqId,
         /// The consistency asked for.
         level: Level,
+        /// What to run.
+        dag: Dag,
+        /// The arguments of every source function.
+        args: Vec<Bytes>,
     },
     /// The request's outcome (scheduler → client).
     Done {
@@ -321,6 +331,8 @@ pub enum SessionMsg {
         from: Option<FnId>,
         /// The session metadata after the predecessor.
         meta: Meta,
+        /// The predecessor's output (the call's arguments, from the scheduler).
+        args: Vec<Bytes>,
     },
     /// Asks a worker for the version of `key` it pinned for `session` (worker → worker).
     Fetch {
@@ -378,7 +390,7 @@ pub enum SessionMsg {
         /// Why, as a short phrase.
         reason: String,
     },
-    /// The sink finished (worker → scheduler), with every function's reads.
+    /// The sink finished (worker → scheduler), with every function's reads and writes.
     Result {
         /// The session.
         session: SessionId,
@@ -386,35 +398,43 @@ pub enum SessionMsg {
         client: NodeId,
         /// The client's request number.
         req: ReqId,
-        /// The functions' output: every read, in function order.
+        /// The sink's output: the call's result.
+        output: Bytes,
+        /// Every read of every function, in function order.
         log: Vec<Read>,
+        /// Every write of every function, in function order.
+        writes: Vec<Read>,
     },
-    /// Reads a key from the store, subscribing to its changes (worker → store).
-    Get {
-        /// The key.
-        key: Key,
-    },
-    /// A key's value (store → worker), in answer to a get or pushed on a change.
-    Value {
-        /// The key.
-        key: Key,
-        /// Its value, `None` if the store has none.
-        value: Option<LatticeValue>,
-    },
-    /// Merges `value` into `key` (writer → store).
-    Put {
-        /// The writer's request number.
+    /// A harness → the sender of request `req`: it did not happen where it was sent (see
+    /// [`Refusal`]).
+    Refused {
+        /// The request answered.
         req: ReqId,
-        /// The key.
-        key: Key,
-        /// The value.
-        value: LatticeValue,
+        /// Why.
+        refusal: Refusal,
     },
-    /// The store merged the put.
-    PutOk {
-        /// The writer's request number.
-        req: ReqId,
-    },
+}
+
+impl Calls for SessionMsg {
+    /// A client's `Call` of the scheduler.
+    fn request(&self) -> Option<ReqId> {
+        match self {
+            Self::Call { req, .. } => Some(*req),
+            _ => None,
+        }
+    }
+
+    /// The scheduler's `Done`, and a harness's `Refused`.
+    fn answers(&self) -> Option<ReqId> {
+        match self {
+            Self::Done { req, .. } | Self::Refused { req, .. } => Some(*req),
+            _ => None,
+        }
+    }
+
+    fn refused(req: ReqId, refusal: Refusal) -> Self {
+        Self::Refused { req, refusal }
+    }
 }
 
 /// What a session runs, carried with each trigger so workers need no per-session setup.
@@ -427,6 +447,8 @@ pub struct SessionInfo {
     pub req: ReqId,
     /// The consistency level.
     pub level: Level,
+    /// The DAG.
+    pub dag: Dag,
     /// The worker each function runs on, by function id.
     pub placement: Vec<NodeId>,
 }
@@ -439,14 +461,10 @@ pub enum SessionTimer {
     Deadline,
     /// Scheduler: releases not yet acknowledged are re-sent.
     Release,
-    /// Worker: unanswered holds, store reads and remote reads are re-sent.
+    /// Worker: unanswered holds and remote reads are re-sent, waiting functions age.
     Retry,
     /// Worker: pins unused for `lease_ticks` ticks expire.
     Lease,
-    /// Writer: re-sends an unacknowledged put.
-    Put,
-    /// Store: re-sends every key's value to its subscribers (see `StoreConfig::refresh`).
-    Refresh,
 }
 
 mutants! {
@@ -474,74 +492,11 @@ mutants! {
         /// A restarted worker takes the scheduler's acknowledgement of an earlier incarnation's
         /// hold for its new pins.
         StaleHoldOk => "stale-hold-ok",
+        /// A function's causal write carries none of what its session read: a clock of its own
+        /// and no dependencies.
+        WriteWithoutDeps => "write-without-deps",
     }
 }
 
-/// The configuration of one node of the session protocol.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
-pub enum SessionConfig {
-    /// A scheduler.
-    Scheduler(SchedulerConfig),
-    /// A worker: a cache and its executor.
-    Worker(WorkerConfig),
-    /// The store.
-    Store(StoreConfig),
-    /// A writer.
-    Writer(WriterConfig),
-}
-
-/// A node of the session protocol: one enum over its roles, so one model runs them all.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum SessionNode {
-    /// A scheduler.
-    Scheduler(Scheduler),
-    /// A worker.
-    Worker(Worker),
-    /// The store.
-    Store(Store),
-    /// A writer.
-    Writer(Writer),
-}
-
-type Out = Outbox<SessionNode>;
-
-impl Node for SessionNode {
-    type Config = SessionConfig;
-    type Msg = SessionMsg;
-    type Timer = SessionTimer;
-    /// The incarnation of a scheduler or worker.
-    type Durable = u32;
-
-    fn init(cfg: &SessionConfig, durable: &u32, out: &mut Out) -> Self {
-        match cfg {
-            SessionConfig::Scheduler(cfg) => {
-                SessionNode::Scheduler(Scheduler::init(cfg, *durable, out))
-            }
-            SessionConfig::Worker(cfg) => SessionNode::Worker(Worker::init(cfg, *durable, out)),
-            SessionConfig::Store(cfg) => SessionNode::Store(Store::init(cfg, out)),
-            SessionConfig::Writer(cfg) => SessionNode::Writer(Writer::init(cfg, out)),
-        }
-    }
-
-    fn handle(&mut self, cfg: &SessionConfig, input: Input<Self>, out: &mut Out) {
-        match (self, cfg) {
-            (SessionNode::Scheduler(node), SessionConfig::Scheduler(cfg)) => {
-                node.handle(cfg, input, out)
-            }
-            (SessionNode::Worker(node), SessionConfig::Worker(cfg)) => node.handle(cfg, input, out),
-            (SessionNode::Store(node), SessionConfig::Store(cfg)) => node.handle(cfg, input, out),
-            (SessionNode::Writer(node), SessionConfig::Writer(cfg)) => node.handle(cfg, input, out),
-            _ => panic!("a session node runs with its own role's config"),
-        }
-    }
-
-    fn check_step(cfg: &SessionConfig, before: &Self, after: &Self) -> Result<(), Violation> {
-        match (cfg, before, after) {
-            (SessionConfig::Scheduler(_), SessionNode::Scheduler(b), SessionNode::Scheduler(a)) => {
-                Scheduler::check_step(b, a)
-            }
-            _ => Ok(()),
-        }
-    }
-}
+#[cfg(test)]
+mod tests;

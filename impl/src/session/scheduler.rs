@@ -4,12 +4,31 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use super::{
-    Dag, Level, Mutant, Out, Read, SessionId, SessionInfo, SessionMsg, SessionNode, SessionTimer,
-    invariants,
+    Dag, Level, Mutant, Read, SessionId, SessionInfo, SessionMsg, SessionTimer, invariants,
 };
 use crate::base::{ReqId, seeded_defects};
-use crate::node::{Input, NodeId, Violation};
+use crate::node::{Input, Node, NodeId, Outbox, Violation};
+
+type Out = Outbox<Scheduler>;
+
+/// A call the scheduler starts on its own, from its configuration (models and simulations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Call {
+    /// The client it is recorded for.
+    pub client: NodeId,
+    /// The client's request number.
+    pub req: ReqId,
+    /// The consistency asked for.
+    pub level: Level,
+    /// What to run.
+    pub dag: Dag,
+    /// The sources' arguments.
+    pub args: Vec<Bytes>,
+}
 
 /// How a scheduler is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,12 +36,14 @@ use crate::node::{Input, NodeId, Violation};
 pub struct SchedulerConfig {
     /// This scheduler.
     pub id: NodeId,
-    /// The DAG it runs.
-    pub dag: Dag,
-    /// The workers; function *i* runs on `workers[i % workers.len()]`.
+    /// The workers; function *i* of a DAG runs on `workers[i % workers.len()]`.
     pub workers: Vec<NodeId>,
-    /// Calls to start at once, as `(client, request, level)`, besides those clients send.
-    pub calls: Vec<(NodeId, ReqId, Level)>,
+    /// Calls to start at once, besides those clients send.
+    pub calls: Vec<Call>,
+    /// The most requests remembered (running, or ended with their outcome); beyond it the
+    /// first ended one by client and number is forgotten, and a call is refused as overloaded
+    /// only when all are running.
+    pub max_requests: u32,
     /// Sessions per request before it fails.
     pub max_attempts: u32,
     /// The `Deadline` tick period.
@@ -39,13 +60,13 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// A correct scheduler `id` running `dag` on `workers`, with default bounds.
-    pub fn new(id: NodeId, dag: Dag, workers: Vec<NodeId>) -> Self {
+    /// A correct scheduler `id` placing functions on `workers`, with default bounds.
+    pub fn new(id: NodeId, workers: Vec<NodeId>) -> Self {
         Self {
             id,
-            dag,
             workers,
             calls: Vec::new(),
+            max_requests: 100_000,
             max_attempts: 3,
             deadline: Duration::from_millis(500),
             deadline_ticks: 3,
@@ -58,6 +79,13 @@ impl SchedulerConfig {
 
 seeded_defects!(SchedulerConfig, Mutant);
 
+/// What a sink reports, as the scheduler records it.
+struct Recording {
+    output: Bytes,
+    log: Vec<Read>,
+    writes: Vec<Read>,
+}
+
 /// How a request ended.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -66,6 +94,8 @@ pub enum Outcome {
     Completed {
         /// The session whose result counts.
         session: SessionId,
+        /// The sink's output.
+        output: Bytes,
     },
     /// Every attempt aborted.
     Failed {
@@ -81,6 +111,10 @@ pub enum Outcome {
 pub struct Request {
     /// The consistency asked for.
     pub level: Level,
+    /// What it runs.
+    pub dag: Dag,
+    /// The sources' arguments.
+    pub args: Vec<Bytes>,
     /// Sessions started so far.
     pub attempts: u32,
     /// The running session, if any.
@@ -104,8 +138,12 @@ pub struct Recorded {
     pub session: SessionId,
     /// The level it ran at.
     pub level: Level,
-    /// Its output: every read of every function.
+    /// The sink's output.
+    pub output: Bytes,
+    /// Every read of every function.
     pub log: Vec<Read>,
+    /// Every write of every function.
+    pub writes: Vec<Read>,
 }
 
 /// A scheduler's state.
@@ -126,7 +164,7 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub(super) fn init(cfg: &SchedulerConfig, persisted: u32, out: &mut Out) -> Self {
+    fn start_up(cfg: &SchedulerConfig, persisted: u32, out: &mut Out) -> Self {
         let incarnation = persisted + 1;
         out.persist(incarnation);
         let mut scheduler = Self {
@@ -138,8 +176,9 @@ impl Scheduler {
             releasing: BTreeMap::new(),
             recorded: Vec::new(),
         };
-        for &(client, req, level) in &cfg.calls {
-            scheduler.call(cfg, client, req, level, false, out);
+        for call in &cfg.calls {
+            let Call { client, req, level, dag, args } = call.clone();
+            scheduler.call(cfg, (client, req), level, dag, args, false, out);
         }
         scheduler
     }
@@ -164,25 +203,21 @@ impl Scheduler {
         self.sessions.is_empty() && self.releasing.is_empty()
     }
 
-    pub(super) fn handle(
-        &mut self,
-        cfg: &SchedulerConfig,
-        input: Input<SessionNode>,
-        out: &mut Out,
-    ) {
+    fn step(&mut self, cfg: &SchedulerConfig, input: Input<Self>, out: &mut Out) {
         match input {
-            Input::Receive { from, msg: SessionMsg::Call { req, level } } => {
+            Input::Receive { from, msg: SessionMsg::Call { req, level, dag, args } } => {
                 match self.requests.get(&(from, req)) {
                     Some(Request { outcome: Some(outcome), .. }) => {
                         out.send(from, SessionMsg::Done { req, outcome: outcome.clone() })
                     }
                     Some(_) => out.ignore("a call already running"),
-                    None => self.call(cfg, from, req, level, true, out),
+                    None => self.new_call(cfg, (from, req), level, dag, args, out),
                 }
             }
-            Input::Receive { msg: SessionMsg::Result { session, client, req, log }, .. } => {
-                self.result(cfg, session, (client, req), log, out)
-            }
+            Input::Receive {
+                msg: SessionMsg::Result { session, client, req, output, log, writes },
+                ..
+            } => self.result(cfg, session, (client, req), Recording { output, log, writes }, out),
             Input::Receive { msg: SessionMsg::Abort { session, reason }, .. } => {
                 if self.sessions.contains_key(&session) {
                     self.abort(cfg, session, reason, out);
@@ -223,16 +258,55 @@ impl Scheduler {
         }
     }
 
+    /// A client's new call: started if there is room for it, refused (definitely) if not.
+    fn new_call(
+        &mut self,
+        cfg: &SchedulerConfig,
+        (client, req): (NodeId, ReqId),
+        level: Level,
+        dag: Dag,
+        args: Vec<Bytes>,
+        out: &mut Out,
+    ) {
+        if !self.make_room(cfg) {
+            let refusal = crate::node::Refusal::Overloaded;
+            return out.send(client, SessionMsg::Refused { req, refusal });
+        }
+        self.call(cfg, (client, req), level, dag, args, true, out);
+    }
+
+    /// Makes room for one more request under `max_requests`, forgetting an ended one (the
+    /// first by client and number) if need be; a repeat of a forgotten call runs again. False when every remembered
+    /// request is still running.
+    fn make_room(&mut self, cfg: &SchedulerConfig) -> bool {
+        if self.requests.len() < cfg.max_requests as usize {
+            return true;
+        }
+        let ended = self.requests.iter().find(|(_, r)| r.outcome.is_some()).map(|(id, _)| *id);
+        ended.is_some_and(|id| self.requests.remove(&id).is_some())
+    }
+
+    #[allow(clippy::too_many_arguments)] // The fields of one `Call`, and where it came from.
     fn call(
         &mut self,
         cfg: &SchedulerConfig,
-        client: NodeId,
-        req: ReqId,
+        (client, req): (NodeId, ReqId),
         level: Level,
+        dag: Dag,
+        args: Vec<Bytes>,
         reply: bool,
         out: &mut Out,
     ) {
-        let request = Request { level, attempts: 0, session: None, outcome: None, reply, ticks: 0 };
+        let request = Request {
+            level,
+            dag,
+            args,
+            attempts: 0,
+            session: None,
+            outcome: None,
+            reply,
+            ticks: 0,
+        };
         self.requests.insert((client, req), request);
         self.start(cfg, client, req, out);
     }
@@ -252,10 +326,12 @@ impl Scheduler {
             out.set_timer(SessionTimer::Deadline, cfg.deadline);
         }
         self.sessions.insert(session, (client, req));
+        let dag = request.dag.clone();
         let placement: Vec<NodeId> =
-            (0..cfg.dag.len()).map(|f| cfg.workers[f % cfg.workers.len().max(1)]).collect();
-        let info = SessionInfo { client, req, level: request.level, placement };
-        for source in cfg.dag.sources() {
+            (0..dag.len()).map(|f| cfg.workers[f % cfg.workers.len().max(1)]).collect();
+        let args = request.args.clone();
+        let info = SessionInfo { client, req, level: request.level, dag, placement };
+        for source in info.dag.sources() {
             out.send(
                 info.placement[source as usize],
                 SessionMsg::Trigger {
@@ -264,6 +340,7 @@ impl Scheduler {
                     function: source,
                     from: None,
                     meta: Default::default(),
+                    args: args.clone(),
                 },
             );
         }
@@ -274,7 +351,7 @@ impl Scheduler {
         cfg: &SchedulerConfig,
         session: SessionId,
         request: (NodeId, ReqId),
-        log: Vec<Read>,
+        recording: Recording,
         out: &mut Out,
     ) {
         let running = self.sessions.get(&session) == Some(&request);
@@ -284,9 +361,19 @@ impl Scheduler {
         }
         let (client, req) = request;
         let entry = self.requests.get_mut(&request).expect("checked above");
-        self.recorded.push(Recorded { client, req, session, level: entry.level, log });
+        let Recording { output, log, writes } = recording;
+        let level = entry.level;
+        self.recorded.push(Recorded {
+            client,
+            req,
+            session,
+            level,
+            output: output.clone(),
+            log,
+            writes,
+        });
         if entry.outcome.is_none() {
-            let outcome = Outcome::Completed { session };
+            let outcome = Outcome::Completed { session, output };
             entry.outcome = Some(outcome.clone());
             if entry.reply {
                 out.send(client, SessionMsg::Done { req, outcome });
@@ -366,7 +453,7 @@ impl Scheduler {
     }
 
     /// SESS-I5, step form: recorded results are never changed or forgotten.
-    pub(super) fn check_step(before: &Self, after: &Self) -> Result<(), Violation> {
+    fn result_kept(before: &Self, after: &Self) -> Result<(), Violation> {
         if after.recorded.starts_with(&before.recorded) {
             return Ok(());
         }
@@ -374,5 +461,31 @@ impl Scheduler {
             id: invariants::RESULT_ONCE,
             detail: "a recorded result was changed or forgotten".into(),
         })
+    }
+}
+
+impl Node for Scheduler {
+    type Config = SchedulerConfig;
+    type Msg = SessionMsg;
+    type Timer = SessionTimer;
+    /// The scheduler's incarnation, which goes into its session ids.
+    type Durable = u32;
+
+    fn init(cfg: &SchedulerConfig, persisted: &u32, out: &mut Out) -> Self {
+        Self::start_up(cfg, *persisted, out)
+    }
+
+    fn handle(&mut self, cfg: &SchedulerConfig, input: Input<Self>, out: &mut Out) {
+        self.step(cfg, input, out);
+    }
+
+    /// SESS-I5, step form: recorded results are never changed or forgotten.
+    fn check_step(_: &SchedulerConfig, before: &Self, after: &Self) -> Result<(), Violation> {
+        Self::result_kept(before, after)
+    }
+
+    /// No running session, no unacknowledged release.
+    fn is_idle(&self, _: &SchedulerConfig) -> bool {
+        self.is_idle()
     }
 }

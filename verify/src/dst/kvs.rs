@@ -92,7 +92,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         cfg.schema = schema.clone();
         cfg.join = id.0 >= members;
         // Caches renew well within a lease even when timers fire in a random order.
-        cfg.lease_period = cfg.lease_period.max(Duration::from_secs(3));
+        cfg.lease_period = Some(Duration::from_secs(3));
         cfg.mutant = kvs_mutant;
         configs.push((id, CachedKvsConfig::Storage(cfg)));
     }
@@ -106,7 +106,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         cfg.max_keys = if evicting { 2 } else { 16 };
         // Renewals from every 20 ms to every second (leases last 3 s): frequent renewals race
         // the pushes they must not cancel.
-        cfg.renew_period = Duration::from_millis(renew_ms);
+        cfg.renew_period = Some(Duration::from_millis(renew_ms));
         cfg.mutant = cache_mutant;
         configs.push((id, CachedKvsConfig::Cache(cfg)));
     }

@@ -416,6 +416,11 @@ impl Versions {
         self.known.push((key.to_owned(), value, version));
     }
 
+    /// The version of a value the workload generated (or added since), if it is one.
+    pub(crate) fn known(&self, key: &str, value: &LatticeValue) -> Option<Version> {
+        self.known.iter().find(|(k, v, _)| k == key && v == value).map(|(_, _, version)| *version)
+    }
+
     pub(crate) fn of(&mut self, key: &str, value: &LatticeValue) -> Version {
         let found = self.known.iter().chain(&self.unknown).find(|(k, v, _)| k == key && v == value);
         if let Some((_, _, version)) = found {
