@@ -237,7 +237,7 @@ impl Worker {
 
     /// Passes a KVS input to the cache; its answers to the worker's own requests come back
     /// here, the rest go out.
-    fn to_cache(&mut self, cfg: &WorkerConfig, input: Input<CacheNode>, out: &mut Out) {
+    fn drive_cache(&mut self, cfg: &WorkerConfig, input: Input<CacheNode>, out: &mut Out) {
         let mut inner = Outbox::new();
         self.cache.handle(&cfg.cache, input, &mut inner);
         let mut fx = Effects::new();
@@ -280,7 +280,7 @@ impl Worker {
         let req = self.next_ask;
         self.next_ask += 1;
         self.asks.insert(req, ask);
-        self.to_cache(cfg, Input::Receive { from: cfg.id, msg: make(req) }, out);
+        self.drive_cache(cfg, Input::Receive { from: cfg.id, msg: make(req) }, out);
     }
 
     /// Carries out the session layer's effects.
@@ -349,7 +349,7 @@ impl Worker {
     }
 
     /// An executor's message.
-    fn from_executor(&mut self, cfg: &WorkerConfig, executor: NodeId, msg: ExecMsg, out: &mut Out) {
+    fn on_executor(&mut self, cfg: &WorkerConfig, executor: NodeId, msg: ExecMsg, out: &mut Out) {
         let call = match &msg {
             ExecMsg::Get { call, .. } | ExecMsg::Put { call, .. } | ExecMsg::Done { call, .. } => {
                 *call
@@ -423,10 +423,10 @@ impl Node for Worker {
     fn handle(&mut self, cfg: &WorkerConfig, input: Input<Self>, out: &mut Out) {
         match input {
             Input::Receive { from, msg: SystemMsg::Kvs(msg) } => {
-                self.to_cache(cfg, Input::Receive { from, msg }, out);
+                self.drive_cache(cfg, Input::Receive { from, msg }, out);
             }
             Input::Timeout(SystemTimer::Kvs(timer)) => {
-                self.to_cache(cfg, Input::Timeout(timer), out)
+                self.drive_cache(cfg, Input::Timeout(timer), out)
             }
             Input::Receive { from, msg: SystemMsg::Session(msg) } => {
                 let mut fx = Effects::new();
@@ -442,7 +442,7 @@ impl Node for Worker {
                 self.apply(cfg, fx, out);
             }
             Input::Receive { from, msg: SystemMsg::Exec(msg) } => {
-                self.from_executor(cfg, from, msg, out);
+                self.on_executor(cfg, from, msg, out);
             }
         }
     }
