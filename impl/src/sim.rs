@@ -270,6 +270,11 @@ impl<N: Node> Sim<N> {
         self.faults = faults;
     }
 
+    /// The fault schedule in force.
+    pub fn faults(&self) -> Faults {
+        self.faults
+    }
+
     /// Timed mode (see the [module docs](self)): from now on, each step takes the earliest
     /// event — a message arriving (each takes a random delay, see [`Sim::set_delay`]; none by
     /// default, so every message in flight arrives before any timer fires) or a timer reaching

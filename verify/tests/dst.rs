@@ -5,9 +5,6 @@
 use squall_verify::History;
 use squall_verify::dst::{self, Mutant, SeedReport};
 
-/// Seeds each mutant must be caught within (`dst --all-mutants --seeds 300` runs the same).
-const MUTANT_BOUND: u64 = 300;
-
 #[test]
 fn a_seed_runs_the_same_way_twice() {
     for seed in [0, 7, 41] {
@@ -100,10 +97,11 @@ fn mutant_names_round_trip_and_unknown_ones_are_refused() {
 )]
 fn every_mutant_is_caught_within_the_bound_in_its_own_world() {
     for mutant in Mutant::all() {
-        let caught = (0..MUTANT_BOUND)
+        let bound = dst::seed_bound(mutant);
+        let caught = (0..bound)
             .map(|seed| dst::run_seed(seed, Some(mutant)))
             .find(|report| report.failure().is_some())
-            .unwrap_or_else(|| panic!("{} escaped {MUTANT_BOUND} seeds", mutant.name()));
+            .unwrap_or_else(|| panic!("{} escaped {bound} seeds", mutant.name()));
         let world = caught.failure().expect("found by it").world;
         let expected = match mutant {
             Mutant::Gossip(_) => "gossip",

@@ -707,3 +707,50 @@ fn a_function_ready_while_the_executor_is_busy_waits_for_it() {
     assert_eq!(invokes, 0, "executors are inside their workers: nothing on the network");
     assert!(net.worker(A).busy().is_empty() && net.worker(A).queued() == 0);
 }
+
+/// The model's `stale-hold-ok` counterexample as one interleaving: A pins x for a session that
+/// then ends and is released; A restarts, and a late copy of the session's trigger makes it pin
+/// x again. Its new `Hold` is lost, and the scheduler's acknowledgement of the *previous*
+/// incarnation's hold arrives instead. Taking that for the new pins would leave them held by
+/// nobody: A must keep asking until the scheduler (for whom the session ended) releases them.
+/// Returns whether A's pins are gone at the end.
+fn stale_hold_ok_scenario(net: &mut Net) -> bool {
+    net.call(1, Level::Dsrr, &chain_x_x());
+    net.run();
+    assert!(net.completed(1));
+    assert!(net.no_pins());
+    let first = |f: &dyn Fn(&Envelope) -> bool| {
+        net.sent.iter().find(|e| f(e)).cloned().expect("sent during the session")
+    };
+    let trigger = first(&|e| e.1 == A && is(e, |m| matches!(m, SessionMsg::Trigger { .. })));
+    let hold_ok = first(&|e| e.1 == A && is(e, |m| matches!(m, SessionMsg::HoldOk { .. })));
+    net.start(A);
+    assert_eq!(net.worker(A).layer().incarnation(), 2, "restarted");
+    let (from, to, msg) = trigger;
+    net.inject(from, to, msg);
+    net.run_until(|e| e.1 == SCHEDULER && is(e, |m| matches!(m, SessionMsg::Hold { .. })));
+    net.queue.pop_front().expect("the new hold, lost");
+    net.run();
+    assert!(!net.worker(A).layer().pins().is_empty(), "the late trigger pinned x");
+    let (from, to, msg) = hold_ok;
+    net.inject(from, to, msg);
+    net.fire(A, SystemTimer::Session(SessionTimer::Retry));
+    net.run();
+    net.no_pins()
+}
+
+#[test]
+fn a_hold_acknowledged_to_an_earlier_incarnation_does_not_hold_the_new_pins() {
+    let mut net = Net::new(&[("x", lww(1))], None, BTreeMap::new());
+    assert!(stale_hold_ok_scenario(&mut net), "the retried hold released the late pins");
+}
+
+#[cfg(feature = "mutants")]
+#[test]
+fn a_worker_taking_a_stale_hold_ok_leaks_its_pins() {
+    let mut net = Net::new(&[("x", lww(1))], None, BTreeMap::new());
+    if let Some(SystemConfig::Worker(cfg)) = net.cfgs.get_mut(&A) {
+        cfg.worker.session.mutant = Some(crate::session::Mutant::StaleHoldOk);
+    }
+    assert!(!stale_hold_ok_scenario(&mut net), "with the defect, nobody releases the pins");
+}

@@ -86,7 +86,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     sim.set_crashable(clients_ids);
     timing.apply(&mut sim);
 
-    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), |sim, _| {
+    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), None, |sim, _| {
         let states = sim.states();
         if !invariants::no_thin_air(&states) {
             return Some(format!(

@@ -207,7 +207,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     sim.set_crashable(crashable);
     timing.apply(&mut sim);
 
-    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), |sim, _| {
+    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), None, |sim, _| {
         record(sim, &mut sessions);
         broken(sim, membership)
     });
@@ -290,7 +290,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             sim.set_delay(Duration::ZERO, Duration::from_millis(20));
         }
         let sessions = &mut *late.sessions;
-        failure = safety(&mut sim, LATE_STEPS, None, |sim, _| {
+        failure = safety(&mut sim, LATE_STEPS, None, None, |sim, _| {
             record(sim, sessions);
             broken(sim, membership)
         })
