@@ -236,38 +236,17 @@ impl StorageNode {
             Input::Receive { from, msg: KvsMsg::GossipAck { incarnation, entries } }
                 if self.peers.contains_key(&from) =>
             {
-                // Only the acknowledged keys can stop being behind, so only they can become
-                // releasable (every other key this node does not own is still behind: see
-                // `release_handed_off`). Scanning the whole store on every acknowledgement
-                // made each one cost a ring lookup per stored key.
-                let acked: Vec<Key> = entries.keys().cloned().collect();
-                if self.observe(cfg, from, incarnation, out) && !cfg.has(Mutant::AcksNeverRecorded)
-                {
-                    for (key, theirs) in entries {
-                        self.note_holds(from, &key, &theirs);
-                    }
-                }
-                self.settle_keys(cfg, &acked, out);
-                self.release_handed_off_among(cfg, &acked);
-                self.check_left(cfg, out);
-                self.disarm_if_done(out);
+                self.gossip_ack(cfg, from, incarnation, entries, out);
             }
             Input::Receive { from, msg: KvsMsg::Hello { incarnation } }
                 if self.peers.contains_key(&from) =>
             {
-                self.observe(cfg, from, incarnation, out);
-                let members = self.ring.membership().clone();
-                out.send(from, KvsMsg::HelloAck { incarnation, members });
+                self.hello(cfg, from, incarnation, out);
             }
             Input::Receive { from, msg: KvsMsg::HelloAck { incarnation, members } }
                 if incarnation == self.incarnation && self.peers.contains_key(&from) =>
             {
-                if self.hello_unacked.remove(&from) && self.hello_unacked.is_empty() {
-                    out.cancel_timer(KvsTimer::Hello);
-                }
-                // What a restarted node learns, it spreads: the view's creator may be the node
-                // that crashed (this one) and never finished spreading it.
-                self.adopt(cfg, &members, Spread::Always, out);
+                self.hello_ack(cfg, from, &members, out);
             }
             // Membership views are accepted from any node: they only ever add knowledge.
             // A view is taken from a known peer, or from a node introducing itself as a member.
@@ -275,39 +254,14 @@ impl StorageNode {
                 if self.peers.contains_key(&from)
                     || members.get(&from) == Some(&Status::Member) =>
             {
-                self.adopt(cfg, &members, Spread::IfNew, out);
-                self.observe(cfg, from, incarnation, out);
-                let members = self.ring.membership().clone();
-                out.send(from, KvsMsg::RingAck { incarnation: self.incarnation, members });
+                self.ring_update(cfg, from, incarnation, &members, out);
             }
             Input::Receive { from, msg: KvsMsg::RingAck { incarnation, members } }
                 if self.peers.contains_key(&from) =>
             {
-                self.adopt(cfg, &members, Spread::IfNew, out);
-                self.observe(cfg, from, incarnation, out);
-                // After the merge this view covers theirs; they hold it if the two are equal.
-                if &members == self.ring.membership()
-                    && !cfg.has(Mutant::RingAcksIgnored)
-                    && self.ring_unacked.remove(&from)
-                    && self.ring_unacked.is_empty()
-                {
-                    out.cancel_timer(KvsTimer::Ring);
-                    self.check_left(cfg, out);
-                }
+                self.ring_ack(cfg, from, incarnation, &members, out);
             }
-            Input::Receive { from, msg: KvsMsg::Leave { req } } => {
-                let mut ring = self.ring.clone();
-                let leaving = ring.leave(cfg.id);
-                if leaving && ring.members().is_empty() {
-                    // Its keys would have nowhere to go.
-                    return out.send(from, KvsMsg::LeaveRefused { req });
-                }
-                self.leave_waiters.insert((from, req));
-                if leaving {
-                    self.change_ring(cfg, ring, true, out);
-                }
-                self.check_left(cfg, out);
-            }
+            Input::Receive { from, msg: KvsMsg::Leave { req } } => self.leave(cfg, from, req, out),
             Input::Receive {
                 from,
                 msg:
@@ -330,38 +284,148 @@ impl StorageNode {
                 }
             }
             Input::Receive { from, msg: KvsMsg::PushAck { entries, .. } } => {
-                for (key, theirs) in entries {
-                    // A cache holding another type (keys outside the schema can differ between
-                    // replicas) will never hold this one: stop pushing it.
-                    let covered = self.store.get(&key).is_none_or(|mine| {
-                        mine.lattice_le(&theirs) || mine.lattice_type() != theirs.lattice_type()
-                    });
-                    if covered {
-                        self.subs.holds(from, &key);
-                    }
-                }
-                if self.subs.is_settled() {
-                    out.cancel_timer(KvsTimer::Push);
-                }
+                self.push_ack(from, entries, out);
             }
             Input::Receive { .. } => out.ignore("message a storage node does not expect"),
             Input::Timeout(KvsTimer::Gossip) => self.send_gossip(cfg, out),
             Input::Timeout(KvsTimer::Hello) => self.say_hello(cfg, out),
             Input::Timeout(KvsTimer::Ring) => self.send_ring(cfg, out),
             Input::Timeout(KvsTimer::Push) => self.send_pushes(cfg, out),
-            Input::Timeout(KvsTimer::Lease) => {
-                if self.subs.tick(cfg.has(Mutant::KeepLapsedSubscribers))
-                    && let Some(period) = cfg.lease_period
-                {
-                    out.set_timer(KvsTimer::Lease, period);
-                }
-            }
+            Input::Timeout(KvsTimer::Lease) => self.lease(cfg, out),
             Input::Timeout(timer) => out.ignore(match timer {
                 KvsTimer::Attempt(_) | KvsTimer::Renew | KvsTimer::WriteRetry => {
                     "another role's timer"
                 }
                 _ => unreachable!("storage timers are matched above"),
             }),
+        }
+    }
+
+    /// A peer acknowledged gossip: the replicas it now holds are recorded, and the keys it
+    /// acknowledged may settle puts, stop being behind, or be released after a handoff.
+    fn gossip_ack(
+        &mut self,
+        cfg: &StorageConfig,
+        from: NodeId,
+        incarnation: u32,
+        entries: BTreeMap<Key, LatticeValue>,
+        out: &mut Out,
+    ) {
+        // Only the acknowledged keys can stop being behind, so only they can become
+        // releasable (every other key this node does not own is still behind: see
+        // `release_handed_off`). Scanning the whole store on every acknowledgement made each
+        // one cost a ring lookup per stored key.
+        let acked: Vec<Key> = entries.keys().cloned().collect();
+        if self.observe(cfg, from, incarnation, out) && !cfg.has(Mutant::AcksNeverRecorded) {
+            for (key, theirs) in entries {
+                self.note_holds(from, &key, &theirs);
+            }
+        }
+        self.settle_keys(cfg, &acked, out);
+        self.release_handed_off_among(cfg, &acked);
+        self.check_left(cfg, out);
+        self.disarm_if_done(out);
+    }
+
+    /// A restarted peer introduced itself: note its incarnation, answer with this view.
+    fn hello(&mut self, cfg: &StorageConfig, from: NodeId, incarnation: u32, out: &mut Out) {
+        self.observe(cfg, from, incarnation, out);
+        let members = self.ring.membership().clone();
+        out.send(from, KvsMsg::HelloAck { incarnation, members });
+    }
+
+    /// A peer answered this incarnation's `Hello` with its view.
+    fn hello_ack(
+        &mut self,
+        cfg: &StorageConfig,
+        from: NodeId,
+        members: &Membership,
+        out: &mut Out,
+    ) {
+        if self.hello_unacked.remove(&from) && self.hello_unacked.is_empty() {
+            out.cancel_timer(KvsTimer::Hello);
+        }
+        // What a restarted node learns, it spreads: the view's creator may be the node that
+        // crashed (this one) and never finished spreading it.
+        self.adopt(cfg, members, Spread::Always, out);
+    }
+
+    /// A membership view from a peer (or a node introducing itself as a member): merged, and
+    /// acknowledged with the merged view.
+    fn ring_update(
+        &mut self,
+        cfg: &StorageConfig,
+        from: NodeId,
+        incarnation: u32,
+        members: &Membership,
+        out: &mut Out,
+    ) {
+        self.adopt(cfg, members, Spread::IfNew, out);
+        self.observe(cfg, from, incarnation, out);
+        let members = self.ring.membership().clone();
+        out.send(from, KvsMsg::RingAck { incarnation: self.incarnation, members });
+    }
+
+    /// A peer acknowledged a view: merged, and the peer holds this view if the two are equal.
+    fn ring_ack(
+        &mut self,
+        cfg: &StorageConfig,
+        from: NodeId,
+        incarnation: u32,
+        members: &Membership,
+        out: &mut Out,
+    ) {
+        self.adopt(cfg, members, Spread::IfNew, out);
+        self.observe(cfg, from, incarnation, out);
+        // After the merge this view covers theirs; they hold it if the two are equal.
+        if members == self.ring.membership()
+            && !cfg.has(Mutant::RingAcksIgnored)
+            && self.ring_unacked.remove(&from)
+            && self.ring_unacked.is_empty()
+        {
+            out.cancel_timer(KvsTimer::Ring);
+            self.check_left(cfg, out);
+        }
+    }
+
+    /// A request that this node leave the cluster: refused if its keys would have nowhere to
+    /// go; otherwise answered once the ring without it is spread and its keys handed off.
+    fn leave(&mut self, cfg: &StorageConfig, from: NodeId, req: ReqId, out: &mut Out) {
+        let mut ring = self.ring.clone();
+        let leaving = ring.leave(cfg.id);
+        if leaving && ring.members().is_empty() {
+            return out.send(from, KvsMsg::LeaveRefused { req });
+        }
+        self.leave_waiters.insert((from, req));
+        if leaving {
+            self.change_ring(cfg, ring, true, out);
+        }
+        self.check_left(cfg, out);
+    }
+
+    /// A cache acknowledged pushes: the keys it now holds (or never will) stop being pushed.
+    fn push_ack(&mut self, from: NodeId, entries: BTreeMap<Key, LatticeValue>, out: &mut Out) {
+        for (key, theirs) in entries {
+            // A cache holding another type (keys outside the schema can differ between
+            // replicas) will never hold this one: stop pushing it.
+            let covered = self.store.get(&key).is_none_or(|mine| {
+                mine.lattice_le(&theirs) || mine.lattice_type() != theirs.lattice_type()
+            });
+            if covered {
+                self.subs.holds(from, &key);
+            }
+        }
+        if self.subs.is_settled() {
+            out.cancel_timer(KvsTimer::Push);
+        }
+    }
+
+    /// The subscription lease ticks: subscribers that missed two renewals lapse.
+    fn lease(&mut self, cfg: &StorageConfig, out: &mut Out) {
+        if self.subs.tick(cfg.has(Mutant::KeepLapsedSubscribers))
+            && let Some(period) = cfg.lease_period
+        {
+            out.set_timer(KvsTimer::Lease, period);
         }
     }
 

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use squall_proto::NodeId;
 use squall_proto::cache::{
     CacheConfig, CachedKvsConfig, CachedKvsNode, invariants as cache_invariants,
@@ -62,76 +63,193 @@ fn level(durability: Durability) -> Level {
     }
 }
 
+/// A KVS world as drawn for its seed, and the ids and versions it hands out as it runs.
+struct World {
+    ring: Ring,
+    replication: usize,
+    /// The *membership* shape (a node joins, members leave), or the *crash* shape.
+    membership: bool,
+    members: u64,
+    caches: Vec<NodeId>,
+    /// The nodes that may crash in the first phase: the caches, and perhaps a storage node.
+    crashable: Vec<NodeId>,
+    /// The members asked to leave (membership shape).
+    leavers: Vec<NodeId>,
+    /// Whether caches hold 2 keys of the 4 (and evict), or room for all.
+    evicting: bool,
+    /// How often caches renew their subscriptions.
+    renew: Duration,
+    mutant: Option<squall_proto::kvs::Mutant>,
+    sessions: Vec<Session>,
+    versions: Versions,
+    next_version: u64,
+    next_id: u64,
+}
+
 /// Runs the KVS world of `seed`.
 pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let mut rng = rng(seed);
-    let membership = rng.random_bool(0.5);
-    // Mostly three replicas; one or two in some seeds, where a cache hears of a key from fewer
-    // replicas and a lost push is not covered by another replica's.
-    let replication = rng.random_range(1..=3);
-    let members = if membership { rng.random_range(4..=6) } else { rng.random_range(3..=7) };
-    let ring = Ring::with_members(16, (0..members).map(NodeId));
-    let kvs_mutant = match mutant {
-        Some(Mutant::Kvs(m)) => Some(m),
-        _ => None,
-    };
-    let cache_mutant = match mutant {
-        Some(Mutant::Cache(m)) => Some(m),
-        _ => None,
-    };
-    let schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
-    let mut configs: Vec<(NodeId, CachedKvsConfig)> = Vec::new();
-    let mut next_id = 0;
-    let mut fresh = || {
-        next_id += 1;
-        NodeId(next_id - 1)
-    };
-    let storage_ids: Vec<NodeId> = (0..members + u64::from(membership)).map(|_| fresh()).collect();
-    for &id in &storage_ids {
-        let mut cfg = StorageConfig::new(id, ring.clone(), replication);
-        cfg.schema = schema.clone();
-        cfg.join = id.0 >= members;
-        // Caches renew well within a lease even when timers fire in a random order.
-        cfg.lease_period = Some(Duration::from_secs(3));
-        cfg.mutant = kvs_mutant;
-        configs.push((id, CachedKvsConfig::Storage(cfg)));
+    let (mut world, configs) = World::draw(&mut rng, mutant);
+    let setup = world.setup();
+    let faults = faults(&mut rng, 4);
+    let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
+    let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
+    let timing = Timing::draw(&mut rng);
+    let setup = format!("{setup}; {}", timing.name());
+    let mut sim: Sim<CachedKvsNode> = Sim::new(seed, faults, configs);
+    sim.set_crashable(world.crashable.clone());
+    timing.apply(&mut sim);
+
+    let membership = world.membership;
+    let sessions = &mut world.sessions;
+    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), None, |sim, _| {
+        record(sim, sessions);
+        broken(sim, membership)
+    });
+    let mut failure = phase.failure;
+    if failure.is_none() {
+        failure = world.settle(&mut sim);
     }
-    let caches: Vec<NodeId> = (0..rng.random_range(2..=4)).map(|_| fresh()).collect();
-    let renew_ms = [20, 50, 200, 1_000][rng.random_range(0..4)];
-    let evicting = rng.random_bool(0.5);
-    let renew = Duration::from_millis(renew_ms);
-    for &id in &caches {
-        let mut cfg = CacheConfig::new(id, ring.clone(), replication);
-        // Two keys of four (evictions race pushes and fetches), or room for all.
-        cfg.max_keys = if evicting { 2 } else { 16 };
-        // Renewals from every 20 ms to every second (leases last 3 s): frequent renewals race
-        // the pushes they must not cancel.
-        cfg.renew_period = Some(Duration::from_millis(renew_ms));
-        cfg.mutant = cache_mutant;
-        configs.push((id, CachedKvsConfig::Cache(cfg)));
+    if failure.is_none() {
+        failure = mistyped_acknowledged(&sim, &world.sessions).map(|what| ("history", what));
+    }
+    // The late phases, once the cluster settled (see the module docs).
+    let mut keys: Vec<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
+    if failure.is_none() {
+        failure = world.warm_up(&mut sim, &mut keys);
+    }
+    if failure.is_none() {
+        failure = world.late_writes(&mut sim, &mut rng);
+    }
+    let mut settled_at = None;
+    if failure.is_none() {
+        settled_at = Some(sim.trace().len() as u64);
+        failure = world.final_reads(&mut sim);
+    }
+    if failure.is_none() {
+        failure = late_failed(&sim, &world.sessions).map(|what| ("liveness", what));
+    }
+    let mut history = world.history(&sim);
+    if failure.is_none() {
+        history.settled = settled(&sim, &keys, world.replication, &mut world.versions);
+        history.settled_at = settled_at;
+        failure = judge(&history).map(|what| ("history", what));
+    }
+    WorldReport::new("kvs", setup, &sim, phase.partitioned, history, failure)
+}
+
+impl World {
+    /// Draws the world of a seed: its storage nodes and caches, the client sessions of the
+    /// first phase, and which nodes may crash or leave. Returns the nodes' configurations too.
+    fn draw(
+        rng: &mut ChaCha8Rng,
+        mutant: Option<Mutant>,
+    ) -> (Self, Vec<(NodeId, CachedKvsConfig)>) {
+        let membership = rng.random_bool(0.5);
+        // Mostly three replicas; one or two in some seeds, where a cache hears of a key from
+        // fewer replicas and a lost push is not covered by another replica's.
+        let replication = rng.random_range(1..=3);
+        let members = if membership { rng.random_range(4..=6) } else { rng.random_range(3..=7) };
+        let kvs_mutant = match mutant {
+            Some(Mutant::Kvs(m)) => Some(m),
+            _ => None,
+        };
+        let cache_mutant = match mutant {
+            Some(Mutant::Cache(m)) => Some(m),
+            _ => None,
+        };
+        let mut world = World {
+            ring: Ring::with_members(16, (0..members).map(NodeId)),
+            replication,
+            membership,
+            members,
+            caches: Vec::new(),
+            crashable: Vec::new(),
+            leavers: Vec::new(),
+            evicting: false,
+            renew: Duration::ZERO,
+            mutant: kvs_mutant,
+            sessions: Vec::new(),
+            versions: Versions::default(),
+            next_version: 1,
+            next_id: 0,
+        };
+        let schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
+        let mut configs: Vec<(NodeId, CachedKvsConfig)> = Vec::new();
+        for _ in 0..members + u64::from(membership) {
+            let id = world.fresh();
+            let mut cfg = StorageConfig::new(id, world.ring.clone(), replication);
+            cfg.schema = schema.clone();
+            cfg.join = id.0 >= members;
+            // Caches renew well within a lease even when timers fire in a random order.
+            cfg.lease_period = Some(Duration::from_secs(3));
+            cfg.mutant = kvs_mutant;
+            configs.push((id, CachedKvsConfig::Storage(cfg)));
+        }
+        world.caches = (0..rng.random_range(2..=4)).map(|_| world.fresh()).collect();
+        let renew_ms = [20, 50, 200, 1_000][rng.random_range(0..4)];
+        world.evicting = rng.random_bool(0.5);
+        world.renew = Duration::from_millis(renew_ms);
+        for &id in &world.caches {
+            let mut cfg = CacheConfig::new(id, world.ring.clone(), replication);
+            // Two keys of four (evictions race pushes and fetches), or room for all.
+            cfg.max_keys = if world.evicting { 2 } else { 16 };
+            // Renewals from every 20 ms to every second (leases last 3 s): frequent renewals
+            // race the pushes they must not cancel.
+            cfg.renew_period = Some(world.renew);
+            cfg.mutant = cache_mutant;
+            configs.push((id, CachedKvsConfig::Cache(cfg)));
+        }
+        let vias: Vec<Option<NodeId>> =
+            world.caches.iter().map(|c| Some(*c)).chain([None, None]).collect();
+        for via in vias {
+            let (id, cfg) = world.first_session(rng, via);
+            configs.push((id, cfg));
+        }
+        world.crashable = world.caches.clone();
+        if membership {
+            // One or two members leave, each asked by its own operator, while a node joins.
+            let first = rng.random_range(0..members);
+            world.leavers.push(NodeId(first));
+            if rng.random_bool(0.5) {
+                world
+                    .leavers
+                    .push(NodeId((first + 1 + rng.random_range(0..members - 1)) % members));
+            }
+            for node in world.leavers.clone() {
+                let id = world.fresh();
+                let mut cfg = ClientConfig::new(id, world.ring.clone(), replication);
+                cfg.max_attempts = 1_000;
+                cfg.leave_after = cfg.retry_after;
+                cfg.mutant = kvs_mutant;
+                let ops = vec![KvsOp::Leave { node }];
+                configs.push((id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops))));
+            }
+        } else if replication > 1 {
+            // One storage node may crash: a write acknowledged by two replicas keeps a copy.
+            world.crashable.push(NodeId(rng.random_range(0..members)));
+        }
+        (world, configs)
     }
 
-    let mut versions = Versions::default();
-    let mut next_version = 1;
-    let mut sessions: Vec<Session> = Vec::new();
-    let vias: Vec<Option<NodeId>> = caches.iter().map(|c| Some(*c)).chain([None, None]).collect();
-    for via in vias {
-        let id = fresh();
+    /// A client session of the first phase (behind cache `via`, or routing itself): 4–8 gets
+    /// and puts at one durability, and from a direct client perhaps a put of the wrong type.
+    fn first_session(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        via: Option<NodeId>,
+    ) -> (NodeId, CachedKvsConfig) {
+        let id = self.fresh();
         let durability =
             [Durability::One, Durability::Majority, Durability::All][rng.random_range(0..3)];
         let (mut ops, mut mistyped) = (Vec::new(), Vec::new());
         for _ in 0..rng.random_range(4..=8) {
-            let key = KEYS[rng.random_range(0..KEYS.len())].to_owned();
+            let key = KEYS[rng.random_range(0..KEYS.len())];
             if rng.random_bool(0.5) {
-                let value = LatticeValue::Lww(Lww::new(
-                    Stamp::new(next_version, WriterId(id.0)),
-                    Bytes::from(next_version.to_string()),
-                ));
-                versions.add(&key, value.clone(), next_version);
-                next_version += 1;
-                ops.push(KvsOp::Put { key, value, durability });
+                let value = self.stamp(key, id);
+                ops.push(KvsOp::Put { key: key.to_owned(), value, durability });
             } else {
-                ops.push(KvsOp::Get { key });
+                ops.push(get(key));
             }
             mistyped.push(false);
         }
@@ -141,138 +259,119 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             ops.insert(at, KvsOp::Put { key: KEYS[0].to_owned(), value, durability });
             mistyped.insert(at, true);
         }
-        let mut cfg = ClientConfig::new(id, ring.clone(), replication);
+        let mut cfg = ClientConfig::new(id, self.ring.clone(), self.replication);
         cfg.via = via;
         cfg.max_attempts = 20;
-        cfg.mutant = kvs_mutant;
-        configs.push((id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops.clone()))));
+        cfg.mutant = self.mutant;
         // A restarted storage node is empty until its peers repopulate it, and serves reads
         // meanwhile: with storage crashes, writes at `all` promise no more than at majority.
         let level = match durability {
-            Durability::All if !membership => Level::Majority,
+            Durability::All if !self.membership => Level::Majority,
             durability => level(durability),
         };
-        sessions.push(Session {
+        let session = Session {
             id,
             level,
-            ops,
+            ops: ops.clone(),
             mistyped,
             started: 0,
             times: Vec::new(),
             must_succeed: false,
-        });
-    }
-    let mut crashable = caches.clone();
-    let mut leavers = Vec::new();
-    if membership {
-        // One or two members leave, each asked by its own operator, while a node joins.
-        let first = rng.random_range(0..members);
-        leavers.push(NodeId(first));
-        if rng.random_bool(0.5) {
-            leavers.push(NodeId((first + 1 + rng.random_range(0..members - 1)) % members));
-        }
-        for &node in &leavers {
-            let id = fresh();
-            let mut cfg = ClientConfig::new(id, ring.clone(), replication);
-            cfg.max_attempts = 1_000;
-            cfg.leave_after = cfg.retry_after;
-            cfg.mutant = kvs_mutant;
-            let ops = vec![KvsOp::Leave { node }];
-            configs.push((id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops))));
-        }
-    } else if replication > 1 {
-        // One storage node may crash: a write acknowledged by two replicas keeps a copy.
-        crashable.push(NodeId(rng.random_range(0..members)));
-    }
-    let setup = format!(
-        "{members} storage nodes{} at replication {replication}, {} caches{} with executors, 2 clients; {}",
-        if membership { " + 1 joining" } else { "" },
-        caches.len(),
-        if evicting { " of 2 keys" } else { "" },
-        if !leavers.is_empty() {
-            let names: Vec<String> = leavers.iter().map(|n| format!("n{}", n.0)).collect();
-            format!("{} leave, no storage crash", names.join(" and "))
-        } else if replication == 1 {
-            "no storage crash".to_owned()
-        } else {
-            format!("n{} may crash", crashable.last().expect("a storage node").0)
-        }
-    );
-    let faults = faults(&mut rng, 4);
-    let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
-    let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
-    let timing = Timing::draw(&mut rng);
-    let setup = format!("{setup}; {}", timing.name());
-    let mut sim: Sim<CachedKvsNode> = Sim::new(seed, faults, configs);
-    sim.set_crashable(crashable);
-    timing.apply(&mut sim);
-
-    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), None, |sim, _| {
-        record(sim, &mut sessions);
-        broken(sim, membership)
-    });
-    let mut failure = phase.failure;
-    if failure.is_none() {
-        failure = settle(&mut sim, &mut sessions, membership, renew);
-    }
-    if failure.is_none() {
-        failure = mistyped_acknowledged(&sim, &sessions).map(|what| ("history", what));
+        };
+        self.sessions.push(session);
+        (id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops)))
     }
 
-    // The late phases, once the cluster settled (see the module docs): readers that warm the
-    // caches and write a key of their own, a writer updating every key under drops, duplicates
-    // and cache crashes, and readers that must see its writes.
-    let mut settled_at = None;
-    let mut keys: Vec<String> = KEYS.iter().map(|k| (*k).to_owned()).collect();
-    let mut late = Late { ring: &ring, replication, mutant: kvs_mutant, sessions: &mut sessions };
-    if failure.is_none() {
-        for via in caches.iter().map(|c| Some(*c)).chain([None]) {
-            let id = fresh();
+    /// The world in one line, for reports.
+    fn setup(&self) -> String {
+        format!(
+            "{} storage nodes{} at replication {}, {} caches{} with executors, 2 clients; {}",
+            self.members,
+            if self.membership { " + 1 joining" } else { "" },
+            self.replication,
+            self.caches.len(),
+            if self.evicting { " of 2 keys" } else { "" },
+            if !self.leavers.is_empty() {
+                let names: Vec<String> = self.leavers.iter().map(|n| format!("n{}", n.0)).collect();
+                format!("{} leave, no storage crash", names.join(" and "))
+            } else if self.replication == 1 {
+                "no storage crash".to_owned()
+            } else {
+                format!("n{} may crash", self.crashable.last().expect("a storage node").0)
+            }
+        )
+    }
+
+    /// A node id not used yet.
+    fn fresh(&mut self) -> NodeId {
+        self.next_id += 1;
+        NodeId(self.next_id - 1)
+    }
+
+    /// The next version of `key`, written by `writer`.
+    fn stamp(&mut self, key: &str, writer: NodeId) -> LatticeValue {
+        let value = lww(self.next_version, writer);
+        self.versions.add(key, value.clone(), self.next_version);
+        self.next_version += 1;
+        value
+    }
+
+    /// Settles the cluster (see [`settle`]).
+    fn settle(&mut self, sim: &mut Sim<CachedKvsNode>) -> Option<(&'static str, String)> {
+        settle(sim, &mut self.sessions, self.membership, self.renew)
+    }
+
+    /// First late phase: behind each cache and directly, a session reads every key, then
+    /// writes a key of its own at `all` and reads it back; all must succeed.
+    fn warm_up(
+        &mut self,
+        sim: &mut Sim<CachedKvsNode>,
+        keys: &mut Vec<String>,
+    ) -> Option<(&'static str, String)> {
+        for via in self.vias() {
+            let id = self.fresh();
             let key = format!("k-late-{}", id.0);
-            let value = lww(next_version, id);
-            versions.add(&key, value.clone(), next_version);
-            next_version += 1;
+            let value = self.stamp(&key, id);
             let mut ops: Vec<KvsOp> = KEYS.iter().map(|k| get(k)).collect();
             ops.push(KvsOp::Put { key: key.clone(), value, durability: Durability::All });
             ops.push(get(&key));
-            late.add(&mut sim, id, via, ops, true);
+            self.add_late(sim, id, via, ops, true);
             keys.push(key);
         }
-        failure = settle(&mut sim, late.sessions, membership, renew);
+        self.settle(sim)
     }
-    if failure.is_none() {
-        let id = fresh();
+
+    /// Second late phase, faulty: a writer updates every key three times while a session
+    /// behind each cache writes and reads back every key, under drops, duplicates, replays and
+    /// cache crashes. Under drops every attempt may fail, in principle: none need succeed; the
+    /// sessions write at `all`, so they must read their own writes, across restarts of their
+    /// cache.
+    fn late_writes(
+        &mut self,
+        sim: &mut Sim<CachedKvsNode>,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<(&'static str, String)> {
+        let id = self.fresh();
         let mut ops = Vec::new();
         for _ in 0..3 {
             for key in KEYS {
-                let value = lww(next_version, id);
-                versions.add(key, value.clone(), next_version);
-                next_version += 1;
+                let value = self.stamp(key, id);
                 ops.push(KvsOp::Put { key: key.to_owned(), value, durability: Durability::All });
             }
         }
-        // Under drops every attempt may fail, in principle: the writer need not succeed, nor
-        // need the sessions behind each cache, which write a key and read it back (at `all`,
-        // so they must read their own writes, across restarts of their cache) and keep the
-        // caches warm.
-        late.add(&mut sim, id, None, ops, false);
-        for &cache in &caches {
-            let id = fresh();
+        self.add_late(sim, id, None, ops, false);
+        for cache in self.caches.clone() {
+            let id = self.fresh();
             let mut ops = Vec::new();
             for _ in 0..3 {
                 for key in KEYS.iter().rev() {
-                    let value = lww(next_version, id);
-                    versions.add(key, value.clone(), next_version);
-                    next_version += 1;
-                    ops.push(KvsOp::Put {
-                        key: (*key).to_owned(),
-                        value,
-                        durability: Durability::All,
-                    });
+                    let value = self.stamp(key, id);
+                    let durability = Durability::All;
+                    ops.push(KvsOp::Put { key: (*key).to_owned(), value, durability });
                     ops.push(get(key));
                 }
             }
-            late.add(&mut sim, id, Some(cache), ops, false);
+            self.add_late(sim, id, Some(cache), ops, false);
         }
         sim.set_faults(Faults {
             drop_per_mille: 200,
@@ -281,7 +380,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             restart_per_mille: 40,
             replay_per_mille: 300,
         });
-        sim.set_crashable(caches.iter().copied());
+        sim.set_crashable(self.caches.iter().copied());
         // Timed, with delays; or adversarial, where a push may arrive arbitrarily late: after
         // its key was evicted and fetched again, or after its cache restarted.
         if rng.random_bool(0.5) {
@@ -289,98 +388,34 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         } else {
             sim.set_delay(Duration::ZERO, Duration::from_millis(20));
         }
-        let sessions = &mut *late.sessions;
-        failure = safety(&mut sim, LATE_STEPS, None, None, |sim, _| {
+        let (sessions, membership) = (&mut self.sessions, self.membership);
+        let failure = safety(sim, LATE_STEPS, None, None, |sim, _| {
             record(sim, sessions);
             broken(sim, membership)
         })
         .failure;
-        if failure.is_none() {
-            failure = settle(&mut sim, late.sessions, membership, renew);
-        }
+        failure.or_else(|| self.settle(sim))
     }
-    if failure.is_none() {
-        settled_at = Some(sim.trace().len() as u64);
-        for via in caches.iter().map(|c| Some(*c)).chain([None]) {
-            // Newest first: the keys the cache still holds are read before misses evict them.
+
+    /// Last late phase: behind each cache and directly, a session reads every key, newest
+    /// first (the keys a cache still holds are read before misses evict them); all must
+    /// succeed.
+    fn final_reads(&mut self, sim: &mut Sim<CachedKvsNode>) -> Option<(&'static str, String)> {
+        for via in self.vias() {
             let ops = KEYS.iter().rev().map(|k| get(k)).collect();
-            late.add(&mut sim, fresh(), via, ops, true);
+            let id = self.fresh();
+            self.add_late(sim, id, via, ops, true);
         }
-        failure = settle(&mut sim, late.sessions, membership, renew);
-    }
-    if failure.is_none() {
-        failure = late_failed(&sim, &sessions).map(|what| ("liveness", what));
+        self.settle(sim)
     }
 
-    let mut history = History::default();
-    let mut txn = 0;
-    for session in &sessions {
-        let outcomes = match sim.node(session.id) {
-            Some(CachedKvsNode::Client(client)) => client.outcomes().to_vec(),
-            _ => Vec::new(),
-        };
-        for (i, op) in session.ops.iter().enumerate() {
-            txn += 1;
-            let (invoke, complete) = match session.times.get(i) {
-                Some(&(invoke, complete)) => (invoke, Some(complete)),
-                None => (session.times.last().map_or(session.started, |t| t.1), None),
-            };
-            let (kind_op, status) = match (op, outcomes.get(i)) {
-                (KvsOp::Get { key }, Some(Outcome::Read(value))) => {
-                    let version = value.as_ref().map_or(INITIAL, |v| versions.of(key, v));
-                    (Op::read(session.id.0, txn, session.level, key, version), Status::Ok)
-                }
-                (KvsOp::Get { key }, _) => {
-                    (Op::read(session.id.0, txn, session.level, key, INITIAL), Status::Unknown)
-                }
-                (KvsOp::Put { key, value, .. }, outcome) => {
-                    if session.mistyped[i] {
-                        continue;
-                    }
-                    let version = versions.of(key, value);
-                    let status = match outcome {
-                        Some(Outcome::Written) => Status::Ok,
-                        Some(outcome) if outcome.is_definite() => Status::Failed,
-                        _ => Status::Unknown,
-                    };
-                    (Op::write(session.id.0, txn, session.level, key, version), status)
-                }
-                (KvsOp::Leave { .. }, _) => continue,
-            };
-            history.ops.push(kind_op.at(invoke, complete).with_status(status));
-        }
+    /// Each cache, then none (a client routing itself): where late sessions run.
+    fn vias(&self) -> Vec<Option<NodeId>> {
+        self.caches.iter().map(|c| Some(*c)).chain([None]).collect()
     }
-    if failure.is_none() {
-        history.settled = settled(&sim, &keys, replication, &mut versions);
-        history.settled_at = settled_at;
-        failure = judge(&history).map(|what| ("history", what));
-    }
-    WorldReport::new("kvs", setup, &sim, phase.partitioned, history, failure)
-}
 
-/// An LWW value stamped `version` by `writer`.
-fn lww(version: u64, writer: NodeId) -> LatticeValue {
-    LatticeValue::Lww(Lww::new(
-        Stamp::new(version, WriterId(writer.0)),
-        Bytes::from(version.to_string()),
-    ))
-}
-
-fn get(key: &str) -> KvsOp {
-    KvsOp::Get { key: key.to_owned() }
-}
-
-/// What late sessions are configured with.
-struct Late<'a> {
-    ring: &'a Ring,
-    replication: usize,
-    mutant: Option<squall_proto::kvs::Mutant>,
-    sessions: &'a mut Vec<Session>,
-}
-
-impl Late<'_> {
-    /// Starts a session `id` (behind cache `via`, if any) running `ops` at level `all`.
-    fn add(
+    /// Starts a late session `id` (behind cache `via`, if any) running `ops` at level `all`.
+    fn add_late(
         &mut self,
         sim: &mut Sim<CachedKvsNode>,
         id: NodeId,
@@ -405,6 +440,63 @@ impl Late<'_> {
             must_succeed,
         });
     }
+
+    /// Every client operation, with its invocation, completion and outcome (puts of the wrong
+    /// type and leaves left out).
+    fn history(&mut self, sim: &Sim<CachedKvsNode>) -> History {
+        let mut history = History::default();
+        let mut txn = 0;
+        for session in &self.sessions {
+            let outcomes = match sim.node(session.id) {
+                Some(CachedKvsNode::Client(client)) => client.outcomes().to_vec(),
+                _ => Vec::new(),
+            };
+            for (i, op) in session.ops.iter().enumerate() {
+                txn += 1;
+                let (invoke, complete) = match session.times.get(i) {
+                    Some(&(invoke, complete)) => (invoke, Some(complete)),
+                    None => (session.times.last().map_or(session.started, |t| t.1), None),
+                };
+                let (id, level) = (session.id.0, session.level);
+                let (kind_op, status) = match (op, outcomes.get(i)) {
+                    (KvsOp::Get { key }, Some(Outcome::Read(value))) => {
+                        let version = value.as_ref().map_or(INITIAL, |v| self.versions.of(key, v));
+                        (Op::read(id, txn, level, key, version), Status::Ok)
+                    }
+                    (KvsOp::Get { key }, _) => {
+                        (Op::read(id, txn, level, key, INITIAL), Status::Unknown)
+                    }
+                    (KvsOp::Put { key, value, .. }, outcome) => {
+                        if session.mistyped[i] {
+                            continue;
+                        }
+                        let version = self.versions.of(key, value);
+                        let status = match outcome {
+                            Some(Outcome::Written) => Status::Ok,
+                            Some(outcome) if outcome.is_definite() => Status::Failed,
+                            _ => Status::Unknown,
+                        };
+                        (Op::write(id, txn, level, key, version), status)
+                    }
+                    (KvsOp::Leave { .. }, _) => continue,
+                };
+                history.ops.push(kind_op.at(invoke, complete).with_status(status));
+            }
+        }
+        history
+    }
+}
+
+/// An LWW value stamped `version` by `writer`.
+fn lww(version: u64, writer: NodeId) -> LatticeValue {
+    LatticeValue::Lww(Lww::new(
+        Stamp::new(version, WriterId(writer.0)),
+        Bytes::from(version.to_string()),
+    ))
+}
+
+fn get(key: &str) -> KvsOp {
+    KvsOp::Get { key: key.to_owned() }
 }
 
 /// The step invariants broken now, if any.

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rand::Rng;
+use rand_chacha::ChaCha8Rng;
 use squall_proto::NodeId;
 use squall_proto::cache::CacheConfig;
 use squall_proto::kvs::{
@@ -28,7 +29,7 @@ use squall_proto::session::{
     Call, Dag, Function, Level as SessionLevel, Outcome, Recorded, SchedulerConfig, SessionMsg,
     Write, invariants,
 };
-use squall_proto::sim::Sim;
+use squall_proto::sim::{Faults, Sim};
 use squall_proto::worker::{
     ScriptedWorkerConfig, Step, SystemConfig, SystemMsg, SystemNode, WorkerConfig,
 };
@@ -135,7 +136,7 @@ struct Draw {
 }
 
 impl Draw {
-    fn new(rng: &mut rand_chacha::ChaCha8Rng) -> Self {
+    fn new(rng: &mut ChaCha8Rng) -> Self {
         let causal = rng.random_bool(0.5);
         let shape = rng.random_range(0..3);
         let storages: Vec<NodeId> =
@@ -249,18 +250,8 @@ impl Draw {
 pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let mut rng = rng(seed);
     let draw = Draw::new(&mut rng);
-    // Late calls, one per level, arrive once the system settled; their sinks' bodies are
-    // configured from the start.
     let late_from = draw.calls.len() as u64;
-    let late: Vec<Call> = draw
-        .levels
-        .iter()
-        .enumerate()
-        .map(|(i, &level)| {
-            let req = late_from + i as u64;
-            Call { client: CLIENT, req, level, dag: dag(draw.shape, req).1, args: Vec::new() }
-        })
-        .collect();
+    let late = late_calls(&draw, late_from);
     let configs = draw.configs(mutant, &late);
     let (shape, _) = dag(draw.shape, 0);
     let setup = format!(
@@ -274,21 +265,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         if draw.causal { "causal" } else { "LWW" },
     );
     let mut faults = faults(&mut rng, 4);
-    let mut calm_from = None;
-    if rng.random_bool(0.5) {
-        // A storm: many duplicates, more crashes, and most of what a worker was sent before a
-        // crash arriving again after its restart (a re-sent trigger of a session that already
-        // ended, a stale acknowledgement overtaking the restarted worker's new hold).
-        faults.duplicate_per_mille = rng.random_range(200..=500);
-        faults.drop_per_mille = rng.random_range(100..=300);
-        faults.crash_per_mille = 8;
-        faults.restart_per_mille = 80;
-        faults.replay_per_mille = rng.random_range(300..=1000);
-        // The storm passes before the phase ends: crashes stop (restarts, replays and the
-        // network's faults go on), so what a restarted worker did wrong is not wiped out by its
-        // next crash before it is judged.
-        calm_from = Some(SAFETY_STEPS * 3 / 5);
-    }
+    let calm_from = storm(&mut rng, &mut faults);
     let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
     let timing = Timing::draw(&mut rng);
@@ -353,6 +330,37 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
         history,
         failure,
     )
+}
+
+/// Half the seeds are storms: many duplicates, more crashes, and most of what a worker was
+/// sent before a crash arriving again after its restart (a re-sent trigger of a session that
+/// already ended, a stale acknowledgement overtaking the restarted worker's new hold). A storm
+/// passes before the phase ends: returns the step from which crashes stop (restarts, replays
+/// and the network's faults go on), so what a restarted worker did wrong is not wiped out by
+/// its next crash before it is judged.
+fn storm(rng: &mut ChaCha8Rng, faults: &mut Faults) -> Option<u64> {
+    if !rng.random_bool(0.5) {
+        return None;
+    }
+    faults.duplicate_per_mille = rng.random_range(200..=500);
+    faults.drop_per_mille = rng.random_range(100..=300);
+    faults.crash_per_mille = 8;
+    faults.restart_per_mille = 80;
+    faults.replay_per_mille = rng.random_range(300..=1000);
+    Some(SAFETY_STEPS * 3 / 5)
+}
+
+/// The late calls, one per level drawn, numbered from `late_from`: they arrive once the
+/// system settled (their sinks' bodies are configured from the start).
+fn late_calls(draw: &Draw, late_from: u64) -> Vec<Call> {
+    draw.levels
+        .iter()
+        .enumerate()
+        .map(|(i, &level)| {
+            let req = late_from + i as u64;
+            Call { client: CLIENT, req, level, dag: dag(draw.shape, req).1, args: Vec::new() }
+        })
+        .collect()
 }
 
 /// Whether the system has settled: every node up and idle.
