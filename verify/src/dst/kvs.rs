@@ -29,8 +29,8 @@ use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, Wri
 use squall_proto::sim::{Faults, Sim};
 
 use super::{
-    Mutant, Partition, Timing, Versions, WorldReport, faults, judge, liveness, protocol_checks,
-    rng, safety,
+    Mutant, Partition, Phase, Timing, Versions, WorldReport, faults, judge, liveness,
+    protocol_checks, rng, safety,
 };
 use crate::history::{Held, History, INITIAL, Level, Op, Status};
 
@@ -100,12 +100,7 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     sim.set_crashable(world.crashable.clone());
     timing.apply(&mut sim);
 
-    let membership = world.membership;
-    let sessions = &mut world.sessions;
-    let phase = safety(&mut sim, SAFETY_STEPS, partition.as_ref(), None, |sim, _| {
-        record(sim, sessions);
-        broken(sim, membership)
-    });
+    let phase = world.faulty(&mut sim, SAFETY_STEPS, partition.as_ref());
     let mut failure = phase.failure;
     if failure.is_none() {
         failure = world.settle(&mut sim);
@@ -316,6 +311,21 @@ impl World {
         value
     }
 
+    /// A faulty phase of `steps` (see [`safety`]): records when client operations complete
+    /// and checks the step invariants after every step.
+    fn faulty(
+        &mut self,
+        sim: &mut Sim<CachedKvsNode>,
+        steps: u64,
+        partition: Option<&Partition>,
+    ) -> Phase {
+        let (sessions, membership) = (&mut self.sessions, self.membership);
+        safety(sim, steps, partition, None, |sim, _| {
+            record(sim, sessions);
+            broken(sim, membership)
+        })
+    }
+
     /// Settles the cluster (see [`settle`]).
     fn settle(&mut self, sim: &mut Sim<CachedKvsNode>) -> Option<(&'static str, String)> {
         settle(sim, &mut self.sessions, self.membership, self.renew)
@@ -388,12 +398,7 @@ impl World {
         } else {
             sim.set_delay(Duration::ZERO, Duration::from_millis(20));
         }
-        let (sessions, membership) = (&mut self.sessions, self.membership);
-        let failure = safety(sim, LATE_STEPS, None, None, |sim, _| {
-            record(sim, sessions);
-            broken(sim, membership)
-        })
-        .failure;
+        let failure = self.faulty(sim, LATE_STEPS, None).failure;
         failure.or_else(|| self.settle(sim))
     }
 
