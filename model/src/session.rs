@@ -63,12 +63,19 @@ pub enum Scenario {
     DsrrCrash,
     /// `causal`: multi-key causal values, a DSC call whose sink writes causally.
     Causal,
+    /// `sk`: an SK call over causal values, the downstream worker's cache warm and stale.
+    SingleKey,
 }
 
 impl Scenario {
     /// Every session model.
-    pub const ALL: [Scenario; 4] =
-        [Scenario::Dsrr, Scenario::DsrrRetry, Scenario::DsrrCrash, Scenario::Causal];
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Dsrr,
+        Scenario::DsrrRetry,
+        Scenario::DsrrCrash,
+        Scenario::Causal,
+        Scenario::SingleKey,
+    ];
 
     /// The model's command-line name.
     pub fn name(self) -> &'static str {
@@ -77,6 +84,7 @@ impl Scenario {
             Scenario::DsrrRetry => "dsrr-retry",
             Scenario::DsrrCrash => "dsrr-crash",
             Scenario::Causal => "causal",
+            Scenario::SingleKey => "sk",
         }
     }
 
@@ -94,6 +102,9 @@ impl Scenario {
             }
             Scenario::Causal => {
                 "a DSC call of f0(x) → f1(x, y) writing z, over causal values; x's new version depends on y's"
+            }
+            Scenario::SingleKey => {
+                "an SK call of f0(x) → f1(x) over causal values; f1's worker holds x from before the write"
             }
         }
     }
@@ -132,6 +143,9 @@ pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<SystemConfig> 
             Level::Dsc,
             vec![("y", causal(&[(4, 1)], &[])), ("x", causal(&[(4, 2)], &[("y", &[(4, 1)])]))],
         ),
+        Scenario::SingleKey => {
+            (Dag::chain(&[&["x"], &["x"]]), Level::SingleKey, vec![("x", causal(&[(4, 1)], &[]))])
+        }
     };
     let dag = dag.expect("a valid chain");
     let session_mutant = match mutant {
@@ -169,6 +183,11 @@ pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<SystemConfig> 
         let mut worker = WorkerConfig::new(cache, SCHEDULER, vec![EXECUTOR]);
         worker.session.pin_lease = None;
         worker.session.mutant = session_mutant;
+        // In the `sk` model worker 2 starts warm: it fetches `x` at once, so it may hold an
+        // older `x` than `f0` reads, which `f1` must not read (SESS-SK).
+        if scenario == Scenario::SingleKey && id == WORKER_1 {
+            worker.warm = vec!["x".into()];
+        }
         SystemConfig::Worker(ScriptedWorkerConfig { worker, bodies: bodies.clone() })
     };
     let mut storage = StorageConfig::new(STORAGE, ring.clone(), 1);
@@ -213,6 +232,7 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
     let model = match scenario {
         Scenario::DsrrCrash => model.max_crashes(1).within_boundary(worker_0_crashes_at_most_once),
         Scenario::Causal => model.within_boundary(at_most_16_messages),
+        Scenario::SingleKey => model.within_boundary(at_most_12_messages),
         _ => model,
     };
     let model = model.property(Expectation::Sometimes, "SESS-L1 a result is recorded", |m, s| {
@@ -279,6 +299,11 @@ pub fn model(scenario: Scenario, mutant: Option<Mutant>) -> SessionModel {
                 "SESS-W a causal write covers what its session read",
                 |m, s| invariants::levels_hold(&node_states(m, s), invariants::CAUSAL_WRITES),
             ),
+        Scenario::SingleKey => model.property(
+            Expectation::Always,
+            "SESS-SK a key's versions never go backwards along the DAG",
+            |m, s| invariants::levels_hold(&node_states(m, s), invariants::SINGLE_KEY),
+        ),
     };
     // Retries: only `dsrr-retry` runs two attempts.
     match scenario {
@@ -318,9 +343,11 @@ pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
         Scenario::DsrrCrash => {
             &[SkipRemoteRead, ReleaseBeforeSink, IgnoreRelease, EveryFunctionPrecedes, StaleHoldOk]
         }
-        // `skip-remote-read` and `ignore-frontier` need longer runs than the causal model's
-        // bound: the simulator catches them (impl/tests/session_sim.rs).
+        // In `causal`, `skip-remote-read` is held back by the upstream snapshot the reads
+        // are checked against, and `ignore-frontier` needs longer runs than the bound: `sk`
+        // catches the first, the simulator both (impl/tests/session_sim.rs).
         Scenario::Causal => &[ExposeBeforeDeps, EveryFunctionPrecedes, WriteWithoutDeps],
+        Scenario::SingleKey => &[SkipRemoteRead, EveryFunctionPrecedes],
     };
     // The caches' properties: every model that checks them shows each can fail.
     // `push-overwrites` needs two writes to one key, which these models do not make: the cache
@@ -345,4 +372,10 @@ pub fn mutants(scenario: Scenario) -> Vec<(&'static str, Mutant)> {
 /// longer runs).
 fn at_most_16_messages(_: &(), state: &ActorModelState<SessionActor>) -> bool {
     state.network.len() <= 16
+}
+
+/// The `sk` model is searched among runs that send at most 12 distinct messages: enough for
+/// the call to complete over a stale warm cache (and for `skip-remote-read` to show).
+fn at_most_12_messages(_: &(), state: &ActorModelState<SessionActor>) -> bool {
+    state.network.len() <= 12
 }

@@ -1,4 +1,4 @@
-//! The session models over the whole system: pinned state counts for `dsrr` and `dsrr-retry`,
+//! The session models over the whole system: pinned state counts for `dsrr`, `dsrr-retry` and `sk`,
 //! property names carry their ids, and every listed mutant makes its property fail.
 //! `dsrr-crash` and the bounded `causal` model (574 k states) are checked by `check all` and
 //! `check all --all-mutants` in release mode, in CI.
@@ -12,7 +12,9 @@ use stateright::{Checker, Model};
 
 #[test]
 fn dsrr_models_hold_with_pinned_state_counts() {
-    for (scenario, unique) in [(Scenario::Dsrr, 42_345), (Scenario::DsrrRetry, 71_997)] {
+    let pinned =
+        [(Scenario::Dsrr, 42_345), (Scenario::DsrrRetry, 71_997), (Scenario::SingleKey, 23_356)];
+    for (scenario, unique) in pinned {
         let checker = model(scenario, None).checker().spawn_dfs().join();
         checker.assert_properties();
         assert_eq!(checker.unique_state_count(), unique, "{}", scenario.name());
@@ -45,10 +47,13 @@ fn property_names_start_with_their_invariant_ids() {
             invariants::CAUSAL_WRITES,
         ])
         .collect();
+    let sk: Vec<&str> =
+        ["SESS-L1"].into_iter().chain(caches).chain([invariants::SINGLE_KEY]).collect();
     for (scenario, ids) in [
         (Scenario::Dsrr, &dsrr[..]),
         (Scenario::DsrrRetry, &retry[..]),
         (Scenario::Causal, &causal),
+        (Scenario::SingleKey, &sk),
     ] {
         let names: Vec<&str> = model(scenario, None).properties().iter().map(|p| p.name).collect();
         assert_eq!(names.len(), ids.len(), "{names:?}");
@@ -87,7 +92,18 @@ fn every_dsrr_mutant_makes_its_property_fail() {
         (Mutant::Session(GiveUpOnAbort), invariants::RETRIED),
         (Mutant::Session(EveryFunctionPrecedes), "SESS-L1"),
     ];
-    for (scenario, expected) in [(Scenario::Dsrr, &dsrr[..]), (Scenario::DsrrRetry, &retry[..])] {
+    let sk = [
+        (Mutant::Session(SkipRemoteRead), invariants::SINGLE_KEY),
+        (Mutant::Session(EveryFunctionPrecedes), "SESS-L1"),
+        (Mutant::Cache(cache::Mutant::CacheMissAsBottom), "CACHE-I"),
+        (Mutant::Cache(cache::Mutant::IgnorePushes), "CACHE-I3"),
+    ];
+    let scenarios = [
+        (Scenario::Dsrr, &dsrr[..]),
+        (Scenario::DsrrRetry, &retry[..]),
+        (Scenario::SingleKey, &sk),
+    ];
+    for (scenario, expected) in scenarios {
         assert_eq!(expected.len(), mutants(scenario).len(), "{}", scenario.name());
         for &(mutant, id) in expected {
             let caught = mutant_fails(scenario, mutant, id);

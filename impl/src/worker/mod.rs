@@ -167,6 +167,10 @@ pub struct WorkerConfig {
     /// `Retry` ticks a function's write may wait for the KVS before the function is told its
     /// outcome is unknown.
     pub write_ticks: u32,
+    /// Keys the cache fetches, and so subscribes to, as soon as the worker starts (and again
+    /// after every restart): a deployment's hot keys, whose first read then need not wait for
+    /// storage. Pushes keep them fresh like any cached key; eviction may still drop them.
+    pub warm: Vec<Key>,
 }
 
 impl WorkerConfig {
@@ -174,7 +178,8 @@ impl WorkerConfig {
     /// (whose id must be `id`), with default periods and bounds.
     pub fn new(cache: CacheConfig, scheduler: NodeId, executors: Vec<NodeId>) -> Self {
         let id = cache.id;
-        Self { id, session: LayerConfig::new(id, scheduler), cache, executors, write_ticks: 10 }
+        let session = LayerConfig::new(id, scheduler);
+        Self { id, session, cache, executors, write_ticks: 10, warm: Vec::new() }
     }
 }
 
@@ -409,7 +414,7 @@ impl Node for Worker {
         let mut inner = Outbox::new();
         let cache = CacheNode::init(&cfg.cache, persisted, &mut inner);
         out.absorb(inner);
-        Self {
+        let mut worker = Self {
             cache,
             layer: SessionLayer::new(persisted + 1),
             asks: BTreeMap::new(),
@@ -417,7 +422,10 @@ impl Node for Worker {
             next_ask: 0,
             busy: BTreeMap::new(),
             queue: BTreeMap::new(),
-        }
+        };
+        let warm = cfg.warm.iter().cloned().map(Effect::Want).collect();
+        worker.apply(cfg, warm, out);
+        worker
     }
 
     fn handle(&mut self, cfg: &WorkerConfig, input: Input<Self>, out: &mut Out) {

@@ -754,3 +754,19 @@ fn a_worker_taking_a_stale_hold_ok_leaks_its_pins() {
     }
     assert!(!stale_hold_ok_scenario(&mut net), "with the defect, nobody releases the pins");
 }
+
+#[test]
+fn a_warm_worker_fetches_its_hot_keys_at_start_and_keeps_them_fresh() {
+    let mut net = Net::new(&[("x", lww(1))], None, BTreeMap::new());
+    assert!(!net.worker(B).cache().entries().contains_key("x"), "cold before warming");
+    if let Some(SystemConfig::Worker(b)) = net.cfgs.get_mut(&B) {
+        b.worker.warm = vec!["x".to_owned()];
+    }
+    // A restart starts warm again: the fetch subscribes the new incarnation.
+    net.start(B);
+    net.run();
+    assert_eq!(net.worker(B).cache().entries()["x"].value, Some(lww(1)));
+    net.put("x", lww(2), &[B]);
+    assert_eq!(net.worker(B).cache().entries()["x"].value, Some(lww(2)), "pushed as subscribed");
+    assert!(!net.worker(A).cache().entries().contains_key("x"), "only B is warm");
+}
