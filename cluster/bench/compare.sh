@@ -7,6 +7,9 @@
 # 2. `redis-benchmark -t set,get` without and with pipelining (-P 16; one key, then 100,000
 #    random keys) against redis-server and
 #    against Squall's RESP port (one node, then node 0 of three), printing throughput ratios.
+# 3. Durable writes: a one-node Squall at each sync policy (always, batch, never) against
+#    redis-server with the append-only file at the matching fsync policy (always, everysec,
+#    no), SET only, unpipelined and pipelined over random keys.
 # Needs redis-server and redis-benchmark (Debian: apt-get install redis-server).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -78,3 +81,27 @@ wait_port 6380; wait_port 6381; wait_port 6382
 echo; echo "== squall bench kv, three nodes (replication 3, majority writes), ${SECS}s per phase =="
 "$SQ" --config "$WORK/three.toml" bench kv --quiet --duration "$SECS" --clients "$C" --read-ratio 0.5
 compare_redis 6380 "node 0 of three"
+kill -INT "$THREE"; wait "$THREE" || true
+
+# Durable writes: SET throughput of a one-node Squall at each sync policy against redis-server
+# with its append-only file at the matching fsync policy, in fresh data directories.
+for pair in "always always" "batch everysec" "never no"; do
+  set -- $pair
+  rm -rf "$WORK/one-data" "$WORK/aof"; mkdir -p "$WORK/aof"
+  redis-server --port 6398 --save '' --appendonly yes --appendfsync "$2" --dir "$WORK/aof" \
+    > "$WORK/redis-aof.log" 2>&1 & AOF=$!; PIDS+=($AOF)
+  "$SQ" --config "$WORK/one.toml" --sync "$1" up > "$WORK/one-$1.log" 2>&1 & ONE=$!; PIDS+=($ONE)
+  wait_port 6398; wait_port 6390
+  for P in "-P 1" "-P 16 -r 100000"; do
+    # shellcheck disable=SC2086
+    R=$(redis-benchmark -p 6398 -t set -n "$N" -c "$C" --csv $P 2>/dev/null | tr -d '"' | grep -E '^SET,')
+    # shellcheck disable=SC2086
+    S=$(redis-benchmark -p 6390 -t set -n "$N" -c "$C" --csv $P 2>/dev/null | tr -d '"' | grep -E '^SET,')
+    echo; echo "== durable SET $P: squall --sync $1 vs redis-server appendfsync $2 =="
+    echo "redis-server: $(echo "$R" | show)"
+    echo "squall:       $(echo "$S" | show)"
+    awk -v p="$P" -v a="$1" -v b="$2" -v r="$(echo "$R" | rps SET)" -v s="$(echo "$S" | rps SET)" \
+      'BEGIN { printf "SET squall(%s)/redis(appendfsync %s) throughput ratio (%s): %.2f\n", a, b, p, s / r }'
+  done
+  kill -INT "$ONE" "$AOF"; wait "$ONE" "$AOF" || true
+done

@@ -354,7 +354,7 @@ impl KvClient {
             let settings = RuntimeSettings {
                 inbox: INBOX,
                 max_frame: self.settings.max_frame,
-                durable_path: None,
+                disk: None,
                 peers: self.peers.clone(),
                 local: self.local.clone(),
                 // The client's own attempt timers decide when to give up on a request; a call

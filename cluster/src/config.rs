@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use squall_proto::NodeId;
+
+use crate::disk::SyncPolicy;
 use squall_proto::kvs::{Durability, Ring, StorageConfig};
 
 /// The embedded default configuration: three storage nodes on loopback, replication 3,
@@ -72,10 +74,15 @@ pub struct ClusterSection {
     /// The durability of writes that do not ask for one: `one`, `majority` or `all`.
     #[serde(default)]
     pub durability: WriteDurability,
-    /// Where nodes keep what survives a restart (their incarnation), one file per node. A
-    /// relative path is relative to the working directory.
+    /// Where nodes keep what survives a restart (every key and the node's incarnation), one
+    /// directory per node (`node-ID`). A relative path is relative to the working directory.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// When nodes sync what they persist: `always` (once per write), `batch` (once per batch
+    /// of writes the node took together; the default) or `never` (survives a process crash,
+    /// not a power failure). See docs/operations.md.
+    #[serde(default)]
+    pub sync: SyncPolicy,
 }
 
 /// A write durability as spelled in the configuration and on the command line.
@@ -146,6 +153,10 @@ pub struct Limits {
     pub inbox: usize,
     /// How long a graceful shutdown waits for in-flight calls, in milliseconds.
     pub drain_ms: u64,
+    /// Free space a storage node keeps on its data directory's file system: below it, puts
+    /// are refused (definitely, so clients try another replica) while reads, and replication
+    /// from peers, go on. Measured every second.
+    pub min_free_disk_bytes: u64,
 }
 
 impl Default for Limits {
@@ -159,6 +170,7 @@ impl Default for Limits {
             max_pending: 100_000,
             inbox: 65_536,
             drain_ms: 2_000,
+            min_free_disk_bytes: 64 << 20,
         }
     }
 }
@@ -330,8 +342,14 @@ impl ClusterConfig {
         Some(cfg)
     }
 
-    /// The file where node `id` keeps what survives a restart.
-    pub fn durable_path(&self, id: u64) -> PathBuf {
+    /// The directory where node `id` keeps what survives a restart.
+    pub fn data_path(&self, id: u64) -> PathBuf {
+        self.cluster.data_dir.join(format!("node-{id}"))
+    }
+
+    /// The file where node `id` kept its incarnation before data was persisted (read once,
+    /// to carry the incarnation over, then renamed).
+    pub fn legacy_state_path(&self, id: u64) -> PathBuf {
         self.cluster.data_dir.join(format!("node-{id}.state"))
     }
 }

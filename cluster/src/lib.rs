@@ -19,6 +19,7 @@ pub mod bench;
 pub mod client;
 pub mod codec;
 pub mod config;
+pub mod disk;
 pub mod local;
 pub mod port;
 pub mod resp;

@@ -1,19 +1,21 @@
 //! Storage nodes running in this process: what `squall up`, `squall node` and the tests start.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use squall_proto::NodeId;
-use squall_proto::kvs::StorageNode;
+use squall_proto::kvs::{StorageNode, Stored};
 use tokio::net::TcpListener;
 
 use crate::client::KvClient;
 use crate::config::ClusterConfig;
+use crate::disk::Disk;
 use crate::port::Port;
 use crate::resp::{self, RespContext};
-use crate::runtime::{self, NodeHandle, Running, RuntimeSettings};
+use crate::runtime::{self, DiskSettings, NodeHandle, Running, RuntimeSettings};
 use crate::server::{self, PortLimits};
 
 /// How long a stopping node's connections stay open after the last call arrived, to answer it.
@@ -29,7 +31,66 @@ pub struct LocalNode {
     pub rpc_addr: SocketAddr,
     /// Where the RESP port listens, if any.
     pub resp_addr: Option<SocketAddr>,
+    /// What the node found in its data directory at start.
+    pub recovered: Recovered,
     drain: Duration,
+}
+
+/// What a storage node found in its data directory at start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovered {
+    /// The node's data directory.
+    pub dir: PathBuf,
+    /// Keys it serves from its disk.
+    pub keys: usize,
+    /// Bytes read (encoded records).
+    pub bytes: u64,
+    /// How long opening and reading the store took.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for Recovered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "recovered {} keys ({:.1} {}) from {} in {:.2} s",
+            self.keys,
+            if self.bytes < 1_000_000 { self.bytes as f64 / 1e3 } else { self.bytes as f64 / 1e6 },
+            if self.bytes < 1_000_000 { "kB" } else { "MB" },
+            self.dir.display(),
+            self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// Raises the incarnation node `id` will start from to at least the seconds since the Unix
+/// epoch, so that a node whose data directory was lost, replaced or restored from a backup
+/// still comes back at an incarnation newer than any its peers knew (they ignore messages
+/// from earlier incarnations) — as long as its clock does not go back and it restarted less
+/// than once a second on average. Also carries over the incarnation of a node that ran before
+/// data was persisted (a `node-ID.state` file beside the data directory), then renames that
+/// file.
+fn raise_incarnation_floor(config: &ClusterConfig, id: u64) -> anyhow::Result<()> {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let mut floor = u32::try_from(now.as_secs()).unwrap_or(u32::MAX - 1);
+    let legacy = config.legacy_state_path(id);
+    let carried = match std::fs::read(&legacy) {
+        Ok(bytes) => {
+            let incarnation: u32 = postcard::from_bytes(&bytes)
+                .with_context(|| format!("node {id}: {} does not decode", legacy.display()))?;
+            floor = floor.max(incarnation);
+            true
+        }
+        Err(_) => false,
+    };
+    Disk::<Stored>::seed(&config.data_path(id), Stored::incarnation(floor))?;
+    if carried {
+        std::fs::rename(&legacy, legacy.with_extension("state.carried-over"))
+            .with_context(|| format!("node {id}: renaming {}", legacy.display()))?;
+        tracing::info!(node = id, "carried the incarnation over from {}", legacy.display());
+    }
+    Ok(())
 }
 
 impl LocalNode {
@@ -53,14 +114,27 @@ impl LocalNode {
         let settings = RuntimeSettings {
             inbox: config.limits.inbox,
             max_frame: config.limits.max_frame_bytes,
-            durable_path: Some(config.durable_path(id)),
+            disk: Some(DiskSettings {
+                dir: config.data_path(id),
+                sync: config.cluster.sync,
+                reserve: config.limits.min_free_disk_bytes,
+            }),
             peers: config.rpc_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
             local: Vec::new(),
             // A storage node sends no requests of its own.
             call_deadline: Duration::from_secs(10),
         };
+        raise_incarnation_floor(config, id).with_context(|| format!("node {id}: cannot start"))?;
+        let opened = Instant::now();
         let running = runtime::start::<StorageNode>(NodeId(id), storage, settings)
             .with_context(|| format!("node {id}: cannot start"))?;
+        let recovered = Recovered {
+            dir: config.data_path(id),
+            keys: running.handle.inspect(|node| node.store().len()).await.unwrap_or(0),
+            bytes: running.recovery.as_ref().map_or(0, |r| r.bytes),
+            elapsed: opened.elapsed(),
+        };
+        tracing::info!(node = id, "{recovered}");
         let limits = PortLimits {
             max_frame: config.limits.max_frame_bytes,
             max_request: config.limits.max_value_bytes,
@@ -88,6 +162,7 @@ impl LocalNode {
             resp,
             rpc_addr,
             resp_addr,
+            recovered,
             drain: Duration::from_millis(config.limits.drain_ms),
         })
     }

@@ -31,6 +31,12 @@ struct Cli {
     /// Override the configuration's data directory.
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
+    /// Override the configuration's sync policy: `always` syncs every write before it is
+    /// acknowledged, `batch` (the default) syncs once per batch of writes a node took
+    /// together (still before acknowledging them), `never` leaves syncing to the operating
+    /// system (survives a crash of squall, not of the machine).
+    #[arg(long, global = true, value_enum)]
+    sync: Option<squall_cluster::disk::SyncPolicy>,
     #[command(subcommand)]
     command: Command,
 }
@@ -143,6 +149,9 @@ fn load(cli: &Cli) -> anyhow::Result<ClusterConfig> {
     if let Some(dir) = &cli.data_dir {
         config.cluster.data_dir = dir.clone();
     }
+    if let Some(sync) = cli.sync {
+        config.cluster.sync = sync;
+    }
     Ok(config)
 }
 
@@ -153,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up => {
             let cluster = LocalCluster::start(&config).await?;
             say(format!(
-                "squall: {} storage nodes up (replication {}, {} writes, data in {})",
+                "squall: {} storage nodes up (replication {}, {} writes, data in {}, sync {})",
                 cluster.nodes.len(),
                 config.cluster.replication,
                 config
@@ -161,11 +170,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .durability
                     .to_possible_value()
                     .map_or("?".into(), |v| v.get_name().to_owned()),
-                config.cluster.data_dir.display()
+                config.cluster.data_dir.display(),
+                config
+                    .cluster
+                    .sync
+                    .to_possible_value()
+                    .map_or("?".into(), |v| v.get_name().to_owned())
             ));
             for (node, entry) in cluster.nodes.iter().zip(config.nodes.iter().filter(|n| !n.join)) {
                 let resp = node.resp_addr.map_or("-".to_owned(), |a| a.to_string());
                 say(format!("  node {}: rpc {}  resp {}", entry.id, node.rpc_addr, resp));
+                say(format!("    {}", node.recovered));
             }
             say("try: squall kv put hello world && squall kv get hello   (or redis-cli -p 6380)");
             say("Ctrl-C stops the cluster.");
@@ -178,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let node = LocalNode::start(&config, id).await?;
             let resp = node.resp_addr.map_or("-".to_owned(), |a| a.to_string());
             say(format!("squall: node {id} up: rpc {}  resp {resp}", node.rpc_addr));
+            say(format!("  {}", node.recovered));
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             say(format!("squall: node {id} stopping"));
             node.stop().await?;

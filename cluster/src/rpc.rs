@@ -42,6 +42,17 @@ pub enum CallError {
     /// The same caller sent two requests with one request number at once.
     #[error("request number reused while the first request is in flight")]
     Duplicate,
+    /// The node's disk has less free space than its reserve: it takes no writes (reads are
+    /// still served). Definite.
+    #[error(
+        "the node's disk has {free} bytes free, below its reserve of {reserve}; it takes no writes"
+    )]
+    DiskFull {
+        /// Free bytes on the data directory's file system when last measured.
+        free: u64,
+        /// The configured reserve (`limits.min_free_disk_bytes`).
+        reserve: u64,
+    },
     /// The node did not answer in time. Indefinite: the request may have taken effect.
     #[error("no answer before the deadline")]
     Timeout,
@@ -68,6 +79,7 @@ impl CallError {
             Self::Overloaded => Some(Refusal::Overloaded),
             Self::ShuttingDown => Some(Refusal::ShuttingDown),
             Self::Duplicate => Some(Refusal::Duplicate),
+            Self::DiskFull { .. } => Some(Refusal::DiskFull),
             Self::Timeout | Self::Abandoned => None,
         }
     }

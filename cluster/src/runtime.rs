@@ -4,7 +4,9 @@
 //! inbox — peer messages, client calls, inspections — and from its timers (a `DelayQueue`
 //! keyed by the node's timer values), calls `Node::handle`, and executes the outputs in order:
 //! sends go to per-peer sender tasks or answer a waiting client call, timers are armed and
-//! disarmed, `Persist` writes the durable value to disk before anything after it runs.
+//! disarmed, `Persist` stages a delta on the node's [`Disk`], and every output after it waits
+//! until the disk committed it (group commit: one sync per batch of inputs the task took
+//! together, or per input under [`SyncPolicy::Always`]).
 //! Nothing here knows what a message means; the only protocol facts it uses are which
 //! messages are requests, which answer them, and how to say a request was refused
 //! ([`Calls`]). A request the node sends a peer (a client's get, say) goes out as an RPC call,
@@ -13,7 +15,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -29,6 +31,7 @@ use tokio::task::JoinHandle;
 use tokio_util::time::DelayQueue;
 use tokio_util::time::delay_queue;
 
+use crate::disk::{Disk, DiskError, Recovery, SyncPolicy};
 use crate::rpc::{CallError, NodeStats, SquallClient};
 
 /// A node the runtime can serve: any [`Node`] whose messages say which are requests and
@@ -89,22 +92,22 @@ impl<N: Served> LocalCall<N::Msg> for NodeHandle<N> {
 /// Why a node stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// The durable state could not be read or written.
-    #[error("durable state at {path}: {source}")]
-    Durable {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The durable state file exists but does not decode.
-    #[error("durable state at {path} is corrupt: {detail}")]
-    Corrupt {
-        /// The file.
-        path: PathBuf,
-        /// The decoder's complaint.
-        detail: String,
-    },
+    /// The node's disk could not be opened, read or written. A node that cannot persist
+    /// stops (fail-stop): it never acknowledges what its disk does not hold.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+}
+
+/// Where and how a node keeps what it persists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskSettings {
+    /// The node's data directory.
+    pub dir: PathBuf,
+    /// When persisted deltas are synced.
+    pub sync: SyncPolicy,
+    /// Free bytes to keep on the directory's file system: below them the node refuses
+    /// requests that write ([`Calls::writes`]), definitely, and serves the rest.
+    pub reserve: u64,
 }
 
 /// Settings of one node's runtime, for a node of message type `M`.
@@ -114,8 +117,8 @@ pub struct RuntimeSettings<M> {
     pub inbox: usize,
     /// The largest RPC frame sent to peers.
     pub max_frame: usize,
-    /// Where the durable value lives; `None` keeps it in memory only.
-    pub durable_path: Option<PathBuf>,
+    /// Where the node's durable state lives; `None` keeps it in memory only.
+    pub disk: Option<DiskSettings>,
     /// The RPC address of every peer.
     pub peers: HashMap<NodeId, SocketAddr>,
     /// Peers in this process, called directly (requests to them skip TCP).
@@ -295,6 +298,8 @@ impl<N: Served> NodeHandle<N> {
 pub struct Running<N: Served> {
     /// A handle to it.
     pub handle: NodeHandle<N>,
+    /// What it found on its disk at start (`None` without a disk).
+    pub recovery: Option<Recovery>,
     task: JoinHandle<Result<N, RuntimeError>>,
     killed: Arc<AtomicBool>,
 }
@@ -333,9 +338,12 @@ pub fn start<N: Served>(
     cfg: N::Config,
     settings: RuntimeSettings<N::Msg>,
 ) -> Result<Running<N>, RuntimeError> {
-    let durable = match &settings.durable_path {
-        Some(path) => load_durable::<N::Durable>(path)?,
-        None => N::Durable::default(),
+    let (disk, durable, recovery) = match &settings.disk {
+        Some(d) => {
+            let (disk, durable, recovery) = Disk::open(&d.dir, d.sync)?;
+            (Some(disk), durable, Some(recovery))
+        }
+        None => (None, N::Durable::default(), None),
     };
     let (tx, rx) = mpsc::channel(settings.inbox);
     let counters = Arc::new(Counters::default());
@@ -365,36 +373,24 @@ pub fn start<N: Served>(
         links: handle.links.clone(),
         out: Outbox::new(),
         peer_tasks: PeerTasks { tasks: Vec::new(), killed: killed.clone() },
+        disk,
+        held: Vec::new(),
+        disk_free: None,
     };
+    driver.measure_disk();
     driver.execute_drain(&mut out)?;
-    let task = tokio::spawn(driver.run(rx));
-    Ok(Running { handle, task, killed })
-}
-
-fn load_durable<D: DeserializeOwned + Default>(path: &Path) -> Result<D, RuntimeError> {
-    match std::fs::read(path) {
-        Ok(bytes) => postcard::from_bytes(&bytes)
-            .map_err(|e| RuntimeError::Corrupt { path: path.to_owned(), detail: e.to_string() }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(D::default()),
-        Err(source) => Err(RuntimeError::Durable { path: path.to_owned(), source }),
-    }
-}
-
-/// Writes `value` to `path` atomically: a temporary file, synced, renamed over the old one.
-fn store_durable<D: Serialize>(path: &Path, value: &D) -> Result<(), RuntimeError> {
-    let fail = |source| RuntimeError::Durable { path: path.to_owned(), source };
-    let bytes = postcard::to_allocvec(value).map_err(|e| fail(std::io::Error::other(e)))?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
-    }
-    let tmp = path.with_extension("tmp");
-    {
-        use std::io::Write;
-        let mut file = std::fs::File::create(&tmp).map_err(fail)?;
-        file.write_all(&bytes).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, path).map_err(fail)
+    // A start's new incarnation is synced whatever the policy.
+    driver.flush(true)?;
+    let task = tokio::spawn(async move {
+        let result = driver.run(rx).await;
+        if let Err(e) = &result {
+            // Fail-stop: a node that cannot persist stops rather than acknowledge what its
+            // disk does not hold.
+            tracing::error!(node = %id, "node stopped: {e}");
+        }
+        result
+    });
+    Ok(Running { handle, recovery, task, killed })
 }
 
 type Waiter<N> = oneshot::Sender<Result<<N as Node>::Msg, CallError>>;
@@ -420,6 +416,13 @@ struct Driver<N: Served> {
     /// Connections for the requests the node sends peers.
     connections: Arc<Connections>,
     peer_tasks: PeerTasks,
+    /// Where the node's `Persist` deltas go (`None`: memory only).
+    disk: Option<Disk<N::Durable>>,
+    /// Outputs that followed a `Persist` staged on the disk, executed once it committed.
+    held: Vec<Output<N>>,
+    /// Free bytes on the disk's file system when last measured (`None`: no disk, or not
+    /// measurable).
+    disk_free: Option<u64>,
 }
 
 /// The peer sender tasks of a node: aborted with it if it is killed, left to flush their
@@ -445,6 +448,8 @@ const BATCH: usize = 512;
 const RECONNECT: Duration = Duration::from_millis(50);
 /// How often calls whose caller gave up are forgotten.
 const SWEEP: Duration = Duration::from_secs(1);
+/// How many queued inputs the task takes together, sharing one disk sync, at most.
+const GROUP: usize = 256;
 
 impl<N: Served> Driver<N> {
     async fn run(mut self, mut inbox: mpsc::Receiver<Event<N>>) -> Result<N, RuntimeError> {
@@ -458,17 +463,15 @@ impl<N: Served> Driver<N> {
             }
             tokio::select! {
                 event = inbox.recv() => match event {
-                    Some(Event::Deliver { from, msg }) => {
-                        bump(&self.counters.delivered);
-                        self.step(Input::Receive { from, msg })?;
-                    }
-                    Some(Event::Call { from, msg, reply }) => {
-                        bump(&self.counters.calls);
-                        self.call(from, msg, reply)?;
-                    }
-                    Some(Event::Inspect(f)) => f(&self.node),
-                    Some(Event::Shutdown { drain }) => {
-                        draining = Some(tokio::time::Instant::now() + drain);
+                    Some(event) => {
+                        self.take(event, &mut draining)?;
+                        // Group commit: whatever else is queued shares this batch's sync.
+                        for _ in 1..GROUP {
+                            match inbox.try_recv() {
+                                Ok(event) => self.take(event, &mut draining)?,
+                                Err(_) => break,
+                            }
+                        }
                     }
                     None => break,
                 },
@@ -478,9 +481,13 @@ impl<N: Served> Driver<N> {
                     bump(&self.counters.timers);
                     self.step(Input::Timeout(timer))?;
                 }
-                _ = sweep.tick() => self.pending.retain(|_, waiter| !waiter.is_closed()),
+                _ = sweep.tick() => {
+                    self.pending.retain(|_, waiter| !waiter.is_closed());
+                    self.measure_disk();
+                }
                 () = tokio::time::sleep(Duration::from_millis(20)), if draining.is_some() => {}
             }
+            self.flush(false)?;
         }
         // Calls that slipped into the inbox as the shutdown began were never handled: they
         // certainly did not happen, and their callers hear so.
@@ -493,11 +500,43 @@ impl<N: Served> Driver<N> {
         Ok(self.node)
     }
 
+    /// Takes one event from the inbox.
+    fn take(
+        &mut self,
+        event: Event<N>,
+        draining: &mut Option<tokio::time::Instant>,
+    ) -> Result<(), RuntimeError> {
+        match event {
+            Event::Deliver { from, msg } => {
+                bump(&self.counters.delivered);
+                self.step(Input::Receive { from, msg })
+            }
+            Event::Call { from, msg, reply } => {
+                bump(&self.counters.calls);
+                self.call(from, msg, reply)
+            }
+            Event::Inspect(f) => {
+                f(&self.node);
+                Ok(())
+            }
+            Event::Shutdown { drain } => {
+                *draining = Some(tokio::time::Instant::now() + drain);
+                Ok(())
+            }
+        }
+    }
+
     fn call(&mut self, from: NodeId, msg: N::Msg, reply: Waiter<N>) -> Result<(), RuntimeError> {
         let Some(req) = msg.request() else {
             let _ = reply.send(Err(CallError::NotARequest));
             return Ok(());
         };
+        if msg.writes()
+            && let Some(full) = self.disk_full()
+        {
+            let _ = reply.send(Err(full));
+            return Ok(());
+        }
         if self.pending.get(&(from, req)).is_some_and(|waiter| !waiter.is_closed()) {
             let _ = reply.send(Err(CallError::Duplicate));
             return Ok(());
@@ -506,9 +545,69 @@ impl<N: Served> Driver<N> {
         self.step(Input::Receive { from, msg })
     }
 
+    /// Measures the free space of the disk's file system.
+    fn measure_disk(&mut self) {
+        let Some(settings) = &self.settings.disk else { return };
+        match fs4::available_space(&settings.dir) {
+            Ok(free) => {
+                let reserve = settings.reserve;
+                let was_full = self.disk_free.is_some_and(|f| f < reserve);
+                if free < reserve && !was_full {
+                    tracing::warn!(node = %self.id, free, reserve, "disk nearly full: refusing puts");
+                } else if free >= reserve && was_full {
+                    tracing::info!(node = %self.id, free, reserve, "disk space back: taking puts");
+                }
+                self.disk_free = Some(free);
+            }
+            Err(e) => {
+                if self.disk_free.is_some() {
+                    tracing::warn!(node = %self.id, "cannot measure free disk space: {e}");
+                }
+                self.disk_free = None;
+            }
+        }
+    }
+
+    /// Why requests that write are refused now, if they are.
+    fn disk_full(&self) -> Option<CallError> {
+        let reserve = self.settings.disk.as_ref()?.reserve;
+        let free = self.disk_free?;
+        (free < reserve).then_some(CallError::DiskFull { free, reserve })
+    }
+
+    /// Hands one input to the node and executes what it emits (what follows a `Persist` waits
+    /// for the disk); under [`SyncPolicy::Always`], commits at once.
+    fn step(&mut self, input: Input<N>) -> Result<(), RuntimeError> {
+        self.handle(input)?;
+        if self.disk.as_ref().is_some_and(|disk| disk.policy() == SyncPolicy::Always) {
+            self.flush(false)?;
+        }
+        Ok(())
+    }
+
+    /// Commits what the disk staged (synced as the policy says, or at once when
+    /// `force_sync`), then executes the outputs that waited for it and whatever they sent the
+    /// node itself, until nothing waits.
+    fn flush(&mut self, force_sync: bool) -> Result<(), RuntimeError> {
+        loop {
+            if let Some(disk) = &mut self.disk {
+                disk.commit(force_sync)?;
+            }
+            if self.held.is_empty() {
+                return Ok(());
+            }
+            for output in std::mem::take(&mut self.held) {
+                self.execute(output);
+            }
+            while let Some(msg) = self.loopback.pop_front() {
+                self.handle(Input::Receive { from: self.id, msg })?;
+            }
+        }
+    }
+
     /// Hands one input to the node (checking its step invariants in debug builds) and
     /// executes what it emits, then whatever it sent itself.
-    fn step(&mut self, input: Input<N>) -> Result<(), RuntimeError> {
+    fn handle(&mut self, input: Input<N>) -> Result<(), RuntimeError> {
         let mut out = std::mem::take(&mut self.out);
         if cfg!(debug_assertions) {
             if let Err(violation) = handle_checked(&mut self.node, &self.cfg, input, &mut out) {
@@ -521,39 +620,48 @@ impl<N: Served> Driver<N> {
         self.out = out;
         result?;
         while let Some(msg) = self.loopback.pop_front() {
-            self.step(Input::Receive { from: self.id, msg })?;
+            self.handle(Input::Receive { from: self.id, msg })?;
         }
         Ok(())
     }
 
+    /// Executes `out` in order: a `Persist` is staged on the disk, and every output after
+    /// it waits in `held` until the disk committed it.
     fn execute_drain(&mut self, out: &mut Outbox<N>) -> Result<(), RuntimeError> {
         for output in out.drain() {
-            match output {
-                Output::Send { to, msg } => self.send(to, msg),
-                Output::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
-                    Some(key) => self.timers.reset(key, after),
-                    None => {
-                        let key = self.timers.insert(timer.clone(), after);
-                        self.timer_keys.insert(timer, key);
-                    }
-                },
-                Output::CancelTimer(timer) => {
-                    if let Some(key) = self.timer_keys.remove(&timer) {
-                        self.timers.remove(&key);
-                    }
-                }
-                Output::Persist(durable) => {
-                    if let Some(path) = &self.settings.durable_path {
-                        store_durable(path, &durable)?;
-                    }
-                }
-                Output::Ignored { reason } => {
-                    bump(&self.counters.ignored);
-                    tracing::trace!(node = %self.id, reason, "ignored input");
-                }
+            match (output, &mut self.disk) {
+                (Output::Persist(delta), Some(disk)) => disk.stage(delta)?,
+                (Output::Persist(_), None) => {}
+                (output, Some(disk)) if disk.is_dirty() => self.held.push(output),
+                (output, _) => self.execute(output),
             }
         }
         Ok(())
+    }
+
+    /// Executes one output that does not wait for the disk.
+    fn execute(&mut self, output: Output<N>) {
+        match output {
+            Output::Send { to, msg } => self.send(to, msg),
+            Output::SetTimer { timer, after } => match self.timer_keys.get(&timer) {
+                Some(key) => self.timers.reset(key, after),
+                None => {
+                    let key = self.timers.insert(timer.clone(), after);
+                    self.timer_keys.insert(timer, key);
+                }
+            },
+            Output::CancelTimer(timer) => {
+                if let Some(key) = self.timer_keys.remove(&timer) {
+                    self.timers.remove(&key);
+                }
+            }
+            // Staged by `execute_drain`, never held: nothing to do here.
+            Output::Persist(_) => {}
+            Output::Ignored { reason } => {
+                bump(&self.counters.ignored);
+                tracing::trace!(node = %self.id, reason, "ignored input");
+            }
+        }
     }
 
     fn send(&mut self, to: NodeId, msg: N::Msg) {

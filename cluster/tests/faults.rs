@@ -80,6 +80,8 @@ async fn a_killed_and_restarted_node_loses_no_acknowledged_write() {
 
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before_kill = recorder.write_outcomes().0;
+    let first_incarnation =
+        nodes[1].as_ref().expect("node 1").handle().inspect(|s| s.incarnation()).await;
     nodes[1].take().expect("node 1").kill();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let during_outage = recorder.write_outcomes().0 - before_kill;
@@ -106,7 +108,7 @@ async fn a_killed_and_restarted_node_loses_no_acknowledged_write() {
         panic!("{anomaly}\nhistory:\n{}", history.to_text());
     }
     let incarnation = live[1].handle().inspect(|s| s.incarnation()).await;
-    assert_eq!(incarnation, Some(2), "the restarted node came back as a new incarnation");
+    assert!(incarnation > first_incarnation, "the restarted node came back as a new incarnation");
     for node in nodes.into_iter().flatten() {
         node.stop().await.expect("graceful stop");
     }

@@ -63,6 +63,6 @@ pub mod spec;
 pub mod worker;
 
 pub use node::{
-    Calls, Hosts, Input, Node, NodeId, Nodes, Outbox, Output, Refusal, Violation, Within,
-    handle_checked, handle_within, init_within, live, quiescent, roles,
+    Calls, DurableState, Hosts, Input, Node, NodeId, Nodes, Outbox, Output, Refusal, Violation,
+    Within, handle_checked, handle_within, init_within, live, quiescent, roles,
 };

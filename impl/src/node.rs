@@ -63,8 +63,10 @@ pub enum Output<N: Node> {
     },
     /// Disarm `timer`, if armed.
     CancelTimer(N::Timer),
-    /// Store `durable` on stable storage, replacing what was stored, before executing the
-    /// outputs after this one. After a crash the node restarts from it (see [`Node::init`]).
+    /// Merge the delta `durable` into what the node stored on stable storage
+    /// ([`DurableState::merge_delta`]) before executing the outputs after this one. After a
+    /// crash the node restarts from the merged value (see [`Node::init`]); a crash loses
+    /// exactly the deltas not persisted yet.
     Persist(N::Durable),
     /// The input was stale, duplicated or unexpected and was ignored. Harnesses count these; it
     /// is never an error.
@@ -177,6 +179,39 @@ impl<N: Node> IntoIterator for Outbox<N> {
     }
 }
 
+/// What a node keeps across crashes: a join-semilattice. A node persists *deltas*
+/// ([`Output::Persist`]) and its harness merges each into what it stored, so persisting one
+/// changed key costs one key, and the stored value only grows.
+pub trait DurableState: Clone + Eq + Hash + Debug + Default {
+    /// Merges a persisted delta into the stored value (a join: commutative, associative,
+    /// idempotent).
+    fn merge_delta(&mut self, delta: Self);
+
+    /// The delta split into independent parts, each named by a record key, for a harness
+    /// that stores records: it keeps one record per name, merging parts of the same name, and
+    /// the stored value is the merge of all records. The default: one record.
+    fn parts(self) -> Vec<(Vec<u8>, Self)> {
+        vec![(Vec::new(), self)]
+    }
+
+    /// What is left after the disk lost its data but kept the small, always-synced record
+    /// of who the node is (a replaced data disk, or the unsynced tail of a store run with
+    /// sync policy `never` after a power failure). The default loses nothing.
+    fn lose_data(&mut self) {}
+}
+
+/// Nothing persisted.
+impl DurableState for () {
+    fn merge_delta(&mut self, (): ()) {}
+}
+
+/// An incarnation number: the larger wins.
+impl DurableState for u32 {
+    fn merge_delta(&mut self, delta: u32) {
+        *self = (*self).max(delta);
+    }
+}
+
 /// Why a request did not happen at the node it was sent to, as its harness or the transport
 /// says: the request was not delivered, or the node's harness did not take it. Definite in
 /// every case — but only for that attempt at that node.
@@ -200,12 +235,15 @@ pub enum Refusal {
     InvalidCaller,
     /// A request with this caller and number is already waiting at the node.
     Duplicate,
+    /// The node's disk is (nearly) full: its harness takes no request that writes, and still
+    /// serves the others. Another replica may take it.
+    DiskFull,
 }
 
 impl Refusal {
     /// Whether the request itself is at fault, so that no node would take it.
     pub fn is_invalid(self) -> bool {
-        !matches!(self, Self::Unreachable | Self::Overloaded | Self::ShuttingDown)
+        !matches!(self, Self::Unreachable | Self::Overloaded | Self::ShuttingDown | Self::DiskFull)
     }
 }
 
@@ -220,6 +258,7 @@ impl fmt::Display for Refusal {
             Self::NotARequest => "the message is not a request",
             Self::InvalidCaller => "the caller id is not accepted",
             Self::Duplicate => "a request with this number is already waiting",
+            Self::DiskFull => "the node's disk is full; it takes no writes",
         })
     }
 }
@@ -235,6 +274,11 @@ pub trait Calls: Sized {
     /// The answer by which a harness tells a requester that its request `req` did not happen
     /// at the node it was sent to.
     fn refused(req: ReqId, refusal: Refusal) -> Self;
+    /// Whether a request may change what the node persists: a harness whose disk is full
+    /// refuses these ([`Refusal::DiskFull`]) and keeps taking the rest. None, by default.
+    fn writes(&self) -> bool {
+        false
+    }
 }
 
 /// A broken invariant, named by its stable id (see `docs/invariants.md`).
@@ -255,7 +299,7 @@ pub struct Violation {
 /// which never change while it runs).
 ///
 /// 1. It calls [`Node::init`] once when the node starts — and again after a crash, which
-///    loses all state but the last [`Output::Persist`]ed `Durable` value — and executes the
+///    loses all state but the merge of the [`Output::Persist`]ed `Durable` deltas — and executes the
 ///    emitted outputs.
 /// 2. Then, one at a time, it calls [`Node::handle`] with each message that arrives and each
 ///    timer that fires, and executes the outputs in the order emitted. Calls are never
@@ -276,11 +320,11 @@ pub trait Node: Clone + Eq + Hash + Debug + Sized {
     type Msg: Clone + Eq + Ord + Hash + Debug;
     /// The node's timers.
     type Timer: Clone + Eq + Ord + Hash + Debug;
-    /// What survives a crash: the last value the node persisted, `Default` before any. `()`
-    /// for roles that keep nothing.
-    type Durable: Clone + Eq + Hash + Debug + Default;
+    /// What survives a crash: the merge of every delta the node persisted, `Default` before
+    /// any. `()` for roles that keep nothing.
+    type Durable: DurableState;
 
-    /// Builds the node's initial state from what it last persisted (`Default` on its very
+    /// Builds the node's initial state from what it persisted (`Default` on its very
     /// first start), emitting its first outputs (for example, arming timers or sending a first
     /// request).
     fn init(cfg: &Self::Config, durable: &Self::Durable, out: &mut Outbox<Self>) -> Self;

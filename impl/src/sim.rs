@@ -20,7 +20,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
 
-use crate::node::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
+use crate::node::{DurableState, Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
 
 /// SplitMix64: a tiny, well-known deterministic generator. `squall-proto` takes no `rand`
 /// dependency, and the simulator needs nothing more than reproducible uniform draws.
@@ -64,6 +64,14 @@ pub struct Faults {
     /// delayed past its recovery (a retransmission queued across a reconnect, say). Plain
     /// duplicates rarely outlive a crash; incarnation numbers exist for these.
     pub replay_per_mille: u16,
+    /// Of restarts, how many find the node's data disk lost: the node starts from what
+    /// [`DurableState::lose_data`] leaves of what it persisted. Drawn, like power failures,
+    /// from a stream of its own, so turning it on does not change the other faults' draws.
+    pub disk_loss_per_mille: u16,
+    /// Of all steps, how many are a power failure: every live node of the power domain (see
+    /// [`Sim::set_power_domain`]; all nodes by default) crashes at once, losing everything it
+    /// had not persisted. The restart fault brings them back one by one.
+    pub power_failure_per_mille: u16,
 }
 
 /// How many of the last messages addressed to a node the replay fault remembers.
@@ -77,6 +85,8 @@ impl Faults {
         crash_per_mille: 0,
         restart_per_mille: 0,
         replay_per_mille: 0,
+        disk_loss_per_mille: 0,
+        power_failure_per_mille: 0,
     };
 }
 
@@ -135,6 +145,10 @@ pub struct Stats {
     pub crashes: u64,
     /// Restarts.
     pub restarts: u64,
+    /// Restarts that found the node's data disk lost.
+    pub disks_lost: u64,
+    /// Power failures (each crashing every live node of the power domain).
+    pub power_failures: u64,
     /// Messages addressed to a node's previous incarnation put in flight again after its
     /// restart, by the replay fault.
     pub replayed: u64,
@@ -196,6 +210,10 @@ pub struct Sim<N: Node> {
     /// In timed mode, the least and the most a message takes to arrive.
     delay: (Duration, Duration),
     rng: SplitMix64,
+    /// The stream of the disk-loss and power-failure faults.
+    extra_rng: SplitMix64,
+    /// The nodes a power failure takes down; all when `None`.
+    power_domain: Option<BTreeSet<NodeId>>,
     faults: Faults,
     /// The nodes crash faults may hit; all when `None`.
     crashable: Option<BTreeSet<NodeId>>,
@@ -225,6 +243,8 @@ impl<N: Node> Sim<N> {
             timed: false,
             delay: (Duration::ZERO, Duration::ZERO),
             rng: SplitMix64(seed),
+            extra_rng: SplitMix64(seed ^ 0xD15C_D15C_D15C_D15C),
+            power_domain: None,
             faults,
             crashable: None,
             partition: None,
@@ -242,6 +262,17 @@ impl<N: Node> Sim<N> {
     /// The node states, `None` for crashed nodes, with their configurations.
     pub fn nodes(&self) -> impl Iterator<Item = (NodeId, &N::Config, Option<&N>)> {
         self.nodes.iter().map(|(id, node)| (*id, &self.configs[id], node.as_ref()))
+    }
+
+    /// What node `id` persisted (the merge of its `Persist` outputs, less what the disk-loss
+    /// fault took), if it ever persisted anything.
+    pub fn disk(&self, id: NodeId) -> Option<&N::Durable> {
+        self.durable.get(&id)
+    }
+
+    /// What every node persisted, crashed or not.
+    pub fn disks(&self) -> impl Iterator<Item = &N::Durable> + Clone {
+        self.durable.values()
     }
 
     /// Every node's configuration and state (`None` while crashed): the shape invariant
@@ -313,6 +344,12 @@ impl<N: Node> Sim<N> {
         self.crashable = Some(ids.into_iter().collect());
     }
 
+    /// Limits power failures to the given nodes (say, every storage node, the cluster, but not
+    /// the clients judging it).
+    pub fn set_power_domain(&mut self, ids: impl IntoIterator<Item = NodeId>) {
+        self.power_domain = Some(ids.into_iter().collect());
+    }
+
     /// Partitions the network: from now on, every message between a node of `side` and a node
     /// outside it is lost, until [`Sim::heal`].
     pub fn partition(&mut self, side: impl IntoIterator<Item = NodeId>) {
@@ -378,17 +415,30 @@ impl<N: Node> Sim<N> {
         }
     }
 
+    /// The live nodes among `set` (all nodes when `None`).
+    fn live_in(&self, set: Option<&BTreeSet<NodeId>>) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(id, n)| n.is_some() && set.is_none_or(|s| s.contains(id)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Takes one step. Returns `Ok(false)` when there was nothing to do.
     pub fn step(&mut self) -> Result<bool, SimError> {
         self.step += 1;
+        if self.extra_rng.chance(self.faults.power_failure_per_mille) {
+            let live = self.live_in(self.power_domain.as_ref());
+            if !live.is_empty() {
+                for id in live {
+                    self.crash(id);
+                }
+                self.stats.power_failures += 1;
+                return Ok(true);
+            }
+        }
         if self.rng.chance(self.faults.crash_per_mille) {
-            let crashable = |id: &NodeId| self.crashable.as_ref().is_none_or(|c| c.contains(id));
-            let live: Vec<NodeId> = self
-                .nodes
-                .iter()
-                .filter(|(id, n)| n.is_some() && crashable(id))
-                .map(|(id, _)| *id)
-                .collect();
+            let live = self.live_in(self.crashable.as_ref());
             if !live.is_empty() {
                 let id = live[self.rng.below(live.len())];
                 self.crash(id);
@@ -557,9 +607,7 @@ impl<N: Node> Sim<N> {
                     self.deadlines.remove(&(id, timer.clone()));
                     self.timers.remove(&(id, timer));
                 }
-                Output::Persist(durable) => {
-                    self.durable.insert(id, durable);
-                }
+                Output::Persist(delta) => self.durable.entry(id).or_default().merge_delta(delta),
                 Output::Ignored { .. } => self.stats.ignored += 1,
             }
         }
@@ -584,6 +632,12 @@ impl<N: Node> Sim<N> {
     fn restart(&mut self, id: NodeId) {
         self.stats.restarts += 1;
         self.trace.push(Event::Restart(id));
+        if self.extra_rng.chance(self.faults.disk_loss_per_mille) {
+            if let Some(disk) = self.durable.get_mut(&id) {
+                disk.lose_data();
+            }
+            self.stats.disks_lost += 1;
+        }
         self.start(id);
         // What the previous incarnation was sent may still arrive (the replay fault).
         let addressed = self.addressed.remove(&id).unwrap_or_default();

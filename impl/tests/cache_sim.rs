@@ -64,6 +64,8 @@ fn faults() -> Faults {
         crash_per_mille: 3,
         restart_per_mille: 30,
         replay_per_mille: 0,
+        disk_loss_per_mille: 0,
+        power_failure_per_mille: 0,
     }
 }
 

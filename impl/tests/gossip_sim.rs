@@ -41,6 +41,8 @@ fn faulty() -> Faults {
         crash_per_mille: 5,
         restart_per_mille: 50,
         replay_per_mille: 0,
+        disk_loss_per_mille: 0,
+        power_failure_per_mille: 0,
     }
 }
 

@@ -79,6 +79,8 @@ fn faults(crash: bool) -> Faults {
         crash_per_mille: if crash { 3 } else { 0 },
         restart_per_mille: if crash { 30 } else { 0 },
         replay_per_mille: 0,
+        disk_loss_per_mille: 0,
+        power_failure_per_mille: 0,
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use squall_proto::{Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
+use squall_proto::{DurableState, Input, Node, NodeId, Outbox, Output, Violation, handle_checked};
 use stateright::actor::{Actor, ActorModel, ActorModelState, Id, Out};
 
 /// A Stateright actor running node `N` with configuration `cfg`. An actor's index in the model
@@ -18,11 +18,15 @@ pub struct Adapter<N: Node> {
     pub cfg: N::Config,
 }
 
-/// An actor's state: the node, plus the first step invariant it broke.
+/// An actor's state: the node, what it persisted, and the first step invariant it broke.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Checked<N> {
+pub struct Checked<N: Node> {
     /// The protocol node.
     pub node: N,
+    /// The merge of every delta the node persisted, as Stateright's actor storage also holds
+    /// it (Stateright replaces its storage on a save, so the adapter keeps the merge here and
+    /// saves it whole; it adds no states, as it always equals the storage while running).
+    pub durable: N::Durable,
     /// The first [`Node::check_step`] failure on the path to this state. It is sticky, so only
     /// states after a failure differ by it.
     pub violation: Option<Violation>,
@@ -43,14 +47,19 @@ impl<N: Node> Adapter<N> {
         let mut out = Outbox::new();
         let checked = handle_checked(&mut node, &self.cfg, input, &mut out);
         let violation = state.violation.clone().or(checked.err());
-        if node != state.node || violation != state.violation {
-            *state.to_mut() = Checked { node, violation };
+        let mut durable = state.durable.clone();
+        execute(out, &mut durable, o);
+        if node != state.node || violation != state.violation || durable != state.durable {
+            *state.to_mut() = Checked { node, durable, violation };
         }
-        execute(out, o);
     }
 }
 
-fn execute<N: Node>(out: Outbox<N>, o: &mut Out<Adapter<N>>) {
+/// Turns outputs into Stateright commands; persisted deltas are merged into `durable`, which
+/// is saved whole (a step's outputs take effect together, so a save is never behind a send
+/// of the same step).
+fn execute<N: Node>(out: Outbox<N>, durable: &mut N::Durable, o: &mut Out<Adapter<N>>) {
+    let mut persisted = false;
     for output in out {
         match output {
             Output::Send { to, msg } => o.send(actor_id(to), msg),
@@ -59,9 +68,15 @@ fn execute<N: Node>(out: Outbox<N>, o: &mut Out<Adapter<N>>) {
                 o.set_timer(timer, after..after + std::time::Duration::from_millis(1));
             }
             Output::CancelTimer(timer) => o.cancel_timer(timer),
-            Output::Persist(durable) => o.save(durable),
+            Output::Persist(delta) => {
+                durable.merge_delta(delta);
+                persisted = true;
+            }
             Output::Ignored { .. } => {}
         }
+    }
+    if persisted {
+        o.save(durable.clone());
     }
 }
 
@@ -73,10 +88,11 @@ impl<N: Node> Actor for Adapter<N> {
     type Random = ();
 
     fn on_start(&self, _: Id, durable: &Option<N::Durable>, o: &mut Out<Self>) -> Checked<N> {
+        let mut durable = durable.clone().unwrap_or_default();
         let mut out = Outbox::new();
-        let node = N::init(&self.cfg, &durable.clone().unwrap_or_default(), &mut out);
-        execute(out, o);
-        Checked { node, violation: None }
+        let node = N::init(&self.cfg, &durable, &mut out);
+        execute(out, &mut durable, o);
+        Checked { node, durable, violation: None }
     }
 
     fn on_msg(

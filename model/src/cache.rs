@@ -81,7 +81,8 @@ pub fn configs(mutant: Option<Mutant>) -> Vec<CachedKvsConfig> {
 fn reader_cache_crashes_at_most_once(_: &(), state: &ActorModelState<CacheActor>) -> bool {
     let reader_cache = usize::try_from(READER_CACHE.0).expect("small id");
     let others_up = state.crashed.iter().enumerate().all(|(i, down)| i == reader_cache || !down);
-    let restarts = state.actor_storages[reader_cache].map_or(0, |inc| inc.saturating_sub(1));
+    let restarts =
+        state.actor_storages[reader_cache].as_ref().map_or(0, |s| s.incarnation.saturating_sub(1));
     let down = u32::from(state.crashed[reader_cache]);
     others_up && restarts + down <= 1
 }

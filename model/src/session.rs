@@ -219,7 +219,8 @@ pub fn configs(scenario: Scenario, mutant: Option<Mutant>) -> Vec<SystemConfig> 
 fn worker_0_crashes_at_most_once(_: &(), state: &ActorModelState<SessionActor>) -> bool {
     let worker = usize::try_from(WORKER_0.0).expect("small id");
     let others_up = state.crashed.iter().enumerate().all(|(i, down)| i == worker || !down);
-    let restarts = state.actor_storages[worker].map_or(0, |inc| inc.saturating_sub(1));
+    let restarts =
+        state.actor_storages[worker].as_ref().map_or(0, |s| s.incarnation.saturating_sub(1));
     others_up && restarts + u32::from(state.crashed[worker]) <= 1
 }
 

@@ -221,6 +221,8 @@ struct Totals {
     duplicated: u64,
     partitions: u64,
     crashes: u64,
+    disks_lost: u64,
+    power_failures: u64,
     replayed: u64,
 }
 
@@ -234,6 +236,8 @@ impl Totals {
             self.duplicated += world.stats.duplicated;
             self.partitions += u64::from(world.partitioned);
             self.crashes += world.stats.crashes;
+            self.disks_lost += world.stats.disks_lost;
+            self.power_failures += world.stats.power_failures;
             self.replayed += world.stats.replayed;
         }
     }
@@ -241,7 +245,7 @@ impl Totals {
     fn render(&self, seeds: u64) -> String {
         format!(
             "dst: {seeds} seeds passed ({} worlds): {} history ops checked; {} messages delivered, \
-             {} dropped, {} duplicated; {} partitions, {} crashes, {} replayed to restarted nodes",
+             {} dropped, {} duplicated; {} partitions, {} crashes, {} power failures, {} disks lost, {} replayed to restarted nodes",
             self.worlds,
             self.ops,
             self.delivered,
@@ -249,6 +253,8 @@ impl Totals {
             self.duplicated,
             self.partitions,
             self.crashes,
+            self.power_failures,
+            self.disks_lost,
             self.replayed
         )
     }

@@ -31,6 +31,12 @@ pub fn data_dir(name: &str) -> PathBuf {
 /// A configuration of `initial` nodes plus `joiners` that join later, on free ports, with
 /// short timers and client timeouts.
 pub fn config(name: &str, initial: usize, joiners: usize, replication: usize) -> ClusterConfig {
+    ClusterConfig::parse(&config_text(name, initial, joiners, replication))
+        .expect("test configuration is valid")
+}
+
+/// The TOML text of [`config`], for a `squall` process to read.
+pub fn config_text(name: &str, initial: usize, joiners: usize, replication: usize) -> String {
     let mut text = format!(
         "[cluster]\nreplication = {replication}\nvirtual_nodes = 16\ndata_dir = {:?}\n\
          [client]\ntimeout_ms = 500\nattempts = 6\n\
@@ -50,7 +56,7 @@ pub fn config(name: &str, initial: usize, joiners: usize, replication: usize) ->
             id >= initial
         ));
     }
-    ClusterConfig::parse(&text).expect("test configuration is valid")
+    text
 }
 
 /// Starts node `id`, retrying while its old ports are still being released.
@@ -254,6 +260,35 @@ impl Recorder {
         }
         history.settled_at = settled_at;
         history
+    }
+
+    /// Every key written (whatever the outcome), once each.
+    pub fn written_keys(&self) -> Vec<String> {
+        let ops = self.ops.lock().expect("recorder lock");
+        let keys: std::collections::BTreeSet<String> =
+            ops.iter().filter(|r| r.write).map(|r| r.key.clone()).collect();
+        keys.into_iter().collect()
+    }
+
+    /// Keys some read invoked at or after `after` returned older than (or without) the newest
+    /// acknowledged write to them: acknowledged writes that were lost.
+    pub fn acknowledged_but_unread(&self, after: u64) -> Vec<String> {
+        let ops = self.ops.lock().expect("recorder lock");
+        let mut newest: BTreeMap<&str, Stamp> = BTreeMap::new();
+        for raw in ops.iter().filter(|r| r.write && r.status == Status::Ok) {
+            if let Some(stamp) = raw.stamp {
+                let entry = newest.entry(&raw.key).or_insert(stamp);
+                *entry = (*entry).max(stamp);
+            }
+        }
+        let mut lost: Vec<String> = ops
+            .iter()
+            .filter(|r| !r.write && r.status == Status::Ok && r.invoke >= after)
+            .filter(|r| newest.get(r.key.as_str()).is_some_and(|acked| r.stamp < Some(*acked)))
+            .map(|r| r.key.clone())
+            .collect();
+        lost.dedup();
+        lost
     }
 
     /// Counts of (acknowledged, definitely failed, unknown) writes.

@@ -60,7 +60,7 @@ crate::world! {
     /// A KVS with caches: storage nodes, caches, and scripted applications with their clients
     /// (an executor is one whose client goes through a cache: `ClientConfig::via`).
     pub enum CachedKvsNode, config CachedKvsConfig {
-        msg: KvsMsg, timer: KvsTimer, durable: u32;
+        msg: KvsMsg, timer: KvsTimer, durable: crate::kvs::Stored;
         /// A storage node.
         Storage(StorageNode),
         /// A scripted application (or executor) with its client.

@@ -266,7 +266,7 @@ fn cached_values_only_move_forward_as_a_step_invariant() {
 fn storage() -> (StorageConfig, StorageNode) {
     let cfg = StorageConfig::new(S0, Ring::with_members(8, [S0]), 1);
     let mut out = Outbox::new();
-    let node = StorageNode::init(&cfg, &0, &mut out);
+    let node = StorageNode::init(&cfg, &crate::kvs::Stored::default(), &mut out);
     (cfg, node)
 }
 

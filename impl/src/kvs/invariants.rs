@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use super::{
     Durability, Key, Op, Outcome, ScriptConfig, ScriptedClient, Status, StorageConfig, StorageNode,
+    Stored,
 };
 use crate::lattice::LatticeValue;
 use crate::node::{Hosts, Nodes, live, roles};
@@ -33,6 +34,12 @@ pub const OWNERSHIP: &str = "KVS-I8";
 /// KVS-I9: a client replaces its route to a key only with one from a strictly newer ring
 /// epoch.
 pub const ROUTING: &str = "KVS-I9";
+/// KVS-D1: a put acknowledged at durability `d` is on the disks of at least as many of its
+/// key's replicas as `d` asks for, so it survives every replica crashing at once.
+pub const PERSISTED: &str = "KVS-D1";
+/// KVS-D2: a running storage node holds, for every key it owns, at least what it persisted:
+/// a restart loses nothing that reached the disk.
+pub const RECOVERED: &str = "KVS-D2";
 /// KVS-L1: a quiescent state is reachable in which every well-typed put was acknowledged (so
 /// KVS-I5 is not vacuous, and the protocol can finish its work, not merely lose it).
 pub const QUIESCENCE_REACHABLE: &str = "KVS-L1";
@@ -245,4 +252,33 @@ pub fn quiescent_with_puts_acknowledged<W: KvsWorld>(nodes: &Nodes<'_, W>) -> bo
             Op::Leave { .. } => *outcome == Outcome::Left,
             _ => true,
         })
+}
+
+/// KVS-D1 over `disks`, what every storage node persisted (crashed or not): every put a client
+/// saw acknowledged is covered by the persisted value of its key on at least as many disks
+/// as its durability asks of the key's replicas.
+pub fn acknowledged_writes_persisted<'a, W: KvsWorld>(
+    nodes: &Nodes<'_, W>,
+    disks: impl Iterator<Item = &'a Stored> + Clone,
+) -> bool {
+    let replication = roles::<StorageNode, W>(nodes).next().map_or(1, |(cfg, _)| cfg.replication);
+    finished(nodes).all(|(op, outcome)| match (op, outcome) {
+        (Op::Put { key, value, durability }, Outcome::Written) => {
+            let on_disk = disks
+                .clone()
+                .filter(|disk| disk.data.get(key).is_some_and(|held| value.lattice_le(held)))
+                .count();
+            on_disk >= durability.replicas_needed(replication)
+        }
+        _ => true,
+    })
+}
+
+/// KVS-D2 for one running storage node and what it persisted: every persisted value of a key
+/// the node owns (by its view of the ring) is below what it holds.
+pub fn persisted_values_held(cfg: &StorageConfig, node: &StorageNode, disk: &Stored) -> bool {
+    disk.data.iter().all(|(key, persisted)| {
+        !node.ring().is_responsible(cfg.id, key, cfg.replication)
+            || node.store().get(key).is_some_and(|held| persisted.lattice_le(held))
+    })
 }

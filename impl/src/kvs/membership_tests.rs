@@ -37,7 +37,7 @@ fn cfg(id: NodeId, ring: Ring) -> StorageConfig {
 
 fn start(cfg: &StorageConfig) -> (StorageNode, Vec<Output<StorageNode>>) {
     let mut out = Outbox::new();
-    let node = StorageNode::init(cfg, &0, &mut out);
+    let node = StorageNode::init(cfg, &Stored::default(), &mut out);
     (node, out.into_iter().collect())
 }
 
@@ -94,7 +94,7 @@ fn a_joiner_adds_itself_and_announces_the_new_view_to_every_member() {
     assert_eq!(
         outputs,
         [
-            Output::Persist(1),
+            Output::Persist(Stored::incarnation(1)),
             send(N0, update(&view)),
             send(N1, update(&view)),
             send(N2, update(&view)),
@@ -318,7 +318,7 @@ fn a_pending_put_is_judged_by_the_current_replica_count() {
 fn a_restarted_node_adopts_and_spreads_the_view_in_a_hello_ack() {
     let cfg = cfg(N0, ring());
     let mut out = Outbox::new();
-    let mut node = StorageNode::init(&cfg, &1, &mut out);
+    let mut node = StorageNode::init(&cfg, &Stored::incarnation(1), &mut out);
     let mut leaving = ring();
     leaving.leave(N1);
     let ack = KvsMsg::HelloAck { incarnation: 2, members: leaving.membership().clone() };

@@ -32,7 +32,7 @@ pub use client::{ClientConfig, KvsClient};
 pub use msg::{Durability, Failure, Key, KvsMsg, KvsTimer, Op, Outcome, PutError, ReqId};
 pub use ring::{Epoch, Membership, Ring, Status, fnv1a64, ring_hash};
 pub use script::{ScriptConfig, ScriptedClient};
-pub use storage::{StorageConfig, StorageNode};
+pub use storage::{StorageConfig, StorageNode, Stored};
 pub use subscriptions::Subscriptions;
 
 use crate::base::mutants;
@@ -44,6 +44,14 @@ mutants! {
     pub enum Mutant {
         /// The coordinator acknowledges a put as soon as it merged it, whatever the durability.
         AckBeforeReplicas => "ack-before-replicas",
+        /// The coordinator does not persist a put when it takes it, only at its next gossip
+        /// round (write-behind), so it may acknowledge a put its disk does not hold.
+        AckBeforePersist => "ack-before-persist",
+        /// A replica acknowledges gossip before persisting it (it persists at its next gossip
+        /// round), so the coordinator counts a copy no disk holds.
+        GossipAckBeforePersist => "gossip-ack-before-persist",
+        /// A restarted storage node ignores what it persisted and starts empty.
+        RestartEmpty => "restart-empty",
         /// Gossip never reaches a key's last replica.
         GossipSkipsReplica => "gossip-skips-replica",
         /// A put of the wrong lattice type is answered with success and dropped (Anna's
@@ -91,7 +99,7 @@ crate::world! {
     /// Every role of the KVS proper: storage nodes, and applications with their clients. (A
     /// world with caches too is [`crate::cache::CachedKvsNode`].)
     pub enum KvsNode, config KvsConfig {
-        msg: KvsMsg, timer: KvsTimer, durable: u32;
+        msg: KvsMsg, timer: KvsTimer, durable: Stored;
         /// A storage node.
         Storage(StorageNode),
         /// A scripted application with its client.

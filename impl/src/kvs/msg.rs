@@ -391,6 +391,11 @@ impl Calls for KvsMsg {
     fn refused(req: ReqId, refusal: Refusal) -> Self {
         Self::Refused { req, refusal }
     }
+
+    /// A `Put`.
+    fn writes(&self) -> bool {
+        matches!(self, Self::Put { .. })
+    }
 }
 
 /// The timers of the KVS protocol.

@@ -10,9 +10,93 @@ use super::ring::{Membership, Ring, Status};
 use super::subscriptions::Subscriptions;
 use crate::base::seeded_defects;
 use crate::lattice::{LatticeType, LatticeValue};
-use crate::node::{Input, Node, NodeId, Outbox, Violation};
+use crate::node::{DurableState, Input, Node, NodeId, Outbox, Violation, Within};
 
 type Out = Outbox<StorageNode>;
+
+/// What a storage node keeps on stable storage: its incarnation and every value it took (by
+/// a put or by gossip), a lattice — incarnations by max, each key's value by its lattice's
+/// join. The node persists each grown value as a delta before anything it sends after taking
+/// it, so an acknowledgement (to a client, or of gossip) is never ahead of the disk. Keys
+/// handed off to other nodes stay on disk (their values only ever grow); a restarted node
+/// gossips them to their owners again and then drops them from memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Stored {
+    /// The latest incarnation started.
+    pub incarnation: u32,
+    /// Every key's value.
+    pub data: BTreeMap<Key, LatticeValue>,
+}
+
+impl Stored {
+    /// The delta of one key's value.
+    pub fn value(key: &str, value: &LatticeValue) -> Self {
+        Self { incarnation: 0, data: BTreeMap::from([(key.to_owned(), value.clone())]) }
+    }
+
+    /// The delta of a new incarnation.
+    pub fn incarnation(incarnation: u32) -> Self {
+        Self { incarnation, data: BTreeMap::new() }
+    }
+}
+
+impl DurableState for Stored {
+    /// A value of another lattice type than the stored one is dropped: a node checks types
+    /// before it takes a value, so only a damaged disk could hold two.
+    fn merge_delta(&mut self, delta: Self) {
+        self.incarnation = self.incarnation.max(delta.incarnation);
+        for (key, value) in delta.data {
+            match self.data.get_mut(&key) {
+                Some(stored) => {
+                    let _ = stored.merge(value);
+                }
+                None => {
+                    self.data.insert(key, value);
+                }
+            }
+        }
+    }
+
+    /// One record for the incarnation (`i`), one per key (`k` and the key's bytes).
+    fn parts(self) -> Vec<(Vec<u8>, Self)> {
+        let incarnation =
+            (self.incarnation > 0).then(|| (b"i".to_vec(), Self::incarnation(self.incarnation)));
+        let keys = self.data.into_iter().map(|(key, value)| {
+            let name = [&b"k"[..], key.as_bytes()].concat();
+            (name, Self { incarnation: 0, data: BTreeMap::from([(key, value)]) })
+        });
+        incarnation.into_iter().chain(keys).collect()
+    }
+
+    /// Every key is gone; the incarnation, kept apart and synced at every start, survives, so
+    /// the next start still announces a new incarnation and peers send their keys again.
+    fn lose_data(&mut self) {
+        self.data.clear();
+    }
+}
+
+/// A role that persists only an incarnation, hosted beside storage nodes.
+impl Within<Stored> for u32 {
+    fn into_world(self) -> Stored {
+        Stored::incarnation(self)
+    }
+
+    fn from_world(world: Stored) -> Option<u32> {
+        Some(world.incarnation)
+    }
+}
+
+/// A role that persists nothing, hosted beside storage nodes.
+impl Within<Stored> for () {
+    fn into_world(self) -> Stored {
+        Stored::default()
+    }
+
+    fn from_world(_: Stored) -> Option<()> {
+        Some(())
+    }
+}
 
 /// How a storage node is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,9 +218,11 @@ pub struct StorageNode {
 
 impl StorageNode {
     /// See [`Node::init`].
-    fn start(cfg: &StorageConfig, persisted: u32, out: &mut Out) -> Self {
-        let incarnation = persisted + 1;
-        out.persist(incarnation);
+    fn start(cfg: &StorageConfig, persisted: &Stored, out: &mut Out) -> Self {
+        let incarnation = persisted.incarnation + 1;
+        out.persist(Stored::incarnation(incarnation));
+        let store =
+            if cfg.has(Mutant::RestartEmpty) { BTreeMap::new() } else { persisted.data.clone() };
         let mut ring = cfg.ring.clone();
         let joined = cfg.join && ring.join(cfg.id);
         let peers: BTreeMap<NodeId, u32> =
@@ -144,7 +230,7 @@ impl StorageNode {
         let mut node = Self {
             incarnation,
             ring,
-            store: BTreeMap::new(),
+            store,
             behind: BTreeMap::new(),
             peers,
             hello_unacked: BTreeSet::new(),
@@ -159,6 +245,13 @@ impl StorageNode {
         if joined {
             node.ring_unacked = node.ring_peers(cfg).collect();
         }
+        // What the disk held may be more than the peers hold (a put taken just before the
+        // crash) or belong to others now (handed off): every key goes out to its replicas.
+        let keys: Vec<Key> = node.store.keys().cloned().collect();
+        for key in &keys {
+            node.mark_behind(cfg, key);
+        }
+        node.arm_gossip(cfg, false, out);
         node.say_hello(cfg, out);
         node.send_ring(cfg, out);
         node
@@ -478,6 +571,9 @@ impl StorageNode {
             }
             Some(stored) => stored.merge(value).expect("admit checked the type"),
         };
+        if grew && !cfg.has(Mutant::AckBeforePersist) {
+            self.persist(&key, out);
+        }
         if grew {
             let was_behind = !self.behind.is_empty();
             self.mark_behind(cfg, &key);
@@ -546,6 +642,9 @@ impl StorageNode {
             match self.absorb(cfg, &key, theirs.clone()) {
                 Err(_) => out.ignore("gossip of another lattice type"),
                 Ok(key_grew) => {
+                    if key_grew && !cfg.has(Mutant::GossipAckBeforePersist) {
+                        self.persist(&key, out);
+                    }
                     if key_grew {
                         self.mark_behind(cfg, &key);
                         self.push_grown(cfg, &key, out);
@@ -731,8 +830,17 @@ impl StorageNode {
         }
     }
 
+    /// Persists `key`'s value (grown just now) before anything sent after it.
+    fn persist(&self, key: &str, out: &mut Out) {
+        out.persist(Stored::value(key, &self.store[key]));
+    }
+
     /// Sends each behind peer one batch with all its lagging keys, and re-arms the timer.
     fn send_gossip(&self, cfg: &StorageConfig, out: &mut Out) {
+        if cfg.has(Mutant::AckBeforePersist) || cfg.has(Mutant::GossipAckBeforePersist) {
+            // The defective node writes behind: what it took reaches the disk only here.
+            out.persist(Stored { incarnation: 0, data: self.store.clone() });
+        }
         let mut batches: BTreeMap<NodeId, BTreeMap<Key, LatticeValue>> = BTreeMap::new();
         for (key, lagging) in &self.behind {
             for peer in lagging {
@@ -1035,16 +1143,17 @@ impl Node for StorageNode {
     type Config = StorageConfig;
     type Msg = KvsMsg;
     type Timer = KvsTimer;
-    /// The node's incarnation.
-    type Durable = u32;
+    /// The node's incarnation and values.
+    type Durable = Stored;
 
-    /// Starts (or restarts, with the incarnation it persisted) a node: a restarted node comes
-    /// back empty and says `Hello` to its peers so they send it its keys again.
+    /// Starts (or restarts, with what it persisted) a node: a restarted node comes back with
+    /// the values it persisted, gossips them to their replicas, and says `Hello` to its peers
+    /// so they send it what it missed.
     ///
     /// A node configured to join adds itself to its ring and sends the new view to every peer;
     /// the peers then hand it the keys it now owns.
-    fn init(cfg: &StorageConfig, persisted: &u32, out: &mut Out) -> Self {
-        Self::start(cfg, *persisted, out)
+    fn init(cfg: &StorageConfig, persisted: &Stored, out: &mut Out) -> Self {
+        Self::start(cfg, persisted, out)
     }
 
     fn handle(&mut self, cfg: &StorageConfig, input: Input<Self>, out: &mut Out) {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::*;
 use crate::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
-use crate::node::{Input, Node, NodeId, Outbox, Output};
+use crate::node::{DurableState, Input, Node, NodeId, Outbox, Output};
 
 const N0: NodeId = NodeId(0);
 const N1: NodeId = NodeId(1);
@@ -34,7 +34,7 @@ fn storage_cfg(id: NodeId, replication: usize) -> StorageConfig {
 
 fn storage(cfg: &StorageConfig, persisted: u32) -> (StorageNode, Vec<Output<StorageNode>>) {
     let mut out = Outbox::new();
-    let node = StorageNode::init(cfg, &persisted, &mut out);
+    let node = StorageNode::init(cfg, &Stored::incarnation(persisted), &mut out);
     (node, out.into_iter().collect())
 }
 
@@ -76,20 +76,20 @@ fn arm_gossip(cfg: &StorageConfig) -> Output<StorageNode> {
 #[test]
 fn first_start_persists_incarnation_one_and_says_nothing() {
     let (node, outputs) = storage(&storage_cfg(N0, 3), 0);
-    assert_eq!(outputs, [Output::Persist(1)]);
+    assert_eq!(outputs, [Output::Persist(Stored::incarnation(1))]);
     assert_eq!(node.incarnation(), 1);
     assert!(node.is_idle());
 }
 
 #[test]
-fn restart_comes_back_empty_with_a_new_incarnation_and_says_hello() {
+fn restart_with_nothing_stored_comes_back_empty_with_a_new_incarnation_and_says_hello() {
     let cfg = storage_cfg(N0, 3);
     let (node, outputs) = storage(&cfg, 1);
     assert_eq!(node.incarnation(), 2);
     assert_eq!(
         outputs,
         [
-            Output::Persist(2),
+            Output::Persist(Stored::incarnation(2)),
             send(N1, KvsMsg::Hello { incarnation: 2 }),
             send(N2, KvsMsg::Hello { incarnation: 2 }),
             Output::SetTimer { timer: KvsTimer::Hello, after: cfg.hello_period },
@@ -105,6 +105,7 @@ fn majority_put_is_gossiped_at_once_and_acknowledged_after_one_more_replica() {
     assert_eq!(
         outputs,
         [
+            Output::Persist(Stored::value("k", &lww(1, "a"))),
             send(N1, gossip(1, "k", lww(1, "a"))),
             send(N2, gossip(1, "k", lww(1, "a"))),
             arm_gossip(&cfg)
@@ -214,7 +215,8 @@ fn gossip_is_merged_acknowledged_and_passed_on_to_the_other_replicas() {
     let cfg = storage_cfg(N0, 3);
     let (mut node, _) = storage(&cfg, 0);
     let outputs = deliver(&cfg, &mut node, N1, gossip(1, "k", lww(1, "a")));
-    assert_eq!(outputs, [send(N1, ack(1, "k", lww(1, "a"))), arm_gossip(&cfg)]);
+    let persist = Output::Persist(Stored::value("k", &lww(1, "a")));
+    assert_eq!(outputs, [persist, send(N1, ack(1, "k", lww(1, "a"))), arm_gossip(&cfg)]);
     // n1 sent the value, so only n2 is behind; the timer will send it there.
     let mut out = Outbox::new();
     node.handle(&cfg, Input::Timeout(KvsTimer::Gossip), &mut out);
@@ -279,4 +281,82 @@ fn a_duplicate_of_a_pending_put_is_not_rejected_by_the_bounds() {
     deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
     let duplicate = deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::All));
     assert!(duplicate.is_empty(), "still waiting, not rejected: {duplicate:?}");
+}
+
+#[test]
+fn a_put_is_on_disk_before_the_client_hears_it_was_written() {
+    let cfg = storage_cfg(N0, 3);
+    let (mut node, _) = storage(&cfg, 0);
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(1, "k", lww(1, "a"), Durability::One));
+    let persisted =
+        outputs.iter().position(|o| matches!(o, Output::Persist(d) if d.data.contains_key("k")));
+    let acked = outputs.iter().position(|o| *o == send(CLIENT, KvsMsg::PutOk { req: 1 }));
+    assert!(persisted.expect("persisted") < acked.expect("acknowledged"), "{outputs:?}");
+    // A put the node already holds grows nothing, and persists nothing again.
+    let again = deliver(&cfg, &mut node, CLIENT, put(2, "k", lww(1, "a"), Durability::One));
+    assert_eq!(again, [send(CLIENT, KvsMsg::PutOk { req: 2 })]);
+}
+
+#[test]
+fn a_restarted_node_serves_what_it_persisted_and_gossips_it_to_the_replicas() {
+    let cfg = storage_cfg(N0, 3);
+    let mut stored = Stored::incarnation(1);
+    stored.merge_delta(Stored::value("k", &lww(1, "a")));
+    stored.merge_delta(Stored::value("k", &lww(2, "b")));
+    let mut out = Outbox::new();
+    let mut node = StorageNode::init(&cfg, &stored, &mut out);
+    let outputs: Vec<_> = out.into_iter().collect();
+    assert_eq!(node.incarnation(), 2);
+    assert_eq!(node.store().get("k"), Some(&lww(2, "b")));
+    assert_eq!(outputs[0], Output::Persist(Stored::incarnation(2)));
+    assert!(outputs.contains(&arm_gossip(&cfg)), "{outputs:?}");
+    let get = deliver(&cfg, &mut node, CLIENT, KvsMsg::Get { req: 1, key: "k".into() });
+    assert_eq!(get, [send(CLIENT, KvsMsg::GetOk { req: 1, value: Some(lww(2, "b")) })]);
+    let mut out = Outbox::new();
+    node.handle(&cfg, Input::Timeout(KvsTimer::Gossip), &mut out);
+    let timer: Vec<_> = out.into_iter().collect();
+    assert!(timer.contains(&send(
+        N1,
+        KvsMsg::Gossip { incarnation: 2, entries: entries("k", lww(2, "b")) }
+    )));
+}
+
+#[test]
+fn stored_state_merges_deltas_as_a_lattice_and_splits_into_records() {
+    let mut stored = Stored::default();
+    stored.merge_delta(Stored::value("k", &lww(2, "b")));
+    stored.merge_delta(Stored::value("k", &lww(1, "a")));
+    stored.merge_delta(Stored::incarnation(3));
+    stored.merge_delta(Stored::incarnation(2));
+    // A value of another type under a stored key is dropped, never merged.
+    stored.merge_delta(Stored::value("k", &set("x")));
+    assert_eq!(stored.incarnation, 3);
+    assert_eq!(stored.data.get("k"), Some(&lww(2, "b")));
+    let parts = stored.clone().parts();
+    let names: Vec<&[u8]> = parts.iter().map(|(name, _)| &name[..]).collect();
+    assert_eq!(names, [&b"i"[..], &b"kk"[..]]);
+    let mut rebuilt = Stored::default();
+    for (_, part) in parts {
+        rebuilt.merge_delta(part);
+    }
+    assert_eq!(rebuilt, stored);
+}
+
+#[cfg(feature = "mutants")]
+#[test]
+fn write_behind_mutants_acknowledge_what_no_disk_holds() {
+    for (mutant, from, msg) in [
+        (Mutant::AckBeforePersist, CLIENT, put(1, "k", lww(1, "a"), Durability::One)),
+        (Mutant::GossipAckBeforePersist, N1, gossip(1, "k", lww(1, "a"))),
+    ] {
+        let mut cfg = storage_cfg(N0, 3);
+        cfg.mutant = Some(mutant);
+        let (mut node, _) = storage(&cfg, 0);
+        let outputs = deliver(&cfg, &mut node, from, msg);
+        assert!(
+            !outputs.iter().any(|o| matches!(o, Output::Persist(_))),
+            "{mutant:?}: {outputs:?}"
+        );
+        assert!(outputs.iter().any(|o| matches!(o, Output::Send { to, .. } if *to == from)));
+    }
 }

@@ -475,7 +475,7 @@ crate::world! {
     /// The whole system: storage nodes, applications with their KVS clients (a concurrent
     /// writer, say), workers with scripted function bodies, and schedulers.
     pub enum SystemNode, config SystemConfig {
-        msg: SystemMsg, timer: SystemTimer, durable: u32;
+        msg: SystemMsg, timer: SystemTimer, durable: crate::kvs::Stored;
         /// A storage node.
         Storage(StorageNode),
         /// A scripted application with its client.

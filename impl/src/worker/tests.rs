@@ -12,6 +12,7 @@ use super::*;
 use crate::cache::CacheConfig;
 use crate::kvs::{Durability, Ring, StorageConfig};
 use crate::lattice::{Dependencies, Lww, MultiKeyCausal, Stamp, VectorClock, WriterId};
+use crate::node::DurableState;
 use crate::node::handle_checked;
 use crate::session::invariants::{distributed_causal, multi_key, repeatable_read, single_key};
 use crate::session::{
@@ -58,7 +59,7 @@ fn is(envelope: &Envelope, f: impl Fn(&SessionMsg) -> bool) -> bool {
 struct Net {
     cfgs: BTreeMap<NodeId, SystemConfig>,
     nodes: BTreeMap<NodeId, SystemNode>,
-    durable: BTreeMap<NodeId, u32>,
+    durable: BTreeMap<NodeId, crate::kvs::Stored>,
     queue: VecDeque<Envelope>,
     /// Every message sent, in order.
     sent: Vec<Envelope>,
@@ -106,7 +107,7 @@ impl Net {
 
     fn start(&mut self, id: NodeId) {
         let mut out = Outbox::new();
-        let durable = self.durable.get(&id).copied().unwrap_or_default();
+        let durable = self.durable.get(&id).cloned().unwrap_or_default();
         let node = SystemNode::init(&self.cfgs[&id], &durable, &mut out);
         self.nodes.insert(id, node);
         self.execute(id, out);
@@ -119,9 +120,7 @@ impl Net {
                     self.sent.push((from, to, msg.clone()));
                     self.queue.push_back((from, to, msg));
                 }
-                Output::Persist(durable) => {
-                    self.durable.insert(from, durable);
-                }
+                Output::Persist(delta) => self.durable.entry(from).or_default().merge_delta(delta),
                 _ => {}
             }
         }

@@ -18,15 +18,16 @@ use std::time::Duration;
 use bytes::Bytes;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
-use squall_proto::NodeId;
 use squall_proto::cache::{
     CacheConfig, CachedKvsConfig, CachedKvsNode, invariants as cache_invariants,
 };
 use squall_proto::kvs::{
-    ClientConfig, Durability, Op as KvsOp, Outcome, Ring, ScriptConfig, StorageConfig, invariants,
+    ClientConfig, Durability, Op as KvsOp, Outcome, Ring, ScriptConfig, StorageConfig, StorageNode,
+    invariants,
 };
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, SetUnion, Stamp, WriterId};
 use squall_proto::sim::{Faults, Sim};
+use squall_proto::{Hosts, NodeId};
 
 use super::{
     Mutant, Partition, Phase, Timing, Versions, WorldReport, faults, judge, liveness,
@@ -91,13 +92,27 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
     let mut rng = rng(seed);
     let (mut world, configs) = World::draw(&mut rng, mutant);
     let setup = world.setup();
-    let faults = faults(&mut rng, 4);
+    // Crash-shape worlds get one of two disk faults (by the seed's parity, so no draw shifts):
+    // a quarter of storage restarts lose their data disk (the incarnation rule must repair
+    // them), or whole-cluster power failures (every storage node down at once: what was
+    // acknowledged must be on disk).
+    let (disk_loss, power) = match (world.membership, seed % 2) {
+        (true, _) => (0, 0),
+        (false, 0) => (0, 2),
+        (false, _) => (250, 0),
+    };
+    let faults = Faults {
+        disk_loss_per_mille: disk_loss,
+        power_failure_per_mille: power,
+        ..faults(&mut rng, 4)
+    };
     let all: Vec<NodeId> = configs.iter().map(|(id, _)| *id).collect();
     let partition = Partition::draw(&mut rng, &all, SAFETY_STEPS);
     let timing = Timing::draw(&mut rng);
     let setup = format!("{setup}; {}", timing.name());
     let mut sim: Sim<CachedKvsNode> = Sim::new(seed, faults, configs);
     sim.set_crashable(world.crashable.clone());
+    sim.set_power_domain((0..world.members).map(NodeId));
     timing.apply(&mut sim);
 
     let phase = world.faulty(&mut sim, SAFETY_STEPS, partition.as_ref());
@@ -389,6 +404,8 @@ impl World {
             crash_per_mille: 4,
             restart_per_mille: 40,
             replay_per_mille: 300,
+            disk_loss_per_mille: 0,
+            power_failure_per_mille: 0,
         });
         sim.set_crashable(self.caches.iter().copied());
         // Timed, with delays; or adversarial, where a push may arrive arbitrarily late: after
@@ -507,15 +524,34 @@ fn get(key: &str) -> KvsOp {
 /// The step invariants broken now, if any.
 fn broken(sim: &Sim<CachedKvsNode>, membership: bool) -> Option<String> {
     let states = sim.states();
+    // KVS-I4 promises that a write survives one crash in the live replicas; after a power
+    // failure, KVS-D1 (on disk) is what holds.
+    let power_failed = sim.stats().power_failures > 0;
     let durable = if membership {
         (invariants::acknowledged_writes_held(&states), invariants::HANDOFF)
     } else {
-        (invariants::acknowledged_writes_survive(&states), invariants::DURABLE)
+        let holds = power_failed || invariants::acknowledged_writes_survive(&states);
+        (holds, invariants::DURABLE)
     };
+    // A lost data disk breaks what KVS-D1 promises, so the world checks it until the first loss.
+    let persisted = sim.stats().disks_lost > 0
+        || invariants::acknowledged_writes_persisted(&states, sim.disks());
+    let recovered = sim.nodes().all(|(id, cfg, node)| {
+        let (Some(cfg), Some(storage), Some(disk)) = (
+            <CachedKvsNode as Hosts<StorageNode>>::role_config(cfg),
+            node.and_then(|n| <CachedKvsNode as Hosts<StorageNode>>::role(n)),
+            sim.disk(id),
+        ) else {
+            return true;
+        };
+        invariants::persisted_values_held(cfg, storage, disk)
+    });
     let broken = [
         (invariants::no_thin_air(&states), invariants::NO_THIN_AIR),
         (invariants::typed(&states), invariants::TYPED),
         durable,
+        (persisted, invariants::PERSISTED),
+        (recovered, invariants::RECOVERED),
         (cache_invariants::no_thin_air(&states), cache_invariants::NO_THIN_AIR),
         (cache_invariants::leased(&states), cache_invariants::LEASED),
     ];

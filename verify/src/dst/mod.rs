@@ -132,13 +132,15 @@ impl SeedReport {
             writeln!(
                 out,
                 "           {ops} ops; {} delivered, {} dropped, {} duplicated, {} partitioned, \
-                 {} crashes, {} restarts, {} replayed, {} timers",
+                 {} crashes ({} power failures), {} restarts ({} disks lost), {} replayed, {} timers",
                 s.delivered,
                 s.dropped + s.undeliverable,
                 s.duplicated,
                 s.partitioned,
                 s.crashes,
+                s.power_failures,
                 s.restarts,
+                s.disks_lost,
                 s.replayed,
                 s.fired
             )
@@ -239,6 +241,8 @@ pub(crate) fn faults(rng: &mut ChaCha8Rng, crash_per_mille: u16) -> Faults {
         crash_per_mille,
         restart_per_mille: crash_per_mille.saturating_mul(10),
         replay_per_mille: rng.random_range(0..=300),
+        disk_loss_per_mille: 0,
+        power_failure_per_mille: 0,
     }
 }
 
