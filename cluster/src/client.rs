@@ -361,7 +361,7 @@ impl KvClient {
                 // lives long enough for the slowest (a leave).
                 call_deadline: self.cfg.leave_after.max(self.cfg.retry_after) * 2,
             };
-            let running = runtime::start::<KvsClient>(self.cfg.id, self.cfg.clone(), settings)
+            let running = runtime::start::<KvsClient>(self.cfg.id, self.cfg.clone(), settings, ())
                 .expect("a client node persists nothing, so it always starts");
             let (handle, task) = running.detach();
             ClientNode { handle, task }

@@ -147,15 +147,6 @@ impl<D: DurableState + Serialize + DeserializeOwned> Disk<D> {
         Ok((disk, state, recovery))
     }
 
-    /// Merges `delta` into the store in `dir` (creating it if needed) and syncs, without
-    /// reading the rest: what a harness knows before the node starts (an incarnation floor,
-    /// say).
-    pub fn seed(dir: &Path, delta: D) -> Result<(), DiskError> {
-        let mut disk = Self::engine(dir, SyncPolicy::Always)?;
-        disk.stage(delta)?;
-        disk.commit(true)
-    }
-
     /// Opens the engine in `dir`, checking (or, for a new store, recording) the format.
     fn engine(dir: &Path, policy: SyncPolicy) -> Result<Self, DiskError> {
         let engine = |e: fjall::Error| classify(dir, e);

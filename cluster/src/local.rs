@@ -12,7 +12,6 @@ use tokio::net::TcpListener;
 
 use crate::client::KvClient;
 use crate::config::ClusterConfig;
-use crate::disk::Disk;
 use crate::port::Port;
 use crate::resp::{self, RespContext};
 use crate::runtime::{self, DiskSettings, NodeHandle, Running, RuntimeSettings};
@@ -63,34 +62,26 @@ impl std::fmt::Display for Recovered {
     }
 }
 
-/// Raises the incarnation node `id` will start from to at least the seconds since the Unix
-/// epoch, so that a node whose data directory was lost, replaced or restored from a backup
-/// still comes back at an incarnation newer than any its peers knew (they ignore messages
-/// from earlier incarnations) — as long as its clock does not go back and it restarted less
-/// than once a second on average. Also carries over the incarnation of a node that ran before
-/// data was persisted (a `node-ID.state` file beside the data directory), then renames that
-/// file.
-fn raise_incarnation_floor(config: &ClusterConfig, id: u64) -> anyhow::Result<()> {
+/// The incarnation node `id` starts from at least: the seconds since the Unix epoch, so that
+/// a node whose data directory was lost, replaced or restored from a backup still comes back
+/// at an incarnation newer than any its peers knew (they ignore messages from earlier
+/// incarnations) — as long as its clock does not go back and it restarted less than once a
+/// second on average. A node that ran before data was persisted left its incarnation in a
+/// `node-ID.state` file beside the data directory; that counts too, and the file is returned
+/// so it can be renamed once the node has started (and stored the floor).
+fn incarnation_floor(config: &ClusterConfig, id: u64) -> anyhow::Result<(u32, Option<PathBuf>)> {
     let now =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let mut floor = u32::try_from(now.as_secs()).unwrap_or(u32::MAX - 1);
+    let floor = u32::try_from(now.as_secs()).unwrap_or(u32::MAX - 1);
     let legacy = config.legacy_state_path(id);
-    let carried = match std::fs::read(&legacy) {
+    match std::fs::read(&legacy) {
         Ok(bytes) => {
             let incarnation: u32 = postcard::from_bytes(&bytes)
                 .with_context(|| format!("node {id}: {} does not decode", legacy.display()))?;
-            floor = floor.max(incarnation);
-            true
+            Ok((floor.max(incarnation), Some(legacy)))
         }
-        Err(_) => false,
-    };
-    Disk::<Stored>::seed(&config.data_path(id), Stored::incarnation(floor))?;
-    if carried {
-        std::fs::rename(&legacy, legacy.with_extension("state.carried-over"))
-            .with_context(|| format!("node {id}: renaming {}", legacy.display()))?;
-        tracing::info!(node = id, "carried the incarnation over from {}", legacy.display());
+        Err(_) => Ok((floor, None)),
     }
-    Ok(())
 }
 
 impl LocalNode {
@@ -124,10 +115,21 @@ impl LocalNode {
             // A storage node sends no requests of its own.
             call_deadline: Duration::from_secs(10),
         };
-        raise_incarnation_floor(config, id).with_context(|| format!("node {id}: cannot start"))?;
+        let (floor, legacy) =
+            incarnation_floor(config, id).with_context(|| format!("node {id}: cannot start"))?;
         let opened = Instant::now();
-        let running = runtime::start::<StorageNode>(NodeId(id), storage, settings)
-            .with_context(|| format!("node {id}: cannot start"))?;
+        let running = runtime::start::<StorageNode>(
+            NodeId(id),
+            storage,
+            settings,
+            Stored::incarnation(floor),
+        )
+        .with_context(|| format!("node {id}: cannot start"))?;
+        if let Some(legacy) = legacy {
+            std::fs::rename(&legacy, legacy.with_extension("state.carried-over"))
+                .with_context(|| format!("node {id}: renaming {}", legacy.display()))?;
+            tracing::info!(node = id, "carried the incarnation over from {}", legacy.display());
+        }
         let recovered = Recovered {
             dir: config.data_path(id),
             keys: running.handle.inspect(|node| node.store().len()).await.unwrap_or(0),

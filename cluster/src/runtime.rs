@@ -25,7 +25,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use squall_proto::base::ReqId;
-use squall_proto::{Calls, Input, Node, NodeId, Outbox, Output, Refusal, handle_checked};
+use squall_proto::{
+    Calls, DurableState, Input, Node, NodeId, Outbox, Output, Refusal, handle_checked,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::time::DelayQueue;
@@ -331,20 +333,27 @@ impl<N: Served> Running<N> {
     }
 }
 
-/// Starts node `id` with `cfg`: reads its durable value (if `settings.durable_path` names an
-/// existing file), runs `Node::init`, and spawns the task that owns it.
+/// Starts node `id` with `cfg`: reads what it persisted (if `settings.disk` names a data
+/// directory), joins `floor` into it — what the harness knows before the node starts, such as
+/// an incarnation floor; `Default` for nothing — runs `Node::init`, and spawns the task that
+/// owns it. The floor reaches the disk in the same synced commit as `init`'s own outputs.
 pub fn start<N: Served>(
     id: NodeId,
     cfg: N::Config,
     settings: RuntimeSettings<N::Msg>,
+    floor: N::Durable,
 ) -> Result<Running<N>, RuntimeError> {
-    let (disk, durable, recovery) = match &settings.disk {
+    let (disk, mut durable, recovery) = match &settings.disk {
         Some(d) => {
-            let (disk, durable, recovery) = Disk::open(&d.dir, d.sync)?;
+            let (mut disk, durable, recovery) = Disk::open(&d.dir, d.sync)?;
+            if floor != N::Durable::default() {
+                disk.stage(floor.clone())?;
+            }
             (Some(disk), durable, Some(recovery))
         }
         None => (None, N::Durable::default(), None),
     };
+    durable.merge_delta(floor);
     let (tx, rx) = mpsc::channel(settings.inbox);
     let counters = Arc::new(Counters::default());
     let handle = NodeHandle {
@@ -599,9 +608,7 @@ impl<N: Served> Driver<N> {
             for output in std::mem::take(&mut self.held) {
                 self.execute(output);
             }
-            while let Some(msg) = self.loopback.pop_front() {
-                self.handle(Input::Receive { from: self.id, msg })?;
-            }
+            self.deliver_loopback()?;
         }
     }
 
@@ -619,6 +626,11 @@ impl<N: Served> Driver<N> {
         let result = self.execute_drain(&mut out);
         self.out = out;
         result?;
+        self.deliver_loopback()
+    }
+
+    /// Hands the node what it sent itself, in order.
+    fn deliver_loopback(&mut self) -> Result<(), RuntimeError> {
         while let Some(msg) = self.loopback.pop_front() {
             self.handle(Input::Receive { from: self.id, msg })?;
         }

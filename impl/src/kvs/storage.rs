@@ -571,10 +571,10 @@ impl StorageNode {
             }
             Some(stored) => stored.merge(value).expect("admit checked the type"),
         };
-        if grew && !cfg.has(Mutant::AckBeforePersist) {
-            self.persist(&key, out);
-        }
         if grew {
+            if !cfg.has(Mutant::AckBeforePersist) {
+                self.persist(&key, out);
+            }
             let was_behind = !self.behind.is_empty();
             self.mark_behind(cfg, &key);
             self.send_gossip_of(&key, out);
@@ -642,10 +642,10 @@ impl StorageNode {
             match self.absorb(cfg, &key, theirs.clone()) {
                 Err(_) => out.ignore("gossip of another lattice type"),
                 Ok(key_grew) => {
-                    if key_grew && !cfg.has(Mutant::GossipAckBeforePersist) {
-                        self.persist(&key, out);
-                    }
                     if key_grew {
+                        if !cfg.has(Mutant::GossipAckBeforePersist) {
+                            self.persist(&key, out);
+                        }
                         self.mark_behind(cfg, &key);
                         self.push_grown(cfg, &key, out);
                         grew = true;
