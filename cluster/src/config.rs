@@ -60,6 +60,65 @@ pub struct ClusterConfig {
     /// The storage nodes.
     #[serde(rename = "node")]
     pub nodes: Vec<NodeEntry>,
+    /// Functions: executors, wasm limits, sessions.
+    #[serde(default)]
+    pub functions: FunctionsSection,
+    /// The scheduler that starts DAG calls, if the cluster runs functions.
+    #[serde(default)]
+    pub scheduler: Option<RoleEntry>,
+    /// The workers: each a cache with its session layer and executors.
+    #[serde(default, rename = "worker")]
+    pub workers: Vec<RoleEntry>,
+}
+
+/// A `[scheduler]` or `[[worker]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleEntry {
+    /// Its id, unique among every node, scheduler and worker, below 2^47 (a worker's
+    /// executors take ids `id * 65536 + 1 ...`).
+    pub id: u64,
+    /// The address of its RPC port.
+    pub rpc: SocketAddr,
+    /// Executors (a worker's; each runs one function at a time). Default:
+    /// `functions.executors`.
+    #[serde(default)]
+    pub executors: Option<usize>,
+}
+
+/// The `[functions]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FunctionsSection {
+    /// Executors per worker, unless the worker says otherwise.
+    pub executors: usize,
+    /// WebAssembly fuel per call (about one unit per instruction): a call that runs out traps.
+    pub wasm_fuel: u64,
+    /// The most linear memory a WebAssembly function may grow to, in bytes.
+    pub wasm_memory_bytes: usize,
+    /// The scheduler's deadline tick, in milliseconds: a DAG execution still running after
+    /// `deadline_ticks` of them is aborted and retried (on other workers).
+    pub deadline_ms: u64,
+    /// Ticks before a DAG execution is aborted.
+    pub deadline_ticks: u32,
+    /// Executions per call before it fails.
+    pub attempts: u32,
+    /// The largest argument list or result a function call may carry, in bytes.
+    pub max_arg_bytes: usize,
+}
+
+impl Default for FunctionsSection {
+    fn default() -> Self {
+        Self {
+            executors: 2,
+            wasm_fuel: 100_000_000,
+            wasm_memory_bytes: 16 << 20,
+            deadline_ms: 1_000,
+            deadline_ticks: 5,
+            attempts: 3,
+            max_arg_bytes: 1 << 20,
+        }
+    }
 }
 
 /// The `[cluster]` section.
@@ -244,6 +303,47 @@ impl ClusterConfig {
         }
         let mut ids = BTreeSet::new();
         let mut addrs = BTreeSet::new();
+        for role in self.scheduler.iter().chain(&self.workers) {
+            if role.id >= 1 << 47 {
+                return invalid(format!(
+                    "scheduler and worker ids must be below 2^47 ({})",
+                    role.id
+                ));
+            }
+            if role.executors == Some(0) {
+                return invalid(format!("worker {} has no executors", role.id));
+            }
+            if !ids.insert(role.id) {
+                return invalid(format!("id {} appears twice", role.id));
+            }
+            if !addrs.insert(role.rpc) {
+                return invalid(format!("address {} is used twice", role.rpc));
+            }
+        }
+        if !self.workers.is_empty() && self.scheduler.is_none() {
+            return invalid("[[worker]] entries need a [scheduler]".into());
+        }
+        if self.scheduler.is_some() && self.workers.is_empty() {
+            return invalid("a [scheduler] needs at least one [[worker]]".into());
+        }
+        let f = &self.functions;
+        if f.executors == 0 || f.deadline_ms == 0 || f.deadline_ticks == 0 || f.attempts == 0 {
+            return invalid(
+                "functions.executors, deadline_ms, deadline_ticks and attempts must be positive"
+                    .into(),
+            );
+        }
+        if f.max_arg_bytes + 1024 > self.limits.max_frame_bytes {
+            return invalid(
+                "functions.max_arg_bytes must be at least 1 KiB below limits.max_frame_bytes"
+                    .into(),
+            );
+        }
+        let executor_ids: BTreeSet<u64> =
+            self.workers.iter().flat_map(|w| self.executors(w)).map(|e| e.0).collect();
+        if let Some(id) = self.nodes.iter().map(|n| n.id).find(|id| executor_ids.contains(id)) {
+            return invalid(format!("node id {id} is an executor id of a worker"));
+        }
         for node in &self.nodes {
             if node.id >= CLIENT_ID_BASE {
                 return invalid(format!(
@@ -321,9 +421,69 @@ impl ClusterConfig {
         )
     }
 
-    /// The RPC address of every node, by id.
+    /// The RPC address of every storage node, by id.
     pub fn rpc_addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
         self.nodes.iter().map(|node| (NodeId(node.id), node.rpc)).collect()
+    }
+
+    /// The RPC address of every storage node, the scheduler and every worker, by id: where
+    /// any role sends its peer messages.
+    pub fn all_addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
+        let roles = self.scheduler.iter().chain(&self.workers);
+        let mut all = self.rpc_addresses();
+        all.extend(roles.map(|role| (NodeId(role.id), role.rpc)));
+        all
+    }
+
+    /// The workers' ids: the nodes of the cluster, besides clients, that send storage nodes
+    /// requests (their caches' write-throughs).
+    pub fn worker_ids(&self) -> Vec<NodeId> {
+        self.workers.iter().map(|w| NodeId(w.id)).collect()
+    }
+
+    /// The entry of worker `id`.
+    pub fn worker(&self, id: u64) -> Option<&RoleEntry> {
+        self.workers.iter().find(|w| w.id == id)
+    }
+
+    /// The executor ids of a worker: `id * 65536 + 1`, `+ 2`, ...
+    pub fn executors(&self, worker: &RoleEntry) -> Vec<NodeId> {
+        let count = worker.executors.unwrap_or(self.functions.executors) as u64;
+        (1..=count).map(|i| NodeId((worker.id << 16) + i)).collect()
+    }
+
+    /// The worker state machine's configuration for worker `id`.
+    pub fn worker_config(&self, id: u64) -> Option<squall_proto::worker::WorkerConfig> {
+        let entry = self.worker(id)?;
+        let scheduler = NodeId(self.scheduler.as_ref()?.id);
+        let mut cache = squall_proto::cache::CacheConfig::new(
+            NodeId(id),
+            self.initial_ring(),
+            self.cluster.replication,
+        );
+        cache.renew_period =
+            Some(Duration::from_millis(self.timers.lease_ms / 3).max(Duration::from_millis(1)));
+        let mut cfg =
+            squall_proto::worker::WorkerConfig::new(cache, scheduler, self.executors(entry));
+        cfg.session.durability = self.cluster.durability.into();
+        cfg.session.pin_lease = Some(
+            Duration::from_millis(
+                self.functions.deadline_ms * u64::from(self.functions.deadline_ticks) * 4,
+            )
+            .max(Duration::from_secs(30)),
+        );
+        Some(cfg)
+    }
+
+    /// The scheduler state machine's configuration, if there is a scheduler.
+    pub fn scheduler_config(&self) -> Option<squall_proto::session::SchedulerConfig> {
+        let entry = self.scheduler.as_ref()?;
+        let mut cfg =
+            squall_proto::session::SchedulerConfig::new(NodeId(entry.id), self.worker_ids());
+        cfg.deadline = Duration::from_millis(self.functions.deadline_ms);
+        cfg.deadline_ticks = self.functions.deadline_ticks;
+        cfg.max_attempts = self.functions.attempts;
+        Some(cfg)
     }
 
     /// The storage state machine's configuration for node `id`.

@@ -20,6 +20,8 @@ pub mod client;
 pub mod codec;
 pub mod config;
 pub mod disk;
+pub mod exec;
+pub mod faas;
 pub mod local;
 pub mod port;
 pub mod resp;

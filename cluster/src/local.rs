@@ -1,4 +1,5 @@
-//! Storage nodes running in this process: what `squall up`, `squall node` and the tests start.
+//! Nodes running in this process — storage nodes, the scheduler, workers with their
+//! executors: what `squall up`, `squall node` and the tests start.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,13 +9,16 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use squall_proto::NodeId;
 use squall_proto::kvs::{StorageNode, Stored};
+use squall_proto::session::Scheduler;
+use squall_proto::worker::{SystemMsg, Worker};
 use tokio::net::TcpListener;
 
 use crate::client::KvClient;
 use crate::config::ClusterConfig;
+use crate::exec::{ExecLimits, Executors, Registry, ToWorker};
 use crate::port::Port;
 use crate::resp::{self, RespContext};
-use crate::runtime::{self, DiskSettings, NodeHandle, Running, RuntimeSettings};
+use crate::runtime::{self, DiskSettings, LocalCall, NodeHandle, Running, RuntimeSettings, Served};
 use crate::server::{self, PortLimits};
 
 /// How long a stopping node's connections stay open after the last call arrived, to answer it.
@@ -110,7 +114,7 @@ impl LocalNode {
                 sync: config.cluster.sync,
                 reserve: config.limits.min_free_disk_bytes,
             }),
-            peers: config.rpc_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
+            peers: config.all_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
             local: Vec::new(),
             // A storage node sends no requests of its own.
             call_deadline: Duration::from_secs(10),
@@ -144,7 +148,8 @@ impl LocalNode {
             max_in_flight: config.limits.max_in_flight,
         };
         let rpc_addr = rpc_listener.local_addr()?;
-        let rpc = server::serve(rpc_listener, running.handle.clone(), limits);
+        let callers = Arc::new(config.worker_ids().into_iter().collect());
+        let rpc = server::serve(rpc_listener, running.handle.clone(), limits, callers);
         let (resp, resp_addr) = match resp_listener {
             Some(listener) => {
                 let addr = listener.local_addr()?;
@@ -216,25 +221,161 @@ impl LocalNode {
     }
 }
 
-/// Every node of a configuration, in this process.
+/// A scheduler or a worker with its RPC port. They persist nothing: each starts at an
+/// incarnation from the clock (see `incarnation_floor`), newer than any it ran as before, and
+/// what it held (pins, sessions) is lost with it, which the session protocol tolerates.
+#[derive(Debug)]
+pub struct LocalRole<N: Served> {
+    running: Running<N>,
+    rpc: Port,
+    /// Where the RPC port listens.
+    pub rpc_addr: SocketAddr,
+    drain: Duration,
+}
+
+fn port_limits(config: &ClusterConfig) -> PortLimits {
+    PortLimits {
+        max_frame: config.limits.max_frame_bytes,
+        max_request: config.limits.max_value_bytes.max(config.functions.max_arg_bytes),
+        max_connections: config.limits.max_connections,
+        max_in_flight: config.limits.max_in_flight,
+    }
+}
+
+impl<N: Served<Durable = u32>> LocalRole<N> {
+    async fn start_role(
+        config: &ClusterConfig,
+        id: u64,
+        rpc: SocketAddr,
+        cfg: N::Config,
+        local: Vec<Arc<dyn LocalCall<N::Msg>>>,
+    ) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(rpc)
+            .await
+            .with_context(|| format!("{id}: cannot listen on {rpc} (RPC)"))?;
+        let settings = RuntimeSettings {
+            inbox: config.limits.inbox,
+            max_frame: config.limits.max_frame_bytes,
+            disk: None,
+            peers: config.all_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
+            local,
+            call_deadline: Duration::from_millis(config.client.timeout_ms),
+        };
+        let (floor, _) = incarnation_floor(config, id)?;
+        let running = runtime::start::<N>(NodeId(id), cfg, settings, floor)
+            .with_context(|| format!("{id}: cannot start"))?;
+        let rpc_addr = listener.local_addr()?;
+        let port =
+            server::serve(listener, running.handle.clone(), port_limits(config), Arc::default());
+        Ok(Self {
+            running,
+            rpc: port,
+            rpc_addr,
+            drain: Duration::from_millis(config.limits.drain_ms),
+        })
+    }
+
+    /// A handle to the role's state machine.
+    pub fn handle(&self) -> &NodeHandle<N> {
+        &self.running.handle
+    }
+
+    /// Stops gracefully: calls in flight get the drain time to be answered.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.rpc.stop_accepting();
+        self.running.handle.shutdown(self.drain).await;
+        self.running.wait().await?;
+        self.rpc.close();
+        Ok(())
+    }
+
+    /// Kills the role at once, as a crash would.
+    pub fn kill(self) {
+        self.rpc.close();
+        self.running.kill();
+    }
+}
+
+impl LocalRole<Scheduler> {
+    /// Starts the configuration's scheduler.
+    pub async fn scheduler(config: &ClusterConfig) -> anyhow::Result<Self> {
+        let entry = config.scheduler.as_ref().context("the configuration has no [scheduler]")?;
+        let cfg = config.scheduler_config().expect("a scheduler is configured");
+        Self::start_role(config, entry.id, entry.rpc, cfg, Vec::new()).await
+    }
+}
+
+impl LocalRole<Worker> {
+    /// Starts worker `id` with its executors, which run the functions of `registry`.
+    pub async fn worker(
+        config: &ClusterConfig,
+        id: u64,
+        registry: Arc<Registry>,
+    ) -> anyhow::Result<Self> {
+        let entry = config
+            .worker(id)
+            .with_context(|| format!("worker {id} is not in the configuration"))?;
+        let cfg = config.worker_config(id).expect("the worker is configured");
+        let limits = ExecLimits { max_result_bytes: config.functions.max_arg_bytes };
+        let (executors, endpoints) = Executors::new(&cfg.executors, registry, limits);
+        let role = Self::start_role(config, id, entry.rpc, cfg, endpoints).await?;
+        let handle = role.handle().clone();
+        let to_worker: ToWorker =
+            Arc::new(move |executor, msg| handle.deliver_blocking(executor, SystemMsg::Exec(msg)));
+        executors
+            .start(to_worker)
+            .with_context(|| format!("worker {id}: cannot start executors"))?;
+        Ok(role)
+    }
+}
+
+/// Every node of a configuration, in this process: the storage nodes, and the scheduler and
+/// workers if it has them.
 #[derive(Debug)]
 pub struct LocalCluster {
-    /// The nodes, in configuration order.
+    /// The storage nodes, in configuration order.
     pub nodes: Vec<LocalNode>,
+    /// The scheduler.
+    pub scheduler: Option<LocalRole<Scheduler>>,
+    /// The workers, in configuration order.
+    pub workers: Vec<LocalRole<Worker>>,
 }
 
 impl LocalCluster {
-    /// Starts every node of `config` that does not join later.
+    /// Starts every node of `config` that does not join later, its scheduler and its workers
+    /// (running the built-in functions).
     pub async fn start(config: &ClusterConfig) -> anyhow::Result<Self> {
+        Self::start_with(config, Arc::new(Registry::builtin())).await
+    }
+
+    /// Like [`LocalCluster::start`], with workers running the functions of `registry`.
+    pub async fn start_with(
+        config: &ClusterConfig,
+        registry: Arc<Registry>,
+    ) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for entry in config.nodes.iter().filter(|entry| !entry.join) {
             nodes.push(LocalNode::start(config, entry.id).await?);
         }
-        Ok(Self { nodes })
+        let scheduler = match &config.scheduler {
+            Some(_) => Some(LocalRole::scheduler(config).await?),
+            None => None,
+        };
+        let mut workers = Vec::new();
+        for entry in &config.workers {
+            workers.push(LocalRole::worker(config, entry.id, registry.clone()).await?);
+        }
+        Ok(Self { nodes, scheduler, workers })
     }
 
-    /// Stops every node gracefully.
+    /// Stops every role gracefully: the scheduler and workers first, then the storage nodes.
     pub async fn stop(self) -> anyhow::Result<()> {
+        if let Some(scheduler) = self.scheduler {
+            scheduler.stop().await?;
+        }
+        for worker in self.workers {
+            worker.stop().await?;
+        }
         for node in self.nodes {
             node.stop().await?;
         }

@@ -3,13 +3,41 @@
 //! Protocol messages are one-way (the protocols tolerate loss, duplication and reordering), so
 //! peers batch them into [`Squall::deliver`] calls whose answer only says the batch arrived.
 //! Clients call [`Squall::call`] with one request message; the runtime turns it into an input
-//! and answers with the message the node emits for it. Payloads are postcard bytes of the
-//! node's message type, so the service is the same for every protocol and a payload that does
-//! not decode gets a typed [`CallError`] instead of closing the connection.
+//! and answers with the message the node emits for it. Every payload is the postcard bytes of
+//! one [`SystemMsg`] — the whole system's message type, whose first byte says the protocol
+//! (KVS, session, executor) — whatever the role that sends or takes it ([`encode`],
+//! [`decode`]): one wire for storage nodes, schedulers and workers, so a worker's cache talks
+//! to storage nodes in the storage nodes' own words. The service is the same for every role,
+//! and a payload that does not decode, or belongs to a protocol the node does not speak, gets
+//! a typed [`CallError`] instead of closing the connection.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use squall_proto::{NodeId, Refusal};
+use squall_proto::worker::SystemMsg;
+use squall_proto::{NodeId, Refusal, Within};
+
+/// Why a payload is not a message for this node.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The bytes are not a [`SystemMsg`].
+    #[error("not a Squall message: {0}")]
+    Postcard(#[from] postcard::Error),
+    /// A message of a protocol this node does not speak (a session message sent to a storage
+    /// node, say).
+    #[error("a message of a protocol this node does not speak")]
+    WrongProtocol,
+}
+
+/// Encodes a message of any role as the wire's [`SystemMsg`].
+pub fn encode<M: Within<SystemMsg>>(msg: M) -> Result<Bytes, postcard::Error> {
+    postcard::to_allocvec(&msg.into_world()).map(Bytes::from)
+}
+
+/// Decodes a wire [`SystemMsg`] as a message of the role that takes it.
+pub fn decode<M: Within<SystemMsg>>(bytes: &[u8]) -> Result<M, DecodeError> {
+    let msg: SystemMsg = postcard::from_bytes(bytes)?;
+    M::from_world(msg).ok_or(DecodeError::WrongProtocol)
+}
 
 /// Why a call was refused or not answered. Every variant but [`CallError::Timeout`] and
 /// [`CallError::Abandoned`] is *definite*: the node did not act on the request.

@@ -25,8 +25,9 @@ use futures::StreamExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use squall_proto::base::ReqId;
+use squall_proto::worker::SystemMsg;
 use squall_proto::{
-    Calls, DurableState, Input, Node, NodeId, Outbox, Output, Refusal, handle_checked,
+    Calls, DurableState, Input, Node, NodeId, Outbox, Output, Refusal, Within, handle_checked,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -37,10 +38,10 @@ use crate::disk::{Disk, DiskError, Recovery, SyncPolicy};
 use crate::rpc::{CallError, NodeStats, SquallClient};
 
 /// A node the runtime can serve: any [`Node`] whose messages say which are requests and
-/// which answer them ([`Calls`]) and travel as postcard bytes.
+/// which answer them ([`Calls`]) and travel as part of the wire's [`SystemMsg`].
 pub trait Served:
     Node<
-        Msg: Calls + Serialize + DeserializeOwned + Send + Sync + 'static,
+        Msg: Calls + Within<SystemMsg> + Send + Sync + 'static,
         Timer: Send + Sync + 'static,
         Durable: Serialize + DeserializeOwned + Send + 'static,
         Config: Send + Sync + 'static,
@@ -52,7 +53,7 @@ pub trait Served:
 
 impl<N> Served for N where
     N: Node<
-            Msg: Calls + Serialize + DeserializeOwned + Send + Sync + 'static,
+            Msg: Calls + Within<SystemMsg> + Send + Sync + 'static,
             Timer: Send + Sync + 'static,
             Durable: Serialize + DeserializeOwned + Send + 'static,
             Config: Send + Sync + 'static,
@@ -62,9 +63,9 @@ impl<N> Served for N where
 {
 }
 
-/// A node in this process that takes calls of message type `M` directly, without TCP: what
+/// A node in this process that takes messages of type `M` directly, without TCP: what
 /// [`RuntimeSettings::local`] lists (the RESP front end's client reaches its own storage node
-/// this way).
+/// this way, and a worker its executors).
 pub trait LocalCall<M>: Send + Sync + fmt::Debug {
     /// The node's id.
     fn id(&self) -> NodeId;
@@ -74,11 +75,17 @@ pub trait LocalCall<M>: Send + Sync + fmt::Debug {
         from: NodeId,
         msg: M,
     ) -> futures::future::BoxFuture<'static, Result<M, CallError>>;
+    /// Delivers a one-way message from `from`.
+    fn deliver(&self, from: NodeId, msg: M);
 }
 
 impl<N: Served> LocalCall<N::Msg> for NodeHandle<N> {
     fn id(&self) -> NodeId {
         self.id
+    }
+
+    fn deliver(&self, from: NodeId, msg: N::Msg) {
+        NodeHandle::deliver(self, from, msg)
     }
 
     fn call(
@@ -223,6 +230,14 @@ impl<N: Served> NodeHandle<N> {
         if self.links.is_cut(from) || self.inbox.try_send(Event::Deliver { from, msg }).is_err() {
             bump(&self.counters.dropped);
         }
+    }
+
+    /// Delivers a message from a thread outside the async runtime (an executor), waiting for
+    /// room in the inbox rather than dropping it: that channel must not lose messages. False
+    /// if the node stopped.
+    pub fn deliver_blocking(&self, from: NodeId, msg: N::Msg) -> bool {
+        bump(&self.counters.delivered);
+        self.inbox.blocking_send(Event::Deliver { from, msg }).is_ok()
     }
 
     /// Cuts the node's links to `peers` (replacing any earlier cut): from now on, messages it
@@ -690,6 +705,9 @@ impl<N: Served> Driver<N> {
         if let Some(req) = msg.request() {
             return self.call_peer(to, req, msg);
         }
+        if let Some(local) = self.settings.local.iter().find(|node| node.id() == to) {
+            return local.deliver(self.id, msg);
+        }
         let Some(addr) = self.settings.peers.get(&to).copied().filter(|_| !self.links.is_cut(to))
         else {
             // An answer to a call that was given up on, a node this one has no address for, or
@@ -723,6 +741,7 @@ impl<N: Served> Driver<N> {
         }
         let local = self.settings.local.iter().find(|node| node.id() == to).cloned();
         let addr = self.settings.peers.get(&to).copied();
+        let refused = msg.refuser();
         let inbox = self.inbox.clone();
         let (from, max_frame) = (self.id, self.settings.max_frame);
         let (deadline, connections) = (self.settings.call_deadline, self.connections.clone());
@@ -730,13 +749,13 @@ impl<N: Served> Driver<N> {
             let answer = match (local, addr) {
                 (Some(local), _) => match local.call(from, msg).await {
                     Ok(answer) => Some(answer),
-                    Err(error) => error.refusal().map(|refusal| N::Msg::refused(req, refusal)),
+                    Err(error) => error.refusal().map(|refusal| refused(req, refusal)),
                 },
                 (None, Some(addr)) => {
                     let call = RemoteCall { from, to, addr, max_frame, deadline };
-                    call.run(&connections, req, msg).await
+                    call.run(&connections, req, msg, refused).await
                 }
-                (None, None) => Some(N::Msg::refused(req, Refusal::Unreachable)),
+                (None, None) => Some(refused(req, Refusal::Unreachable)),
             };
             if let (Some(msg), Some(inbox)) = (answer, inbox.upgrade()) {
                 let _ = inbox.try_send(Event::Deliver { from: to, msg });
@@ -788,33 +807,34 @@ struct RemoteCall {
 impl RemoteCall {
     /// The answer to `msg`, or the refusal that says it did not happen there, or nothing when
     /// it may have.
-    async fn run<M: Calls + Serialize + DeserializeOwned>(
+    async fn run<M: Calls + Within<SystemMsg>>(
         self,
         connections: &Connections,
         req: ReqId,
         msg: M,
+        refused: fn(ReqId, Refusal) -> M,
     ) -> Option<M> {
         let client = match connections.get(self.to, self.addr, self.max_frame).await {
             Ok(client) => client,
             Err(error) => {
                 tracing::debug!(to = %self.to, %error, "peer unreachable");
-                return Some(M::refused(req, Refusal::Unreachable));
+                return Some(refused(req, Refusal::Unreachable));
             }
         };
-        let Ok(bytes) = postcard::to_allocvec(&msg) else {
-            return Some(M::refused(req, Refusal::Malformed));
+        let Ok(bytes) = crate::rpc::encode(msg) else {
+            return Some(refused(req, Refusal::Malformed));
         };
         let mut ctx = tarpc::context::current();
         ctx.deadline = std::time::Instant::now() + self.deadline;
-        match client.call(ctx, self.from, Bytes::from(bytes)).await {
+        match client.call(ctx, self.from, bytes).await {
             // An answer that does not decode says nothing definite.
-            Ok(Ok(answer)) => postcard::from_bytes(&answer).ok(),
-            Ok(Err(error)) => error.refusal().map(|refusal| M::refused(req, refusal)),
+            Ok(Ok(answer)) => crate::rpc::decode(&answer).ok(),
+            Ok(Err(error)) => error.refusal().map(|refusal| refused(req, refusal)),
             // The server throttled it (over `max_in_flight`) without running it.
             Err(tarpc::client::RpcError::Server(server))
                 if server.kind == std::io::ErrorKind::WouldBlock =>
             {
-                Some(M::refused(req, Refusal::Overloaded))
+                Some(refused(req, Refusal::Overloaded))
             }
             // tarpc reports a connection that closed before the answer the same way whether or
             // not the request had left: the outcome is unknown. The connection is suspect.
@@ -867,10 +887,8 @@ async fn peer_sender<N: Served>(
                 }
             }
         }
-        let encoded: Vec<Bytes> = batch
-            .drain(..)
-            .filter_map(|msg| postcard::to_allocvec(&msg).ok().map(Bytes::from))
-            .collect();
+        let encoded: Vec<Bytes> =
+            batch.drain(..).filter_map(|msg| crate::rpc::encode(msg).ok()).collect();
         let mut ctx = tarpc::context::current();
         ctx.deadline = std::time::Instant::now() + Duration::from_secs(2);
         let failed = match &client {

@@ -1,5 +1,9 @@
 //! The RPC port: accepts connections (up to a limit), decodes calls and hands them to the
-//! node's runtime.
+//! node's runtime. Calls come from clients and from the cluster's nodes that send requests
+//! ([`Callers`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -26,23 +30,34 @@ pub struct PortLimits {
     pub max_in_flight: usize,
 }
 
+/// Who may call a node: clients (ids at or above [`CLIENT_ID_BASE`]) and these nodes of the
+/// cluster.
+pub type Callers = Arc<HashSet<NodeId>>;
+
 /// The tarpc service of one node.
 #[derive(Debug)]
 struct Service<N: Served> {
     node: NodeHandle<N>,
     max_request: usize,
+    /// Nodes of the cluster that may send requests (workers, whose caches write through to
+    /// storage nodes), besides clients.
+    callers: Arc<HashSet<NodeId>>,
 }
 
 impl<N: Served> Clone for Service<N> {
     fn clone(&self) -> Self {
-        Self { node: self.node.clone(), max_request: self.max_request }
+        Self {
+            node: self.node.clone(),
+            max_request: self.max_request,
+            callers: self.callers.clone(),
+        }
     }
 }
 
 impl<N: Served> Squall for Service<N> {
     async fn deliver(self, _: Context, from: NodeId, msgs: Vec<Bytes>) {
         for bytes in msgs {
-            match postcard::from_bytes::<N::Msg>(&bytes) {
+            match crate::rpc::decode::<N::Msg>(&bytes) {
                 Ok(msg) => self.node.deliver(from, msg),
                 Err(e) => tracing::debug!(%from, error = %e, "undecodable peer message dropped"),
             }
@@ -50,20 +65,19 @@ impl<N: Served> Squall for Service<N> {
     }
 
     async fn call(self, _: Context, from: NodeId, msg: Bytes) -> Result<Bytes, CallError> {
-        if from.0 < CLIENT_ID_BASE {
+        if from.0 < CLIENT_ID_BASE && !self.callers.contains(&from) {
             return Err(CallError::InvalidCaller(from.0));
         }
         if msg.len() > self.max_request {
             return Err(CallError::TooLarge { bytes: msg.len(), max: self.max_request });
         }
         let request: N::Msg =
-            postcard::from_bytes(&msg).map_err(|e| CallError::Malformed(e.to_string()))?;
+            crate::rpc::decode(&msg).map_err(|e| CallError::Malformed(e.to_string()))?;
         if request.request().is_none() {
             return Err(CallError::NotARequest);
         }
         let answer = self.node.call(from, request).await?;
-        postcard::to_allocvec(&answer)
-            .map(Bytes::from)
+        crate::rpc::encode(answer)
             .map_err(|e| CallError::Malformed(format!("cannot encode the answer: {e}")))
     }
 
@@ -78,8 +92,13 @@ impl<N: Served> Squall for Service<N> {
 
 /// Serves `node` on `listener`. A connection that sends garbage or an oversized frame is
 /// closed; the others and the node go on.
-pub fn serve<N: Served>(listener: TcpListener, node: NodeHandle<N>, limits: PortLimits) -> Port {
-    let service = Service { node, max_request: limits.max_request };
+pub fn serve<N: Served>(
+    listener: TcpListener,
+    node: NodeHandle<N>,
+    limits: PortLimits,
+    callers: Callers,
+) -> Port {
+    let service = Service { node, max_request: limits.max_request, callers };
     Port::spawn(listener, limits.max_connections, None, move |stream| {
         let service = service.clone();
         async move {

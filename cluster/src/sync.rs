@@ -10,3 +10,8 @@ pub(crate) use loom::sync::atomic::AtomicU64;
 #[cfg(not(squall_loom))]
 pub(crate) use std::sync::atomic::AtomicU64;
 pub(crate) use std::sync::atomic::Ordering;
+
+#[cfg(squall_loom)]
+pub(crate) use loom::sync::mpsc;
+#[cfg(not(squall_loom))]
+pub(crate) use std::sync::mpsc;

@@ -274,6 +274,12 @@ pub trait Calls: Sized {
     /// The answer by which a harness tells a requester that its request `req` did not happen
     /// at the node it was sent to.
     fn refused(req: ReqId, refusal: Refusal) -> Self;
+    /// How to refuse this request: [`Calls::refused`] unless the message type carries several
+    /// protocols' requests, each refused in its own protocol's words. A harness takes it before
+    /// it sends the request away, to answer for it if the request cannot be delivered.
+    fn refuser(&self) -> fn(ReqId, Refusal) -> Self {
+        Self::refused
+    }
     /// Whether a request may change what the node persists: a harness whose disk is full
     /// refuses these ([`Refusal::DiskFull`]) and keeps taking the rest. None, by default.
     fn writes(&self) -> bool {

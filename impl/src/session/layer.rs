@@ -150,6 +150,8 @@ pub enum Effect {
         call: CallId,
         /// The function's name.
         function: String,
+        /// The session's consistency level (which kind of write it must make).
+        level: Level,
         /// Its inputs: its predecessors' outputs, or the call's arguments.
         args: Vec<Bytes>,
         /// The keys it declared, as the session reads them.
@@ -818,6 +820,7 @@ impl SessionLayer {
         fx.push(Effect::Invoke {
             call: id,
             function: name,
+            level: exec.info.level,
             args: exec.args.clone(),
             reads: reads.clone(),
         });

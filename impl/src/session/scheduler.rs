@@ -36,7 +36,8 @@ pub struct Call {
 pub struct SchedulerConfig {
     /// This scheduler.
     pub id: NodeId,
-    /// The workers; function *i* of a DAG runs on `workers[i % workers.len()]`.
+    /// The workers; function *i* of a DAG's *a*-th attempt (from 1) runs on
+    /// `workers[(i + a - 1) % workers.len()]`.
     pub workers: Vec<NodeId>,
     /// Calls to start at once, besides those clients send.
     pub calls: Vec<Call>,
@@ -327,8 +328,11 @@ impl Scheduler {
         }
         self.sessions.insert(session, (client, req));
         let dag = request.dag.clone();
+        // Each attempt shifts the placement by one worker: a session aborted because a worker
+        // died (or is slow) is not retried on that worker alone.
+        let shift = (request.attempts - 1) as usize;
         let placement: Vec<NodeId> =
-            (0..dag.len()).map(|f| cfg.workers[f % cfg.workers.len().max(1)]).collect();
+            (0..dag.len()).map(|f| cfg.workers[(f + shift) % cfg.workers.len().max(1)]).collect();
         let args = request.args.clone();
         let info = SessionInfo { client, req, level: request.level, dag, placement };
         for source in info.dag.sources() {

@@ -32,10 +32,11 @@ use crate::base::{Key, ReqId};
 use crate::cache::{CacheConfig, CacheNode};
 use crate::kvs::{KvsMsg, KvsTimer, ScriptedClient, StorageNode};
 use crate::lattice::LatticeValue;
+use crate::node::{Calls, Refusal};
 use crate::node::{Hosts, Input, Node, NodeId, Outbox, Output, Violation, Within};
 use crate::session::{
-    CallId, Effect, Effects, LayerConfig, Scheduler, SessionLayer, SessionMsg, SessionTimer, Write,
-    WriteError,
+    CallId, Effect, Effects, LayerConfig, Level, Scheduler, SessionLayer, SessionMsg, SessionTimer,
+    Write, WriteError,
 };
 
 /// The messages between a worker and its executors.
@@ -48,6 +49,9 @@ pub enum ExecMsg {
         call: CallId,
         /// The function's name.
         function: String,
+        /// The session's consistency level: a write is [`Write::Value`] at `lww` and `dsrr`,
+        /// [`Write::Causal`] at the causal levels.
+        level: Level,
         /// Its inputs: its predecessors' outputs, or the call's arguments.
         args: Vec<Bytes>,
         /// The keys it declared, as its session reads them.
@@ -128,6 +132,46 @@ pub enum SystemTimer {
     Session(SessionTimer),
 }
 
+/// Requests and answers are the KVS's and the sessions' (executors send none: their channel
+/// to the worker is in-process).
+impl Calls for SystemMsg {
+    fn request(&self) -> Option<ReqId> {
+        match self {
+            Self::Kvs(msg) => msg.request(),
+            Self::Session(msg) => msg.request(),
+            Self::Exec(_) => None,
+        }
+    }
+
+    fn answers(&self) -> Option<ReqId> {
+        match self {
+            Self::Kvs(msg) => msg.answers(),
+            Self::Session(msg) => msg.answers(),
+            Self::Exec(_) => None,
+        }
+    }
+
+    /// A refusal in the KVS's words; [`Calls::refuser`] picks the request's own protocol.
+    fn refused(req: ReqId, refusal: Refusal) -> Self {
+        Self::Kvs(KvsMsg::refused(req, refusal))
+    }
+
+    fn refuser(&self) -> fn(ReqId, Refusal) -> Self {
+        match self {
+            Self::Session(_) => |req, refusal| Self::Session(SessionMsg::refused(req, refusal)),
+            _ => Self::refused,
+        }
+    }
+
+    fn writes(&self) -> bool {
+        match self {
+            Self::Kvs(msg) => msg.writes(),
+            Self::Session(msg) => msg.writes(),
+            Self::Exec(_) => false,
+        }
+    }
+}
+
 macro_rules! within {
     ($whole:ident :: $case:ident ( $part:ty )) => {
         impl Within<$whole> for $part {
@@ -196,6 +240,7 @@ enum Ask {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct Invocation {
     function: String,
+    level: Level,
     args: Vec<Bytes>,
     reads: BTreeMap<Key, Option<LatticeValue>>,
 }
@@ -305,8 +350,8 @@ impl Worker {
                     self.ask(cfg, ask, |req| KvsMsg::Get { req, key }, out);
                 }
                 Effect::Want(_) => {}
-                Effect::Invoke { call, function, args, reads } => {
-                    self.queue.insert(call, Invocation { function, args, reads });
+                Effect::Invoke { call, function, level, args, reads } => {
+                    self.queue.insert(call, Invocation { function, level, args, reads });
                     self.dispatch(cfg, out);
                 }
                 Effect::Got { call, req, value } => {
@@ -338,11 +383,13 @@ impl Worker {
             if self.busy.contains_key(&executor) {
                 continue;
             }
-            let Some((call, Invocation { function, args, reads })) = self.queue.pop_first() else {
+            let Some((call, Invocation { function, level, args, reads })) = self.queue.pop_first()
+            else {
                 return;
             };
             self.busy.insert(executor, call);
-            out.send(executor, SystemMsg::Exec(ExecMsg::Invoke { call, function, args, reads }));
+            let invoke = ExecMsg::Invoke { call, function, level, args, reads };
+            out.send(executor, SystemMsg::Exec(invoke));
         }
     }
 
