@@ -326,19 +326,6 @@ impl ClusterConfig {
         if self.scheduler.is_some() && self.workers.is_empty() {
             return invalid("a [scheduler] needs at least one [[worker]]".into());
         }
-        let f = &self.functions;
-        if f.executors == 0 || f.deadline_ms == 0 || f.deadline_ticks == 0 || f.attempts == 0 {
-            return invalid(
-                "functions.executors, deadline_ms, deadline_ticks and attempts must be positive"
-                    .into(),
-            );
-        }
-        if f.max_arg_bytes + 1024 > self.limits.max_frame_bytes {
-            return invalid(
-                "functions.max_arg_bytes must be at least 1 KiB below limits.max_frame_bytes"
-                    .into(),
-            );
-        }
         let executor_ids: BTreeSet<u64> =
             self.workers.iter().flat_map(|w| self.executors(w)).map(|e| e.0).collect();
         if let Some(id) = self.nodes.iter().map(|n| n.id).find(|id| executor_ids.contains(id)) {
@@ -404,6 +391,19 @@ impl ClusterConfig {
         }
         if self.client.attempts == 0 || self.client.timeout_ms == 0 {
             return invalid("client.attempts and client.timeout_ms must be positive".into());
+        }
+        let f = &self.functions;
+        if f.executors == 0 || f.deadline_ms == 0 || f.deadline_ticks == 0 || f.attempts == 0 {
+            return invalid(
+                "functions.executors, deadline_ms, deadline_ticks and attempts must be positive"
+                    .into(),
+            );
+        }
+        if self.scheduler.is_some() && f.max_arg_bytes + 1024 > self.limits.max_frame_bytes {
+            return invalid(
+                "functions.max_arg_bytes must be at least 1 KiB below limits.max_frame_bytes"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -483,6 +483,7 @@ impl ClusterConfig {
         cfg.deadline = Duration::from_millis(self.functions.deadline_ms);
         cfg.deadline_ticks = self.functions.deadline_ticks;
         cfg.max_attempts = self.functions.attempts;
+        cfg.placement = squall_proto::session::Placement::RetryOnOne;
         Some(cfg)
     }
 
@@ -566,6 +567,35 @@ mod tests {
                 .contains("reserved for clients")
         );
         assert!(error_of(&format!("{head}[cluster.x]\n")).contains("invalid configuration"));
+        let role = |what: &str, id: u64, port: u16| {
+            format!("[{what}]\nid = {id}\nrpc = \"127.0.0.1:{port}\"\n")
+        };
+        let worker = |id: u64, port: u16| role("[worker]", id, port);
+        assert!(
+            error_of(&format!("{head}{}{}", node(1, 1), worker(5, 2)))
+                .contains("need a [scheduler]")
+        );
+        assert!(
+            error_of(&format!("{head}{}{}", node(1, 1), role("scheduler", 4, 2)))
+                .contains("at least one [[worker]]")
+        );
+        assert!(
+            error_of(&format!("{head}{}{}{}", node(1, 1), role("scheduler", 1, 2), worker(5, 3)))
+                .contains("id 1 appears twice")
+        );
+        assert!(
+            error_of(&format!(
+                "{head}{}{}{}",
+                node(65537, 1),
+                role("scheduler", 4, 2),
+                worker(1, 3)
+            ))
+            .contains("executor id")
+        );
+        let faas = format!("{head}{}{}{}", node(1, 1), role("scheduler", 4, 2), worker(5, 3));
+        let faas = ClusterConfig::parse(&faas).expect("valid");
+        assert_eq!(faas.executors(&faas.workers[0]), [NodeId(5 << 16 | 1), NodeId(5 << 16 | 2)]);
+        assert_eq!(faas.all_addresses().len(), 3);
         let ok = ClusterConfig::parse(&format!("{head}{}", node(1, 1))).expect("valid");
         assert_eq!(ok.limits, Limits::default());
         assert_eq!(ok.storage(1).expect("node 1").replication, 2);

@@ -11,17 +11,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 use squall_cluster::bench::{self, KvBenchArgs};
 use squall_cluster::client::{KvClient, LeaveOutcome};
 use squall_cluster::config::{ClusterConfig, DEFAULT_TOML, WriteDurability};
-use squall_cluster::local::{LocalCluster, LocalNode};
+use squall_cluster::exec::{Registry, Value};
+use squall_cluster::faas::{DagSpec, FaasError, FnClient};
+use squall_cluster::local::{LocalCluster, LocalNode, LocalRole};
 use squall_proto::lattice::LatticeType;
 use squall_proto::lattice::{
     LatticeValue, Max, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal, VectorClock,
     WriterId,
 };
+use squall_proto::session::Level;
+use std::sync::Arc;
 
-/// Squall: a lattice key-value store (and, later, stateful functions) you can run locally.
+/// Squall: a lattice key-value store with stateful functions next to its caches, which you can
+/// run locally.
 ///
 /// Without --config every command uses the embedded default: three storage nodes on loopback,
-/// RPC ports 7700-7702, RESP (Redis protocol) ports 6380-6382, data in ./squall-data.
+/// RPC ports 7700-7702, RESP (Redis protocol) ports 6380-6382, data in ./squall-data; a
+/// scheduler on 7710 and two workers (two executors each) on 7720-7721.
 #[derive(Debug, Parser)]
 #[command(name = "squall", version)]
 struct Cli {
@@ -43,13 +49,27 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Start every node of the configuration in this process; Ctrl-C stops them gracefully.
+    /// Start every node of the configuration in this process (storage nodes, the scheduler,
+    /// the workers); Ctrl-C stops them gracefully.
     Up,
     /// Run one node of the configuration (for clusters across hosts); Ctrl-C stops it.
     Node {
-        /// The node's id in the configuration.
+        /// The id in the configuration (a [[node]], the [scheduler] or a [[worker]]).
         #[arg(long)]
         id: u64,
+        /// Which role the id names.
+        #[arg(long, value_enum, default_value = "storage")]
+        role: Role,
+    },
+    /// Call and list functions.
+    Fn {
+        #[command(subcommand)]
+        command: FnCommand,
+    },
+    /// Register, show and call DAGs of functions.
+    Dag {
+        #[command(subcommand)]
+        command: DagCommand,
     },
     /// Read and write keys.
     Kv {
@@ -97,6 +117,81 @@ enum KvCommand {
     Get {
         /// The key.
         key: String,
+    },
+}
+
+/// A role `squall node` runs.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Role {
+    /// A storage node ([[node]]).
+    Storage,
+    /// The scheduler ([scheduler]).
+    Scheduler,
+    /// A worker with its executors ([[worker]]).
+    Worker,
+}
+
+/// The `--consistency` parser: every level's name.
+fn levels() -> impl clap::builder::TypedValueParser<Value = Level> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(Level::ALL.map(Level::name))
+        .map(|name| *Level::ALL.iter().find(|l| l.name() == name).expect("a listed level name"))
+}
+
+#[derive(Debug, Subcommand)]
+enum FnCommand {
+    /// Call one function. Arguments that look like integers are passed as integers, `@KEY`
+    /// passes the value of KEY (read at the call's consistency level), anything else as text:
+    /// `squall fn call increment 41` prints 42.
+    Call {
+        /// The function.
+        name: String,
+        /// Its arguments.
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// The consistency level: lww, dsrr (repeatable read), sk (single-key causal), mk
+        /// (multi-key causal), dsc (distributed-session causal).
+        #[arg(long, default_value = "lww", value_parser = levels())]
+        consistency: Level,
+        /// Keys the function reads (a built-in function's key arguments are added by
+        /// themselves); levels above lww serve only declared keys.
+        #[arg(long, value_delimiter = ',')]
+        reads: Vec<String>,
+    },
+    /// List the built-in functions and the registered DAGs.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum DagCommand {
+    /// Register a DAG: each item is a chain `a -> b -> c` or a single function; one function
+    /// must trigger nothing (the sink, whose result is the call's). `square#2` is a second
+    /// `square`. Example: `squall dag register sq 'increment -> square'`.
+    Register {
+        /// The DAG's name.
+        name: String,
+        /// Its chains.
+        #[arg(required = true)]
+        items: Vec<String>,
+        /// Keys a function reads: `FUNCTION=KEY1,KEY2` (repeatable).
+        #[arg(long)]
+        reads: Vec<String>,
+    },
+    /// Call a registered DAG; the arguments go to every source function (see `fn call`).
+    Call {
+        /// The DAG's name.
+        name: String,
+        /// The sources' arguments.
+        #[arg(allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// The consistency level (see `fn call`).
+        #[arg(long, default_value = "lww", value_parser = levels())]
+        consistency: Level,
+    },
+    /// Print a registered DAG.
+    Show {
+        /// The DAG's name.
+        name: String,
     },
 }
 
@@ -182,14 +277,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 say(format!("  node {}: rpc {}  resp {}", entry.id, node.rpc_addr, resp));
                 say(format!("    {}", node.recovered));
             }
+            if let (Some(scheduler), Some(entry)) = (&cluster.scheduler, &config.scheduler) {
+                say(format!("  scheduler {}: rpc {}", entry.id, scheduler.rpc_addr));
+            }
+            for (worker, entry) in cluster.workers.iter().zip(&config.workers) {
+                let executors = config.executors(entry).len();
+                say(format!(
+                    "  worker {}: rpc {}  {executors} executors",
+                    entry.id, worker.rpc_addr
+                ));
+            }
             say("try: squall kv put hello world && squall kv get hello   (or redis-cli -p 6380)");
+            if cluster.scheduler.is_some() {
+                say("     squall fn call increment 41");
+            }
             say("Ctrl-C stops the cluster.");
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             say("squall: stopping (draining in-flight requests)");
             cluster.stop().await?;
             say("squall: stopped");
         }
-        Command::Node { id } => {
+        Command::Node { id, role: Role::Scheduler } => {
+            let entry =
+                config.scheduler.as_ref().context("the configuration has no [scheduler]")?;
+            anyhow::ensure!(entry.id == id, "the scheduler's id is {}, not {id}", entry.id);
+            let scheduler = LocalRole::scheduler(&config).await?;
+            say(format!("squall: scheduler {id} up: rpc {}", scheduler.rpc_addr));
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            scheduler.stop().await?;
+        }
+        Command::Node { id, role: Role::Worker } => {
+            let worker = LocalRole::worker(&config, id, Arc::new(Registry::builtin())).await?;
+            say(format!("squall: worker {id} up: rpc {}", worker.rpc_addr));
+            tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+            worker.stop().await?;
+        }
+        Command::Fn { command } => return functions(&config, command).await,
+        Command::Dag { command } => return dags(&config, command).await,
+        Command::Node { id, role: Role::Storage } => {
             let node = LocalNode::start(&config, id).await?;
             let resp = node.resp_addr.map_or("-".to_owned(), |a| a.to_string());
             say(format!("squall: node {id} up: rpc {}  resp {resp}", node.rpc_addr));
@@ -225,6 +350,75 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ));
             }
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reports a failed function or DAG call: exit 2 when it certainly did not run (or failed),
+/// 3 when its outcome is unknown.
+fn fn_failure(e: &FaasError) -> ExitCode {
+    let unknown = matches!(e, FaasError::Call(c) if !c.is_definite())
+        || matches!(e, FaasError::Kv(k) if !k.is_definite());
+    let kind = if unknown { "outcome unknown" } else { "failed" };
+    let _ = writeln!(std::io::stderr(), "squall: {kind}: {e}");
+    ExitCode::from(if unknown { 3 } else { 2 })
+}
+
+async fn functions(config: &ClusterConfig, command: FnCommand) -> anyhow::Result<ExitCode> {
+    let registry = Registry::builtin();
+    let client = FnClient::new(config, registry.clone())?;
+    match command {
+        FnCommand::Call { name, args, consistency, reads } => {
+            let args = args.iter().map(|a| Value::parse_arg(a)).collect();
+            match client.call_fn(&name, args, consistency, &reads).await {
+                Ok(value) => say(value),
+                Err(e) => return Ok(fn_failure(&e)),
+            }
+        }
+        FnCommand::List => {
+            say("built-in functions:");
+            for native in registry.natives() {
+                say(format!("  {:<10} {}", native.name, native.about));
+            }
+            match client.dags().await {
+                Ok(dags) if dags.is_empty() => say("registered DAGs: none"),
+                Ok(dags) => {
+                    say("registered DAGs:");
+                    for name in dags {
+                        let spec = client.dag(&name).await.map(|s| s.describe());
+                        let spec = spec.unwrap_or_else(|e| e.to_string()).replace('\n', "; ");
+                        say(format!("  {name:<10} {spec}"));
+                    }
+                }
+                Err(e) => return Ok(fn_failure(&e)),
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dags(config: &ClusterConfig, command: DagCommand) -> anyhow::Result<ExitCode> {
+    let client = FnClient::new(config, Registry::builtin())?;
+    let result = match command {
+        DagCommand::Register { name, items, reads } => {
+            let spec = match DagSpec::parse(&items, &reads) {
+                Ok(spec) => spec,
+                Err(e) => return Ok(fn_failure(&e)),
+            };
+            client
+                .register_dag(&name, &spec)
+                .await
+                .map(|()| format!("registered {name}:\n{}", spec.describe()))
+        }
+        DagCommand::Call { name, args, consistency } => {
+            let args = args.iter().map(|a| Value::parse_arg(a)).collect();
+            client.call_dag(&name, args, consistency).await.map(|v| v.to_string())
+        }
+        DagCommand::Show { name } => client.dag(&name).await.map(|spec| spec.describe()),
+    };
+    match result {
+        Ok(text) => say(text),
+        Err(e) => return Ok(fn_failure(&e)),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -147,13 +147,23 @@ async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
     let rpc = connect(node.rpc_addr, config.limits.max_frame_bytes).await.expect("connect");
     let ctx = tarpc::context::current;
     let client_id = NodeId(1 << 63);
-    let encode = |msg: &KvsMsg| Bytes::from(postcard::to_allocvec(msg).expect("encode"));
+    let encode = |msg: &KvsMsg| squall_cluster::rpc::encode(msg.clone()).expect("encode");
 
     let answer = rpc.call(ctx(), client_id, Bytes::from_static(&[0xff; 16])).await.expect("rpc");
     assert!(matches!(answer, Err(CallError::Malformed(_))), "{answer:?}");
     let hello = encode(&KvsMsg::Hello { incarnation: 9 });
     let answer = rpc.call(ctx(), client_id, hello).await.expect("rpc");
     assert_eq!(answer, Err(CallError::NotARequest));
+    // A message of a protocol the node does not speak: a session call to a storage node.
+    let dag = squall_proto::session::Dag::chain(&[&[]]).expect("a DAG");
+    let level = squall_proto::session::Level::Lww;
+    let call = squall_proto::session::SessionMsg::Call { req: 1, level, dag, args: vec![] };
+    let call = squall_cluster::rpc::encode(call).expect("encode");
+    let answer = rpc.call(ctx(), client_id, call).await.expect("rpc");
+    assert!(
+        matches!(&answer, Err(CallError::Malformed(m)) if m.contains("does not speak")),
+        "{answer:?}"
+    );
     let get = encode(&KvsMsg::Get { req: 1, key: "k".into() });
     let answer = rpc.call(ctx(), NodeId(5), get.clone()).await.expect("rpc");
     assert_eq!(answer, Err(CallError::InvalidCaller(5)));
@@ -165,7 +175,7 @@ async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
     );
     let answer = rpc.call(ctx(), client_id, get).await.expect("rpc").expect("answered");
     assert_eq!(
-        postcard::from_bytes::<KvsMsg>(&answer).expect("decodes"),
+        squall_cluster::rpc::decode::<KvsMsg>(&answer).expect("decodes"),
         KvsMsg::GetOk { req: 1, value: None }
     );
 

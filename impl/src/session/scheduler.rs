@@ -30,15 +30,33 @@ pub struct Call {
     pub args: Vec<Bytes>,
 }
 
+/// Where a scheduler runs each function of a DAG. Any placement is correct — the session
+/// protocol makes no assumption about it — but they differ in what a dead worker costs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Placement {
+    /// Function *i* runs on `workers[i mod |workers|]` in every attempt: versions are pinned
+    /// at one worker and read at another in every attempt, the hardest case for the session
+    /// protocol (what the models check). A DAG that spans every worker cannot finish while one
+    /// of them is down.
+    #[default]
+    Spread,
+    /// The first attempt spreads as [`Placement::Spread`]; attempt *a* > 1 (a retry) runs every
+    /// function on `workers[(a - 1) mod |workers|]`, so whichever one worker died, one of the
+    /// next `|workers|` attempts avoids it (what the cluster runs).
+    RetryOnOne,
+}
+
 /// How a scheduler is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SchedulerConfig {
     /// This scheduler.
     pub id: NodeId,
-    /// The workers; function *i* of a DAG's *a*-th attempt (from 1) runs on
-    /// `workers[(i + a - 1) % workers.len()]`.
+    /// The workers functions run on.
     pub workers: Vec<NodeId>,
+    /// Which worker runs which function in which attempt.
+    pub placement: Placement,
     /// Calls to start at once, besides those clients send.
     pub calls: Vec<Call>,
     /// The most requests remembered (running, or ended with their outcome); beyond it the
@@ -66,6 +84,7 @@ impl SchedulerConfig {
         Self {
             id,
             workers,
+            placement: Placement::Spread,
             calls: Vec::new(),
             max_requests: 100_000,
             max_attempts: 3,
@@ -328,11 +347,7 @@ impl Scheduler {
         }
         self.sessions.insert(session, (client, req));
         let dag = request.dag.clone();
-        // Each attempt shifts the placement by one worker: a session aborted because a worker
-        // died (or is slow) is not retried on that worker alone.
-        let shift = (request.attempts - 1) as usize;
-        let placement: Vec<NodeId> =
-            (0..dag.len()).map(|f| cfg.workers[(f + shift) % cfg.workers.len().max(1)]).collect();
+        let placement = Self::place(cfg, dag.len(), request.attempts);
         let args = request.args.clone();
         let info = SessionInfo { client, req, level: request.level, dag, placement };
         for source in info.dag.sources() {
@@ -348,6 +363,15 @@ impl Scheduler {
                 },
             );
         }
+    }
+
+    /// Where each function of a DAG of `len` functions runs in attempt `attempt` (from 1): see
+    /// [`Placement`].
+    pub fn place(cfg: &SchedulerConfig, len: usize, attempt: u32) -> Vec<NodeId> {
+        let n = cfg.workers.len().max(1);
+        let retry = attempt.saturating_sub(1) as usize;
+        let one = cfg.placement == Placement::RetryOnOne && retry > 0;
+        (0..len).map(|f| cfg.workers[if one { retry % n } else { f % n }]).collect()
     }
 
     fn result(
