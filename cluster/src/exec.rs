@@ -35,6 +35,7 @@ use crate::client::Hlc;
 use crate::rpc::CallError;
 use crate::runtime::LocalCall;
 use crate::sync::mpsc;
+use crate::wasm::Wasm;
 
 /// A function's argument or result.
 ///
@@ -183,7 +184,7 @@ pub enum FnError {
 }
 
 /// A native function's body.
-pub type NativeBody = fn(&mut Ctx<'_>, &[Value]) -> Result<Value, FnError>;
+pub type NativeBody = fn(&mut Ctx, &[Value]) -> Result<Value, FnError>;
 
 /// A function compiled into `squall`.
 #[derive(Clone, Copy, Debug)]
@@ -201,10 +202,30 @@ pub struct NativeFn {
     pub body: NativeBody,
 }
 
-/// The functions an executor can run by name: native ones, and loaders of uploaded ones.
+/// The functions an executor can run by name: native ones, and uploaded WebAssembly modules
+/// it loads from the KVS.
 #[derive(Clone, Debug, Default)]
 pub struct Registry {
     native: BTreeMap<&'static str, NativeFn>,
+    wasm: Option<WasmSource>,
+}
+
+/// Reads the stored module of a function by name (`None`: no such function).
+pub type Fetch = Arc<dyn Fn(&str) -> Result<Option<Bytes>, FnError> + Send + Sync>;
+
+/// Where executors find uploaded functions: the engine and module cache, and the KVS.
+#[derive(Clone)]
+pub struct WasmSource {
+    /// The engine and compiled modules.
+    pub wasm: Arc<Wasm>,
+    /// How to read a stored module.
+    pub fetch: Fetch,
+}
+
+impl fmt::Debug for WasmSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WasmSource").field("wasm", &self.wasm).finish_non_exhaustive()
+    }
 }
 
 impl Registry {
@@ -220,6 +241,12 @@ impl Registry {
     /// Adds (or replaces) a native function.
     pub fn with(mut self, native: NativeFn) -> Self {
         self.native.insert(native.name, native);
+        self
+    }
+
+    /// Runs uploaded functions from `source` too.
+    pub fn with_wasm(mut self, source: WasmSource) -> Self {
+        self.wasm = Some(source);
         self
     }
 
@@ -445,23 +472,24 @@ pub struct ExecLimits {
 
 /// A function's view of its call: arguments came in, reads and writes go through the
 /// worker at the session's level.
-pub struct Ctx<'a> {
+pub struct Ctx {
     call: CallId,
     level: Level,
     executor: NodeId,
     next_req: u32,
-    mailbox: &'a mut Mailbox,
-    to_worker: &'a ToWorker,
-    clock: &'a Hlc,
+    /// The executor's mailbox, lent to the call while it runs.
+    mailbox: Mailbox,
+    to_worker: ToWorker,
+    clock: Arc<Hlc>,
 }
 
-impl fmt::Debug for Ctx<'_> {
+impl fmt::Debug for Ctx {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Ctx").field("call", &self.call).field("level", &self.level).finish()
     }
 }
 
-impl Ctx<'_> {
+impl Ctx {
     /// The call's id: its session and the function's index in the DAG.
     pub fn call_id(&self) -> CallId {
         self.call
@@ -542,6 +570,10 @@ impl Ctx<'_> {
     }
 }
 
+/// An executor thread's stack: room for a native function's own recursion and the
+/// WebAssembly interpreter's host-call frames (reserved, not committed, until used).
+const EXECUTOR_STACK: usize = 8 << 20;
+
 /// The executors of one worker, before they run.
 #[derive(Debug)]
 pub struct Executors {
@@ -578,6 +610,7 @@ impl Executors {
             let limits = self.limits;
             std::thread::Builder::new()
                 .name(format!("executor-{}", id.0 & 0xffff))
+                .stack_size(EXECUTOR_STACK)
                 .spawn(move || run_executor(id, mailbox, &registry, &to_worker, &clock, limits))?;
         }
         Ok(())
@@ -589,13 +622,21 @@ fn run_executor(
     mut mailbox: Mailbox,
     registry: &Registry,
     to_worker: &ToWorker,
-    clock: &Hlc,
+    clock: &Arc<Hlc>,
     limits: ExecLimits,
 ) {
     while let Some(ExecMsg::Invoke { call, function, level, args, reads }) = mailbox.next_invoke() {
-        let mut ctx =
-            Ctx { call, level, executor: id, next_req: 0, mailbox: &mut mailbox, to_worker, clock };
-        let result = run_one(&mut ctx, registry, &function, &args, &reads, limits);
+        let ctx = Ctx {
+            call,
+            level,
+            executor: id,
+            next_req: 0,
+            mailbox,
+            to_worker: to_worker.clone(),
+            clock: clock.clone(),
+        };
+        let (ctx, result) = run_one(ctx, registry, &function, &args, &reads, limits);
+        mailbox = ctx.mailbox;
         let result = match result {
             Err(FnError::Cancelled) => continue,
             Err(FnError::Stopped) => return,
@@ -611,16 +652,17 @@ fn run_executor(
     }
 }
 
-/// Runs one call: resolves key references among the arguments, checks them, runs the body
-/// (a panic is the function's failure, not the executor's), and checks the result's size.
+/// Runs one call: resolves key references among the arguments, finds the function (native,
+/// or a stored module), runs it (a panic or a trap is the function's failure, not the
+/// executor's), and checks the result's size. Returns the context, which holds the mailbox.
 fn run_one(
-    ctx: &mut Ctx<'_>,
+    mut ctx: Ctx,
     registry: &Registry,
     function: &str,
     args: &[Bytes],
     reads: &BTreeMap<String, Option<LatticeValue>>,
     limits: ExecLimits,
-) -> Result<Bytes, FnError> {
+) -> (Ctx, Result<Bytes, FnError>) {
     let args = args
         .iter()
         .map(|bytes| match Value::decode(bytes) {
@@ -631,36 +673,59 @@ fn run_one(
             Ok(value) => Ok(value),
             Err(e) => Err(FnError::BadArgument(e.to_string())),
         })
-        .collect::<Result<Vec<Value>, FnError>>()?;
-    let Some(native) = registry.native(crate::faas::function_of(function)) else {
-        return Err(FnError::Failed(format!("unknown function {function:?}")));
+        .collect::<Result<Vec<Value>, FnError>>();
+    let args = match args {
+        Ok(args) => args,
+        Err(e) => return (ctx, Err(e)),
     };
+    let name = crate::faas::function_of(function);
+    let (ctx, output) = match registry.native(name) {
+        Some(native) => {
+            let output = run_native(&mut ctx, native, &args);
+            (ctx, output)
+        }
+        None => match &registry.wasm {
+            Some(source) => match source.wasm.module(name, || (source.fetch)(name)) {
+                Ok(Some(module)) => source.wasm.run(&module, ctx, args),
+                Ok(None) => (ctx, Err(FnError::Failed(format!("unknown function {name:?}")))),
+                Err(e) => (ctx, Err(e)),
+            },
+            None => (ctx, Err(FnError::Failed(format!("unknown function {name:?}")))),
+        },
+    };
+    let bytes = output.map(|value| value.encode()).and_then(|bytes| {
+        if bytes.len() > limits.max_result_bytes {
+            return Err(FnError::Failed(format!(
+                "{name}'s result is {} bytes; the limit is {} (functions.max_arg_bytes)",
+                bytes.len(),
+                limits.max_result_bytes
+            )));
+        }
+        Ok(bytes)
+    });
+    (ctx, bytes)
+}
+
+fn run_native(ctx: &mut Ctx, native: &NativeFn, args: &[Value]) -> Result<Value, FnError> {
     if args.len() != native.arity {
         return Err(FnError::BadArgument(format!(
-            "{function} takes {} argument{}, got {}",
+            "{} takes {} argument{}, got {}",
+            native.name,
             native.arity,
             if native.arity == 1 { "" } else { "s" },
             args.len()
         )));
     }
-    let output = std::panic::catch_unwind(AssertUnwindSafe(|| (native.body)(ctx, &args)))
-        .unwrap_or_else(|panic| {
+    std::panic::catch_unwind(AssertUnwindSafe(|| (native.body)(ctx, args))).unwrap_or_else(
+        |panic| {
             let what = panic
                 .downcast_ref::<&str>()
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "a panic".into());
-            Err(FnError::Failed(format!("{function} panicked: {what}")))
-        })?;
-    let bytes = output.encode();
-    if bytes.len() > limits.max_result_bytes {
-        return Err(FnError::Failed(format!(
-            "{function}'s result is {} bytes; the limit is {} (functions.max_arg_bytes)",
-            bytes.len(),
-            limits.max_result_bytes
-        )));
-    }
-    Ok(bytes)
+            Err(FnError::Failed(format!("{} panicked: {what}", native.name)))
+        },
+    )
 }
 
 #[cfg(all(test, not(squall_loom)))]

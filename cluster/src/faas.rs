@@ -36,6 +36,14 @@ pub fn dag_key(name: &str) -> String {
 /// The key of the set of registered DAG names.
 pub const DAG_INDEX: &str = "squall/dags";
 
+/// The key under which the module of an uploaded function `name` is kept.
+pub fn fn_key(name: &str) -> String {
+    format!("squall/fn/{name}")
+}
+
+/// The key of the set of uploaded function names.
+pub const FN_INDEX: &str = "squall/fns";
+
 /// Why a function or DAG call, or a registration, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FaasError {
@@ -48,6 +56,12 @@ pub enum FaasError {
     /// No DAG of that name is registered.
     #[error("unknown DAG {0:?} (see `squall fn list`)")]
     UnknownDag(String),
+    /// The module cannot be registered.
+    #[error(transparent)]
+    Module(#[from] crate::wasm::ModuleError),
+    /// The name is a built-in function's.
+    #[error("{0:?} is a built-in function; pick another name")]
+    Builtin(String),
     /// The DAG is not valid.
     #[error("invalid DAG: {0}")]
     Dag(#[from] DagError),
@@ -195,6 +209,7 @@ pub struct FnClient {
     patience: Duration,
     kv: KvClient,
     registry: Registry,
+    wasm: crate::wasm::Wasm,
     connection: Mutex<Option<SquallClient>>,
     next_req: AtomicU64,
 }
@@ -214,6 +229,10 @@ impl FnClient {
             patience: execution * (f.attempts + 1) + Duration::from_secs(5),
             kv: KvClient::new(config),
             registry,
+            wasm: crate::wasm::Wasm::new(crate::wasm::WasmLimits {
+                fuel: f.wasm_fuel,
+                memory: f.wasm_memory_bytes,
+            }),
             connection: Mutex::new(None),
             next_req: AtomicU64::new(1),
         })
@@ -264,6 +283,32 @@ impl FnClient {
         Ok(())
     }
 
+    /// Registers (or replaces) the uploaded function `name`: WebAssembly text or binary,
+    /// checked against the function ABI ([`crate::wasm`]) and stored in the KVS, where every
+    /// worker loads it from (a replaced module is in use everywhere within
+    /// [`crate::wasm::FRESH`]). Returns the stored module's size.
+    pub async fn register_fn(&self, name: &str, source: &[u8]) -> Result<usize, FaasError> {
+        if self.registry.native(name).is_some() {
+            return Err(FaasError::Builtin(name.to_owned()));
+        }
+        if name.is_empty() || name.contains(['#', '/']) || name.contains(char::is_whitespace) {
+            return Err(FaasError::BadArguments(format!(
+                "{name:?} is not a function name (no '#', '/' or spaces)"
+            )));
+        }
+        let binary = self.wasm.prepare(source)?;
+        let size = binary.len();
+        self.kv.put(&fn_key(name), self.kv.lww(binary)).await?;
+        let index = LatticeValue::Set(SetUnion::singleton(Bytes::from(name.to_owned())));
+        self.kv.put(FN_INDEX, index).await?;
+        Ok(size)
+    }
+
+    /// The names of the uploaded functions.
+    pub async fn functions(&self) -> Result<Vec<String>, FaasError> {
+        self.names(FN_INDEX).await
+    }
+
     /// The registered DAG `name`.
     pub async fn dag(&self, name: &str) -> Result<DagSpec, FaasError> {
         match self.kv.get(&dag_key(name)).await? {
@@ -279,7 +324,11 @@ impl FnClient {
 
     /// The names of the registered DAGs.
     pub async fn dags(&self) -> Result<Vec<String>, FaasError> {
-        Ok(match self.kv.get(DAG_INDEX).await? {
+        self.names(DAG_INDEX).await
+    }
+
+    async fn names(&self, index: &str) -> Result<Vec<String>, FaasError> {
+        Ok(match self.kv.get(index).await? {
             Some(LatticeValue::Set(set)) => {
                 set.as_set().iter().map(|b| String::from_utf8_lossy(b).into_owned()).collect()
             }
@@ -298,7 +347,10 @@ impl FnClient {
                 ))),
                 _ => Ok(()),
             },
-            None => Err(FaasError::UnknownFunction(name.to_owned())),
+            None => match self.kv.get(&fn_key(name)).await? {
+                Some(_) => Ok(()),
+                None => Err(FaasError::UnknownFunction(name.to_owned())),
+            },
         }
     }
 

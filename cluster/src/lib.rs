@@ -4,6 +4,9 @@
 //! - [`rpc`] and [`server`]: the tarpc service every node serves, postcard over TCP
 //!   ([`codec`]), with limits on frames, requests, connections and calls in flight.
 //! - [`client`]: the KVS client library (routing, redirects, retries, LWW clock).
+//! - [`faas`]: the functions client library (register DAGs and modules, call them at a
+//!   consistency level); [`exec`]: the executors that run function code next to a worker's
+//!   cache, native functions; [`wasm`]: uploaded WebAssembly functions and their ABI.
 //! - [`resp`]: the Redis-protocol front end.
 //! - [`local`]: starting nodes in this process (`squall up`, `squall node`, tests);
 //!   [`port`]: listening ports with connection limits and graceful stop.
@@ -29,6 +32,7 @@ pub mod rpc;
 pub mod runtime;
 pub mod server;
 mod sync;
+pub mod wasm;
 
 /// The operator's and benchmark pages of `docs/`, compiled with the code.
 pub mod guide {

@@ -15,11 +15,13 @@ use tokio::net::TcpListener;
 
 use crate::client::KvClient;
 use crate::config::ClusterConfig;
-use crate::exec::{ExecLimits, Executors, Registry, ToWorker};
+use crate::exec::{ExecLimits, Executors, Fetch, FnError, Registry, ToWorker, WasmSource};
 use crate::port::Port;
 use crate::resp::{self, RespContext};
 use crate::runtime::{self, DiskSettings, LocalCall, NodeHandle, Running, RuntimeSettings, Served};
 use crate::server::{self, PortLimits};
+use crate::wasm::{Wasm, WasmLimits};
+use squall_proto::lattice::LatticeValue;
 
 /// How long a stopping node's connections stay open after the last call arrived, to answer it.
 const FLUSH: Duration = Duration::from_millis(50);
@@ -317,6 +319,7 @@ impl LocalRole<Worker> {
             .with_context(|| format!("worker {id} is not in the configuration"))?;
         let cfg = config.worker_config(id).expect("the worker is configured");
         let limits = ExecLimits { max_result_bytes: config.functions.max_arg_bytes };
+        let registry = Arc::new(registry.as_ref().clone().with_wasm(stored_modules(config)));
         let (executors, endpoints) = Executors::new(&cfg.executors, registry, limits);
         let role = Self::start_role(config, id, entry.rpc, cfg, endpoints).await?;
         let handle = role.handle().clone();
@@ -327,6 +330,22 @@ impl LocalRole<Worker> {
             .with_context(|| format!("worker {id}: cannot start executors"))?;
         Ok(role)
     }
+}
+
+/// Where a worker's executors find uploaded functions: a KVS client of the cluster, called
+/// from the executor threads on this process's runtime.
+fn stored_modules(config: &ClusterConfig) -> WasmSource {
+    let limits =
+        WasmLimits { fuel: config.functions.wasm_fuel, memory: config.functions.wasm_memory_bytes };
+    let kv = KvClient::new(config);
+    let runtime = tokio::runtime::Handle::current();
+    let fetch: Fetch =
+        Arc::new(move |name: &str| match runtime.block_on(kv.get(&crate::faas::fn_key(name))) {
+            Ok(Some(LatticeValue::Lww(lww))) => Ok(lww.value().cloned()),
+            Ok(_) => Ok(None),
+            Err(e) => Err(FnError::Failed(format!("cannot load function {name:?}: {e}"))),
+        });
+    WasmSource { wasm: Arc::new(Wasm::new(limits)), fetch }
 }
 
 /// Every node of a configuration, in this process: the storage nodes, and the scheduler and

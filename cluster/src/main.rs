@@ -147,7 +147,7 @@ enum FnCommand {
         /// The function.
         name: String,
         /// Its arguments.
-        #[arg(allow_hyphen_values = true)]
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
         /// The consistency level: lww, dsrr (repeatable read), sk (single-key causal), mk
         /// (multi-key causal), dsc (distributed-session causal).
@@ -158,7 +158,15 @@ enum FnCommand {
         #[arg(long, value_delimiter = ',')]
         reads: Vec<String>,
     },
-    /// List the built-in functions and the registered DAGs.
+    /// Upload a WebAssembly function (text `.wat` or binary `.wasm`; `-` reads stdin). It is
+    /// kept in the KVS, where every worker loads it from; see docs/faas.md for the ABI.
+    Register {
+        /// The function's name.
+        name: String,
+        /// The module.
+        file: PathBuf,
+    },
+    /// List the built-in and uploaded functions and the registered DAGs.
     List,
 }
 
@@ -182,7 +190,7 @@ enum DagCommand {
         /// The DAG's name.
         name: String,
         /// The sources' arguments.
-        #[arg(allow_hyphen_values = true)]
+        #[arg(allow_negative_numbers = true)]
         args: Vec<String>,
         /// The consistency level (see `fn call`).
         #[arg(long, default_value = "lww", value_parser = levels())]
@@ -375,10 +383,29 @@ async fn functions(config: &ClusterConfig, command: FnCommand) -> anyhow::Result
                 Err(e) => return Ok(fn_failure(&e)),
             }
         }
+        FnCommand::Register { name, file } => {
+            let source = if file.as_os_str() == "-" {
+                let mut source = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut source)
+                    .context("reading the module from stdin")?;
+                source
+            } else {
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            match client.register_fn(&name, &source).await {
+                Ok(size) => say(format!("registered {name} ({size} bytes of WebAssembly)")),
+                Err(e) => return Ok(fn_failure(&e)),
+            }
+        }
         FnCommand::List => {
             say("built-in functions:");
             for native in registry.natives() {
                 say(format!("  {:<10} {}", native.name, native.about));
+            }
+            match client.functions().await {
+                Ok(names) if names.is_empty() => say("uploaded functions: none"),
+                Ok(names) => say(format!("uploaded functions: {}", names.join(", "))),
+                Err(e) => return Ok(fn_failure(&e)),
             }
             match client.dags().await {
                 Ok(dags) if dags.is_empty() => say("registered DAGs: none"),

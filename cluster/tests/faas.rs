@@ -185,3 +185,85 @@ async fn a_worker_killed_mid_dag_is_retried_elsewhere_and_answered_once() {
     assert!(attempts[0] >= 2, "{attempts:?}");
     cluster.stop().await.expect("stops");
 }
+
+/// A module that reads key `k` (named in its memory), adds its argument, writes the sum back
+/// and returns it; the others misbehave in one way each.
+const RMW_WAT: &str = r#"(module
+  (import "squall" "arg_int" (func $arg_int (param i32) (result i64)))
+  (import "squall" "get_int" (func $get_int (param i32 i32) (result i64)))
+  (import "squall" "put_int" (func $put_int (param i32 i32 i64)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "wasm-k")
+  (func (export "run") (result i64)
+    (local $v i64)
+    (local.set $v (i64.add (call $get_int (i32.const 0) (i32.const 6)) (call $arg_int (i32.const 0))))
+    (call $put_int (i32.const 0) (i32.const 6) (local.get $v))
+    (local.get $v)))
+"#;
+const LOOP_WAT: &str =
+    r#"(module (func (export "run") (result i64) (loop $l (br $l)) (i64.const 0)))"#;
+const GROW_WAT: &str = r#"(module (memory 1)
+  (func (export "run") (result i64) (loop $l (drop (memory.grow (i32.const 16))) (br $l)) (i64.const 0)))"#;
+const TRAP_WAT: &str = r#"(module (func (export "run") (result i64) unreachable))"#;
+const TEXT_WAT: &str = r#"(module
+  (import "squall" "result_bytes" (func $result (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "hello")
+  (func (export "run") (result i64) (call $result (i32.const 0) (i32.const 5)) (i64.const 0)))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploaded_webassembly_functions_run_under_limits() {
+    let (_, cluster, client) = cluster("faas-wasm").await;
+    let size = client.register_fn("inc_sq", squall_cluster::wasm::EXAMPLE_WAT.as_bytes()).await;
+    assert!(size.expect("registered") > 8);
+    let answer = client.call_fn("inc_sq", vec![Value::Int(3)], Level::Lww, &[]).await;
+    assert_eq!(answer.expect("runs"), Value::Int(16));
+    client.register_fn("wasm_rmw", RMW_WAT.as_bytes()).await.expect("registered");
+    for level in [Level::Lww, Level::Dsrr] {
+        let reads = ["wasm-k".to_owned()];
+        let answer = client.call_fn("wasm_rmw", vec![Value::Int(5)], level, &reads).await;
+        let expected = if level == Level::Lww { 5 } else { 10 };
+        assert_eq!(answer.expect("runs"), Value::Int(expected), "at {level}");
+    }
+    client.register_fn("hello", TEXT_WAT.as_bytes()).await.expect("registered");
+    let answer = client.call_fn("hello", vec![], Level::Lww, &[]).await;
+    assert_eq!(answer.expect("runs"), Value::Text("hello".into()));
+    // A native function in a DAG with an uploaded one.
+    let spec = DagSpec::parse(&["increment -> inc_sq".into()], &[]).expect("valid");
+    client.register_dag("mixed", &spec).await.expect("registered");
+    let answer = client.call_dag("mixed", vec![Value::Int(1)], Level::Dsc).await;
+    assert_eq!(answer.expect("runs"), Value::Int(9));
+
+    // Bad modules are refused at registration, with the reason.
+    let unknown_import = r#"(module (import "wasi" "fd_write" (func (param i32))) (func (export "run") (result i64) (i64.const 0)))"#;
+    let refused = client.register_fn("bad", unknown_import.as_bytes()).await;
+    assert!(
+        matches!(&refused, Err(FaasError::Module(m)) if m.to_string().contains("wasi.fd_write")),
+        "{refused:?}"
+    );
+    let refused = client.register_fn("bad", b"this is not wasm").await;
+    assert!(matches!(refused, Err(FaasError::Module(_))), "{refused:?}");
+    let refused = client.register_fn("bad", b"(module)").await;
+    assert!(
+        matches!(&refused, Err(FaasError::Module(m)) if m.to_string().contains("run")),
+        "{refused:?}"
+    );
+    let refused = client.register_fn("square", TRAP_WAT.as_bytes()).await;
+    assert!(matches!(refused, Err(FaasError::Builtin(_))), "{refused:?}");
+
+    // Modules that loop forever, allocate without bound or trap fail their call; the workers go on.
+    for (name, wat, expect) in
+        [("spin", LOOP_WAT, "fuel"), ("hog", GROW_WAT, "trapped"), ("trap", TRAP_WAT, "trapped")]
+    {
+        client.register_fn(name, wat.as_bytes()).await.expect("registered");
+        let failed = client.call_fn(name, vec![], Level::Lww, &[]).await;
+        assert!(
+            matches!(&failed, Err(FaasError::Failed { reason, .. }) if reason.contains(expect)),
+            "{name}: {failed:?}"
+        );
+    }
+    let answer = client.call_fn("inc_sq", vec![Value::Int(4)], Level::Lww, &[]).await;
+    assert_eq!(answer.expect("still serving"), Value::Int(25));
+    cluster.stop().await.expect("stops");
+}
