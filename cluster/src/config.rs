@@ -503,6 +503,31 @@ impl ClusterConfig {
         Some(cfg)
     }
 
+    /// The same cluster on free loopback ports (RPC only, no RESP), keeping its data in
+    /// `data_dir`: for runs in this process next to a cluster that may already use the
+    /// configured ports (`squall bench dag`).
+    pub fn on_free_ports(&self, data_dir: &Path) -> std::io::Result<Self> {
+        let mut config = self.clone();
+        let mut taken = BTreeSet::new();
+        let mut free = || -> std::io::Result<SocketAddr> {
+            loop {
+                let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+                if taken.insert(addr) {
+                    return Ok(addr);
+                }
+            }
+        };
+        for node in &mut config.nodes {
+            node.rpc = free()?;
+            node.resp = None;
+        }
+        for role in config.scheduler.iter_mut().chain(&mut config.workers) {
+            role.rpc = free()?;
+        }
+        config.cluster.data_dir = data_dir.to_owned();
+        Ok(config)
+    }
+
     /// The directory where node `id` keeps what survives a restart.
     pub fn data_path(&self, id: u64) -> PathBuf {
         self.cluster.data_dir.join(format!("node-{id}"))

@@ -295,6 +295,13 @@ pub const BUILTIN: &[NativeFn] = &[
         body: |_, args| Ok(args[0].clone()),
     },
     NativeFn {
+        name: "noop",
+        about: "noop(x) = nil: does nothing but the reads the DAG declares for it",
+        arity: 1,
+        key_args: &[],
+        body: |_, _| Ok(Value::Nil),
+    },
+    NativeFn {
         name: "increment",
         about: "increment(n) = n + 1",
         arity: 1,
@@ -490,6 +497,22 @@ impl fmt::Debug for Ctx {
 }
 
 impl Ctx {
+    /// A context outside any worker, for calling a native function directly (a benchmark's
+    /// floor): its reads and writes fail as if the worker had stopped.
+    pub fn detached() -> Self {
+        let (_, rx) = mpsc::channel();
+        let session = squall_proto::session::SessionId { scheduler: NodeId(0), seq: 0 };
+        Ctx {
+            call: (session, 0),
+            level: Level::Lww,
+            executor: NodeId(0),
+            next_req: 0,
+            mailbox: Mailbox::new(rx),
+            to_worker: Arc::new(|_, _| false),
+            clock: Arc::new(Hlc::new()),
+        }
+    }
+
     /// The call's id: its session and the function's index in the DAG.
     pub fn call_id(&self) -> CallId {
         self.call

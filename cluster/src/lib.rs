@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod bench_dag;
 pub mod client;
 pub mod codec;
 pub mod config;

@@ -207,6 +207,10 @@ enum DagCommand {
 enum BenchCommand {
     /// Closed-loop GET/SET load with HDR latency percentiles and a ping baseline.
     Kv(KvBenchArgs),
+    /// Function composition: square(increment(x)) native and wasm beside a loopback ping and
+    /// an in-process call; or, with --anomalies, the anomalies each consistency level shows.
+    /// Starts its own cluster in this process (the configuration's roles on free ports).
+    Dag(squall_cluster::bench_dag::DagBenchArgs),
 }
 
 /// The `--type` parser: every lattice type's name, listed in `--help`.
@@ -346,6 +350,44 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Kv { command } => return kv(&config, command).await,
+        Command::Bench { command: BenchCommand::Dag(args) } if args.anomalies => {
+            let rows = squall_cluster::bench_dag::anomalies(&config, &args).await?;
+            say(format!(
+                "anomalies per level ({:.0} s each, {} readers; each reader call is judged by every checker)",
+                args.duration, args.readers
+            ));
+            say(squall_cluster::bench_dag::LevelRow::header());
+            let mut violated = false;
+            for row in &rows {
+                say(row.render());
+                if !row.violations().is_empty() {
+                    violated = true;
+                    say(format!(
+                        "  {} shows anomalies it rules out: {:?}",
+                        row.level,
+                        row.violations()
+                    ));
+                }
+            }
+            if violated {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Bench { command: BenchCommand::Dag(args) } => {
+            let phases = squall_cluster::bench_dag::composition(&config, &args).await?;
+            for phase in &phases {
+                say(phase.render());
+            }
+            if let [ping, floor, native, wasm] = &phases[..] {
+                let rt = ping.median_us().max(1e-9);
+                say(format!(
+                    "median in loopback round trips: native {:.2}, wasm {:.2} (goal <= 3); in-process floor {:.4}",
+                    native.median_us() / rt,
+                    wasm.median_us() / rt,
+                    floor.median_us() / rt
+                ));
+            }
+        }
         Command::Bench { command: BenchCommand::Kv(args) } => {
             let phases = bench::run(&config, &args).await?;
             for phase in &phases {

@@ -231,11 +231,14 @@ pub fn monotonic_reads(history: &History) -> Verdict {
 /// Whether `read` and `other` are consistent as one causal cut: `other`'s version of its key
 /// is at or after every version of that key in `read`'s causal past.
 fn cut_holds(order: &crate::history::Order<'_>, read: &Op, other: &Op) -> bool {
-    order
-        .past(&read.key, read.version)
-        .iter()
-        .filter(|(key, _)| *key == other.key)
-        .all(|(key, version)| order.le(key, *version, other.version))
+    let past = order.past(&read.key, read.version);
+    let mut earlier = past.iter().filter(|(key, _)| *key == other.key).peekable();
+    if earlier.peek().is_none() {
+        return true;
+    }
+    // `other`'s own past, walked once rather than once per version compared.
+    let below = order.below(&other.key, other.version);
+    earlier.all(|(_, version)| below.contains(*version))
 }
 
 /// Each function at MK or DSC reads a causal cut: for every version it read, its read of any

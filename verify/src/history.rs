@@ -344,6 +344,27 @@ impl History {
     }
 }
 
+/// The versions of one key at or before one version, from [`Order::below`].
+#[derive(Debug)]
+pub struct Below {
+    kind: KeyKind,
+    b: Version,
+    past: BTreeSet<Version>,
+}
+
+impl Below {
+    /// Whether version `a` is at or before the version this was made for.
+    pub fn contains(&self, a: Version) -> bool {
+        if a == self.b || a == INITIAL {
+            return true;
+        }
+        match self.kind {
+            KeyKind::Lww => a <= self.b,
+            KeyKind::Causal => self.past.contains(&a),
+        }
+    }
+}
+
 /// The version order of a [`History`], from [`History::order`].
 #[derive(Debug)]
 pub struct Order<'a> {
@@ -362,6 +383,18 @@ impl Order<'_> {
             KeyKind::Lww => a <= b,
             KeyKind::Causal => self.past(key, b).contains(&(key.to_owned(), a)),
         }
+    }
+
+    /// What is at or before version `b` of `key`, walked once, for comparing many versions
+    /// against it ([`Below::contains`] answers as [`Order::le`] would).
+    pub fn below(&self, key: &str, b: Version) -> Below {
+        let past = match self.history.kind(key) {
+            KeyKind::Lww => BTreeSet::new(),
+            KeyKind::Causal => {
+                self.past(key, b).into_iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect()
+            }
+        };
+        Below { kind: self.history.kind(key), b, past }
     }
 
     /// The causal past of version `version` of `key`: every version its write depends on,

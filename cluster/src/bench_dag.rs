@@ -1,0 +1,537 @@
+//! `squall bench dag`: what composing functions costs, and what each consistency level buys.
+//!
+//! Both runs start their own cluster in this process — the configuration's roles on free
+//! loopback ports, with a fresh data directory — so they need nothing running and can read
+//! the scheduler's recorded results.
+//!
+//! - **Composition** (the default): `square(increment(x))` as a two-function DAG, of native
+//!   functions and of uploaded WebAssembly ones, called closed-loop by one client, beside two
+//!   references measured in the same run: the scheduler's RPC `ping` (a loopback round trip
+//!   the node answers without touching protocol state) and both functions called in-process
+//!   (the floor). Latencies go into HDR histograms (µs, 3 significant figures).
+//! - **Anomalies** (`--anomalies`): at each level, concurrent writers and readers of two keys,
+//!   recorded and judged by `squall-verify`'s checkers ([`anomalies`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use squall_proto::lattice::LatticeValue;
+use squall_proto::session::{Function, Level, Recorded};
+use squall_verify::History;
+use squall_verify::history::{KeyKind, Level as HLevel, Op, Version};
+
+use crate::config::ClusterConfig;
+use crate::exec::{Ctx, Registry, Value};
+use crate::faas::{DagSpec, FnClient};
+use crate::local::LocalCluster;
+
+/// The knobs of `squall bench dag`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DagBenchArgs {
+    /// Seconds of measured calls per phase (composition) or per level (anomalies).
+    #[arg(long, default_value_t = 5.0)]
+    pub duration: f64,
+    /// Measure the anomalies each consistency level shows instead of the composition's cost.
+    #[arg(long)]
+    pub anomalies: bool,
+    /// Concurrent readers (anomalies).
+    #[arg(long, default_value_t = 4)]
+    pub readers: usize,
+    /// Hide the progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// One measured phase of the composition benchmark.
+#[derive(Debug)]
+pub struct Phase {
+    /// What was measured.
+    pub name: &'static str,
+    /// Latencies (µs; ns for the in-process floor).
+    pub latency: Histogram<u64>,
+    /// The unit of `latency`.
+    pub unit: &'static str,
+    /// Failed calls, and the first failure.
+    pub errors: (u64, Option<String>),
+}
+
+impl Phase {
+    /// The median in microseconds.
+    pub fn median_us(&self) -> f64 {
+        let median = self.latency.value_at_quantile(0.5) as f64;
+        if self.unit == "ns" { median / 1e3 } else { median }
+    }
+
+    /// A line of the report.
+    pub fn render(&self) -> String {
+        let h = &self.latency;
+        let mut line = format!(
+            "{:<28} n={:<8} p50 {:>7} {u}  p99 {:>7} {u}  p99.9 {:>7} {u}",
+            self.name,
+            h.len(),
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            u = self.unit
+        );
+        if self.errors.0 > 0 {
+            line.push_str(&format!(
+                "  {} errors (first: {})",
+                self.errors.0,
+                self.errors.1.as_deref().unwrap_or("?")
+            ));
+        }
+        line
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).expect("valid histogram bounds")
+}
+
+fn bar(quiet: bool, message: String) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar.set_message(message);
+    bar
+}
+
+/// A cluster of `config`'s roles on free ports in this process, with a fresh data directory
+/// that is removed when it stops.
+struct Scratch {
+    cluster: LocalCluster,
+    config: ClusterConfig,
+    dir: std::path::PathBuf,
+}
+
+impl Scratch {
+    async fn start(config: &ClusterConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.scheduler.is_some(),
+            "the configuration has no [scheduler] and [[worker]]s: it runs no functions"
+        );
+        let dir = std::env::temp_dir().join(format!(
+            "squall-bench-dag-{}-{}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let config = config.on_free_ports(&dir).context("finding free loopback ports")?;
+        let cluster = LocalCluster::start(&config).await?;
+        Ok(Self { cluster, config, dir })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.cluster.stop().await?;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok(())
+    }
+}
+
+const INCREMENT_WAT: &str = r#"(module
+  (import "squall" "arg_int" (func $arg (param i32) (result i64)))
+  (func (export "run") (result i64) (i64.add (call $arg (i32.const 0)) (i64.const 1))))"#;
+const SQUARE_WAT: &str = r#"(module
+  (import "squall" "arg_int" (func $arg (param i32) (result i64)))
+  (func (export "run") (result i64) (local $x i64)
+    (local.set $x (call $arg (i32.const 0))) (i64.mul (local.get $x) (local.get $x))))"#;
+
+/// The composition benchmark: ping baseline, in-process floor, native and wasm DAGs.
+pub async fn composition(
+    config: &ClusterConfig,
+    args: &DagBenchArgs,
+) -> anyhow::Result<Vec<Phase>> {
+    anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
+    let scratch = Scratch::start(config).await?;
+    let registry = Registry::builtin();
+    let client = Arc::new(FnClient::new(&scratch.config, registry.clone())?);
+    client.register_fn("increment_wasm", INCREMENT_WAT.as_bytes()).await?;
+    client.register_fn("square_wasm", SQUARE_WAT.as_bytes()).await?;
+    let duration = Duration::from_secs_f64(args.duration);
+    let mut phases = Vec::new();
+
+    let addr = scratch.config.scheduler.as_ref().expect("checked").rpc;
+    let ping = crate::runtime::connect(addr, scratch.config.limits.max_frame_bytes).await?;
+    phases.push(
+        closed_loop("loopback RPC ping", duration, args.quiet, || {
+            let ping = ping.clone();
+            async move {
+                ping.ping(tarpc::context::current()).await.map(|_| ()).map_err(|e| e.to_string())
+            }
+        })
+        .await,
+    );
+    phases.push(floor(&registry, duration));
+    for (name, spec) in [
+        ("square(increment(x)) native", "increment -> square"),
+        ("square(increment(x)) wasm", "increment_wasm -> square_wasm"),
+    ] {
+        let spec = DagSpec::parse(&[spec.to_owned()], &[])?;
+        let x = Arc::new(AtomicI64::new(0));
+        // A first call loads the modules into the workers (not measured).
+        client.run(spec.clone(), vec![Value::Int(1)], Level::Lww).await?;
+        phases.push(
+            closed_loop(name, duration, args.quiet, || {
+                let (client, spec) = (client.clone(), spec.clone());
+                let n = x.fetch_add(1, Ordering::Relaxed) % 1_000_000;
+                async move {
+                    match client.run(spec, vec![Value::Int(n)], Level::Lww).await {
+                        Ok(Value::Int(v)) if v == (n + 1) * (n + 1) => Ok(()),
+                        Ok(other) => Err(format!("wrong result {other} for {n}")),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+            })
+            .await,
+        );
+    }
+    scratch.stop().await?;
+    Ok(phases)
+}
+
+/// Both functions called in-process, one after the other, as one program would: the floor.
+fn floor(registry: &Registry, duration: Duration) -> Phase {
+    let increment = registry.native("increment").expect("built in");
+    let square = registry.native("square").expect("built in");
+    let mut ctx = Ctx::detached();
+    let mut latency = histogram();
+    let start = Instant::now();
+    let mut n = 0i64;
+    while start.elapsed() < duration.min(Duration::from_secs(1)) {
+        let began = Instant::now();
+        let once = (increment.body)(&mut ctx, &[Value::Int(n)])
+            .and_then(|v| (square.body)(&mut ctx, &[v]));
+        std::hint::black_box(&once);
+        latency.saturating_record((began.elapsed().as_nanos() as u64).max(1));
+        n += 1;
+    }
+    Phase { name: "in-process floor", latency, unit: "ns", errors: (0, None) }
+}
+
+async fn closed_loop<F, Fut>(
+    name: &'static str,
+    duration: Duration,
+    quiet: bool,
+    mut op: F,
+) -> Phase
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let bar = bar(quiet, name.to_owned());
+    let mut latency = histogram();
+    let mut errors = (0, None);
+    let start = Instant::now();
+    while start.elapsed() < duration {
+        let began = Instant::now();
+        match op().await {
+            Ok(()) => latency.saturating_record((began.elapsed().as_micros() as u64).max(1)),
+            Err(e) => {
+                errors.0 += 1;
+                errors.1.get_or_insert(e);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Phase { name, latency, unit: "µs", errors }
+}
+
+/// One level's row of the anomaly table.
+#[derive(Debug, Clone)]
+pub struct LevelRow {
+    /// The level.
+    pub level: Level,
+    /// Reader DAG executions recorded.
+    pub calls: usize,
+    /// Executions where two functions read one key at different versions.
+    pub repeatable_read: usize,
+    /// Executions where a function downstream read a key older than an upstream one did.
+    pub monotonic: usize,
+    /// Executions with a function whose reads of the two keys were not a causal cut.
+    pub causal_cut: usize,
+    /// Executions whose functions' reads, along the DAG path, were not one causal cut.
+    pub session_causal: usize,
+    /// Reader call latency (µs).
+    pub latency: Histogram<u64>,
+    /// Failed calls.
+    pub failed: u64,
+}
+
+impl LevelRow {
+    /// Whether the row shows an anomaly its level rules out.
+    pub fn violations(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let rules_out = |level: Level| match level {
+            Level::Lww => [false, false, false, false],
+            Level::Dsrr => [true, true, false, false],
+            Level::SingleKey => [false, true, false, false],
+            Level::MultiKey => [false, false, true, false],
+            Level::Dsc => [true, true, true, true],
+        };
+        let [rr, mono, cut, sc] = rules_out(self.level);
+        if rr && self.repeatable_read > 0 {
+            v.push("repeatable read");
+        }
+        if mono && self.monotonic > 0 {
+            v.push("monotonic reads");
+        }
+        if cut && self.causal_cut > 0 {
+            v.push("causal cut");
+        }
+        if sc && self.session_causal > 0 {
+            v.push("session causal");
+        }
+        v
+    }
+
+    /// A row of the printed table.
+    pub fn render(&self) -> String {
+        format!(
+            "| {:<4} | {:>6} | {:>15} | {:>15} | {:>10} | {:>14} | {:>8} | {:>8} |",
+            self.level.name(),
+            self.calls,
+            self.repeatable_read,
+            self.monotonic,
+            self.causal_cut,
+            self.session_causal,
+            self.latency.value_at_quantile(0.5),
+            self.latency.value_at_quantile(0.99),
+        )
+    }
+
+    /// The table's header.
+    pub fn header() -> String {
+        "| level | calls | repeatable-read | monotonic-reads | causal-cut | session-causal | p50 µs | p99 µs |\n\
+         |---|---|---|---|---|---|---|---|"
+            .to_owned()
+    }
+}
+
+/// How often each writer of the anomaly benchmark writes, at most.
+const WRITES_PER_SECOND: u32 = 100;
+
+/// The anomaly benchmark. At each level, on keys of its own (`x`, `y`):
+/// - a writer loops a DAG `put(x, n)` (declaring a read of `x`), `n` = 1, 2, ..., at most
+///   [`WRITES_PER_SECOND`] a second;
+/// - another loops `put(y, n)` declaring reads of `x` and `y`, so each `y` depends on the `x`
+///   its session read (causally: at the causal levels the value's dependencies say so);
+/// - `readers` clients loop `noop#1 -> noop#2 -> noop#3`, each function declaring reads of
+///   `x` and `y`, spread over both workers.
+///
+/// Recorded reads and writes become a [`History`] (a value `n` is version `n`; a write depends
+/// on what its session read; a read of concurrent causal siblings counts as the newest), and
+/// each reader execution is judged by the checkers of every level. Returns one row per level.
+pub async fn anomalies(
+    config: &ClusterConfig,
+    args: &DagBenchArgs,
+) -> anyhow::Result<Vec<LevelRow>> {
+    anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
+    anyhow::ensure!(args.readers > 0, "--readers must be at least 1");
+    let scratch = Scratch::start(config).await?;
+    let client = Arc::new(FnClient::new(&scratch.config, Registry::builtin())?);
+    let scheduler = scratch.cluster.scheduler.as_ref().expect("checked").handle().clone();
+    let mut rows = Vec::new();
+    for level in Level::ALL {
+        let bar = bar(args.quiet, format!("anomalies at {level}"));
+        let (x, y) = (format!("bench-{level}-x"), format!("bench-{level}-y"));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for (key, reads) in [(x.clone(), vec![x.clone()]), (y.clone(), vec![x.clone(), y.clone()])]
+        {
+            let (client, stop) = (client.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut function = Function::new("put", &[], &[]);
+                function.reads = reads;
+                let spec = DagSpec { functions: vec![function] };
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let args = vec![Value::Text(key.clone()), Value::Int(n)];
+                    let _ = client.run(spec.clone(), args, level).await;
+                    // About WRITES_PER_SECOND writes a second: enough to race every reader,
+                    // few enough that the history stays cheap to judge.
+                    tokio::time::sleep(Duration::from_secs(1) / WRITES_PER_SECOND).await;
+                }
+            }));
+        }
+        let reads =
+            vec![format!("noop#1={x},{y}"), format!("noop#2={x},{y}"), format!("noop#3={x},{y}")];
+        let spec = DagSpec::parse(&["noop#1 -> noop#2 -> noop#3".to_owned()], &reads)?;
+        let mut readers = Vec::new();
+        for _ in 0..args.readers {
+            let (client, stop, spec) = (client.clone(), stop.clone(), spec.clone());
+            readers.push(tokio::spawn(async move {
+                let (mut latency, mut failed) = (histogram(), 0u64);
+                while !stop.load(Ordering::Relaxed) {
+                    let began = Instant::now();
+                    match client.run(spec.clone(), vec![Value::Nil], level).await {
+                        Ok(_) => {
+                            latency.saturating_record((began.elapsed().as_micros() as u64).max(1))
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+                (latency, failed)
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.await?;
+        }
+        let (mut latency, mut failed) = (histogram(), 0);
+        for reader in readers {
+            let (h, f) = reader.await?;
+            latency.add(&h).expect("same bounds");
+            failed += f;
+        }
+        let recorded =
+            scheduler.inspect(|s| s.recorded().to_vec()).await.context("the scheduler stopped")?;
+        let recorded: Vec<Recorded> = recorded.into_iter().filter(|r| r.level == level).collect();
+        let mut row = judge(level, &recorded, &x, &y);
+        row.latency = latency;
+        row.failed = failed;
+        bar.finish_and_clear();
+        rows.push(row);
+    }
+    scratch.stop().await?;
+    Ok(rows)
+}
+
+/// The version a read or written value names: its integer (the newest of concurrent causal
+/// siblings); 0 for a key without a value.
+fn version(value: &Option<LatticeValue>) -> Version {
+    match Value::from_stored(value) {
+        Value::Int(n) => n.max(0) as Version,
+        _ => 0,
+    }
+}
+
+/// The writes of one level's run as history operations: a value `n` is version `n`. LWW
+/// keys (at `lww` and `dsrr`) are ordered by number — each has one sequential writer — and a
+/// write depends on what its session read. Causal keys are ordered as their vector clocks
+/// are: a write depends on the newest versions of its key below its clock and, for each of its
+/// value's dependencies, on the newest versions of that key the dependency's clock covers.
+fn writes(level: Level, recorded: &[Recorded]) -> Vec<Op> {
+    let causal = !matches!(level, Level::Lww | Level::Dsrr);
+    let mut ops = Vec::new();
+    let mut clocks: BTreeMap<String, Vec<(Version, squall_proto::lattice::VectorClock)>> =
+        BTreeMap::new();
+    if causal {
+        for result in recorded {
+            for write in &result.writes {
+                if let Some(clock) = write.value.as_ref().and_then(squall_proto::session::clock) {
+                    clocks
+                        .entry(write.key.clone())
+                        .or_default()
+                        .push((version(&write.value), clock));
+                }
+            }
+        }
+    }
+    // The newest versions of `key` whose clocks are at or below `bound`, excluding `except`:
+    // candidates by decreasing clock size, each kept unless a kept one is above it.
+    let newest_below = |key: &str, bound: &squall_proto::lattice::VectorClock, except: Version| {
+        let mut below: Vec<&(Version, squall_proto::lattice::VectorClock)> = clocks
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(v, c)| *v != except && c <= bound)
+            .collect();
+        below.sort_by_key(|(_, c)| std::cmp::Reverse(c.iter().map(|(_, n)| n).sum::<u64>()));
+        let mut kept: Vec<&(Version, squall_proto::lattice::VectorClock)> = Vec::new();
+        for candidate in below {
+            if !kept.iter().any(|(_, d)| candidate.1 <= *d) {
+                kept.push(candidate);
+            }
+        }
+        kept.into_iter().map(|(v, _)| (key.to_owned(), *v)).collect::<Vec<_>>()
+    };
+    for (txn, result) in recorded.iter().enumerate() {
+        for write in &result.writes {
+            let v = version(&write.value);
+            let mut op = Op::write(result.client.0, txn as u64 + 1, HLevel::Lww, &write.key, v);
+            op.deps = if causal {
+                let own =
+                    write.value.as_ref().and_then(squall_proto::session::clock).unwrap_or_default();
+                let mut deps = newest_below(&write.key, &own, v);
+                for (key, clock) in squall_proto::session::dependencies(&write.value) {
+                    deps.extend(newest_below(&key, &clock, 0));
+                }
+                deps
+            } else {
+                let reads = result.log.iter().map(|r| (r.key.clone(), version(&r.value)));
+                reads.filter(|(_, v)| *v > 0).collect()
+            };
+            ops.push(op);
+        }
+    }
+    ops
+}
+
+/// Builds the history of one level's run and counts each kind of anomaly per reader
+/// execution: each execution's reads are judged, as if they had been made at the level each
+/// checker judges, against every write of the run.
+fn judge(level: Level, recorded: &[Recorded], x: &str, y: &str) -> LevelRow {
+    let mut history = History::default();
+    if !matches!(level, Level::Lww | Level::Dsrr) {
+        history.kinds = [x, y].iter().map(|k| ((*k).to_owned(), KeyKind::Causal)).collect();
+    }
+    history.ops = writes(level, recorded);
+    let base = history.ops.len();
+    let readers: Vec<(u64, &Recorded)> = recorded
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.writes.is_empty())
+        .map(|(i, r)| (i as u64 + 1, r))
+        .collect();
+    let mut row = LevelRow {
+        level,
+        calls: readers.len(),
+        repeatable_read: 0,
+        monotonic: 0,
+        causal_cut: 0,
+        session_causal: 0,
+        latency: histogram(),
+        failed: 0,
+    };
+    // The reader DAG is a chain: noop#1 precedes noop#2 precedes noop#3.
+    let labels = ["noop#1", "noop#2", "noop#3"];
+    let precedes: BTreeSet<(String, String)> = (0..3)
+        .flat_map(|a| (a + 1..3).map(move |b| (labels[a].to_owned(), labels[b].to_owned())))
+        .collect();
+    type Check = fn(&History) -> squall_verify::check::Verdict;
+    let checks: [(HLevel, Check); 4] = [
+        (HLevel::Dsrr, squall_verify::check::repeatable_read),
+        (HLevel::SingleKey, squall_verify::check::monotonic_reads),
+        (HLevel::MultiKey, squall_verify::check::causal_cut),
+        (HLevel::Dsc, squall_verify::check::session_causal),
+    ];
+    for (txn, result) in readers {
+        history.precedes.insert(txn, precedes.clone());
+        let mut found = [false; 4];
+        for (i, (as_level, check)) in checks.iter().enumerate() {
+            for read in &result.log {
+                let function = labels.get(read.function as usize).copied().unwrap_or("?");
+                let op = Op::read(result.client.0, txn, *as_level, &read.key, version(&read.value));
+                history.ops.push(op.by(function));
+            }
+            found[i] = check(&history).is_err();
+            history.ops.truncate(base);
+        }
+        history.precedes.remove(&txn);
+        row.repeatable_read += usize::from(found[0]);
+        row.monotonic += usize::from(found[1]);
+        row.causal_cut += usize::from(found[2]);
+        row.session_causal += usize::from(found[3]);
+    }
+    row
+}
