@@ -324,7 +324,8 @@ const WRITES_PER_SECOND: u32 = 100;
 /// - another loops `put(y, n)` declaring reads of `x` and `y`, so each `y` depends on the `x`
 ///   its session read (causally: at the causal levels the value's dependencies say so);
 /// - `readers` clients loop `noop#1 -> noop#2 -> noop#3`, each function declaring reads of
-///   `x` and `y`, spread over both workers.
+///   `x` and `y`, spread over both workers (`spread` placement, whatever the configuration
+///   says).
 ///
 /// Recorded reads and writes become a [`History`] (a value `n` is version `n`; a write depends
 /// on what its session read; a read of concurrent causal siblings counts as the newest), and
@@ -335,7 +336,10 @@ pub async fn anomalies(
 ) -> anyhow::Result<Vec<LevelRow>> {
     anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
     anyhow::ensure!(args.readers > 0, "--readers must be at least 1");
-    let scratch = Scratch::start(config).await?;
+    // Sessions span both workers: the consistency levels are about reads across caches.
+    let mut config = config.clone();
+    config.functions.placement = crate::config::PlacementSetting::Spread;
+    let scratch = Scratch::start(&config).await?;
     let client = Arc::new(FnClient::new(&scratch.config, Registry::builtin())?);
     let scheduler = scratch.cluster.scheduler.as_ref().expect("checked").handle().clone();
     let mut rows = Vec::new();

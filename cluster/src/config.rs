@@ -105,6 +105,22 @@ pub struct FunctionsSection {
     pub attempts: u32,
     /// The largest argument list or result a function call may carry, in bytes.
     pub max_arg_bytes: usize,
+    /// Where the scheduler runs a DAG's functions: `local` (the default: all on one worker,
+    /// chosen by the DAG's keys and the workers' load, so results pass executor to executor
+    /// inside it) or `spread` (function *i* on worker *i*, so sessions span workers; retries
+    /// run on one worker in turn).
+    pub placement: PlacementSetting,
+}
+
+/// `functions.placement`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlacementSetting {
+    /// [`squall_proto::session::Placement::Local`].
+    #[default]
+    Local,
+    /// [`squall_proto::session::Placement::RetryOnOne`].
+    Spread,
 }
 
 impl Default for FunctionsSection {
@@ -117,6 +133,7 @@ impl Default for FunctionsSection {
             deadline_ticks: 5,
             attempts: 3,
             max_arg_bytes: 1 << 20,
+            placement: PlacementSetting::Local,
         }
     }
 }
@@ -483,7 +500,10 @@ impl ClusterConfig {
         cfg.deadline = Duration::from_millis(self.functions.deadline_ms);
         cfg.deadline_ticks = self.functions.deadline_ticks;
         cfg.max_attempts = self.functions.attempts;
-        cfg.placement = squall_proto::session::Placement::RetryOnOne;
+        cfg.placement = match self.functions.placement {
+            PlacementSetting::Local => squall_proto::session::Placement::Local,
+            PlacementSetting::Spread => squall_proto::session::Placement::RetryOnOne,
+        };
         Some(cfg)
     }
 

@@ -13,12 +13,14 @@ use squall_cluster::faas::{DagSpec, FaasError, FnClient};
 use squall_cluster::local::LocalCluster;
 use squall_proto::session::Level;
 
-/// A three-node configuration on free ports with a scheduler and two workers.
-fn faas_config(name: &str) -> ClusterConfig {
+/// A three-node configuration on free ports with a scheduler and two workers, placing DAG
+/// functions by `placement`.
+fn faas_config(name: &str, placement: &str) -> ClusterConfig {
     let mut text = common::config_text(name, 3, 0, 3);
-    text.push_str(
-        "[functions]\ndeadline_ms = 300\ndeadline_ticks = 4\nattempts = 3\nmax_arg_bytes = 65536\n",
-    );
+    text.push_str(&format!(
+        "[functions]\ndeadline_ms = 300\ndeadline_ticks = 4\nattempts = 3\nmax_arg_bytes = 65536\n\
+         placement = {placement:?}\n"
+    ));
     let mut ports = std::collections::BTreeSet::new();
     while ports.len() < 3 {
         ports.insert(common::free_port());
@@ -67,8 +69,13 @@ fn test_registry() -> Registry {
         })
 }
 
+/// A cluster whose sessions span both workers (function *i* on worker *i*).
 async fn cluster(name: &str) -> (ClusterConfig, LocalCluster, FnClient) {
-    let config = faas_config(name);
+    cluster_placed(name, "spread").await
+}
+
+async fn cluster_placed(name: &str, placement: &str) -> (ClusterConfig, LocalCluster, FnClient) {
+    let config = faas_config(name, placement);
     let registry = test_registry();
     let cluster = LocalCluster::start_with(&config, Arc::new(registry.clone()))
         .await
@@ -88,6 +95,26 @@ async fn a_function_and_a_composition_answer_at_every_level() {
         let answer = client.call_dag("sq", vec![Value::Int(3)], level).await;
         assert_eq!(answer.expect("the DAG answers"), Value::Int(16), "at {level}");
     }
+    cluster.stop().await.expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_placement_runs_a_dag_on_one_worker() {
+    let (_, cluster, client) = cluster_placed("faas-local", "local").await;
+    let spec = DagSpec::parse(&["counter -> square".into()], &[]).expect("valid DAG");
+    for (level, expected) in [(Level::Lww, 1), (Level::Dsc, 1), (Level::Dsrr, 4)] {
+        let key = if level == Level::Dsc { "local-c" } else { "local-l" };
+        let answer = client.run(spec.clone(), vec![Value::Text(key.into())], level).await;
+        assert_eq!(answer.expect("answers"), Value::Int(expected), "at {level}");
+    }
+    let scheduler = cluster.scheduler.as_ref().expect("scheduler").handle().clone();
+    let placements = scheduler
+        .inspect(|s| s.requests().values().map(|r| r.placement.clone()).collect::<Vec<_>>())
+        .await
+        .expect("running");
+    assert_eq!(placements.len(), 3);
+    // Both functions of each call on one worker; the calls on one key on the same worker.
+    assert!(placements.iter().all(|p| p.len() == 2 && p[0] == p[1]), "{placements:?}");
     cluster.stop().await.expect("stops");
 }
 

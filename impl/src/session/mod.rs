@@ -33,7 +33,9 @@ pub use dag::{Dag, DagError, FnId, Function};
 pub use layer::{
     CallId, Effect, Effects, Entries, LayerConfig, Pins, SessionLayer, Write, WriteError,
 };
-pub use scheduler::{Call, Outcome, Placement, Recorded, Request, Scheduler, SchedulerConfig};
+pub use scheduler::{
+    Call, LOCAL_SLACK, Outcome, Placement, Recorded, Request, Scheduler, SchedulerConfig,
+};
 
 use bytes::Bytes;
 

@@ -43,9 +43,21 @@ pub enum Placement {
     Spread,
     /// The first attempt spreads as [`Placement::Spread`]; attempt *a* > 1 (a retry) runs every
     /// function on `workers[(a - 1) mod |workers|]`, so whichever one worker died, one of the
-    /// next `|workers|` attempts avoids it (what the cluster runs).
+    /// next `|workers|` attempts avoids it.
     RetryOnOne,
+    /// Every function of an execution on one worker, so results pass executor to executor
+    /// inside it: by locality, the worker the DAG's keys hash to (whose cache the earlier calls
+    /// on those keys warmed), unless it runs more than [`LOCAL_SLACK`] sessions more than the
+    /// least loaded worker, which then takes it (ties: the lowest index); a DAG that reads no
+    /// key goes to the least loaded. Attempt *a* > 1 moves *a* − 1 workers on from the first
+    /// attempt's, so a dead worker is avoided as with [`Placement::RetryOnOne`]. What the
+    /// cluster runs by default.
+    Local,
 }
+
+/// How many more running sessions than the least loaded worker a worker may have and still
+/// be chosen for locality ([`Placement::Local`]).
+pub const LOCAL_SLACK: usize = 2;
 
 /// How a scheduler is configured.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -141,6 +153,8 @@ pub struct Request {
     pub session: Option<SessionId>,
     /// How it ended, once it did.
     pub outcome: Option<Outcome>,
+    /// Where the running (or last) session's functions run, by function id.
+    pub placement: Vec<NodeId>,
     /// Whether the client sent it (and so is answered), rather than the configuration.
     reply: bool,
     /// `Deadline` ticks since the session started.
@@ -324,6 +338,7 @@ impl Scheduler {
             attempts: 0,
             session: None,
             outcome: None,
+            placement: Vec::new(),
             reply,
             ticks: 0,
         };
@@ -338,6 +353,7 @@ impl Scheduler {
             seq: (u64::from(self.incarnation) << 32) | self.next_seq,
         };
         self.next_seq += 1;
+        let load = if cfg.placement == Placement::Local { self.load(cfg) } else { Vec::new() };
         let request = self.requests.get_mut(&(client, req)).expect("started requests exist");
         request.attempts += 1;
         request.session = Some(session);
@@ -347,7 +363,8 @@ impl Scheduler {
         }
         self.sessions.insert(session, (client, req));
         let dag = request.dag.clone();
-        let placement = Self::place(cfg, dag.len(), request.attempts);
+        let placement = Self::place(cfg, &dag, request.attempts, &load);
+        request.placement = placement.clone();
         let args = request.args.clone();
         let info = SessionInfo { client, req, level: request.level, dag, placement };
         for source in info.dag.sources() {
@@ -365,13 +382,46 @@ impl Scheduler {
         }
     }
 
-    /// Where each function of a DAG of `len` functions runs in attempt `attempt` (from 1): see
-    /// [`Placement`].
-    pub fn place(cfg: &SchedulerConfig, len: usize, attempt: u32) -> Vec<NodeId> {
+    /// Where each function of `dag` runs in attempt `attempt` (from 1), given how many
+    /// sessions run on each worker (by index in `cfg.workers`): see [`Placement`].
+    pub fn place(cfg: &SchedulerConfig, dag: &Dag, attempt: u32, load: &[usize]) -> Vec<NodeId> {
         let n = cfg.workers.len().max(1);
         let retry = attempt.saturating_sub(1) as usize;
-        let one = cfg.placement == Placement::RetryOnOne && retry > 0;
-        (0..len).map(|f| cfg.workers[if one { retry % n } else { f % n }]).collect()
+        let one = |i: usize| vec![cfg.workers[i % n]; dag.len()];
+        match cfg.placement {
+            Placement::Spread => (0..dag.len()).map(|f| cfg.workers[f % n]).collect(),
+            Placement::RetryOnOne if retry > 0 => one(retry),
+            Placement::RetryOnOne => (0..dag.len()).map(|f| cfg.workers[f % n]).collect(),
+            Placement::Local => {
+                let load = |i: usize| load.get(i).copied().unwrap_or(0);
+                let least = (0..n).min_by_key(|&i| (load(i), i)).unwrap_or(0);
+                let keys: BTreeSet<&str> = dag
+                    .functions()
+                    .iter()
+                    .flat_map(|f| f.reads.iter().map(String::as_str))
+                    .collect();
+                let first = if keys.is_empty() {
+                    least
+                } else {
+                    let joined: Vec<u8> = keys.iter().flat_map(|k| k.bytes().chain([0])).collect();
+                    let affine = (crate::kvs::ring_hash(&joined) % n as u64) as usize;
+                    if load(affine) <= load(least) + LOCAL_SLACK { affine } else { least }
+                };
+                one(first + retry)
+            }
+        }
+    }
+
+    /// How many running sessions each worker (by index in `cfg.workers`) has functions of.
+    fn load(&self, cfg: &SchedulerConfig) -> Vec<usize> {
+        let mut load = vec![0; cfg.workers.len()];
+        for request in self.sessions.values().filter_map(|r| self.requests.get(r)) {
+            let used: BTreeSet<&NodeId> = request.placement.iter().collect();
+            for (i, worker) in cfg.workers.iter().enumerate() {
+                load[i] += usize::from(used.contains(worker));
+            }
+        }
+        load
     }
 
     fn result(

@@ -120,3 +120,38 @@ fn branches_carrying_different_runs_of_one_function_conflict_except_at_lww() {
     let mut lww_meta = run(1);
     assert_eq!(lww_meta.join(run(2), Level::Lww), Ok(()));
 }
+
+#[test]
+fn placement_spreads_concentrates_retries_or_follows_locality_and_load() {
+    let workers: Vec<NodeId> = (10..13).map(NodeId).collect();
+    let mut cfg = SchedulerConfig::new(NodeId(1), workers.clone());
+    let chain = Dag::chain(&[&[], &[], &[]]).expect("a chain");
+    let w = |i: usize| workers[i];
+    // Spread: function i on worker i, in every attempt.
+    for attempt in 1..=3 {
+        assert_eq!(Scheduler::place(&cfg, &chain, attempt, &[]), [w(0), w(1), w(2)]);
+    }
+    // RetryOnOne: the first attempt spreads, retry a runs everything on worker a - 1.
+    cfg.placement = Placement::RetryOnOne;
+    assert_eq!(Scheduler::place(&cfg, &chain, 1, &[]), [w(0), w(1), w(2)]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 2, &[]), [w(1); 3]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 4, &[]), [w(0); 3]);
+    // Local without keys: all on the least loaded (lowest index on ties); retries move on.
+    cfg.placement = Placement::Local;
+    assert_eq!(Scheduler::place(&cfg, &chain, 1, &[3, 1, 1]), [w(1); 3]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 2, &[3, 1, 1]), [w(2); 3]);
+    // Local with keys: the same keys go to the same worker whatever the load within the
+    // slack, and to the least loaded beyond it.
+    let keyed = Dag::chain(&[&["a", "b"], &["b"]]).expect("a chain");
+    let affine = Scheduler::place(&cfg, &keyed, 1, &[0, 0, 0])[0];
+    let i = workers.iter().position(|x| *x == affine).expect("a worker");
+    let mut load = vec![0; 3];
+    load[i] = LOCAL_SLACK;
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load), [affine; 2]);
+    load[i] = LOCAL_SLACK + 1;
+    let least = (0..3).find(|&j| j != i).expect("another worker");
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load), [w(least); 2]);
+    // Reordered reads name the same keys: the same worker.
+    let reordered = Dag::chain(&[&["b"], &["b", "a"]]).expect("a chain");
+    assert_eq!(Scheduler::place(&cfg, &reordered, 1, &[0, 0, 0])[0], affine);
+}
