@@ -320,7 +320,7 @@ const WRITES_PER_SECOND: u32 = 100;
 
 /// The anomaly benchmark. At each level, on keys of its own (`x`, `y`):
 /// - a writer loops a DAG `put(x, n)` (declaring a read of `x`), `n` = 1, 2, ..., at most
-///   [`WRITES_PER_SECOND`] a second;
+///   100 times a second;
 /// - another loops `put(y, n)` declaring reads of `x` and `y`, so each `y` depends on the `x`
 ///   its session read (causally: at the causal levels the value's dependencies say so);
 /// - `readers` clients loop `noop#1 -> noop#2 -> noop#3`, each function declaring reads of

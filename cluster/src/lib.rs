@@ -13,7 +13,8 @@
 //! - [`bench`](mod@bench): `squall bench kv`.
 //! - [`config`]: the TOML configuration with its embedded default.
 //!
-//! Operating it is described in `docs/operations.md`; figures in `docs/performance.md`.
+//! Operating it is described in `docs/operations.md`, functions in `docs/faas.md`; figures in
+//! `docs/performance.md`.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -42,4 +43,7 @@ pub mod guide {
 
     #[doc = include_str!("../../docs/performance.md")]
     pub mod performance {}
+
+    #[doc = include_str!("../../docs/faas.md")]
+    pub mod faas {}
 }

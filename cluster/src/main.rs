@@ -54,7 +54,7 @@ enum Command {
     Up,
     /// Run one node of the configuration (for clusters across hosts); Ctrl-C stops it.
     Node {
-        /// The id in the configuration (a [[node]], the [scheduler] or a [[worker]]).
+        /// The id in the configuration (a `[[node]]`, the `[scheduler]` or a `[[worker]]`).
         #[arg(long)]
         id: u64,
         /// Which role the id names.
@@ -123,11 +123,11 @@ enum KvCommand {
 /// A role `squall node` runs.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Role {
-    /// A storage node ([[node]]).
+    /// A storage node (`[[node]]`).
     Storage,
-    /// The scheduler ([scheduler]).
+    /// The scheduler (`[scheduler]`).
     Scheduler,
-    /// A worker with its executors ([[worker]]).
+    /// A worker with its executors (`[[worker]]`).
     Worker,
 }
 

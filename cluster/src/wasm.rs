@@ -325,14 +325,8 @@ fn linker(engine: &Engine) -> Result<Linker<Host>, wasmi::Error> {
     Ok(linker)
 }
 
-/// The example module of docs/faas.md: `inc_sq(x) = (x + 1)²`, read from argument 0.
-pub const EXAMPLE_WAT: &str = r#"(module
-  (import "squall" "arg_int" (func $arg_int (param i32) (result i64)))
-  (func (export "run") (result i64)
-    (local $x i64)
-    (local.set $x (i64.add (call $arg_int (i32.const 0)) (i64.const 1)))
-    (i64.mul (local.get $x) (local.get $x))))
-"#;
+/// The example module of docs/faas.md (`docs/examples/inc_sq.wat`): `inc_sq(x) = (x + 1)²`.
+pub const EXAMPLE_WAT: &str = include_str!("../../docs/examples/inc_sq.wat");
 
 /// Shared between the executors of one process.
 pub type SharedWasm = Arc<Wasm>;
