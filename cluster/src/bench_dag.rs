@@ -539,3 +539,67 @@ fn judge(level: Level, recorded: &[Recorded], x: &str, y: &str) -> LevelRow {
     }
     row
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use squall_proto::NodeId;
+    use squall_proto::lattice::{Lww, Stamp, WriterId};
+    use squall_proto::session::{Read, SessionId};
+
+    fn lww(n: u64) -> Option<LatticeValue> {
+        let stamp = Stamp::new(n, WriterId(7));
+        Some(LatticeValue::Lww(Lww::new(stamp, Bytes::from(n.to_string()))))
+    }
+
+    fn read(function: u32, key: &str, n: u64) -> Read {
+        Read { function, key: key.to_owned(), value: if n == 0 { None } else { lww(n) } }
+    }
+
+    fn recorded(log: Vec<Read>, writes: Vec<Read>) -> Recorded {
+        let session = SessionId { scheduler: NodeId(100), seq: 1 };
+        Recorded {
+            client: NodeId(1 << 63),
+            req: 1,
+            session,
+            level: Level::Lww,
+            output: Bytes::new(),
+            log,
+            writes,
+        }
+    }
+
+    #[test]
+    fn judging_counts_the_anomalies_of_each_execution() {
+        // x = 1, 2; y = 1 written after reading x = 2 (so y@1 depends on x@2).
+        let writers = [
+            recorded(vec![], vec![read(0, "x", 1)]),
+            recorded(vec![read(0, "x", 1)], vec![read(0, "x", 2)]),
+            recorded(vec![read(0, "x", 2)], vec![read(0, "y", 1)]),
+        ];
+        // A clean execution: every function reads x@2 and y@1.
+        let clean = (0..3).flat_map(|f| [read(f, "x", 2), read(f, "y", 1)]).collect();
+        // noop#2 reads x older than noop#1 did; noop#3 reads y@1 beside x@1, a broken cut.
+        let stale = vec![
+            read(0, "x", 2),
+            read(0, "y", 0),
+            read(1, "x", 1),
+            read(1, "y", 0),
+            read(2, "x", 1),
+            read(2, "y", 1),
+        ];
+        let mut all = writers.to_vec();
+        all.push(recorded(clean, vec![]));
+        all.push(recorded(stale, vec![]));
+        let row = judge(Level::Lww, &all, "x", "y");
+        assert_eq!(row.calls, 2);
+        assert_eq!(
+            (row.repeatable_read, row.monotonic, row.causal_cut, row.session_causal),
+            (1, 1, 1, 1)
+        );
+        assert_eq!(row.violations(), Vec::<&str>::new(), "lww rules nothing out");
+        let dsc = LevelRow { level: Level::Dsc, ..row };
+        assert_eq!(dsc.violations().len(), 4);
+    }
+}

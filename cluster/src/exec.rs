@@ -285,6 +285,13 @@ fn overflow(function: &str) -> FnError {
     FnError::Failed(format!("{function}: integer overflow"))
 }
 
+/// Reads `key`'s integer (0 if missing), writes it plus `delta`, returns the new value.
+fn add_to_key(ctx: &mut Ctx, function: &str, key: &str, delta: i64) -> Result<Value, FnError> {
+    let next = ctx.get_int(key)?.checked_add(delta).ok_or_else(|| overflow(function))?;
+    ctx.put(key, &Value::Int(next))?;
+    Ok(Value::Int(next))
+}
+
 /// The native functions `squall` ships.
 pub const BUILTIN: &[NativeFn] = &[
     NativeFn {
@@ -356,12 +363,7 @@ pub const BUILTIN: &[NativeFn] = &[
         arity: 2,
         key_args: &[0],
         body: |ctx, args| {
-            let key = key_arg("rmw", args, 0)?;
-            let delta = int_arg("rmw", args, 1)?;
-            let now = ctx.get_int(&key)?;
-            let next = now.checked_add(delta).ok_or_else(|| overflow("rmw"))?;
-            ctx.put(&key, &Value::Int(next))?;
-            Ok(Value::Int(next))
+            add_to_key(ctx, "rmw", &key_arg("rmw", args, 0)?, int_arg("rmw", args, 1)?)
         },
     },
     NativeFn {
@@ -369,12 +371,7 @@ pub const BUILTIN: &[NativeFn] = &[
         about: "counter(key): adds 1 to the key's integer; returns the new value",
         arity: 1,
         key_args: &[0],
-        body: |ctx, args| {
-            let key = key_arg("counter", args, 0)?;
-            let next = ctx.get_int(&key)?.checked_add(1).ok_or_else(|| overflow("counter"))?;
-            ctx.put(&key, &Value::Int(next))?;
-            Ok(Value::Int(next))
-        },
+        body: |ctx, args| add_to_key(ctx, "counter", &key_arg("counter", args, 0)?, 1),
     },
 ];
 

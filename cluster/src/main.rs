@@ -138,6 +138,24 @@ fn levels() -> impl clap::builder::TypedValueParser<Value = Level> {
         .map(|name| *Level::ALL.iter().find(|l| l.name() == name).expect("a listed level name"))
 }
 
+/// What a function or DAG call takes on the command line.
+#[derive(Debug, clap::Args)]
+struct CallArgs {
+    /// The arguments (of every source function, for a DAG).
+    #[arg(allow_negative_numbers = true)]
+    args: Vec<String>,
+    /// The consistency level: lww, dsrr (repeatable read), sk (single-key causal), mk
+    /// (multi-key causal), dsc (distributed-session causal).
+    #[arg(long, default_value = "lww", value_parser = levels())]
+    consistency: Level,
+}
+
+impl CallArgs {
+    fn values(&self) -> Vec<Value> {
+        self.args.iter().map(|a| Value::parse_arg(a)).collect()
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum FnCommand {
     /// Call one function. Arguments that look like integers are passed as integers, `@KEY`
@@ -146,13 +164,8 @@ enum FnCommand {
     Call {
         /// The function.
         name: String,
-        /// Its arguments.
-        #[arg(allow_negative_numbers = true)]
-        args: Vec<String>,
-        /// The consistency level: lww, dsrr (repeatable read), sk (single-key causal), mk
-        /// (multi-key causal), dsc (distributed-session causal).
-        #[arg(long, default_value = "lww", value_parser = levels())]
-        consistency: Level,
+        #[command(flatten)]
+        call: CallArgs,
         /// Keys the function reads (a built-in function's key arguments are added by
         /// themselves); levels above lww serve only declared keys.
         #[arg(long, value_delimiter = ',')]
@@ -189,12 +202,8 @@ enum DagCommand {
     Call {
         /// The DAG's name.
         name: String,
-        /// The sources' arguments.
-        #[arg(allow_negative_numbers = true)]
-        args: Vec<String>,
-        /// The consistency level (see `fn call`).
-        #[arg(long, default_value = "lww", value_parser = levels())]
-        consistency: Level,
+        #[command(flatten)]
+        call: CallArgs,
     },
     /// Print a registered DAG.
     Show {
@@ -418,9 +427,8 @@ async fn functions(config: &ClusterConfig, command: FnCommand) -> anyhow::Result
     let registry = Registry::builtin();
     let client = FnClient::new(config, registry.clone())?;
     match command {
-        FnCommand::Call { name, args, consistency, reads } => {
-            let args = args.iter().map(|a| Value::parse_arg(a)).collect();
-            match client.call_fn(&name, args, consistency, &reads).await {
+        FnCommand::Call { name, call, reads } => {
+            match client.call_fn(&name, call.values(), call.consistency, &reads).await {
                 Ok(value) => say(value),
                 Err(e) => return Ok(fn_failure(&e)),
             }
@@ -479,9 +487,8 @@ async fn dags(config: &ClusterConfig, command: DagCommand) -> anyhow::Result<Exi
                 .await
                 .map(|()| format!("registered {name}:\n{}", spec.describe()))
         }
-        DagCommand::Call { name, args, consistency } => {
-            let args = args.iter().map(|a| Value::parse_arg(a)).collect();
-            client.call_dag(&name, args, consistency).await.map(|v| v.to_string())
+        DagCommand::Call { name, call } => {
+            client.call_dag(&name, call.values(), call.consistency).await.map(|v| v.to_string())
         }
         DagCommand::Show { name } => client.dag(&name).await.map(|spec| spec.describe()),
     };
