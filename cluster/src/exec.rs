@@ -358,6 +358,20 @@ pub const BUILTIN: &[NativeFn] = &[
         },
     },
     NativeFn {
+        name: "store",
+        about: "store#KEY(v): writes v to KEY (named in the DAG: `f -> store#out`); returns v",
+        arity: 1,
+        key_args: &[],
+        body: |ctx, args| {
+            let key =
+                ctx.suffix().filter(|k| !k.is_empty()).map(str::to_owned).ok_or_else(|| {
+                    FnError::BadArgument("store needs its key in the DAG: store#KEY".into())
+                })?;
+            ctx.put(&key, &args[0])?;
+            Ok(args[0].clone())
+        },
+    },
+    NativeFn {
         name: "rmw",
         about: "rmw(key, d): reads the key's integer (0 if missing), writes it plus d; returns the new value",
         arity: 2,
@@ -478,6 +492,8 @@ pub struct ExecLimits {
 /// worker at the session's level.
 pub struct Ctx {
     call: CallId,
+    /// The DAG node's label (`name` or `name#suffix`).
+    label: String,
     level: Level,
     executor: NodeId,
     next_req: u32,
@@ -501,6 +517,7 @@ impl Ctx {
         let session = squall_proto::session::SessionId { scheduler: NodeId(0), seq: 0 };
         Ctx {
             call: (session, 0),
+            label: String::new(),
             level: Level::Lww,
             executor: NodeId(0),
             next_req: 0,
@@ -518,6 +535,12 @@ impl Ctx {
     /// The call's consistency level.
     pub fn level(&self) -> Level {
         self.level
+    }
+
+    /// What follows `#` in the DAG node's label (`store#out` runs `store` with suffix `out`),
+    /// if anything: a constant the DAG gives the function.
+    pub fn suffix(&self) -> Option<&str> {
+        self.label.split_once('#').map(|(_, suffix)| suffix)
     }
 
     fn request(&mut self, make: impl FnOnce(u32) -> ExecMsg) -> Result<ExecMsg, FnError> {
@@ -648,6 +671,7 @@ fn run_executor(
     while let Some(ExecMsg::Invoke { call, function, level, args, reads }) = mailbox.next_invoke() {
         let ctx = Ctx {
             call,
+            label: function.clone(),
             level,
             executor: id,
             next_req: 0,

@@ -358,10 +358,28 @@ impl FnClient {
     /// waits for its one answer.
     pub async fn run(
         &self,
-        mut spec: DagSpec,
+        spec: DagSpec,
         args: Vec<Value>,
         level: Level,
     ) -> Result<Value, FaasError> {
+        let (dag, args) = self.prepare(spec, args)?;
+        let req: ReqId = self.next_req.fetch_add(1, Ordering::Relaxed);
+        match self.request(SessionMsg::Call { req, level, dag, args }).await? {
+            SessionMsg::Done { outcome: Outcome::Completed { output, .. }, .. } => {
+                Value::decode(&output).map_err(|e| FaasError::Result(e.to_string()))
+            }
+            SessionMsg::Done { outcome: Outcome::Failed { attempts, reason }, .. } => {
+                Err(FaasError::Failed { attempts, reason })
+            }
+            SessionMsg::Refused { refusal, .. } => Err(FaasError::Refused(refusal)),
+            other => Err(FaasError::Result(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Declares what the sources of `spec` read (their own declared keys, a native
+    /// function's key arguments, `@key` references), validates the DAG, and encodes and
+    /// size-checks the arguments.
+    fn prepare(&self, mut spec: DagSpec, args: Vec<Value>) -> Result<(Dag, Vec<Bytes>), FaasError> {
         let dag = spec.dag()?;
         for source in dag.sources().collect::<Vec<_>>() {
             let function = &mut spec.functions[source as usize];
@@ -385,14 +403,44 @@ impl FnClient {
         if size > self.max_args {
             return Err(FaasError::TooLarge { bytes: size, max: self.max_args });
         }
+        Ok((dag, args))
+    }
+
+    /// Submits the registered DAG `name` with `args` at `level` without waiting for it: the
+    /// DAG's result is written, as the call's last step, to a fresh key under
+    /// `squall/result/`, which is returned at once (the call is accepted and will run once;
+    /// `squall kv get KEY` reads its result when it is there). A call that fails writes
+    /// nothing there.
+    pub async fn submit_dag(
+        &self,
+        name: &str,
+        args: Vec<Value>,
+        level: Level,
+    ) -> Result<String, FaasError> {
+        let mut spec = self.dag(name).await?;
+        let key = format!("squall/result/{:016x}", rand::random::<u64>());
+        let sink = spec.dag()?.sink();
+        let store = spec.functions.len() as u32;
+        spec.functions[sink as usize].next.push(store);
+        spec.functions.push(Function::new(&format!("store#{key}"), &[], &[]));
+        let (dag, args) = self.prepare(spec, args)?;
         let req: ReqId = self.next_req.fetch_add(1, Ordering::Relaxed);
-        let msg = SystemMsg::Session(SessionMsg::Call { req, level, dag, args });
-        let bytes = crate::rpc::encode(msg).expect("a call encodes");
+        match self.request(SessionMsg::Submit { req, level, dag, args }).await? {
+            SessionMsg::Accepted { .. } => Ok(key),
+            SessionMsg::Refused { refusal, .. } => Err(FaasError::Refused(refusal)),
+            other => Err(FaasError::Result(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    /// Sends one request to the scheduler, again under the same number if the connection
+    /// fails before an answer, and returns the answer.
+    async fn request(&self, msg: SessionMsg) -> Result<SessionMsg, FaasError> {
+        let bytes = crate::rpc::encode(SystemMsg::Session(msg)).expect("a request encodes");
         let deadline = tokio::time::Instant::now() + self.patience;
         let mut sent = false;
-        let answer = loop {
+        loop {
             match self.send(bytes.clone(), deadline).await {
-                Ok(answer) => break answer,
+                Ok(answer) => return Ok(answer),
                 // The connection failed before an answer: the scheduler keeps the call (or its
                 // result) under this request number, so sending it again is safe.
                 Err(Failure::Lost) if tokio::time::Instant::now() < deadline => {
@@ -406,16 +454,6 @@ impl FnClient {
                 Err(Failure::Unreachable(_)) => return Err(CallError::Timeout.into()),
                 Err(Failure::Error(e)) => return Err(e.into()),
             }
-        };
-        match answer {
-            SessionMsg::Done { outcome: Outcome::Completed { output, .. }, .. } => {
-                Value::decode(&output).map_err(|e| FaasError::Result(e.to_string()))
-            }
-            SessionMsg::Done { outcome: Outcome::Failed { attempts, reason }, .. } => {
-                Err(FaasError::Failed { attempts, reason })
-            }
-            SessionMsg::Refused { refusal, .. } => Err(FaasError::Refused(refusal)),
-            other => Err(FaasError::Result(format!("unexpected answer {other:?}"))),
         }
     }
 

@@ -204,6 +204,10 @@ enum DagCommand {
         name: String,
         #[command(flatten)]
         call: CallArgs,
+        /// Do not wait: print the key the result will be written to (`squall kv get KEY`
+        /// reads it once the call finished; a failed call writes nothing there).
+        #[arg(long = "async")]
+        submit: bool,
     },
     /// Print a registered DAG.
     Show {
@@ -487,7 +491,10 @@ async fn dags(config: &ClusterConfig, command: DagCommand) -> anyhow::Result<Exi
                 .await
                 .map(|()| format!("registered {name}:\n{}", spec.describe()))
         }
-        DagCommand::Call { name, call } => {
+        DagCommand::Call { name, call, submit: true } => {
+            client.submit_dag(&name, call.values(), call.consistency).await
+        }
+        DagCommand::Call { name, call, submit: false } => {
             client.call_dag(&name, call.values(), call.consistency).await.map(|v| v.to_string())
         }
         DagCommand::Show { name } => client.dag(&name).await.map(|spec| spec.describe()),

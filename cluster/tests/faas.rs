@@ -294,3 +294,31 @@ async fn uploaded_webassembly_functions_run_under_limits() {
     assert_eq!(answer.expect("still serving"), Value::Int(25));
     cluster.stop().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_async_call_answers_at_once_and_leaves_its_result_under_a_key() {
+    let (_, cluster, client) = cluster("faas-async").await;
+    let spec = DagSpec::parse(&["nap -> increment".into()], &[]).expect("valid DAG");
+    client.register_dag("later", &spec).await.expect("registered");
+    let began = std::time::Instant::now();
+    let key =
+        client.submit_dag("later", vec![Value::Int(200)], Level::Lww).await.expect("accepted");
+    assert!(began.elapsed() < Duration::from_millis(200), "submit waited for the call");
+    assert!(key.starts_with("squall/result/"), "{key}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(value) = client.kv().get(&key).await.expect("read") {
+            assert_eq!(Value::from_stored(&Some(value)), Value::Int(201));
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no result under {key}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A DAG may store its own result: store#KEY.
+    let spec = DagSpec::parse(&["square -> store#sq-out".into()], &[]).expect("valid DAG");
+    let answer = client.run(spec, vec![Value::Int(7)], Level::Dsrr).await;
+    assert_eq!(answer.expect("runs"), Value::Int(49));
+    let stored = client.kv().get("sq-out").await.expect("read");
+    assert_eq!(Value::from_stored(&stored), Value::Int(49));
+    cluster.stop().await.expect("stops");
+}

@@ -415,21 +415,41 @@ pub enum SessionMsg {
         /// Why.
         refusal: Refusal,
     },
+    /// Like [`SessionMsg::Call`], answered at once by [`SessionMsg::Accepted`] rather than
+    /// with the outcome (client → scheduler): the DAG keeps its result itself (a sink that
+    /// writes it to a key, say). The request is still run once and its result recorded once.
+    Submit {
+        /// The client's request number.
+        req: ReqId,
+        /// The consistency asked for.
+        level: Level,
+        /// What to run.
+        dag: Dag,
+        /// The arguments of every source function.
+        args: Vec<Bytes>,
+    },
+    /// The scheduler took request `req` (a [`SessionMsg::Submit`]) and will run it.
+    Accepted {
+        /// The request answered.
+        req: ReqId,
+    },
 }
 
 impl Calls for SessionMsg {
-    /// A client's `Call` of the scheduler.
+    /// A client's `Call` or `Submit` of the scheduler.
     fn request(&self) -> Option<ReqId> {
         match self {
-            Self::Call { req, .. } => Some(*req),
+            Self::Call { req, .. } | Self::Submit { req, .. } => Some(*req),
             _ => None,
         }
     }
 
-    /// The scheduler's `Done`, and a harness's `Refused`.
+    /// The scheduler's `Done` and `Accepted`, and a harness's `Refused`.
     fn answers(&self) -> Option<ReqId> {
         match self {
-            Self::Done { req, .. } | Self::Refused { req, .. } => Some(*req),
+            Self::Done { req, .. } | Self::Refused { req, .. } | Self::Accepted { req } => {
+                Some(*req)
+            }
             _ => None,
         }
     }

@@ -245,7 +245,18 @@ impl Scheduler {
                         out.send(from, SessionMsg::Done { req, outcome: outcome.clone() })
                     }
                     Some(_) => out.ignore("a call already running"),
-                    None => self.new_call(cfg, (from, req), level, dag, args, out),
+                    None => {
+                        self.new_call(cfg, (from, req), (level, dag, args), true, out);
+                    }
+                }
+            }
+            Input::Receive { from, msg: SessionMsg::Submit { req, level, dag, args } } => {
+                // Accepted again if repeated; run once.
+                if self.requests.contains_key(&(from, req)) {
+                    return out.send(from, SessionMsg::Accepted { req });
+                }
+                if self.new_call(cfg, (from, req), (level, dag, args), false, out) {
+                    out.send(from, SessionMsg::Accepted { req });
                 }
             }
             Input::Receive {
@@ -292,21 +303,23 @@ impl Scheduler {
         }
     }
 
-    /// A client's new call: started if there is room for it, refused (definitely) if not.
+    /// A client's new call: started if there is room for it (true), refused (definitely) if
+    /// not. Its outcome is sent to the client when it ends if `reply`.
     fn new_call(
         &mut self,
         cfg: &SchedulerConfig,
         (client, req): (NodeId, ReqId),
-        level: Level,
-        dag: Dag,
-        args: Vec<Bytes>,
+        (level, dag, args): (Level, Dag, Vec<Bytes>),
+        reply: bool,
         out: &mut Out,
-    ) {
+    ) -> bool {
         if !self.make_room(cfg) {
             let refusal = crate::node::Refusal::Overloaded;
-            return out.send(client, SessionMsg::Refused { req, refusal });
+            out.send(client, SessionMsg::Refused { req, refusal });
+            return false;
         }
-        self.call(cfg, (client, req), level, dag, args, true, out);
+        self.call(cfg, (client, req), level, dag, args, reply, out);
+        true
     }
 
     /// Makes room for one more request under `max_requests`, forgetting an ended one (the

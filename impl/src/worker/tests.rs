@@ -769,3 +769,37 @@ fn a_warm_worker_fetches_its_hot_keys_at_start_and_keeps_them_fresh() {
     assert_eq!(net.worker(B).cache().entries()["x"].value, Some(lww(2)), "pushed as subscribed");
     assert!(!net.worker(A).cache().entries().contains_key("x"), "only B is warm");
 }
+
+#[test]
+fn a_submitted_call_is_accepted_at_once_runs_once_and_answers_nothing_more() {
+    let mut net = diverged(&chain_x_x());
+    let submit =
+        |req| SessionMsg::Submit { req, level: Level::Dsrr, dag: chain_x_x(), args: Vec::new() };
+    net.inject(CLIENT, SCHEDULER, SystemMsg::Session(submit(1)));
+    let to_client = |net: &Net| -> Vec<SessionMsg> {
+        net.sent
+            .iter()
+            .filter(|e| e.1 == CLIENT)
+            .filter_map(|e| session_msg(&e.2).cloned())
+            .filter(|m| !matches!(m, SessionMsg::Done { req: 0 | 100, .. }))
+            .collect()
+    };
+    assert_eq!(to_client(&net), vec![SessionMsg::Accepted { req: 1 }], "answered before it ran");
+    assert!(!net.completed(1));
+    // A repeat while it runs is accepted again and starts nothing.
+    net.inject(CLIENT, SCHEDULER, SystemMsg::Session(submit(1)));
+    assert_eq!(net.attempts(1), 1);
+    net.run();
+    assert!(net.completed(1));
+    assert_eq!(net.read(1, 1, "x"), Some(lww(2)), "run at the level asked for");
+    assert_eq!(
+        to_client(&net),
+        vec![SessionMsg::Accepted { req: 1 }, SessionMsg::Accepted { req: 1 }],
+        "no Done for a submitted call"
+    );
+    // A repeat after it ended is accepted again; still one result.
+    net.inject(CLIENT, SCHEDULER, SystemMsg::Session(submit(1)));
+    net.run();
+    assert_eq!(net.attempts(1), 1);
+    assert_eq!(net.recorded(1).req, 1);
+}
