@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use squall_proto::NodeId;
 use squall_proto::lattice::{LatticeValue, Lww, Stamp, WriterId};
 use squall_proto::session::{CallId, Level, Write, WriteError};
-use squall_proto::worker::{ExecMsg, SystemMsg};
+use squall_proto::worker::{ExecMsg, SendError, SystemMsg};
 
 use crate::client::Hlc;
 use crate::rpc::CallError;
@@ -172,6 +172,14 @@ pub enum FnError {
         /// Why.
         error: WriteError,
     },
+    /// A message was not sent.
+    #[error("sending to {to:?}: {error}")]
+    Send {
+        /// The receiving function's label.
+        to: String,
+        /// Why.
+        error: SendError,
+    },
     /// An argument is not what the function takes.
     #[error("{0}")]
     BadArgument(String),
@@ -285,6 +293,12 @@ fn overflow(function: &str) -> FnError {
     FnError::Failed(format!("{function}: integer overflow"))
 }
 
+/// The DAG label's suffix (`store#KEY`), which the function needs: `usage` if there is none.
+fn required_suffix(ctx: &Ctx, usage: &str) -> Result<String, FnError> {
+    let suffix = ctx.suffix().filter(|suffix| !suffix.is_empty());
+    suffix.map(str::to_owned).ok_or_else(|| FnError::BadArgument(usage.into()))
+}
+
 /// Reads `key`'s integer (0 if missing), writes it plus `delta`, returns the new value.
 fn add_to_key(ctx: &mut Ctx, function: &str, key: &str, delta: i64) -> Result<Value, FnError> {
     let next = ctx.get_int(key)?.checked_add(delta).ok_or_else(|| overflow(function))?;
@@ -363,13 +377,28 @@ pub const BUILTIN: &[NativeFn] = &[
         arity: 1,
         key_args: &[],
         body: |ctx, args| {
-            let key =
-                ctx.suffix().filter(|k| !k.is_empty()).map(str::to_owned).ok_or_else(|| {
-                    FnError::BadArgument("store needs its key in the DAG: store#KEY".into())
-                })?;
+            let key = required_suffix(ctx, "store needs its key in the DAG: store#KEY")?;
             ctx.put(&key, &args[0])?;
             Ok(args[0].clone())
         },
+    },
+    NativeFn {
+        name: "send",
+        about: "send#TO(v): sends v to the DAG's function labelled TO (running or to run); returns v",
+        arity: 1,
+        key_args: &[],
+        body: |ctx, args| {
+            let to = required_suffix(ctx, "send needs its receiver in the DAG: send#TO")?;
+            ctx.send(&to, &args[0])?;
+            Ok(args[0].clone())
+        },
+    },
+    NativeFn {
+        name: "recv",
+        about: "recv(_): waits for a message from another function of the DAG and returns it",
+        arity: 1,
+        key_args: &[],
+        body: |ctx, _| ctx.recv().map(|(_, value)| value),
     },
     NativeFn {
         name: "rmw",
@@ -435,7 +464,10 @@ impl Mailbox {
         loop {
             let Ok(msg) = self.rx.recv() else { return Answer::Stopped };
             match &msg {
-                ExecMsg::GetOk { call: c, req: r, .. } | ExecMsg::PutOk { call: c, req: r, .. }
+                ExecMsg::GetOk { call: c, req: r, .. }
+                | ExecMsg::PutOk { call: c, req: r, .. }
+                | ExecMsg::Sent { call: c, req: r, .. }
+                | ExecMsg::Received { call: c, req: r, .. }
                     if *c == call && *r == req =>
                 {
                     return Answer::Got(msg);
@@ -494,6 +526,8 @@ pub struct Ctx {
     call: CallId,
     /// The DAG node's label (`name` or `name#suffix`).
     label: String,
+    /// The largest message the function may send (encoded).
+    max_message_bytes: usize,
     level: Level,
     executor: NodeId,
     next_req: u32,
@@ -518,6 +552,7 @@ impl Ctx {
         Ctx {
             call: (session, 0),
             label: String::new(),
+            max_message_bytes: usize::MAX,
             level: Level::Lww,
             executor: NodeId(0),
             next_req: 0,
@@ -588,6 +623,54 @@ impl Ctx {
             value => value.as_int().ok_or_else(|| {
                 FnError::BadArgument(format!("key {key:?} holds {value}, not an integer"))
             }),
+        }
+    }
+
+    /// Sends `value` to the function labelled `to` in this call's DAG, running now or later
+    /// in the call: delivered at most once, in order between two functions, kept for a
+    /// receiver that has not started yet for a while (`Retry` ticks) and not across a retry
+    /// of the call. Returns once the worker has handed it on (not once it is read).
+    pub fn send(&mut self, to: &str, value: &Value) -> Result<(), FnError> {
+        let bytes = value.encode();
+        if bytes.len() > self.max_message_bytes {
+            return Err(FnError::BadArgument(format!(
+                "a message of {} bytes; the limit is {} (functions.max_arg_bytes)",
+                bytes.len(),
+                self.max_message_bytes
+            )));
+        }
+        let call = self.call;
+        let msg = self.request(|req| ExecMsg::Send { call, req, to: to.to_owned(), bytes })?;
+        match msg {
+            ExecMsg::Sent { result, .. } => {
+                result.map_err(|error| FnError::Send { to: to.to_owned(), error })
+            }
+            _ => unreachable!("Mailbox::answer returns answers only"),
+        }
+    }
+
+    /// Waits for the next message to this function — until one comes, or the call's session
+    /// ends (its deadline, say) — and returns the sender's label and the value.
+    pub fn recv(&mut self) -> Result<(String, Value), FnError> {
+        self.receive(true)?.ok_or_else(|| FnError::Failed("no message".into()))
+    }
+
+    /// The next message to this function, if one is there now.
+    pub fn try_recv(&mut self) -> Result<Option<(String, Value)>, FnError> {
+        self.receive(false)
+    }
+
+    fn receive(&mut self, wait: bool) -> Result<Option<(String, Value)>, FnError> {
+        let call = self.call;
+        match self.request(|req| ExecMsg::Recv { call, req, wait })? {
+            ExecMsg::Received { message: None, .. } => Ok(None),
+            ExecMsg::Received { message: Some((from, bytes)), .. } => {
+                let value = Value::decode(&bytes).map_err(|e| {
+                    FnError::Failed(format!("a message from {from:?} does not decode: {e}"))
+                })?;
+                Ok(Some((from, value)))
+            }
+            _ => unreachable!("Mailbox::answer returns answers only"),
         }
     }
 
@@ -672,6 +755,7 @@ fn run_executor(
         let ctx = Ctx {
             call,
             label: function.clone(),
+            max_message_bytes: limits.max_result_bytes,
             level,
             executor: id,
             next_req: 0,

@@ -19,10 +19,15 @@
 //! | `put_int` | `[i32 i32 i64] -> []` | writes an integer to the key |
 //! | `put` | `[i32 i32 i32 i32] -> []` | writes the bytes (pointer, length) to the key |
 //! | `result_bytes` | `[i32 i32] -> []` | makes these bytes the call's result (instead of `run`'s integer) |
+//! | `send` | `[i32 i32 i32 i32] -> []` | sends the bytes (pointer, length) to the DAG's function labelled (pointer, length) |
+//! | `send_int` | `[i32 i32 i64] -> []` | sends an integer to the function labelled (pointer, length) |
+//! | `recv` | `[i32 i32] -> [i32]` | waits for a message to this function; copies it into the buffer (pointer, capacity) and returns its length (copying at most the capacity) |
+//! | `recv_int` | `[] -> [i64]` | waits for a message and returns it as an integer (traps if it is not one) |
 //! | `call_id` | `[] -> [i64]` | the call's session number |
 //!
 //! Reads and writes go through the worker at the call's consistency level, exactly as a
-//! native function's do; a refused read or write traps, and the trap is the call's error.
+//! native function's do, and messages as a native function's ([`Ctx::send`], [`Ctx::recv`]);
+//! a refused read, write or send traps, and the trap is the call's error.
 //! The call's result is `run`'s integer unless it called `result_bytes`.
 
 use std::collections::HashMap;
@@ -47,6 +52,10 @@ const IMPORTS: &[&str] = &[
     "put_int",
     "put",
     "result_bytes",
+    "send",
+    "send_int",
+    "recv",
+    "recv_int",
     "call_id",
 ];
 
@@ -319,6 +328,42 @@ fn linker(engine: &Engine) -> Result<Linker<Host>, wasmi::Error> {
             Ok::<(), wasmi::Error>(())
         },
     )?;
+    linker.func_wrap(
+        "squall",
+        "send",
+        |mut caller: Caller<'_, Host>, to_ptr: i32, to_len: i32, ptr: i32, len: i32| {
+            let to = key(&caller, to_ptr, to_len)?;
+            let value = Value::Bytes(Bytes::from(read(&caller, ptr, len)?));
+            let host = caller.data_mut();
+            host.ctx.send(&to, &value).map_err(|e| trap(host, e))
+        },
+    )?;
+    linker.func_wrap(
+        "squall",
+        "send_int",
+        |mut caller: Caller<'_, Host>, to_ptr: i32, to_len: i32, v: i64| {
+            let to = key(&caller, to_ptr, to_len)?;
+            let host = caller.data_mut();
+            host.ctx.send(&to, &Value::Int(v)).map_err(|e| trap(host, e))
+        },
+    )?;
+    linker.func_wrap("squall", "recv", |mut caller: Caller<'_, Host>, buf: i32, cap: i32| {
+        let host = caller.data_mut();
+        let (_, value) = host.ctx.recv().map_err(|e| trap(host, e))?;
+        let bytes = value.stored_bytes();
+        let n = bytes.len().min(usize::try_from(cap).unwrap_or(0));
+        write(&mut caller, buf, &bytes[..n])?;
+        Ok(bytes.len() as i32)
+    })?;
+    linker.func_wrap("squall", "recv_int", |mut caller: Caller<'_, Host>| {
+        let host = caller.data_mut();
+        let (from, value) = host.ctx.recv().map_err(|e| trap(host, e))?;
+        value.as_int().ok_or_else(|| {
+            let error =
+                FnError::BadArgument(format!("a message from {from:?} is {value}, not an integer"));
+            trap(caller.data_mut(), error)
+        })
+    })?;
     linker.func_wrap("squall", "call_id", |caller: Caller<'_, Host>| {
         caller.data().ctx.call_id().0.seq as i64
     })?;

@@ -322,3 +322,22 @@ async fn an_async_call_answers_at_once_and_leaves_its_result_under_a_key() {
     assert_eq!(Value::from_stored(&stored), Value::Int(49));
     cluster.stop().await.expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn functions_of_a_dag_send_each_other_messages() {
+    let (_, cluster, client) = cluster("faas-messages").await;
+    // increment(5) = 6 goes along the edge to send#recv, which sends it to recv (a source,
+    // already waiting): add(6, 6). Without the message recv would wait until the deadline.
+    // Spread placement puts recv (function 0) and send#recv (function 3) on different workers.
+    let spec = DagSpec::parse(&["recv -> add".into(), "increment -> send#recv -> add".into()], &[])
+        .expect("valid DAG");
+    for level in [Level::Lww, Level::Dsc] {
+        let answer = client.run(spec.clone(), vec![Value::Int(5)], level).await;
+        assert_eq!(answer.expect("runs"), Value::Int(12), "at {level}");
+    }
+    // A message to a label the DAG lacks fails the sender, and so the call.
+    let spec = DagSpec::parse(&["send#nobody -> increment".into()], &[]).expect("valid DAG");
+    let error = client.run(spec, vec![Value::Int(1)], Level::Lww).await.expect_err("fails");
+    assert!(error.to_string().contains("nobody"), "{error}");
+    cluster.stop().await.expect("stops");
+}

@@ -1110,6 +1110,11 @@ impl SessionLayer {
     pub fn is_running(&self, id: CallId) -> bool {
         self.running.contains_key(&id)
     }
+
+    /// The session of function run `id`, while it gathers its reads or runs here.
+    pub fn info(&self, id: CallId) -> Option<&SessionInfo> {
+        self.running.get(&id).map(|exec| &exec.info)
+    }
 }
 
 /// Records a runtime read of a running function: it reads the same version if it asks again,

@@ -433,6 +433,18 @@ pub enum SessionMsg {
         /// The request answered.
         req: ReqId,
     },
+    /// A message from one function of a session to another, running on this worker or
+    /// another (worker → worker): delivered at most once, in order between two functions.
+    Message {
+        /// The session (one attempt of a DAG execution).
+        session: SessionId,
+        /// The sending function.
+        from: FnId,
+        /// The function it is for.
+        to: FnId,
+        /// What it says.
+        bytes: Bytes,
+    },
 }
 
 impl Calls for SessionMsg {

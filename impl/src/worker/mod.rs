@@ -35,8 +35,8 @@ use crate::lattice::LatticeValue;
 use crate::node::{Calls, Refusal};
 use crate::node::{Hosts, Input, Node, NodeId, Outbox, Output, Violation, Within};
 use crate::session::{
-    CallId, Effect, Effects, LayerConfig, Level, Scheduler, SessionLayer, SessionMsg, SessionTimer,
-    Write, WriteError,
+    CallId, Effect, Effects, FnId, LayerConfig, Level, Scheduler, SessionLayer, SessionMsg,
+    SessionTimer, Write, WriteError,
 };
 
 /// The messages between a worker and its executors.
@@ -107,6 +107,60 @@ pub enum ExecMsg {
         /// The run.
         call: CallId,
     },
+    /// Executor → worker: the function sends `bytes` to the function of its session
+    /// labelled `to` (see [`SessionMsg::Message`]).
+    Send {
+        /// The run.
+        call: CallId,
+        /// The function's request number.
+        req: u32,
+        /// The receiving function's label in the DAG.
+        to: String,
+        /// What it says.
+        bytes: Bytes,
+    },
+    /// Worker → executor: the answer to `Send`: handed on (which does not say delivered),
+    /// or why not.
+    Sent {
+        /// The run.
+        call: CallId,
+        /// The request answered.
+        req: u32,
+        /// Handed on, or why not.
+        result: Result<(), SendError>,
+    },
+    /// Executor → worker: the function takes the next message sent to it. If none is there
+    /// it waits for one (`wait`; until a message comes or the run is cancelled) or is
+    /// answered `None` at once.
+    Recv {
+        /// The run.
+        call: CallId,
+        /// The function's request number.
+        req: u32,
+        /// Whether to wait for a message.
+        wait: bool,
+    },
+    /// Worker → executor: the answer to `Recv`: the sender's label and what it said.
+    Received {
+        /// The run.
+        call: CallId,
+        /// The request answered.
+        req: u32,
+        /// The message, if any.
+        message: Option<(String, Bytes)>,
+    },
+}
+
+/// Why a function's message was not sent.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum SendError {
+    /// No function of the session's DAG has this label.
+    #[error("no function {0:?} in this DAG")]
+    NoSuchFunction(String),
+    /// The receiving worker's mailboxes are full (it is this worker).
+    #[error("the receiver's worker holds {0} unread messages already")]
+    Full(usize),
 }
 
 /// The messages of the whole system: the KVS's (storage nodes, clients, caches), the
@@ -215,6 +269,12 @@ pub struct WorkerConfig {
     /// after every restart): a deployment's hot keys, whose first read then need not wait for
     /// storage. Pushes keep them fresh like any cached key; eviction may still drop them.
     pub warm: Vec<Key>,
+    /// The most messages between functions ([`SessionMsg::Message`]) the worker holds unread;
+    /// one more is dropped (its sender, if on this worker, is told [`SendError::Full`]).
+    pub max_messages: usize,
+    /// `Retry` ticks a message is kept for a function that is not running here (not yet,
+    /// or no longer) before it is dropped.
+    pub message_ticks: u8,
 }
 
 impl WorkerConfig {
@@ -223,7 +283,16 @@ impl WorkerConfig {
     pub fn new(cache: CacheConfig, scheduler: NodeId, executors: Vec<NodeId>) -> Self {
         let id = cache.id;
         let session = LayerConfig::new(id, scheduler);
-        Self { id, session, cache, executors, write_ticks: 10, warm: Vec::new() }
+        Self {
+            id,
+            session,
+            cache,
+            executors,
+            write_ticks: 10,
+            warm: Vec::new(),
+            max_messages: 1024,
+            message_ticks: 5,
+        }
     }
 }
 
@@ -245,6 +314,17 @@ struct Invocation {
     reads: BTreeMap<Key, Option<LatticeValue>>,
 }
 
+/// The messages for one function run, and its executor's waiting `Recv`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Inbox {
+    /// Unread, in arrival order: the sender and the bytes.
+    messages: std::collections::VecDeque<(FnId, Bytes)>,
+    /// The request number of a `Recv` waiting for a message.
+    waiting: Option<u32>,
+    /// `Retry` ticks the run has not been running here while the inbox held messages.
+    ticks: u8,
+}
+
 /// A worker's state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Worker {
@@ -260,6 +340,8 @@ pub struct Worker {
     busy: BTreeMap<NodeId, CallId>,
     /// Functions ready to run, waiting for a free executor, in order.
     queue: BTreeMap<CallId, Invocation>,
+    /// Messages between functions, by the run they are for.
+    inboxes: BTreeMap<CallId, Inbox>,
 }
 
 type Out = Outbox<Worker>;
@@ -283,6 +365,11 @@ impl Worker {
     /// How many functions wait for a free executor.
     pub fn queued(&self) -> usize {
         self.queue.len()
+    }
+
+    /// How many messages between functions wait here to be read.
+    pub fn unread(&self) -> usize {
+        self.inboxes.values().map(|inbox| inbox.messages.len()).sum()
     }
 
     /// Passes a KVS input to the cache; its answers to the worker's own requests come back
@@ -366,6 +453,7 @@ impl Worker {
                 }
                 Effect::Cancel(call) => {
                     self.queue.remove(&call);
+                    self.inboxes.remove(&call);
                     if let Some((&executor, _)) = self.busy.iter().find(|(_, c)| **c == call) {
                         self.busy.remove(&executor);
                         out.send(executor, SystemMsg::Exec(ExecMsg::Cancel { call }));
@@ -403,9 +491,11 @@ impl Worker {
     /// An executor's message.
     fn on_executor(&mut self, cfg: &WorkerConfig, executor: NodeId, msg: ExecMsg, out: &mut Out) {
         let call = match &msg {
-            ExecMsg::Get { call, .. } | ExecMsg::Put { call, .. } | ExecMsg::Done { call, .. } => {
-                *call
-            }
+            ExecMsg::Get { call, .. }
+            | ExecMsg::Put { call, .. }
+            | ExecMsg::Done { call, .. }
+            | ExecMsg::Send { call, .. }
+            | ExecMsg::Recv { call, .. } => *call,
             _ => return out.ignore("an executor message a worker does not expect"),
         };
         if self.busy.get(&executor) != Some(&call) {
@@ -414,6 +504,11 @@ impl Worker {
         let (entries, mut fx) = (self.cache.entries(), Effects::new());
         let layer = &cfg.session;
         match msg {
+            ExecMsg::Send { req, to, bytes, .. } => {
+                let result = self.send(cfg, call, &to, bytes, out);
+                return out.send(executor, SystemMsg::Exec(ExecMsg::Sent { call, req, result }));
+            }
+            ExecMsg::Recv { req, wait, .. } => return self.recv(call, req, wait, out),
             ExecMsg::Get { req, key, .. } => {
                 self.layer.get(layer, call, req, key, entries, &mut fx)
             }
@@ -422,12 +517,105 @@ impl Worker {
             }
             ExecMsg::Done { result, .. } => {
                 self.busy.remove(&executor);
+                self.inboxes.remove(&call);
                 self.layer.finished(layer, call, result, &mut fx);
             }
             _ => unreachable!("matched above"),
         }
         self.apply(cfg, fx, out);
         self.dispatch(cfg, out);
+    }
+
+    /// Run `call`'s message `bytes` to the function labelled `to` in its session: delivered
+    /// here, or sent to the worker the session placed that function on.
+    fn send(
+        &mut self,
+        cfg: &WorkerConfig,
+        call: CallId,
+        to: &str,
+        bytes: Bytes,
+        out: &mut Out,
+    ) -> Result<(), SendError> {
+        let (session, from) = call;
+        let info = self.layer.info(call).ok_or_else(|| SendError::NoSuchFunction(to.into()))?;
+        let target = info.dag.functions().iter().position(|f| f.name == to);
+        let target = target.ok_or_else(|| SendError::NoSuchFunction(to.into()))? as FnId;
+        match info.placement.get(target as usize) {
+            Some(&worker) if worker != cfg.id => {
+                let msg = SessionMsg::Message { session, from, to: target, bytes };
+                out.send(worker, SystemMsg::Session(msg));
+                Ok(())
+            }
+            _ => self.deliver(cfg, (session, target), from, bytes, out),
+        }
+    }
+
+    /// A message for run `to`, from function `from` of its session: answers the run's waiting
+    /// `Recv`, or waits in its inbox (if there is room).
+    fn deliver(
+        &mut self,
+        cfg: &WorkerConfig,
+        to: CallId,
+        from: FnId,
+        bytes: Bytes,
+        out: &mut Out,
+    ) -> Result<(), SendError> {
+        let waiting = self.inboxes.get_mut(&to).and_then(|inbox| inbox.waiting.take());
+        if let Some(req) = waiting {
+            // A `Recv` waits only on an empty inbox: it is empty still.
+            self.inboxes.remove(&to);
+            let message = Some((self.label(to, from), bytes));
+            self.to_executor(to, ExecMsg::Received { call: to, req, message }, out);
+            return Ok(());
+        }
+        let unread = self.unread();
+        if unread >= cfg.max_messages {
+            out.ignore("a message for a worker whose inboxes are full");
+            return Err(SendError::Full(unread));
+        }
+        let inbox = self.inboxes.entry(to).or_default();
+        inbox.messages.push_back((from, bytes));
+        Ok(())
+    }
+
+    /// The label of function `from` in run `call`'s session (its number if the run is gone).
+    fn label(&self, call: CallId, from: FnId) -> String {
+        match self.layer.info(call) {
+            Some(info) if (from as usize) < info.dag.len() => info.dag.function(from).name.clone(),
+            _ => format!("#{from}"),
+        }
+    }
+
+    /// Run `call`'s executor takes its next message, or waits for one.
+    fn recv(&mut self, call: CallId, req: u32, wait: bool, out: &mut Out) {
+        let inbox = self.inboxes.entry(call).or_default();
+        let message = match inbox.messages.pop_front() {
+            Some((from, bytes)) => Some((from, bytes)),
+            None if wait => {
+                inbox.waiting = Some(req);
+                return;
+            }
+            None => None,
+        };
+        if inbox.messages.is_empty() && inbox.waiting.is_none() {
+            self.inboxes.remove(&call);
+        }
+        let message = message.map(|(from, bytes)| (self.label(call, from), bytes));
+        self.to_executor(call, ExecMsg::Received { call, req, message }, out);
+    }
+
+    /// A `Retry` tick ages the inboxes of runs not running here: a message for a function
+    /// that never runs here (its session ended, or it runs elsewhere) does not stay for ever.
+    fn age_inboxes(&mut self, cfg: &WorkerConfig) {
+        let running: BTreeSet<CallId> = self.busy.values().copied().collect();
+        self.inboxes.retain(|call, inbox| {
+            if running.contains(call) || self.layer.is_running(*call) {
+                inbox.ticks = 0;
+                return true;
+            }
+            inbox.ticks += 1;
+            inbox.ticks <= cfg.message_ticks
+        });
     }
 
     /// A `Retry` tick ages the writes waiting for the KVS: the cache gives up on a write
@@ -469,6 +657,7 @@ impl Node for Worker {
             next_ask: 0,
             busy: BTreeMap::new(),
             queue: BTreeMap::new(),
+            inboxes: BTreeMap::new(),
         };
         let warm = cfg.warm.iter().cloned().map(Effect::Want).collect();
         worker.apply(cfg, warm, out);
@@ -483,6 +672,13 @@ impl Node for Worker {
             Input::Timeout(SystemTimer::Kvs(timer)) => {
                 self.drive_cache(cfg, Input::Timeout(timer), out)
             }
+            Input::Receive {
+                msg: SystemMsg::Session(SessionMsg::Message { session, from, to, bytes }),
+                ..
+            } => {
+                // Best effort: a message for a full worker is dropped (the sender has gone on).
+                let _ = self.deliver(cfg, (session, to), from, bytes, out);
+            }
             Input::Receive { from, msg: SystemMsg::Session(msg) } => {
                 let mut fx = Effects::new();
                 self.layer.receive(&cfg.session, from, msg, self.cache.entries(), &mut fx);
@@ -492,6 +688,7 @@ impl Node for Worker {
                 let mut fx = Effects::new();
                 if timer == SessionTimer::Retry {
                     self.age_writes(cfg, &mut fx);
+                    self.age_inboxes(cfg);
                 }
                 self.layer.timeout(&cfg.session, timer, self.cache.entries(), &mut fx);
                 self.apply(cfg, fx, out);

@@ -1,7 +1,7 @@
 //! A worker whose executors run scripted function bodies: what models and simulations run in
 //! place of real code.
 //!
-//! Each function name maps to a list of steps — reads and writes — that its executor performs
+//! Each function name maps to a list of steps — reads, writes, messages — that its executor performs
 //! in order, each once the previous one was answered; then the function finishes with its name
 //! as output. Executors and the worker exchange messages directly, as executors in the
 //! worker's process would: none is lost or duplicated, and all die with the worker.
@@ -23,6 +23,10 @@ pub enum Step {
     Get(Key),
     /// Write a key.
     Put(Key, Write),
+    /// Send bytes to the function with this label in the session's DAG.
+    Send(String, Bytes),
+    /// Wait for a message.
+    Recv,
 }
 
 /// How a scripted worker is configured: the worker, and every function's body.
@@ -109,7 +113,15 @@ impl ScriptedWorker {
                 }
                 None
             }
-            ExecMsg::Get { .. } | ExecMsg::Put { .. } | ExecMsg::Done { .. } => None,
+            ExecMsg::Sent { call, req, result } => {
+                self.answered(cfg, executor, call, req, result.map_err(|e| e.to_string()))
+            }
+            ExecMsg::Received { call, req, .. } => self.answered(cfg, executor, call, req, Ok(())),
+            ExecMsg::Get { .. }
+            | ExecMsg::Put { .. }
+            | ExecMsg::Done { .. }
+            | ExecMsg::Send { .. }
+            | ExecMsg::Recv { .. } => None,
         }
     }
 
@@ -144,6 +156,10 @@ impl ScriptedWorker {
             Some(Step::Put(key, write)) => {
                 Some(ExecMsg::Put { call, req, key: key.clone(), write: write.clone() })
             }
+            Some(Step::Send(to, bytes)) => {
+                Some(ExecMsg::Send { call, req, to: to.clone(), bytes: bytes.clone() })
+            }
+            Some(Step::Recv) => Some(ExecMsg::Recv { call, req, wait: true }),
             None => {
                 let output = Bytes::from(run.function.clone());
                 self.runs.remove(&executor);

@@ -803,3 +803,76 @@ fn a_submitted_call_is_accepted_at_once_runs_once_and_answers_nothing_more() {
     assert_eq!(net.attempts(1), 1);
     assert_eq!(net.recorded(1).req, 1);
 }
+
+#[test]
+fn functions_send_messages_to_running_and_later_functions_of_their_session() {
+    // talker (on A) tells listener (a sibling, on B) and join (its successor, on A, which
+    // does not run yet); both wait for the message, so the call completes only if each came.
+    let dag = Dag::new(vec![
+        Function::new("talker", &[], &[2]),
+        Function::new("listener", &[], &[2]),
+        Function::new("join", &[], &[]),
+    ])
+    .expect("valid");
+    let hi = || Bytes::from_static(b"hi");
+    let talker = vec![Step::Send("listener".into(), hi()), Step::Send("join".into(), hi())];
+    let scripts =
+        bodies(&[("talker", talker), ("listener", vec![Step::Recv]), ("join", vec![Step::Recv])]);
+    let mut net = Net::new(&[], None, scripts);
+    net.call(1, Level::Lww, &dag);
+    net.run();
+    assert!(net.completed(1), "{:?}", net.outcome(1));
+    let messages: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|e| is(e, |m| matches!(m, SessionMsg::Message { .. })))
+        .map(|e| (e.0, e.1))
+        .collect();
+    assert_eq!(messages, [(A, B)], "to listener over the network, to join within A");
+    assert_eq!(net.worker(A).unread() + net.worker(B).unread(), 0, "every message read");
+
+    // A message to no function of the DAG fails the sender, and so the call.
+    let lost = vec![Step::Send("nobody".into(), hi())];
+    let mut net = Net::new(&[], None, bodies(&[("talker", lost)]));
+    net.call(2, Level::Lww, &dag);
+    net.run();
+    assert!(
+        matches!(net.outcome(2), Some(Outcome::Failed { reason, .. }) if reason.contains("nobody")),
+        "{:?}",
+        net.outcome(2)
+    );
+}
+
+#[test]
+fn unread_messages_are_bounded_and_dropped_once_their_receiver_is_not_coming() {
+    // The talker tells join (which runs after it, on A) more than A keeps.
+    let dag = Dag::new(vec![
+        Function::new("talker", &[], &[2]),
+        Function::new("other", &[], &[2]),
+        Function::new("join", &[], &[]),
+    ])
+    .expect("valid");
+    let many = (0..4).map(|i| Step::Send("join".into(), Bytes::from(vec![i]))).collect();
+    let mut net = Net::new(&[], None, bodies(&[("talker", many)]));
+    for id in [A, B] {
+        if let SystemConfig::Worker(cfg) = net.cfgs.get_mut(&id).expect("a worker") {
+            cfg.worker.max_messages = 2;
+        }
+    }
+    net.call(1, Level::Lww, &dag);
+    net.run();
+    // The third send was refused: the talker failed, and every attempt did the same.
+    assert!(
+        matches!(net.outcome(1), Some(Outcome::Failed { reason, .. }) if reason.contains("unread")),
+        "{:?}",
+        net.outcome(1)
+    );
+    assert!(net.worker(A).unread() <= 2);
+    // The receivers never run: Retry ticks drop their messages.
+    for _ in 0..=5 {
+        net.fire(A, SystemTimer::Session(SessionTimer::Retry));
+        net.fire(B, SystemTimer::Session(SessionTimer::Retry));
+    }
+    net.run();
+    assert_eq!(net.worker(A).unread() + net.worker(B).unread(), 0);
+}
