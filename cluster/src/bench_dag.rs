@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -29,6 +29,7 @@ use crate::config::ClusterConfig;
 use crate::exec::{Ctx, Registry, Value};
 use crate::faas::{DagSpec, FnClient};
 use crate::local::LocalCluster;
+use crate::rpc::SquallClient;
 
 /// The knobs of `squall bench dag`.
 #[derive(Clone, Debug, clap::Args)]
@@ -58,6 +59,10 @@ pub struct Phase {
     pub unit: &'static str,
     /// Failed calls, and the first failure.
     pub errors: (u64, Option<String>),
+    /// The loopback RPC pings measured alongside, one before each call (µs): the round trip
+    /// under the same load, so that the ratio does not flatter or penalise the phase for
+    /// what its own calls do to the machine (busy cores answer faster than idle ones).
+    pub alongside: Option<Histogram<u64>>,
 }
 
 impl Phase {
@@ -65,6 +70,12 @@ impl Phase {
     pub fn median_us(&self) -> f64 {
         let median = self.latency.value_at_quantile(0.5) as f64;
         if self.unit == "ns" { median / 1e3 } else { median }
+    }
+
+    /// The median in loopback round trips measured alongside, if they were.
+    pub fn round_trips(&self) -> Option<f64> {
+        let ping = self.alongside.as_ref()?.value_at_quantile(0.5) as f64;
+        Some(self.median_us() / ping.max(1.0))
     }
 
     /// A line of the report.
@@ -79,6 +90,12 @@ impl Phase {
             h.value_at_quantile(0.999),
             u = self.unit
         );
+        if let (Some(ping), Some(rts)) = (&self.alongside, self.round_trips()) {
+            line.push_str(&format!(
+                "  (ping alongside p50 {} µs: {rts:.2} round trips)",
+                ping.value_at_quantile(0.5)
+            ));
+        }
         if self.errors.0 > 0 {
             line.push_str(&format!(
                 "  {} errors (first: {})",
@@ -115,6 +132,12 @@ struct Scratch {
 
 impl Scratch {
     async fn start(config: &ClusterConfig) -> anyhow::Result<Self> {
+        Self::start_laid_out(config, true).await
+    }
+
+    /// With the scheduler and workers reaching each other in process (`colocated`, as on
+    /// `squall up`) or over loopback TCP (as roles on separate hosts would).
+    async fn start_laid_out(config: &ClusterConfig, colocated: bool) -> anyhow::Result<Self> {
         anyhow::ensure!(
             config.scheduler.is_some(),
             "the configuration has no [scheduler] and [[worker]]s: it runs no functions"
@@ -125,7 +148,12 @@ impl Scratch {
             rand::random::<u32>()
         ));
         let config = config.on_free_ports(&dir).context("finding free loopback ports")?;
-        let cluster = LocalCluster::start(&config).await?;
+        let registry = Arc::new(Registry::builtin());
+        let cluster = if colocated {
+            LocalCluster::start_with(&config, registry).await?
+        } else {
+            LocalCluster::start_apart(&config, registry).await?
+        };
         Ok(Self { cluster, config, dir })
     }
 
@@ -144,20 +172,22 @@ const SQUARE_WAT: &str = r#"(module
   (func (export "run") (result i64) (local $x i64)
     (local.set $x (call $arg (i32.const 0))) (i64.mul (local.get $x) (local.get $x))))"#;
 
-/// The composition benchmark: ping baseline, in-process floor, native and wasm DAGs.
+/// The composition benchmark: ping baseline, in-process floor, native and wasm DAGs on a
+/// cluster laid out as `squall up` runs it (the scheduler and workers in one process, handing
+/// each other messages directly), then native again with the roles talking over loopback TCP
+/// as on separate hosts.
 pub async fn composition(
     config: &ClusterConfig,
     args: &DagBenchArgs,
 ) -> anyhow::Result<Vec<Phase>> {
     anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
-    let scratch = Scratch::start(config).await?;
+    let duration = Duration::from_secs_f64(args.duration);
     let registry = Registry::builtin();
+    let mut phases = Vec::new();
+    let scratch = Scratch::start(config).await?;
     let client = Arc::new(FnClient::new(&scratch.config, registry.clone())?);
     client.register_fn("increment_wasm", INCREMENT_WAT.as_bytes()).await?;
     client.register_fn("square_wasm", SQUARE_WAT.as_bytes()).await?;
-    let duration = Duration::from_secs_f64(args.duration);
-    let mut phases = Vec::new();
-
     let addr = scratch.config.scheduler.as_ref().expect("checked").rpc;
     let ping = crate::runtime::connect(addr, scratch.config.limits.max_frame_bytes).await?;
     phases.push(
@@ -170,31 +200,63 @@ pub async fn composition(
         .await,
     );
     phases.push(floor(&registry, duration));
-    for (name, spec) in [
-        ("square(increment(x)) native", "increment -> square"),
-        ("square(increment(x)) wasm", "increment_wasm -> square_wasm"),
-    ] {
-        let spec = DagSpec::parse(&[spec.to_owned()], &[])?;
-        let x = Arc::new(AtomicI64::new(0));
-        // A first call loads the modules into the workers (not measured).
-        client.run(spec.clone(), vec![Value::Int(1)], Level::Lww).await?;
-        phases.push(
-            closed_loop(name, duration, args.quiet, || {
-                let (client, spec) = (client.clone(), spec.clone());
-                let n = x.fetch_add(1, Ordering::Relaxed) % 1_000_000;
-                async move {
-                    match client.run(spec, vec![Value::Int(n)], Level::Lww).await {
-                        Ok(Value::Int(v)) if v == (n + 1) * (n + 1) => Ok(()),
-                        Ok(other) => Err(format!("wrong result {other} for {n}")),
-                        Err(e) => Err(e.to_string()),
-                    }
-                }
-            })
-            .await,
-        );
-    }
+    let (native, wasm) = ("increment -> square", "increment_wasm -> square_wasm");
+    phases.push(compose(&client, &ping, "square(increment(x)) native", native, args).await?);
+    phases.push(compose(&client, &ping, "square(increment(x)) wasm", wasm, args).await?);
+    drop(client);
+    scratch.stop().await?;
+
+    let scratch = Scratch::start_laid_out(config, false).await?;
+    let client = Arc::new(FnClient::new(&scratch.config, registry)?);
+    let addr = scratch.config.scheduler.as_ref().expect("checked").rpc;
+    let ping = crate::runtime::connect(addr, scratch.config.limits.max_frame_bytes).await?;
+    phases.push(compose(&client, &ping, "native, roles over TCP", native, args).await?);
+    drop(client);
     scratch.stop().await?;
     Ok(phases)
+}
+
+/// Calls the DAG `spec` closed-loop with arguments 0, 1, 2, ..., checking every result is
+/// `(x + 1)^2`, with a loopback `ping` of the scheduler before each call
+/// ([`Phase::alongside`]).
+async fn compose(
+    client: &Arc<FnClient>,
+    ping: &SquallClient,
+    name: &'static str,
+    spec: &str,
+    args: &DagBenchArgs,
+) -> anyhow::Result<Phase> {
+    let spec = DagSpec::parse(&[spec.to_owned()], &[])?;
+    // A first call loads the modules into the workers (not measured).
+    client.run(spec.clone(), vec![Value::Int(1)], Level::Lww).await?;
+    let duration = Duration::from_secs_f64(args.duration);
+    let bar = bar(args.quiet, name.to_owned());
+    let (mut latency, mut alongside) = (histogram(), histogram());
+    let mut errors = (0, None);
+    let start = Instant::now();
+    let mut n = 0i64;
+    while start.elapsed() < duration {
+        let began = Instant::now();
+        if ping.ping(tarpc::context::current()).await.is_ok() {
+            alongside.saturating_record((began.elapsed().as_micros() as u64).max(1));
+        }
+        let began = Instant::now();
+        let outcome = match client.run(spec.clone(), vec![Value::Int(n)], Level::Lww).await {
+            Ok(Value::Int(v)) if v == (n + 1) * (n + 1) => Ok(()),
+            Ok(other) => Err(format!("wrong result {other} for {n}")),
+            Err(e) => Err(e.to_string()),
+        };
+        match outcome {
+            Ok(()) => latency.saturating_record((began.elapsed().as_micros() as u64).max(1)),
+            Err(e) => {
+                errors.0 += 1;
+                errors.1.get_or_insert(e);
+            }
+        }
+        n = (n + 1) % 1_000_000;
+    }
+    bar.finish_and_clear();
+    Ok(Phase { name, latency, unit: "µs", errors, alongside: Some(alongside) })
 }
 
 /// Both functions called in-process, one after the other, as one program would: the floor.
@@ -213,7 +275,7 @@ fn floor(registry: &Registry, duration: Duration) -> Phase {
         latency.saturating_record((began.elapsed().as_nanos() as u64).max(1));
         n += 1;
     }
-    Phase { name: "in-process floor", latency, unit: "ns", errors: (0, None) }
+    Phase { name: "in-process floor", latency, unit: "ns", errors: (0, None), alongside: None }
 }
 
 async fn closed_loop<F, Fut>(
@@ -241,7 +303,7 @@ where
         }
     }
     bar.finish_and_clear();
-    Phase { name, latency, unit: "µs", errors }
+    Phase { name, latency, unit: "µs", errors, alongside: None }
 }
 
 /// One level's row of the anomaly table.

@@ -22,7 +22,7 @@ use squall_proto::{NodeId, Refusal};
 
 use crate::config::{CLIENT_ID_BASE, ClusterConfig};
 use crate::rpc::CallError;
-use crate::runtime::{self, LocalCall, NodeHandle, RuntimeSettings};
+use crate::runtime::{self, LocalCall, LocalPeers, NodeHandle, RuntimeSettings};
 use crate::sync::{AtomicU64, Ordering};
 
 /// Why an operation failed, and whether it certainly did not happen.
@@ -356,7 +356,7 @@ impl KvClient {
                 max_frame: self.settings.max_frame,
                 disk: None,
                 peers: self.peers.clone(),
-                local: self.local.clone(),
+                local: LocalPeers::only(self.local.clone()),
                 // The client's own attempt timers decide when to give up on a request; a call
                 // lives long enough for the slowest (a leave).
                 call_deadline: self.cfg.leave_after.max(self.cfg.retry_after) * 2,

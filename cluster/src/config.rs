@@ -105,6 +105,14 @@ pub struct FunctionsSection {
     pub attempts: u32,
     /// The largest argument list or result a function call may carry, in bytes.
     pub max_arg_bytes: usize,
+    /// How long an executor keeps polling for its next message (the answer to its function's
+    /// read, the next function of a DAG) before its thread sleeps, in microseconds; `0` sleeps
+    /// at once. Polling yields the core between polls; it costs CPU only while calls come.
+    pub executor_spin_us: u64,
+    /// The most keys a worker names when it tells the scheduler what its cache holds (after a
+    /// DAG execution, if that changed), for `local` placement; `0`: no reports (placement
+    /// then follows the hash of a DAG's keys and load only).
+    pub report_keys: usize,
     /// Where the scheduler runs a DAG's functions: `local` (the default: all on one worker,
     /// chosen by the DAG's keys and the workers' load, so results pass executor to executor
     /// inside it) or `spread` (function *i* on worker *i*, so sessions span workers; retries
@@ -133,6 +141,8 @@ impl Default for FunctionsSection {
             deadline_ticks: 5,
             attempts: 3,
             max_arg_bytes: 1 << 20,
+            executor_spin_us: 200,
+            report_keys: 1024,
             placement: PlacementSetting::Local,
         }
     }
@@ -489,6 +499,7 @@ impl ClusterConfig {
             )
             .max(Duration::from_secs(30)),
         );
+        cfg.report_keys = self.functions.report_keys;
         Some(cfg)
     }
 

@@ -422,10 +422,16 @@ pub const BUILTIN: &[NativeFn] = &[
 /// request the running function is blocked on — while `Invoke`s for later runs arrive
 /// (deferred, in order), answers for runs that ended arrive late (dropped), and a `Cancel` may
 /// end the running function.
+///
+/// The answer an executor waits for is usually a few microseconds away (the worker's next
+/// step), and the next `Invoke` of a DAG often too: a mailbox made [`Mailbox::polling`] keeps
+/// polling for up to its `spin`, yielding the core between polls, before the thread sleeps —
+/// waking a sleeping thread (and the idle core under it) costs more than the wait.
 #[derive(Debug)]
 pub struct Mailbox {
     rx: mpsc::Receiver<ExecMsg>,
     deferred: VecDeque<ExecMsg>,
+    spin: std::time::Duration,
 }
 
 /// What a running function's wait for an answer came to.
@@ -440,9 +446,35 @@ pub enum Answer {
 }
 
 impl Mailbox {
-    /// A mailbox reading `rx`.
+    /// A mailbox reading `rx` that sleeps as soon as nothing is there.
     pub fn new(rx: mpsc::Receiver<ExecMsg>) -> Self {
-        Self { rx, deferred: VecDeque::new() }
+        Self::polling(rx, std::time::Duration::ZERO)
+    }
+
+    /// A mailbox reading `rx` that polls for up to `spin` before it sleeps.
+    pub fn polling(rx: mpsc::Receiver<ExecMsg>, spin: std::time::Duration) -> Self {
+        Self { rx, deferred: VecDeque::new(), spin }
+    }
+
+    /// The next message, `None` once the worker is gone.
+    fn recv(&mut self) -> Option<ExecMsg> {
+        if !self.spin.is_zero() {
+            let start = std::time::Instant::now();
+            let mut polls = 0;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(msg) => return Some(msg),
+                    Err(mpsc::TryRecvError::Disconnected) => return None,
+                    Err(mpsc::TryRecvError::Empty) => {}
+                }
+                polls += 1;
+                if !crate::sync::keep_polling(start, self.spin, polls) {
+                    break;
+                }
+                crate::sync::yield_now();
+            }
+        }
+        self.rx.recv().ok()
     }
 
     /// The next `Invoke`, in arrival order; `None` once the worker is gone. Other messages
@@ -452,7 +484,7 @@ impl Mailbox {
             return Some(invoke);
         }
         loop {
-            match self.rx.recv().ok()? {
+            match self.recv()? {
                 invoke @ ExecMsg::Invoke { .. } => return Some(invoke),
                 _ => continue,
             }
@@ -462,7 +494,7 @@ impl Mailbox {
     /// Waits for the answer to request `req` of run `call`.
     pub fn answer(&mut self, call: CallId, req: u32) -> Answer {
         loop {
-            let Ok(msg) = self.rx.recv() else { return Answer::Stopped };
+            let Some(msg) = self.recv() else { return Answer::Stopped };
             match &msg {
                 ExecMsg::GetOk { call: c, req: r, .. }
                 | ExecMsg::PutOk { call: c, req: r, .. }
@@ -513,11 +545,13 @@ impl LocalCall<SystemMsg> for Endpoint {
 /// worker's inbox, waiting for room. False if the worker stopped.
 pub type ToWorker = Arc<dyn Fn(NodeId, ExecMsg) -> bool + Send + Sync>;
 
-/// Limits every function call of an executor obeys.
+/// Limits every function call of an executor obeys, and how an executor waits.
 #[derive(Clone, Copy, Debug)]
 pub struct ExecLimits {
     /// The largest encoded result.
     pub max_result_bytes: usize,
+    /// How long an executor polls for its next message before it sleeps (see [`Mailbox`]).
+    pub spin: std::time::Duration,
 }
 
 /// A function's view of its call: arguments came in, reads and writes go through the
@@ -720,7 +754,7 @@ impl Executors {
         let mut endpoints: Vec<Arc<dyn LocalCall<SystemMsg>>> = Vec::new();
         for &id in ids {
             let (tx, rx) = mpsc::channel();
-            mailboxes.push((id, Mailbox::new(rx)));
+            mailboxes.push((id, Mailbox::polling(rx, limits.spin)));
             endpoints.push(Arc::new(Endpoint { id, tx: std::sync::Mutex::new(tx) }));
         }
         (Self { mailboxes, registry, limits }, endpoints)

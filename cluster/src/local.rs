@@ -18,7 +18,9 @@ use crate::config::ClusterConfig;
 use crate::exec::{ExecLimits, Executors, Fetch, FnError, Registry, ToWorker, WasmSource};
 use crate::port::Port;
 use crate::resp::{self, RespContext};
-use crate::runtime::{self, DiskSettings, LocalCall, NodeHandle, Running, RuntimeSettings, Served};
+use crate::runtime::{
+    self, DiskSettings, LocalPeers, NodeHandle, Running, RuntimeSettings, Served,
+};
 use crate::server::{self, PortLimits};
 use crate::wasm::{Wasm, WasmLimits};
 use squall_proto::lattice::LatticeValue;
@@ -117,7 +119,7 @@ impl LocalNode {
                 reserve: config.limits.min_free_disk_bytes,
             }),
             peers: config.all_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
-            local: Vec::new(),
+            local: LocalPeers::default(),
             // A storage node sends no requests of its own.
             call_deadline: Duration::from_secs(10),
         };
@@ -230,6 +232,8 @@ impl LocalNode {
 pub struct LocalRole<N: Served> {
     running: Running<N>,
     rpc: Port,
+    /// The registry of roles in this process it joined (and leaves when it stops).
+    colocated: LocalPeers<N::Msg>,
     /// Where the RPC port listens.
     pub rpc_addr: SocketAddr,
     drain: Duration,
@@ -250,7 +254,7 @@ impl<N: Served<Durable = u32>> LocalRole<N> {
         id: u64,
         rpc: SocketAddr,
         cfg: N::Config,
-        local: Vec<Arc<dyn LocalCall<N::Msg>>>,
+        local: LocalPeers<N::Msg>,
     ) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(rpc)
             .await
@@ -260,18 +264,20 @@ impl<N: Served<Durable = u32>> LocalRole<N> {
             max_frame: config.limits.max_frame_bytes,
             disk: None,
             peers: config.all_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),
-            local,
+            local: local.clone(),
             call_deadline: Duration::from_millis(config.client.timeout_ms),
         };
         let (floor, _) = incarnation_floor(config, id)?;
         let running = runtime::start::<N>(NodeId(id), cfg, settings, floor)
             .with_context(|| format!("{id}: cannot start"))?;
+        local.register(running.handle.clone());
         let rpc_addr = listener.local_addr()?;
         let port =
             server::serve(listener, running.handle.clone(), port_limits(config), Arc::default());
         Ok(Self {
             running,
             rpc: port,
+            colocated: local,
             rpc_addr,
             drain: Duration::from_millis(config.limits.drain_ms),
         })
@@ -284,6 +290,7 @@ impl<N: Served<Durable = u32>> LocalRole<N> {
 
     /// Stops gracefully: calls in flight get the drain time to be answered.
     pub async fn stop(self) -> anyhow::Result<()> {
+        self.colocated.unregister(self.running.handle.id());
         self.rpc.stop_accepting();
         self.running.handle.shutdown(self.drain).await;
         self.running.wait().await?;
@@ -293,35 +300,47 @@ impl<N: Served<Durable = u32>> LocalRole<N> {
 
     /// Kills the role at once, as a crash would.
     pub fn kill(self) {
+        self.colocated.unregister(self.running.handle.id());
         self.rpc.close();
         self.running.kill();
     }
 }
 
 impl LocalRole<Scheduler> {
-    /// Starts the configuration's scheduler.
-    pub async fn scheduler(config: &ClusterConfig) -> anyhow::Result<Self> {
+    /// Starts the configuration's scheduler, joining `colocated` (the registry of the roles of
+    /// this process; [`LocalPeers::default`] for none).
+    pub async fn scheduler(
+        config: &ClusterConfig,
+        colocated: &LocalPeers<SystemMsg>,
+    ) -> anyhow::Result<Self> {
         let entry = config.scheduler.as_ref().context("the configuration has no [scheduler]")?;
         let cfg = config.scheduler_config().expect("a scheduler is configured");
-        Self::start_role(config, entry.id, entry.rpc, cfg, Vec::new()).await
+        Self::start_role(config, entry.id, entry.rpc, cfg, colocated.with_own(Vec::new())).await
     }
 }
 
 impl LocalRole<Worker> {
-    /// Starts worker `id` with its executors, which run the functions of `registry`.
+    /// Starts worker `id` with its executors, which run the functions of `registry`, joining
+    /// `colocated` (the registry of the roles of this process; [`LocalPeers::default`] for
+    /// none).
     pub async fn worker(
         config: &ClusterConfig,
         id: u64,
         registry: Arc<Registry>,
+        colocated: &LocalPeers<SystemMsg>,
     ) -> anyhow::Result<Self> {
         let entry = config
             .worker(id)
             .with_context(|| format!("worker {id} is not in the configuration"))?;
         let cfg = config.worker_config(id).expect("the worker is configured");
-        let limits = ExecLimits { max_result_bytes: config.functions.max_arg_bytes };
+        let limits = ExecLimits {
+            max_result_bytes: config.functions.max_arg_bytes,
+            spin: Duration::from_micros(config.functions.executor_spin_us),
+        };
         let registry = Arc::new(registry.as_ref().clone().with_wasm(stored_modules(config)));
         let (executors, endpoints) = Executors::new(&cfg.executors, registry, limits);
-        let role = Self::start_role(config, id, entry.rpc, cfg, endpoints).await?;
+        let role =
+            Self::start_role(config, id, entry.rpc, cfg, colocated.with_own(endpoints)).await?;
         let handle = role.handle().clone();
         let to_worker: ToWorker =
             Arc::new(move |executor, msg| handle.deliver_blocking(executor, SystemMsg::Exec(msg)));
@@ -358,6 +377,9 @@ pub struct LocalCluster {
     pub scheduler: Option<LocalRole<Scheduler>>,
     /// The workers, in configuration order.
     pub workers: Vec<LocalRole<Worker>>,
+    /// The registry the scheduler and workers joined: a role started later (a restarted
+    /// worker) joins it too.
+    pub colocated: LocalPeers<SystemMsg>,
 }
 
 impl LocalCluster {
@@ -367,24 +389,42 @@ impl LocalCluster {
         Self::start_with(config, Arc::new(Registry::builtin())).await
     }
 
-    /// Like [`LocalCluster::start`], with workers running the functions of `registry`.
+    /// Like [`LocalCluster::start`], with workers running the functions of `registry`. The
+    /// scheduler and the workers hand each other messages in process (see [`LocalPeers`]).
     pub async fn start_with(
         config: &ClusterConfig,
         registry: Arc<Registry>,
+    ) -> anyhow::Result<Self> {
+        Self::start_roles(config, registry, LocalPeers::registry()).await
+    }
+
+    /// Like [`LocalCluster::start_with`], with the scheduler and workers talking to each other
+    /// over loopback TCP as roles on separate hosts would (benchmarks compare the two).
+    pub async fn start_apart(
+        config: &ClusterConfig,
+        registry: Arc<Registry>,
+    ) -> anyhow::Result<Self> {
+        Self::start_roles(config, registry, LocalPeers::default()).await
+    }
+
+    async fn start_roles(
+        config: &ClusterConfig,
+        registry: Arc<Registry>,
+        colocated: LocalPeers<SystemMsg>,
     ) -> anyhow::Result<Self> {
         let mut nodes = Vec::new();
         for entry in config.nodes.iter().filter(|entry| !entry.join) {
             nodes.push(LocalNode::start(config, entry.id).await?);
         }
         let scheduler = match &config.scheduler {
-            Some(_) => Some(LocalRole::scheduler(config).await?),
+            Some(_) => Some(LocalRole::scheduler(config, &colocated).await?),
             None => None,
         };
         let mut workers = Vec::new();
         for entry in &config.workers {
-            workers.push(LocalRole::worker(config, entry.id, registry.clone()).await?);
+            workers.push(LocalRole::worker(config, entry.id, registry.clone(), &colocated).await?);
         }
-        Ok(Self { nodes, scheduler, workers })
+        Ok(Self { nodes, scheduler, workers, colocated })
     }
 
     /// Stops every role gracefully: the scheduler and workers first, then the storage nodes.

@@ -14,6 +14,7 @@ use squall_cluster::config::{ClusterConfig, DEFAULT_TOML, WriteDurability};
 use squall_cluster::exec::{Registry, Value};
 use squall_cluster::faas::{DagSpec, FaasError, FnClient};
 use squall_cluster::local::{LocalCluster, LocalNode, LocalRole};
+use squall_cluster::runtime::LocalPeers;
 use squall_proto::lattice::LatticeType;
 use squall_proto::lattice::{
     LatticeValue, Max, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal, VectorClock,
@@ -326,13 +327,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let entry =
                 config.scheduler.as_ref().context("the configuration has no [scheduler]")?;
             anyhow::ensure!(entry.id == id, "the scheduler's id is {}, not {id}", entry.id);
-            let scheduler = LocalRole::scheduler(&config).await?;
+            let scheduler = LocalRole::scheduler(&config, &LocalPeers::default()).await?;
             say(format!("squall: scheduler {id} up: rpc {}", scheduler.rpc_addr));
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             scheduler.stop().await?;
         }
         Command::Node { id, role: Role::Worker } => {
-            let worker = LocalRole::worker(&config, id, Arc::new(Registry::builtin())).await?;
+            let worker = LocalRole::worker(
+                &config,
+                id,
+                Arc::new(Registry::builtin()),
+                &LocalPeers::default(),
+            )
+            .await?;
             say(format!("squall: worker {id} up: rpc {}", worker.rpc_addr));
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
             worker.stop().await?;
@@ -391,13 +398,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for phase in &phases {
                 say(phase.render());
             }
-            if let [ping, floor, native, wasm] = &phases[..] {
-                let rt = ping.median_us().max(1e-9);
+            if let [ping, floor, native, wasm, apart] = &phases[..] {
+                let rts = |phase: &squall_cluster::bench_dag::Phase| {
+                    phase.round_trips().unwrap_or(f64::NAN)
+                };
                 say(format!(
-                    "median in loopback round trips: native {:.2}, wasm {:.2} (goal <= 3); in-process floor {:.4}",
-                    native.median_us() / rt,
-                    wasm.median_us() / rt,
-                    floor.median_us() / rt
+                    "median in loopback round trips (each against the pings alongside it): \
+                     native {:.2}, wasm {:.2} (goal <= 3); roles over TCP {:.2}; \
+                     in-process floor {:.4} (against the ping alone)",
+                    rts(native),
+                    rts(wasm),
+                    rts(apart),
+                    floor.median_us() / ping.median_us().max(1e-9)
                 ));
             }
         }

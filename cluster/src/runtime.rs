@@ -98,6 +98,153 @@ impl<N: Served> LocalCall<N::Msg> for NodeHandle<N> {
     }
 }
 
+/// The nodes of this process a node reaches without TCP ([`RuntimeSettings::local`]): its own
+/// (a worker's executors), and the roles that share a registry — `squall up` runs the
+/// scheduler and the workers in one process, each registers once it runs and leaves when it
+/// stops, and they hand each other messages straight into their inboxes, as the wire's
+/// [`SystemMsg`] (so roles of different message types reach each other). Requests and one-way
+/// messages to a registered node skip the kernel; a cut link still loses them.
+pub struct LocalPeers<M> {
+    own: Vec<Arc<dyn LocalCall<M>>>,
+    shared: Option<Arc<std::sync::RwLock<Registered>>>,
+}
+
+/// The roles registered in a [`LocalPeers`] registry.
+type Registered = Vec<Arc<dyn LocalCall<SystemMsg>>>;
+
+impl<M> Clone for LocalPeers<M> {
+    fn clone(&self) -> Self {
+        Self { own: self.own.clone(), shared: self.shared.clone() }
+    }
+}
+
+impl<M> Default for LocalPeers<M> {
+    fn default() -> Self {
+        Self { own: Vec::new(), shared: None }
+    }
+}
+
+impl<M> fmt::Debug for LocalPeers<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shared = self.shared.as_ref().map(|shared| {
+            shared.read().expect("local peers lock").iter().map(|n| n.id()).collect::<Vec<_>>()
+        });
+        f.debug_struct("LocalPeers")
+            .field("own", &self.own.iter().map(|n| n.id()).collect::<Vec<_>>())
+            .field("shared", &shared)
+            .finish()
+    }
+}
+
+/// A node of any message type, reached with the wire's [`SystemMsg`].
+struct Wired<N: Served>(NodeHandle<N>);
+
+impl<N: Served> fmt::Debug for Wired<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<N: Served> LocalCall<SystemMsg> for Wired<N> {
+    fn id(&self) -> NodeId {
+        self.0.id
+    }
+
+    fn call(
+        &self,
+        from: NodeId,
+        msg: SystemMsg,
+    ) -> futures::future::BoxFuture<'static, Result<SystemMsg, CallError>> {
+        let handle = self.0.clone();
+        Box::pin(async move {
+            let msg = N::Msg::from_world(msg)
+                .ok_or_else(|| CallError::Malformed("a message of another protocol".into()))?;
+            Ok(handle.call(from, msg).await?.into_world())
+        })
+    }
+
+    fn deliver(&self, from: NodeId, msg: SystemMsg) {
+        match N::Msg::from_world(msg) {
+            Some(msg) => self.0.deliver(from, msg),
+            None => bump(&self.0.counters.dropped),
+        }
+    }
+}
+
+impl<M: Within<SystemMsg> + Send + 'static> LocalPeers<M> {
+    /// Only `own`: nodes of this one alone (no registry).
+    pub fn only(own: Vec<Arc<dyn LocalCall<M>>>) -> Self {
+        Self { own, shared: None }
+    }
+
+    /// An empty registry that roles of this process join with [`LocalPeers::register`].
+    pub fn registry() -> Self {
+        Self { own: Vec::new(), shared: Some(Arc::default()) }
+    }
+
+    /// This registry, seen by a node of message type `N` whose own local nodes are `own`.
+    pub fn with_own<N>(&self, own: Vec<Arc<dyn LocalCall<N>>>) -> LocalPeers<N> {
+        LocalPeers { own, shared: self.shared.clone() }
+    }
+
+    /// Adds the node of `handle` to the registry (replacing one of the same id: a restarted
+    /// role); a no-op without a registry.
+    pub fn register<N: Served>(&self, handle: NodeHandle<N>) {
+        if let Some(shared) = &self.shared {
+            let mut nodes = shared.write().expect("local peers lock");
+            nodes.retain(|n| n.id() != handle.id);
+            nodes.push(Arc::new(Wired(handle)));
+        }
+    }
+
+    /// Removes node `id` from the registry: from now on it is reached over TCP, if at all.
+    pub fn unregister(&self, id: NodeId) {
+        if let Some(shared) = &self.shared {
+            shared.write().expect("local peers lock").retain(|n| n.id() != id);
+        }
+    }
+
+    fn shared(&self, id: NodeId) -> Option<Arc<dyn LocalCall<SystemMsg>>> {
+        let shared = self.shared.as_ref()?.read().expect("local peers lock");
+        shared.iter().find(|node| node.id() == id).cloned()
+    }
+
+    /// Delivers `msg` to local node `to`, or gives it back if `to` is not in this process.
+    fn deliver(&self, from: NodeId, to: NodeId, msg: M) -> Result<(), M> {
+        if let Some(node) = self.own.iter().find(|node| node.id() == to) {
+            node.deliver(from, msg);
+            return Ok(());
+        }
+        match self.shared(to) {
+            Some(node) => {
+                node.deliver(from, msg.into_world());
+                Ok(())
+            }
+            None => Err(msg),
+        }
+    }
+
+    /// Calls local node `to` with request `msg`, or gives it back if `to` is not in this
+    /// process.
+    #[allow(clippy::type_complexity)]
+    fn call(
+        &self,
+        from: NodeId,
+        to: NodeId,
+        msg: M,
+    ) -> Result<futures::future::BoxFuture<'static, Result<M, CallError>>, M> {
+        if let Some(node) = self.own.iter().find(|node| node.id() == to) {
+            return Ok(node.call(from, msg));
+        }
+        let Some(node) = self.shared(to) else { return Err(msg) };
+        let answer = node.call(from, msg.into_world());
+        Ok(Box::pin(async move {
+            M::from_world(answer.await?)
+                .ok_or_else(|| CallError::Malformed("an answer of another protocol".into()))
+        }))
+    }
+}
+
 /// Why a node stopped or could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -131,7 +278,7 @@ pub struct RuntimeSettings<M> {
     /// The RPC address of every peer.
     pub peers: HashMap<NodeId, SocketAddr>,
     /// Peers in this process, called directly (requests to them skip TCP).
-    pub local: Vec<Arc<dyn LocalCall<M>>>,
+    pub local: LocalPeers<M>,
     /// How long a request sent to a peer as an RPC call may wait for its answer. The node's
     /// own timers decide when to give up on it; this only bounds the call.
     pub call_deadline: Duration,
@@ -705,13 +852,12 @@ impl<N: Served> Driver<N> {
         if let Some(req) = msg.request() {
             return self.call_peer(to, req, msg);
         }
-        if let Some(local) = self.settings.local.iter().find(|node| node.id() == to) {
-            return local.deliver(self.id, msg);
+        if self.links.is_cut(to) {
+            return bump(&self.counters.dropped);
         }
-        let Some(addr) = self.settings.peers.get(&to).copied().filter(|_| !self.links.is_cut(to))
-        else {
-            // An answer to a call that was given up on, a node this one has no address for, or
-            // one it is cut off from.
+        let Err(msg) = self.settings.local.deliver(self.id, to, msg) else { return };
+        let Some(addr) = self.settings.peers.get(&to).copied() else {
+            // An answer to a call that was given up on, or a node this one has no address for.
             bump(&self.counters.dropped);
             return;
         };
@@ -739,23 +885,26 @@ impl<N: Served> Driver<N> {
         if self.links.is_cut(to) {
             return bump(&self.counters.dropped);
         }
-        let local = self.settings.local.iter().find(|node| node.id() == to).cloned();
-        let addr = self.settings.peers.get(&to).copied();
         let refused = msg.refuser();
+        let (local, msg) = match self.settings.local.call(self.id, to, msg) {
+            Ok(answer) => (Some(answer), None),
+            Err(msg) => (None, Some(msg)),
+        };
+        let addr = self.settings.peers.get(&to).copied();
         let inbox = self.inbox.clone();
         let (from, max_frame) = (self.id, self.settings.max_frame);
         let (deadline, connections) = (self.settings.call_deadline, self.connections.clone());
         tokio::spawn(async move {
-            let answer = match (local, addr) {
-                (Some(local), _) => match local.call(from, msg).await {
+            let answer = match (local, msg, addr) {
+                (Some(local), _, _) => match local.await {
                     Ok(answer) => Some(answer),
                     Err(error) => error.refusal().map(|refusal| refused(req, refusal)),
                 },
-                (None, Some(addr)) => {
+                (None, Some(msg), Some(addr)) => {
                     let call = RemoteCall { from, to, addr, max_frame, deadline };
                     call.run(&connections, req, msg, refused).await
                 }
-                (None, None) => Some(refused(req, Refusal::Unreachable)),
+                (None, _, _) => Some(refused(req, Refusal::Unreachable)),
             };
             if let (Some(msg), Some(inbox)) = (answer, inbox.upgrade()) {
                 let _ = inbox.try_send(Event::Deliver { from: to, msg });

@@ -15,3 +15,22 @@ pub(crate) use std::sync::atomic::Ordering;
 pub(crate) use loom::sync::mpsc;
 #[cfg(not(squall_loom))]
 pub(crate) use std::sync::mpsc;
+
+#[cfg(squall_loom)]
+pub(crate) use loom::thread::yield_now;
+#[cfg(not(squall_loom))]
+pub(crate) use std::thread::yield_now;
+
+/// Whether a thread that started polling at `start` for up to `spin` (and polled `polls`
+/// times) polls again. Under loom a clock would make executions unrepeatable, so there it polls
+/// twice whatever `spin` says.
+#[cfg(not(squall_loom))]
+pub(crate) fn keep_polling(start: std::time::Instant, spin: std::time::Duration, _: u32) -> bool {
+    start.elapsed() < spin
+}
+
+/// See the std version.
+#[cfg(squall_loom)]
+pub(crate) fn keep_polling(_: std::time::Instant, _: std::time::Duration, polls: u32) -> bool {
+    polls < 2
+}

@@ -113,8 +113,14 @@ async fn local_placement_runs_a_dag_on_one_worker() {
         .await
         .expect("running");
     assert_eq!(placements.len(), 3);
-    // Both functions of each call on one worker; the calls on one key on the same worker.
+    // Both functions of each call on one worker; the calls on one key on the same worker,
+    // which told the scheduler its cache holds the key.
     assert!(placements.iter().all(|p| p.len() == 2 && p[0] == p[1]), "{placements:?}");
+    assert_eq!(placements[2][0], placements[0][0], "{placements:?}");
+    let cached = scheduler.inspect(|s| s.cached().clone()).await.expect("running");
+    let holds = |worker, key| cached.get(&worker).is_some_and(|keys| keys.contains(key));
+    assert!(holds(placements[0][0], "local-l"), "{cached:?}");
+    assert!(holds(placements[1][0], "local-c"), "{cached:?}");
     cluster.stop().await.expect("stops");
 }
 

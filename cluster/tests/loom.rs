@@ -163,6 +163,15 @@ fn an_executor_hears_its_answer_and_keeps_every_invoke() {
     loom::model(|| mailbox_scenario(Mailbox::new));
 }
 
+/// The same with a mailbox that polls before it sleeps (`functions.executor_spin_us`): the
+/// polls may find the channel empty or not at any point of the interleaving.
+#[test]
+fn a_polling_executor_hears_its_answer_and_keeps_every_invoke() {
+    loom::model(|| {
+        mailbox_scenario(|rx| Mailbox::polling(rx, std::time::Duration::from_micros(1)))
+    });
+}
+
 /// The mailbox scenario can fail: a mailbox that drops an `Invoke` arriving while its
 /// executor waits for an answer loses call 2 when the dispatcher overtakes the worker.
 #[test]

@@ -26,7 +26,7 @@ pub mod invariants;
 mod layer;
 mod scheduler;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub use dag::{Dag, DagError, FnId, Function};
@@ -444,6 +444,14 @@ pub enum SessionMsg {
         to: FnId,
         /// What it says.
         bytes: Bytes,
+    },
+    /// The keys a worker's cache holds (worker → scheduler; at most the worker's
+    /// `report_keys`, the first in key order), sent after a DAG execution finished there if
+    /// they changed since the last report. The scheduler places a DAG where its keys are
+    /// cached ([`Placement::Local`]).
+    Cached {
+        /// The keys.
+        keys: BTreeSet<Key>,
     },
 }
 

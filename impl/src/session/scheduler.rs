@@ -9,7 +9,7 @@ use bytes::Bytes;
 use super::{
     Dag, Level, Mutant, Read, SessionId, SessionInfo, SessionMsg, SessionTimer, invariants,
 };
-use crate::base::{ReqId, seeded_defects};
+use crate::base::{Key, ReqId, seeded_defects};
 use crate::node::{Input, Node, NodeId, Outbox, Violation};
 
 type Out = Outbox<Scheduler>;
@@ -46,12 +46,14 @@ pub enum Placement {
     /// next `|workers|` attempts avoids it.
     RetryOnOne,
     /// Every function of an execution on one worker, so results pass executor to executor
-    /// inside it: by locality, the worker the DAG's keys hash to (whose cache the earlier calls
-    /// on those keys warmed), unless it runs more than [`LOCAL_SLACK`] sessions more than the
-    /// least loaded worker, which then takes it (ties: the lowest index); a DAG that reads no
-    /// key goes to the least loaded. Attempt *a* > 1 moves *a* − 1 workers on from the first
-    /// attempt's, so a dead worker is avoided as with [`Placement::RetryOnOne`]. What the
-    /// cluster runs by default.
+    /// inside it. By load, among the workers running at most [`LOCAL_SLACK`] sessions more
+    /// than the least loaded one (by this scheduler's count of running sessions); by locality
+    /// among those: the worker whose cache holds the most of the DAG's declared keys (as the
+    /// workers last reported, [`SessionMsg::Cached`]), then the worker the keys hash to (whose
+    /// cache earlier calls on them warmed, before any report), then the least loaded (ties:
+    /// the lowest index). A DAG that reads no key goes to the least loaded. Attempt *a* > 1
+    /// moves *a* − 1 workers on from the first attempt's, so a dead worker is avoided as with
+    /// [`Placement::RetryOnOne`]. What the cluster runs by default.
     Local,
 }
 
@@ -195,6 +197,8 @@ pub struct Scheduler {
     releasing: BTreeMap<SessionId, (NodeId, BTreeSet<NodeId>)>,
     /// Every result recorded, in order; append-only.
     recorded: Vec<Recorded>,
+    /// The keys each worker last reported its cache holds ([`SessionMsg::Cached`]).
+    cached: BTreeMap<NodeId, BTreeSet<Key>>,
 }
 
 impl Scheduler {
@@ -209,6 +213,7 @@ impl Scheduler {
             holders: BTreeMap::new(),
             releasing: BTreeMap::new(),
             recorded: Vec::new(),
+            cached: BTreeMap::new(),
         };
         for call in &cfg.calls {
             let Call { client, req, level, dag, args } = call.clone();
@@ -220,6 +225,11 @@ impl Scheduler {
     /// The requests, by client and request number.
     pub fn requests(&self) -> &BTreeMap<(NodeId, ReqId), Request> {
         &self.requests
+    }
+
+    /// The keys each worker last reported its cache holds.
+    pub fn cached(&self) -> &BTreeMap<NodeId, BTreeSet<Key>> {
+        &self.cached
     }
 
     /// The running sessions, each with its request.
@@ -285,6 +295,13 @@ impl Scheduler {
                     if waiting.is_empty() {
                         self.releasing.remove(&session);
                     }
+                }
+            }
+            Input::Receive { from, msg: SessionMsg::Cached { keys } } => {
+                if cfg.workers.contains(&from) {
+                    self.cached.insert(from, keys);
+                } else {
+                    out.ignore("a cache report from a node that is not a worker");
                 }
             }
             Input::Receive { .. } => out.ignore("message a scheduler does not expect"),
@@ -376,7 +393,7 @@ impl Scheduler {
         }
         self.sessions.insert(session, (client, req));
         let dag = request.dag.clone();
-        let placement = Self::place(cfg, &dag, request.attempts, &load);
+        let placement = Self::place(cfg, &dag, request.attempts, &load, &self.cached);
         request.placement = placement.clone();
         let args = request.args.clone();
         let info = SessionInfo { client, req, level: request.level, dag, placement };
@@ -396,8 +413,15 @@ impl Scheduler {
     }
 
     /// Where each function of `dag` runs in attempt `attempt` (from 1), given how many
-    /// sessions run on each worker (by index in `cfg.workers`): see [`Placement`].
-    pub fn place(cfg: &SchedulerConfig, dag: &Dag, attempt: u32, load: &[usize]) -> Vec<NodeId> {
+    /// sessions run on each worker (by index in `cfg.workers`) and the keys each worker
+    /// reported its cache holds: see [`Placement`].
+    pub fn place(
+        cfg: &SchedulerConfig,
+        dag: &Dag,
+        attempt: u32,
+        load: &[usize],
+        cached: &BTreeMap<NodeId, BTreeSet<Key>>,
+    ) -> Vec<NodeId> {
         let n = cfg.workers.len().max(1);
         let retry = attempt.saturating_sub(1) as usize;
         let one = |i: usize| vec![cfg.workers[i % n]; dag.len()];
@@ -408,17 +432,22 @@ impl Scheduler {
             Placement::Local => {
                 let load = |i: usize| load.get(i).copied().unwrap_or(0);
                 let least = (0..n).min_by_key(|&i| (load(i), i)).unwrap_or(0);
-                let keys: BTreeSet<&str> = dag
-                    .functions()
-                    .iter()
-                    .flat_map(|f| f.reads.iter().map(String::as_str))
-                    .collect();
+                let keys: BTreeSet<&Key> =
+                    dag.functions().iter().flat_map(|f| f.reads.iter()).collect();
                 let first = if keys.is_empty() {
                     least
                 } else {
                     let joined: Vec<u8> = keys.iter().flat_map(|k| k.bytes().chain([0])).collect();
                     let affine = (crate::kvs::ring_hash(&joined) % n as u64) as usize;
-                    if load(affine) <= load(least) + LOCAL_SLACK { affine } else { least }
+                    let held = |i: usize| {
+                        cached.get(&cfg.workers[i]).map_or(0, |held| {
+                            keys.iter().filter(|k| held.contains(k.as_str())).count()
+                        })
+                    };
+                    (0..n)
+                        .filter(|&i| load(i) <= load(least) + LOCAL_SLACK)
+                        .max_by_key(|&i| (held(i), i == affine, i == least, std::cmp::Reverse(i)))
+                        .unwrap_or(least)
                 };
                 one(first + retry)
             }

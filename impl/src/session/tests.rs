@@ -127,31 +127,47 @@ fn placement_spreads_concentrates_retries_or_follows_locality_and_load() {
     let mut cfg = SchedulerConfig::new(NodeId(1), workers.clone());
     let chain = Dag::chain(&[&[], &[], &[]]).expect("a chain");
     let w = |i: usize| workers[i];
+    let none = BTreeMap::new();
     // Spread: function i on worker i, in every attempt.
     for attempt in 1..=3 {
-        assert_eq!(Scheduler::place(&cfg, &chain, attempt, &[]), [w(0), w(1), w(2)]);
+        assert_eq!(Scheduler::place(&cfg, &chain, attempt, &[], &none), [w(0), w(1), w(2)]);
     }
     // RetryOnOne: the first attempt spreads, retry a runs everything on worker a - 1.
     cfg.placement = Placement::RetryOnOne;
-    assert_eq!(Scheduler::place(&cfg, &chain, 1, &[]), [w(0), w(1), w(2)]);
-    assert_eq!(Scheduler::place(&cfg, &chain, 2, &[]), [w(1); 3]);
-    assert_eq!(Scheduler::place(&cfg, &chain, 4, &[]), [w(0); 3]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 1, &[], &none), [w(0), w(1), w(2)]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 2, &[], &none), [w(1); 3]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 4, &[], &none), [w(0); 3]);
     // Local without keys: all on the least loaded (lowest index on ties); retries move on.
     cfg.placement = Placement::Local;
-    assert_eq!(Scheduler::place(&cfg, &chain, 1, &[3, 1, 1]), [w(1); 3]);
-    assert_eq!(Scheduler::place(&cfg, &chain, 2, &[3, 1, 1]), [w(2); 3]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 1, &[3, 1, 1], &none), [w(1); 3]);
+    assert_eq!(Scheduler::place(&cfg, &chain, 2, &[3, 1, 1], &none), [w(2); 3]);
     // Local with keys: the same keys go to the same worker whatever the load within the
     // slack, and to the least loaded beyond it.
     let keyed = Dag::chain(&[&["a", "b"], &["b"]]).expect("a chain");
-    let affine = Scheduler::place(&cfg, &keyed, 1, &[0, 0, 0])[0];
+    let affine = Scheduler::place(&cfg, &keyed, 1, &[0, 0, 0], &none)[0];
     let i = workers.iter().position(|x| *x == affine).expect("a worker");
     let mut load = vec![0; 3];
     load[i] = LOCAL_SLACK;
-    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load), [affine; 2]);
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load, &none), [affine; 2]);
     load[i] = LOCAL_SLACK + 1;
     let least = (0..3).find(|&j| j != i).expect("another worker");
-    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load), [w(least); 2]);
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load, &none), [w(least); 2]);
     // Reordered reads name the same keys: the same worker.
     let reordered = Dag::chain(&[&["b"], &["b", "a"]]).expect("a chain");
-    assert_eq!(Scheduler::place(&cfg, &reordered, 1, &[0, 0, 0])[0], affine);
+    assert_eq!(Scheduler::place(&cfg, &reordered, 1, &[0, 0, 0], &none)[0], affine);
+    // Reports of what caches hold beat the hash: the worker holding more of the DAG's keys
+    // takes it, within the load slack; beyond it, load wins again.
+    let other = (i + 1) % 3;
+    let cached = BTreeMap::from([
+        (w(i), BTreeSet::from(["a".to_owned()])),
+        (w(other), BTreeSet::from(["a".to_owned(), "b".to_owned()])),
+    ]);
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &[0, 0, 0], &cached), [w(other); 2]);
+    let mut load = vec![0; 3];
+    load[other] = LOCAL_SLACK;
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load, &cached), [w(other); 2]);
+    load[other] = LOCAL_SLACK + 1;
+    assert_eq!(Scheduler::place(&cfg, &keyed, 1, &load, &cached), [affine; 2]);
+    // A retry still moves on from the first choice.
+    assert_eq!(Scheduler::place(&cfg, &keyed, 2, &[0, 0, 0], &cached), [w((other + 1) % 3); 2]);
 }

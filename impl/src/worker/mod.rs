@@ -275,6 +275,10 @@ pub struct WorkerConfig {
     /// `Retry` ticks a message is kept for a function that is not running here (not yet,
     /// or no longer) before it is dropped.
     pub message_ticks: u8,
+    /// The most keys a report of what the cache holds names ([`SessionMsg::Cached`], sent to
+    /// the scheduler after a DAG execution finished here, if the keys changed); `0` sends
+    /// none.
+    pub report_keys: usize,
 }
 
 impl WorkerConfig {
@@ -292,6 +296,7 @@ impl WorkerConfig {
             warm: Vec::new(),
             max_messages: 1024,
             message_ticks: 5,
+            report_keys: 0,
         }
     }
 }
@@ -342,6 +347,8 @@ pub struct Worker {
     queue: BTreeMap<CallId, Invocation>,
     /// Messages between functions, by the run they are for.
     inboxes: BTreeMap<CallId, Inbox>,
+    /// The keys last reported to the scheduler as cached ([`WorkerConfig::report_keys`]).
+    reported: BTreeSet<Key>,
 }
 
 type Out = Outbox<Worker>;
@@ -422,9 +429,13 @@ impl Worker {
 
     /// Carries out the session layer's effects.
     fn apply(&mut self, cfg: &WorkerConfig, fx: Effects, out: &mut Out) {
+        let mut finished = false;
         for effect in fx {
             match effect {
-                Effect::Send { to, msg } => out.send(to, SystemMsg::Session(msg)),
+                Effect::Send { to, msg } => {
+                    finished |= matches!(msg, SessionMsg::Result { .. });
+                    out.send(to, SystemMsg::Session(msg))
+                }
                 Effect::SetTimer { timer, after } => {
                     out.set_timer(SystemTimer::Session(timer), after)
                 }
@@ -463,6 +474,24 @@ impl Worker {
                 Effect::Ignore(reason) => out.ignore(reason),
             }
         }
+        if finished {
+            self.report_cached(cfg, out);
+        }
+    }
+
+    /// Tells the scheduler which keys the cache holds (the first `report_keys`), if they
+    /// changed since the last report.
+    fn report_cached(&mut self, cfg: &WorkerConfig, out: &mut Out) {
+        if cfg.report_keys == 0 {
+            return;
+        }
+        let held = self.cache.entries().keys().take(cfg.report_keys);
+        if held.clone().eq(self.reported.iter()) {
+            return;
+        }
+        self.reported = held.cloned().collect();
+        let keys = self.reported.clone();
+        out.send(cfg.session.scheduler, SystemMsg::Session(SessionMsg::Cached { keys }));
     }
 
     /// Hands queued functions to free executors, in order.
@@ -658,6 +687,7 @@ impl Node for Worker {
             busy: BTreeMap::new(),
             queue: BTreeMap::new(),
             inboxes: BTreeMap::new(),
+            reported: BTreeSet::new(),
         };
         let warm = cfg.warm.iter().cloned().map(Effect::Want).collect();
         worker.apply(cfg, warm, out);

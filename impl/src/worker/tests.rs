@@ -876,3 +876,47 @@ fn unread_messages_are_bounded_and_dropped_once_their_receiver_is_not_coming() {
     net.run();
     assert_eq!(net.worker(A).unread() + net.worker(B).unread(), 0);
 }
+
+#[test]
+fn a_worker_reports_what_its_cache_holds_and_the_scheduler_places_dags_there() {
+    let mut net = Net::new(&[("x", lww(1))], None, BTreeMap::new());
+    for id in [A, B] {
+        if let Some(SystemConfig::Worker(w)) = net.cfgs.get_mut(&id) {
+            w.worker.report_keys = 8;
+        }
+    }
+    let Some(SystemConfig::Scheduler(scheduler)) = net.cfgs.get_mut(&SCHEDULER) else {
+        unreachable!()
+    };
+    scheduler.placement = crate::session::Placement::Local;
+    let scheduler = scheduler.clone();
+    let reports = |net: &Net| {
+        let cached = |m: &SessionMsg| matches!(m, SessionMsg::Cached { .. });
+        net.sent.iter().filter(|e| e.1 == SCHEDULER && is(e, cached)).count()
+    };
+    let reads_x = Dag::chain(&[&["x"]]).expect("a chain");
+    net.call(1, Level::Lww, &reads_x);
+    net.run();
+    assert!(net.completed(1), "{:?}", net.outcome(1));
+    let ran = net.scheduler().requests()[&(CLIENT, 1)].placement[0];
+    assert_eq!(reports(&net), 1, "one report after the execution");
+    assert_eq!(net.scheduler().cached()[&ran], BTreeSet::from(["x".to_owned()]));
+    net.call(2, Level::Lww, &reads_x);
+    net.run();
+    assert_eq!(reports(&net), 1, "nothing changed: no second report");
+    // A DAG reading x and a key nobody caches, whose keys hash to the other worker: placed
+    // where x is cached.
+    let none = BTreeMap::new();
+    let dag = (b'a'..=b'z')
+        .map(|c| Dag::chain(&[&["x", &(c as char).to_string()]]).expect("a chain"))
+        .find(|dag| Scheduler::place(&scheduler, dag, 1, &[0, 0], &none)[0] != ran)
+        .expect("some key set hashes to the other worker");
+    net.call(3, Level::Lww, &dag);
+    net.run();
+    assert!(net.completed(3), "{:?}", net.outcome(3));
+    assert_eq!(
+        net.scheduler().requests()[&(CLIENT, 3)].placement,
+        [ran],
+        "placed where x is cached"
+    );
+}
