@@ -464,8 +464,8 @@ impl Mailbox {
             loop {
                 match self.rx.try_recv() {
                     Ok(msg) => return Some(msg),
-                    Err(mpsc::TryRecvError::Disconnected) => return None,
-                    Err(mpsc::TryRecvError::Empty) => {}
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
                 }
                 polls += 1;
                 if !crate::sync::keep_polling(start, self.spin, polls) {
