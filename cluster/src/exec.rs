@@ -22,7 +22,9 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
+// What `try_recv` returns, std's or loom's (which does not re-export it).
 use std::sync::Arc;
+use std::sync::mpsc::TryRecvError;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -464,8 +466,8 @@ impl Mailbox {
             loop {
                 match self.rx.try_recv() {
                     Ok(msg) => return Some(msg),
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return None,
-                    Err(std::sync::mpsc::TryRecvError::Empty) => {}
+                    Err(TryRecvError::Disconnected) => return None,
+                    Err(TryRecvError::Empty) => {}
                 }
                 polls += 1;
                 if !crate::sync::keep_polling(start, self.spin, polls) {
