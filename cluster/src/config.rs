@@ -209,11 +209,21 @@ pub struct Timers {
     pub push_ms: u64,
     /// Check cache leases.
     pub lease_ms: u64,
+    /// The most gossip periods between two batches to a replica that acknowledges none (a
+    /// dead or paused node): the wait doubles from one period up to this.
+    pub gossip_backoff: u32,
 }
 
 impl Default for Timers {
     fn default() -> Self {
-        Self { gossip_ms: 10, hello_ms: 100, ring_ms: 100, push_ms: 5, lease_ms: 3000 }
+        Self {
+            gossip_ms: 10,
+            hello_ms: 100,
+            ring_ms: 100,
+            push_ms: 5,
+            lease_ms: 3000,
+            gossip_backoff: 64,
+        }
     }
 }
 
@@ -239,6 +249,10 @@ pub struct Limits {
     pub inbox: usize,
     /// How long a graceful shutdown waits for in-flight calls, in milliseconds.
     pub drain_ms: u64,
+    /// The most keys one gossip message to one replica carries (and at most half a frame of
+    /// them): a replica behind on more gets them a batch at a time, the next as soon as it
+    /// acknowledges the last.
+    pub gossip_batch_keys: usize,
     /// Free space a storage node keeps on its data directory's file system: below it, puts
     /// are refused (definitely, so clients try another replica) while reads, and replication
     /// from peers, go on. Measured every second.
@@ -256,6 +270,7 @@ impl Default for Limits {
             max_pending: 100_000,
             inbox: 65_536,
             drain_ms: 2_000,
+            gossip_batch_keys: 1024,
             min_free_disk_bytes: 64 << 20,
         }
     }
@@ -390,6 +405,7 @@ impl ClusterConfig {
             ("ring_ms", t.ring_ms),
             ("push_ms", t.push_ms),
             ("lease_ms", t.lease_ms),
+            ("gossip_backoff", u64::from(t.gossip_backoff)),
         ] {
             if ms == 0 {
                 return invalid(format!("timers.{name} must be positive"));
@@ -404,6 +420,7 @@ impl ClusterConfig {
             ("max_keys", l.max_keys as usize),
             ("max_pending", l.max_pending as usize),
             ("inbox", l.inbox),
+            ("gossip_batch_keys", l.gossip_batch_keys),
         ] {
             if value == 0 {
                 return invalid(format!("limits.{name} must be positive"));
@@ -530,6 +547,9 @@ impl ClusterConfig {
         cfg.lease_period = Some(Duration::from_millis(t.lease_ms));
         cfg.max_keys = self.limits.max_keys;
         cfg.max_pending = self.limits.max_pending;
+        cfg.gossip_batch = self.limits.gossip_batch_keys;
+        cfg.gossip_batch_bytes = self.limits.max_frame_bytes / 2;
+        cfg.gossip_backoff = t.gossip_backoff;
         cfg.join = entry.join;
         Some(cfg)
     }

@@ -22,8 +22,8 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::panic::AssertUnwindSafe;
-// What `try_recv` returns, std's or loom's (which does not re-export it).
 use std::sync::Arc;
+// What `try_recv` returns, std's or loom's (which does not re-export it).
 use std::sync::mpsc::TryRecvError;
 
 use bytes::Bytes;

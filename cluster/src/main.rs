@@ -235,11 +235,15 @@ fn lattice_types() -> impl clap::builder::TypedValueParser<Value = LatticeType> 
 }
 
 fn main() -> ExitCode {
+    use std::io::IsTerminal as _;
+    // Warnings by default, without tarpc's own lines (a timed-out call is reported once, by
+    // the command, in its words); colour only on a terminal. RUST_LOG overrides the filter.
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,tarpc=off")),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();

@@ -985,6 +985,9 @@ impl RemoteCall {
             {
                 Some(refused(req, Refusal::Overloaded))
             }
+            // A slow or paused peer: the connection is fine, and a new one would only pile up
+            // beside it in the peer's kernel until it resumes.
+            Err(tarpc::client::RpcError::DeadlineExceeded) => None,
             // tarpc reports a connection that closed before the answer the same way whether or
             // not the request had left: the outcome is unknown. The connection is suspect.
             Err(error) => {
@@ -1005,8 +1008,9 @@ pub async fn connect(addr: SocketAddr, max_frame: usize) -> std::io::Result<Squa
 }
 
 /// Sends one peer's messages in batches, one `deliver` call in flight at a time (which keeps
-/// them in order and batches more under load). A failed connection loses the batch — the
-/// protocols re-send — and is retried after a pause.
+/// them in order and batches more under load; meanwhile at most `4 × BATCH` wait, and more
+/// are dropped). A failed connection loses the batch — the protocols re-send — and is retried
+/// after a pause.
 async fn peer_sender<N: Served>(
     from: NodeId,
     addr: SocketAddr,
@@ -1041,7 +1045,13 @@ async fn peer_sender<N: Served>(
         let mut ctx = tarpc::context::current();
         ctx.deadline = std::time::Instant::now() + Duration::from_secs(2);
         let failed = match &client {
-            Some(c) => c.deliver(ctx, from, encoded).await.is_err(),
+            // A peer that is slow or paused (the deadline passed) keeps its connection: a new
+            // one would only pile up beside it in the peer's kernel until it resumes, each
+            // with its own buffered batches. A broken connection is made again.
+            Some(c) => matches!(
+                c.deliver(ctx, from, encoded).await,
+                Err(e) if !matches!(e, tarpc::client::RpcError::DeadlineExceeded)
+            ),
             None => false,
         };
         if failed {

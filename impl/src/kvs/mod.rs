@@ -20,6 +20,7 @@
 //!
 //! Specified on [the KVS page](crate::spec::kvs); invariants in [`invariants`].
 
+mod behind;
 mod client;
 pub mod invariants;
 mod msg;

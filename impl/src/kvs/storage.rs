@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::Mutant;
+use super::behind::Behind;
 use super::msg::{Durability, Key, KvsMsg, KvsTimer, PutError, ReqId};
 use super::ring::{Membership, Ring, Status};
 use super::subscriptions::Subscriptions;
@@ -136,6 +137,17 @@ pub struct StorageConfig {
     pub max_keys: u32,
     /// The most unacknowledged puts this node tracks; more are rejected as overloaded.
     pub max_pending: u32,
+    /// The most keys one gossip message to one replica carries: a replica behind on more
+    /// gets them a batch at a time, the next batch as soon as it acknowledges the last one
+    /// (and each gossip tick otherwise).
+    pub gossip_batch: usize,
+    /// The most bytes of keys and payloads one gossip message to one replica carries beyond
+    /// its first key (so that it fits in a frame).
+    pub gossip_batch_bytes: usize,
+    /// The most gossip ticks between two batches to a replica that acknowledges none: after
+    /// each unanswered batch the wait doubles up to this (`1`: a batch every tick). A silent
+    /// replica is also left out of the gossip a put sends at once: it is probed, not flooded.
+    pub gossip_backoff: u32,
     /// The seeded defect this node carries, if any.
     #[cfg(feature = "mutants")]
     #[cfg_attr(feature = "serde", serde(skip))]
@@ -158,6 +170,9 @@ impl StorageConfig {
             lease_period: Some(Duration::from_secs(3)),
             max_keys: 1_000_000,
             max_pending: 10_000,
+            gossip_batch: 1024,
+            gossip_batch_bytes: 1 << 20,
+            gossip_backoff: 1,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -190,6 +205,23 @@ struct PendingPut {
     holders: BTreeSet<NodeId>,
 }
 
+/// How gossip to one lagging replica goes ([`StorageConfig::gossip_batch`] and
+/// [`StorageConfig::gossip_backoff`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+struct Lag {
+    /// Where its next batch starts: after this key (the last batch stopped part way).
+    after: Option<Key>,
+    /// The last key of a batch that stopped part way, until acknowledged: its
+    /// acknowledgement sends the next batch at once.
+    awaiting: Option<Key>,
+    /// Whether a batch went since it last acknowledged gossip (tracked only with a backoff).
+    unanswered: bool,
+    /// Ticks in a row its batches went unanswered.
+    silent: u32,
+    /// Ticks to let pass before its next batch.
+    wait: u32,
+}
+
 /// A storage node's state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StorageNode {
@@ -198,9 +230,11 @@ pub struct StorageNode {
     incarnation: u32,
     ring: Ring,
     store: BTreeMap<Key, LatticeValue>,
-    /// Per key, the other replicas not known to hold this node's current value. Never holds an
-    /// empty set.
-    behind: BTreeMap<Key, BTreeSet<NodeId>>,
+    /// Per key, the other replicas not known to hold this node's current value.
+    behind: Behind,
+    /// How gossip to each lagging replica goes, where that is not the default (a batch every
+    /// tick, from the first key).
+    lag: BTreeMap<NodeId, Lag>,
     /// The latest incarnation heard from each peer (1 until heard otherwise).
     peers: BTreeMap<NodeId, u32>,
     /// Peers that have not acknowledged this incarnation's `Hello`.
@@ -231,7 +265,8 @@ impl StorageNode {
             incarnation,
             ring,
             store,
-            behind: BTreeMap::new(),
+            behind: Behind::default(),
+            lag: BTreeMap::new(),
             peers,
             hello_unacked: BTreeSet::new(),
             pending: BTreeMap::new(),
@@ -380,7 +415,7 @@ impl StorageNode {
                 self.push_ack(from, entries, out);
             }
             Input::Receive { .. } => out.ignore("message a storage node does not expect"),
-            Input::Timeout(KvsTimer::Gossip) => self.send_gossip(cfg, out),
+            Input::Timeout(KvsTimer::Gossip) => self.gossip_tick(cfg, out),
             Input::Timeout(KvsTimer::Hello) => self.say_hello(cfg, out),
             Input::Timeout(KvsTimer::Ring) => self.send_ring(cfg, out),
             Input::Timeout(KvsTimer::Push) => self.send_pushes(cfg, out),
@@ -413,6 +448,7 @@ impl StorageNode {
             for (key, theirs) in entries {
                 self.note_holds(from, &key, &theirs);
             }
+            self.answered(cfg, from, &acked, out);
         }
         self.settle_keys(cfg, &acked, out);
         self.release_handed_off_among(cfg, &acked);
@@ -728,9 +764,11 @@ impl StorageNode {
                 let keys: Vec<Key> = self.store.keys().cloned().collect();
                 for key in keys {
                     if self.others(cfg, &key).contains(&peer) {
-                        self.behind.entry(key).or_default().insert(peer);
+                        self.behind.add(key, peer);
                     }
                 }
+                // A fresh start: gossip to it from the first key, at once.
+                self.lag.remove(&peer);
                 self.arm_gossip(cfg, was_behind, out);
             }
         }
@@ -740,11 +778,7 @@ impl StorageNode {
     /// Every other replica of `key` is behind its new value.
     fn mark_behind(&mut self, cfg: &StorageConfig, key: &str) {
         let others: BTreeSet<NodeId> = self.others(cfg, key).into_iter().collect();
-        if others.is_empty() {
-            self.behind.remove(key);
-        } else {
-            self.behind.insert(key.to_owned(), others);
-        }
+        self.behind.set(key.to_owned(), others);
     }
 
     /// `peer` holds `theirs` for `key`: it is no longer behind if that covers this node's value,
@@ -756,13 +790,8 @@ impl StorageNode {
             }
         }
         let covered = self.store.get(key).is_some_and(|mine| mine.lattice_le(theirs));
-        if let Some(lagging) = self.behind.get_mut(key)
-            && covered
-        {
-            lagging.remove(&peer);
-            if lagging.is_empty() {
-                self.behind.remove(key);
-            }
+        if covered {
+            self.behind.clear(key, peer);
         }
     }
 
@@ -821,10 +850,12 @@ impl StorageNode {
     }
 
     /// Sends the new value of `key` at once to its lagging replicas, so a waiting put is not
-    /// delayed by a timer period.
+    /// delayed by a timer period — except to replicas that acknowledged none of the last
+    /// batches (see [`StorageConfig::gossip_backoff`]).
     fn send_gossip_of(&self, key: &str, out: &mut Out) {
         let Some(value) = self.store.get(key) else { return };
-        for peer in self.behind.get(key).into_iter().flatten() {
+        let silent = |peer: &&NodeId| self.lag.get(peer).is_some_and(|lag| lag.silent > 0);
+        for peer in self.behind.get(key).into_iter().flatten().filter(|p| !silent(p)) {
             let entries = BTreeMap::from([(key.to_owned(), value.clone())]);
             out.send(*peer, KvsMsg::Gossip { incarnation: self.incarnation, entries });
         }
@@ -835,25 +866,93 @@ impl StorageNode {
         out.persist(Stored::value(key, &self.store[key]));
     }
 
-    /// Sends each behind peer one batch with all its lagging keys, and re-arms the timer.
-    fn send_gossip(&self, cfg: &StorageConfig, out: &mut Out) {
+    /// The gossip tick: each replica that is behind and due gets a batch of the keys it lags
+    /// on; one that acknowledged none since its last batch waits twice as long before the
+    /// next, up to `gossip_backoff` ticks. Re-arms the timer.
+    fn gossip_tick(&mut self, cfg: &StorageConfig, out: &mut Out) {
         if cfg.has(Mutant::AckBeforePersist) || cfg.has(Mutant::GossipAckBeforePersist) {
             // The defective node writes behind: what it took reaches the disk only here.
             out.persist(Stored { incarnation: 0, data: self.store.clone() });
         }
-        let mut batches: BTreeMap<NodeId, BTreeMap<Key, LatticeValue>> = BTreeMap::new();
-        for (key, lagging) in &self.behind {
-            for peer in lagging {
-                batches.entry(*peer).or_default().insert(key.clone(), self.store[key].clone());
-            }
-        }
-        if batches.is_empty() {
+        if self.behind.is_empty() {
             return out.ignore("gossip timer with every replica up to date");
         }
-        for (peer, entries) in batches {
-            out.send(peer, KvsMsg::Gossip { incarnation: self.incarnation, entries });
+        let peers: Vec<NodeId> = self.behind.peers().collect();
+        for peer in peers {
+            let lag = self.lag.entry(peer).or_default();
+            if lag.wait > 0 {
+                lag.wait -= 1;
+                continue;
+            }
+            if lag.unanswered {
+                lag.silent = lag.silent.saturating_add(1);
+                let gap = 1u32.checked_shl(lag.silent).unwrap_or(u32::MAX);
+                lag.wait = gap.min(cfg.gossip_backoff).saturating_sub(1);
+            }
+            self.send_batch(cfg, peer, out);
+        }
+        let behind = &self.behind;
+        self.lag.retain(|peer, _| behind.lags(*peer));
+        out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+    }
+
+    /// Sends every lagging replica a batch now (a ring change), whatever its backoff, and
+    /// re-arms the timer.
+    fn gossip_now(&mut self, cfg: &StorageConfig, out: &mut Out) {
+        let peers: Vec<NodeId> = self.behind.peers().collect();
+        for peer in peers {
+            self.send_batch(cfg, peer, out);
         }
         out.set_timer(KvsTimer::Gossip, cfg.gossip_period);
+    }
+
+    /// Sends `peer` the next batch of the keys it lags on: at most `gossip_batch` keys and,
+    /// beyond the first, `gossip_batch_bytes` of keys and payloads.
+    fn send_batch(&mut self, cfg: &StorageConfig, peer: NodeId, out: &mut Out) {
+        let after = self.lag.get(&peer).and_then(|lag| lag.after.clone());
+        let batch = cfg.gossip_batch.max(1);
+        let (mut keys, mut next) =
+            self.behind.batch(peer, after.as_ref(), batch, batch.saturating_mul(4));
+        let mut bytes = 0;
+        let over = keys.iter().position(|key| {
+            bytes += key.len() + self.store[key].payload_len();
+            bytes > cfg.gossip_batch_bytes
+        });
+        if let Some(cut) = over.map(|cut| cut.max(1)).filter(|cut| *cut < keys.len()) {
+            keys.truncate(cut);
+            next = keys.last().cloned();
+        }
+        let lag = self.lag.entry(peer).or_default();
+        lag.awaiting = next.as_ref().and(keys.last().cloned());
+        lag.after = next;
+        lag.unanswered = cfg.gossip_backoff > 1;
+        if *lag == Lag::default() {
+            self.lag.remove(&peer);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        let entries = keys.into_iter().map(|key| (key.clone(), self.store[&key].clone())).collect();
+        out.send(peer, KvsMsg::Gossip { incarnation: self.incarnation, entries });
+    }
+
+    /// `peer` acknowledged gossip of `acked` (sorted): it is not silent; if that answers a
+    /// batch that stopped part way, the next batch goes at once.
+    fn answered(&mut self, cfg: &StorageConfig, peer: NodeId, acked: &[Key], out: &mut Out) {
+        let Some(lag) = self.lag.get_mut(&peer) else { return };
+        let continues = lag.awaiting.as_ref().is_some_and(|key| acked.binary_search(key).is_ok());
+        lag.unanswered = false;
+        lag.silent = 0;
+        lag.wait = 0;
+        if continues {
+            lag.awaiting = None;
+            if self.behind.lags(peer) {
+                self.send_batch(cfg, peer, out);
+            }
+        }
+        if self.lag.get(&peer) == Some(&Lag::default()) {
+            self.lag.remove(&peer);
+        }
     }
 
     /// Merges a peer's membership view into this node's; see [`Self::change_ring`].
@@ -902,9 +1001,7 @@ impl StorageNode {
             if !cfg.has(Mutant::ForgetNewOwner) {
                 lagging.extend(after.difference(&before));
             }
-            if !lagging.is_empty() {
-                self.behind.insert(key, lagging);
-            }
+            self.behind.set(key, lagging);
         }
         // A replica that is new for a key may have held it before, handed it off and deleted
         // it: what it said it held no longer counts for pending puts, as it is behind again.
@@ -916,13 +1013,13 @@ impl StorageNode {
             }
         }
         if !self.behind.is_empty() {
-            self.send_gossip(cfg, out);
+            self.gossip_now(cfg, out);
         }
         if cfg.has(Mutant::DeleteBeforeHandoffAck) {
             let id = cfg.id;
             let ring = &self.ring;
             self.store.retain(|key, _| ring.is_responsible(id, key, cfg.replication));
-            self.behind.retain(|key, _| ring.is_responsible(id, key, cfg.replication));
+            self.behind.retain_keys(|key| ring.is_responsible(id, key, cfg.replication));
         }
         self.settle(cfg, out);
         self.release_handed_off(cfg);
@@ -1094,8 +1191,9 @@ impl StorageNode {
         out.set_timer(KvsTimer::Hello, cfg.hello_period);
     }
 
-    fn disarm_if_done(&self, out: &mut Out) {
+    fn disarm_if_done(&mut self, out: &mut Out) {
         if self.behind.is_empty() {
+            self.lag.clear();
             out.cancel_timer(KvsTimer::Gossip);
         }
     }

@@ -360,3 +360,106 @@ fn write_behind_mutants_acknowledge_what_no_disk_holds() {
         assert!(outputs.iter().any(|o| matches!(o, Output::Send { to, .. } if *to == from)));
     }
 }
+
+fn tick(cfg: &StorageConfig, node: &mut StorageNode) -> Vec<Output<StorageNode>> {
+    let mut out = Outbox::new();
+    node.handle(cfg, Input::Timeout(KvsTimer::Gossip), &mut out);
+    out.into_iter().collect()
+}
+
+/// The gossip messages to `peer` among `outputs`, as their key lists.
+fn gossip_to(outputs: &[Output<StorageNode>], peer: NodeId) -> Vec<Vec<Key>> {
+    outputs
+        .iter()
+        .filter_map(|output| match output {
+            Output::Send { to, msg: KvsMsg::Gossip { entries, .. } } if *to == peer => {
+                Some(entries.keys().cloned().collect())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Node 0 of three (replication 3) holding `keys` keys that N1 and N2 both lack, with
+/// batches of 10 and a backoff of up to 8 ticks.
+fn lagging_node(keys: usize) -> (StorageConfig, StorageNode) {
+    let mut cfg = storage_cfg(N0, 3);
+    cfg.gossip_batch = 10;
+    cfg.gossip_backoff = 8;
+    let (mut node, _) = storage(&cfg, 0);
+    for i in 0..keys {
+        let key = format!("k{i:03}");
+        deliver(&cfg, &mut node, CLIENT, put(i as u64, &key, lww(1, "v"), Durability::One));
+    }
+    (cfg, node)
+}
+
+#[test]
+fn a_silent_replica_gets_bounded_batches_ever_further_apart_and_no_gossip_per_put() {
+    let (cfg, mut node) = lagging_node(100);
+    let mut batches = Vec::new();
+    let mut sent_at = Vec::new();
+    for t in 0..40 {
+        let outputs = tick(&cfg, &mut node);
+        assert!(outputs.contains(&arm_gossip(&cfg)), "the timer stays armed");
+        let to_n2 = gossip_to(&outputs, N2);
+        if !to_n2.is_empty() {
+            sent_at.push(t);
+        }
+        batches.extend(to_n2);
+        // N1 acknowledges everything it gets, so it is never silent.
+        for keys in gossip_to(&outputs, N1) {
+            let entries = keys.iter().map(|k| (k.clone(), lww(1, "v"))).collect();
+            deliver(&cfg, &mut node, N1, KvsMsg::GossipAck { incarnation: 1, entries });
+        }
+    }
+    assert!(batches.iter().all(|keys| keys.len() <= 10), "batches of at most 10 keys");
+    // N2 never answers: ticks 0 and 1, then waits of 1, 3, 7 and 7 ticks between batches.
+    assert_eq!(sent_at, [0, 1, 3, 7, 15, 23, 31, 39]);
+    // Batches resume where the last stopped: N2 got 80 distinct keys in order.
+    let keys: Vec<Key> = batches.concat();
+    assert_eq!(keys, (0..80).map(|i| format!("k{i:03}")).collect::<Vec<_>>());
+    // A put to a key N2 lags on goes at once to N1 only: N2 is probed, not flooded.
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(500, "k000", lww(2, "w"), Durability::One));
+    assert_eq!(gossip_to(&outputs, N1), [vec!["k000".to_owned()]]);
+    assert!(gossip_to(&outputs, N2).is_empty());
+}
+
+#[test]
+fn a_replica_catching_up_gets_its_next_batch_as_soon_as_it_acknowledges_one() {
+    let (cfg, mut node) = lagging_node(25);
+    // N1 is up to date; N2 restarted empty and gets everything back, a batch per ack.
+    for i in 0..25 {
+        let key = format!("k{i:03}");
+        deliver(&cfg, &mut node, N1, ack(1, &key, lww(1, "v")));
+    }
+    let mut outputs = tick(&cfg, &mut node);
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let batch = gossip_to(&outputs, N2);
+        assert_eq!(batch.len(), 1, "one batch outstanding at a time");
+        let entries = batch[0].iter().map(|k| (k.clone(), lww(1, "v"))).collect();
+        got.extend(batch[0].clone());
+        outputs = deliver(&cfg, &mut node, N2, KvsMsg::GossipAck { incarnation: 1, entries });
+    }
+    assert_eq!(got.len(), 25, "three batches, each sent on the last one's ack");
+    assert!(gossip_to(&outputs, N2).is_empty(), "nothing left to send");
+    assert!(node.is_idle(), "every replica holds everything: the timer is disarmed");
+    assert!(outputs.contains(&Output::CancelTimer(KvsTimer::Gossip)));
+}
+
+#[test]
+fn a_restarted_replica_is_no_longer_suspected() {
+    let (cfg, mut node) = lagging_node(30);
+    for _ in 0..8 {
+        tick(&cfg, &mut node);
+    }
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(600, "k001", lww(3, "x"), Durability::One));
+    assert!(gossip_to(&outputs, N2).is_empty(), "N2 is suspected");
+    // N2 comes back (a new incarnation): gossip to it starts over at once.
+    deliver(&cfg, &mut node, N2, KvsMsg::Hello { incarnation: 2 });
+    let outputs = tick(&cfg, &mut node);
+    assert_eq!(gossip_to(&outputs, N2).first().map(Vec::len), Some(10));
+    let outputs = deliver(&cfg, &mut node, CLIENT, put(601, "k002", lww(3, "x"), Durability::One));
+    assert_eq!(gossip_to(&outputs, N2), [vec!["k002".to_owned()]]);
+}

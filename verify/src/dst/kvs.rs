@@ -78,6 +78,8 @@ struct World {
     leavers: Vec<NodeId>,
     /// Whether caches hold 2 keys of the 4 (and evict), or room for all.
     evicting: bool,
+    /// The storage nodes' gossip batch (keys) and backoff (ticks).
+    gossip: (usize, u32),
     /// How often caches renew their subscriptions.
     renew: Duration,
     mutant: Option<squall_proto::kvs::Mutant>,
@@ -177,6 +179,7 @@ impl World {
             crashable: Vec::new(),
             leavers: Vec::new(),
             evicting: false,
+            gossip: (1024, 1),
             renew: Duration::ZERO,
             mutant: kvs_mutant,
             sessions: Vec::new(),
@@ -185,6 +188,12 @@ impl World {
             next_id: 0,
         };
         let schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
+        // Gossip in batches of one or two keys (or all of them), with or without a backoff
+        // for silent replicas — drawn from a stream of their own, so that the rest of each
+        // seed's world is what it was before batching existed.
+        let mut side = rng.clone();
+        side.set_stream(1);
+        world.gossip = ([1024, 1, 2][side.random_range(0..3)], [1, 4][side.random_range(0..2)]);
         let mut configs: Vec<(NodeId, CachedKvsConfig)> = Vec::new();
         for _ in 0..members + u64::from(membership) {
             let id = world.fresh();
@@ -193,6 +202,7 @@ impl World {
             cfg.join = id.0 >= members;
             // Caches renew well within a lease even when timers fire in a random order.
             cfg.lease_period = Some(Duration::from_secs(3));
+            (cfg.gossip_batch, cfg.gossip_backoff) = world.gossip;
             cfg.mutant = kvs_mutant;
             configs.push((id, CachedKvsConfig::Storage(cfg)));
         }
@@ -295,10 +305,13 @@ impl World {
     /// The world in one line, for reports.
     fn setup(&self) -> String {
         format!(
-            "{} storage nodes{} at replication {}, {} caches{} with executors, 2 clients; {}",
+            "{} storage nodes{} at replication {} (gossip batch {}, backoff {}), {} caches{} \
+             with executors, 2 clients; {}",
             self.members,
             if self.membership { " + 1 joining" } else { "" },
             self.replication,
+            self.gossip.0,
+            self.gossip.1,
             self.caches.len(),
             if self.evicting { " of 2 keys" } else { "" },
             if !self.leavers.is_empty() {
