@@ -191,7 +191,7 @@ pub async fn composition(
     let addr = scratch.config.scheduler.as_ref().expect("checked").rpc;
     let ping = crate::runtime::connect(addr, scratch.config.limits.max_frame_bytes).await?;
     phases.push(
-        closed_loop("loopback RPC ping", duration, args.quiet, || {
+        closed_loop("loopback RPC ping", duration, args.quiet, None, || {
             let ping = ping.clone();
             async move {
                 ping.ping(tarpc::context::current()).await.map(|_| ()).map_err(|e| e.to_string())
@@ -230,33 +230,19 @@ async fn compose(
     // A first call loads the modules into the workers (not measured).
     client.run(spec.clone(), vec![Value::Int(1)], Level::Lww).await?;
     let duration = Duration::from_secs_f64(args.duration);
-    let bar = bar(args.quiet, name.to_owned());
-    let (mut latency, mut alongside) = (histogram(), histogram());
-    let mut errors = (0, None);
-    let start = Instant::now();
     let mut n = 0i64;
-    while start.elapsed() < duration {
-        let began = Instant::now();
-        if ping.ping(tarpc::context::current()).await.is_ok() {
-            alongside.saturating_record((began.elapsed().as_micros() as u64).max(1));
-        }
-        let began = Instant::now();
-        let outcome = match client.run(spec.clone(), vec![Value::Int(n)], Level::Lww).await {
-            Ok(Value::Int(v)) if v == (n + 1) * (n + 1) => Ok(()),
-            Ok(other) => Err(format!("wrong result {other} for {n}")),
-            Err(e) => Err(e.to_string()),
-        };
-        match outcome {
-            Ok(()) => latency.saturating_record((began.elapsed().as_micros() as u64).max(1)),
-            Err(e) => {
-                errors.0 += 1;
-                errors.1.get_or_insert(e);
+    Ok(closed_loop(name, duration, args.quiet, Some(ping), || {
+        let (client, spec, x) = (client.clone(), spec.clone(), n);
+        n = (n + 1) % 1_000_000;
+        async move {
+            match client.run(spec, vec![Value::Int(x)], Level::Lww).await {
+                Ok(Value::Int(v)) if v == (x + 1) * (x + 1) => Ok(()),
+                Ok(other) => Err(format!("wrong result {other} for {x}")),
+                Err(e) => Err(e.to_string()),
             }
         }
-        n = (n + 1) % 1_000_000;
-    }
-    bar.finish_and_clear();
-    Ok(Phase { name, latency, unit: "µs", errors, alongside: Some(alongside) })
+    })
+    .await)
 }
 
 /// Both functions called in-process, one after the other, as one program would: the floor.
@@ -278,10 +264,13 @@ fn floor(registry: &Registry, duration: Duration) -> Phase {
     Phase { name: "in-process floor", latency, unit: "ns", errors: (0, None), alongside: None }
 }
 
+/// Runs `op` back to back for `duration`, timing each; with a `ping`, pings it before each
+/// `op` and keeps those round trips too ([`Phase::alongside`]).
 async fn closed_loop<F, Fut>(
     name: &'static str,
     duration: Duration,
     quiet: bool,
+    ping: Option<&SquallClient>,
     mut op: F,
 ) -> Phase
 where
@@ -290,9 +279,16 @@ where
 {
     let bar = bar(quiet, name.to_owned());
     let mut latency = histogram();
+    let mut alongside = ping.map(|_| histogram());
     let mut errors = (0, None);
     let start = Instant::now();
     while start.elapsed() < duration {
+        if let (Some(ping), Some(alongside)) = (ping, &mut alongside) {
+            let began = Instant::now();
+            if ping.ping(tarpc::context::current()).await.is_ok() {
+                alongside.saturating_record((began.elapsed().as_micros() as u64).max(1));
+            }
+        }
         let began = Instant::now();
         match op().await {
             Ok(()) => latency.saturating_record((began.elapsed().as_micros() as u64).max(1)),
@@ -303,7 +299,7 @@ where
         }
     }
     bar.finish_and_clear();
-    Phase { name, latency, unit: "µs", errors, alongside: None }
+    Phase { name, latency, unit: "µs", errors, alongside }
 }
 
 /// One level's row of the anomaly table.

@@ -886,25 +886,23 @@ impl<N: Served> Driver<N> {
             return bump(&self.counters.dropped);
         }
         let refused = msg.refuser();
-        let (local, msg) = match self.settings.local.call(self.id, to, msg) {
-            Ok(answer) => (Some(answer), None),
-            Err(msg) => (None, Some(msg)),
-        };
+        // In this process: the answer to wait for; elsewhere: the message back, to send.
+        let local = self.settings.local.call(self.id, to, msg);
         let addr = self.settings.peers.get(&to).copied();
         let inbox = self.inbox.clone();
         let (from, max_frame) = (self.id, self.settings.max_frame);
         let (deadline, connections) = (self.settings.call_deadline, self.connections.clone());
         tokio::spawn(async move {
-            let answer = match (local, msg, addr) {
-                (Some(local), _, _) => match local.await {
+            let answer = match (local, addr) {
+                (Ok(answer), _) => match answer.await {
                     Ok(answer) => Some(answer),
                     Err(error) => error.refusal().map(|refusal| refused(req, refusal)),
                 },
-                (None, Some(msg), Some(addr)) => {
+                (Err(msg), Some(addr)) => {
                     let call = RemoteCall { from, to, addr, max_frame, deadline };
                     call.run(&connections, req, msg, refused).await
                 }
-                (None, _, _) => Some(refused(req, Refusal::Unreachable)),
+                (Err(_), None) => Some(refused(req, Refusal::Unreachable)),
             };
             if let (Some(msg), Some(inbox)) = (answer, inbox.upgrade()) {
                 let _ = inbox.try_send(Event::Deliver { from: to, msg });
