@@ -236,8 +236,23 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// The largest value payload a put may carry, in bytes; larger puts are refused.
     pub max_value_bytes: usize,
-    /// Open connections per port (RPC and RESP each); more are closed at once.
+    /// Client connections per port (RPC and RESP each). At the limit a new connection closes
+    /// the client connection quiet longest (for at least a second), or is refused if all are
+    /// busy.
     pub max_connections: usize,
+    /// Connections from the cluster's nodes per RPC port, apart from clients': a client flood
+    /// never closes them.
+    pub max_peer_connections: usize,
+    /// A client connection that received no whole frame and sent nothing for this long is
+    /// closed, in milliseconds; 0: never.
+    pub idle_timeout_ms: u64,
+    /// A frame (or RESP command) begun must arrive whole within this long, in milliseconds, or
+    /// its connection is closed (slow senders hold buffers).
+    pub frame_timeout_ms: u64,
+    /// Bytes a port's connections may hold in unfinished frames (RPC frames are charged their
+    /// declared length, which is reserved at once), summed; a frame taking the port over it
+    /// closes its connection. At least `max_frame_bytes`.
+    pub max_buffered_bytes: usize,
     /// Requests in flight per RPC connection; more are answered with an error.
     pub max_in_flight: usize,
     /// Keys per storage node; puts creating more are rejected.
@@ -259,12 +274,30 @@ pub struct Limits {
     pub min_free_disk_bytes: u64,
 }
 
+impl Limits {
+    /// The connection budgets and timeouts of one port; `peers`: whether cluster nodes connect
+    /// to it (the RPC port) or only clients (RESP).
+    pub fn connections(&self, peers: bool) -> crate::port::ConnLimits {
+        crate::port::ConnLimits {
+            clients: self.max_connections,
+            peers: if peers { self.max_peer_connections } else { 0 },
+            idle: (self.idle_timeout_ms > 0).then(|| Duration::from_millis(self.idle_timeout_ms)),
+            frame: Duration::from_millis(self.frame_timeout_ms),
+            buffered: self.max_buffered_bytes,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_frame_bytes: 16 << 20,
             max_value_bytes: 4 << 20,
             max_connections: 1024,
+            max_peer_connections: 256,
+            idle_timeout_ms: 300_000,
+            frame_timeout_ms: 10_000,
+            max_buffered_bytes: 256 << 20,
             max_in_flight: 1024,
             max_keys: 10_000_000,
             max_pending: 100_000,
@@ -416,6 +449,8 @@ impl ClusterConfig {
             ("max_frame_bytes", l.max_frame_bytes),
             ("max_value_bytes", l.max_value_bytes),
             ("max_connections", l.max_connections),
+            ("max_peer_connections", l.max_peer_connections),
+            ("frame_timeout_ms", l.frame_timeout_ms as usize),
             ("max_in_flight", l.max_in_flight),
             ("max_keys", l.max_keys as usize),
             ("max_pending", l.max_pending as usize),
@@ -431,6 +466,13 @@ impl ClusterConfig {
                 "limits.max_value_bytes ({}) must leave room for framing below \
                  limits.max_frame_bytes ({}); keep it at least 1 KiB smaller",
                 l.max_value_bytes, l.max_frame_bytes
+            ));
+        }
+        if l.max_buffered_bytes < l.max_frame_bytes {
+            return invalid(format!(
+                "limits.max_buffered_bytes ({}) must hold at least one whole frame \
+                 (limits.max_frame_bytes, {})",
+                l.max_buffered_bytes, l.max_frame_bytes
             ));
         }
         if self.client.attempts == 0 || self.client.timeout_ms == 0 {

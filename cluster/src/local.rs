@@ -145,12 +145,8 @@ impl LocalNode {
             elapsed: opened.elapsed(),
         };
         tracing::info!(node = id, "{recovered}");
-        let limits = PortLimits {
-            max_frame: config.limits.max_frame_bytes,
-            max_request: config.limits.max_value_bytes,
-            max_connections: config.limits.max_connections,
-            max_in_flight: config.limits.max_in_flight,
-        };
+        let limits =
+            PortLimits { max_request: config.limits.max_value_bytes, ..port_limits(config) };
         let rpc_addr = rpc_listener.local_addr()?;
         let callers = Arc::new(config.worker_ids().into_iter().collect());
         let rpc = server::serve(rpc_listener, running.handle.clone(), limits, callers);
@@ -163,7 +159,8 @@ impl LocalNode {
                     max_request: config.limits.max_value_bytes,
                     max_in_flight: config.limits.max_in_flight,
                 });
-                (Some(resp::serve(listener, context, config.limits.max_connections)), Some(addr))
+                let limits = config.limits.connections(false);
+                (Some(resp::serve(listener, context, limits)), Some(addr))
             }
             None => (None, None),
         };
@@ -243,7 +240,7 @@ fn port_limits(config: &ClusterConfig) -> PortLimits {
     PortLimits {
         max_frame: config.limits.max_frame_bytes,
         max_request: config.limits.max_value_bytes.max(config.functions.max_arg_bytes),
-        max_connections: config.limits.max_connections,
+        connections: config.limits.connections(true),
         max_in_flight: config.limits.max_in_flight,
     }
 }

@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::client::{KvClient, KvError};
-use crate::port::Port;
+use crate::port::{Conn, ConnLimits, Port};
 use crate::runtime::NodeHandle;
 
 /// What a RESP port needs.
@@ -41,13 +41,13 @@ pub struct RespContext {
     pub max_in_flight: usize,
 }
 
-/// Serves RESP on `listener`, with at most `max_connections` connections open.
-pub fn serve(listener: TcpListener, context: Arc<RespContext>, max_connections: usize) -> Port {
+/// Serves RESP on `listener` within `limits` (every connection is a client's).
+pub fn serve(listener: TcpListener, context: Arc<RespContext>, limits: ConnLimits) -> Port {
     let refusal: &'static [u8] = b"-ERR max number of clients reached\r\n";
-    Port::spawn(listener, max_connections, Some(refusal), move |stream| {
+    Port::spawn(listener, limits, Some(refusal), move |stream, conn| {
         let context = context.clone();
         async move {
-            if let Err(e) = connection(stream, context).await {
+            if let Err(e) = connection(stream, context, &conn).await {
                 tracing::debug!(error = %e, "RESP connection ended");
             }
         }
@@ -97,7 +97,11 @@ fn waves(frames: Vec<Frame>) -> Vec<Vec<Frame>> {
     waves
 }
 
-async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io::Result<()> {
+async fn connection(
+    mut stream: TcpStream,
+    context: Arc<RespContext>,
+    conn: &Conn,
+) -> std::io::Result<()> {
     let mut input = BytesMut::with_capacity(16 * 1024);
     let mut output = BytesMut::with_capacity(16 * 1024);
     loop {
@@ -119,6 +123,12 @@ async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io
             }
         }
         let parsed = frames.len();
+        if parsed > 0 {
+            // Progress: a command left part-way is timed from here.
+            conn.active();
+            conn.partial(false);
+        }
+        conn.partial(!input.is_empty());
         for wave in waves(frames) {
             let mut running: FuturesOrdered<_> =
                 wave.into_iter().map(|frame| execute(&context, frame)).collect();
@@ -138,13 +148,22 @@ async fn connection(mut stream: TcpStream, context: Arc<RespContext>) -> std::io
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
+            conn.active();
         }
         if quit {
             return Ok(());
         }
         // A full batch may have more complete commands behind it: parse before reading.
-        if parsed < context.max_in_flight && stream.read_buf(&mut input).await? == 0 {
-            return Ok(());
+        if parsed < context.max_in_flight {
+            if stream.read_buf(&mut input).await? == 0 {
+                return Ok(());
+            }
+            conn.partial(true);
+            if let Err(e) = conn.hold(input.len()) {
+                encode(&mut output, &error(format!("ERR {e}; try again later")));
+                stream.write_all(&output).await?;
+                return Err(e);
+            }
         }
     }
 }

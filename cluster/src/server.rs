@@ -13,7 +13,7 @@ use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
 
 use crate::config::CLIENT_ID_BASE;
-use crate::port::Port;
+use crate::port::{Conn, ConnLimits, Framed, Port};
 use crate::rpc::{CallError, NodeStats, Squall};
 use crate::runtime::{NodeHandle, Served};
 
@@ -24,8 +24,8 @@ pub struct PortLimits {
     pub max_frame: usize,
     /// Largest encoded request accepted by `call`.
     pub max_request: usize,
-    /// Open connections; more are closed at once.
-    pub max_connections: usize,
+    /// Connection budgets and timeouts.
+    pub connections: ConnLimits,
     /// Requests in flight per connection; more are answered with an error.
     pub max_in_flight: usize,
 }
@@ -42,6 +42,8 @@ struct Service<N: Served> {
     /// Nodes of the cluster that may send requests (workers, whose caches write through to
     /// storage nodes), besides clients.
     callers: Arc<HashSet<NodeId>>,
+    /// The connection this copy of the service answers on.
+    conn: Option<Arc<Conn>>,
 }
 
 impl<N: Served> Clone for Service<N> {
@@ -50,12 +52,25 @@ impl<N: Served> Clone for Service<N> {
             node: self.node.clone(),
             max_request: self.max_request,
             callers: self.callers.clone(),
+            conn: self.conn.clone(),
+        }
+    }
+}
+
+impl<N: Served> Service<N> {
+    /// The connection carries a node of the cluster's messages: it moves to the peers' budget.
+    fn identify_peer(&self) {
+        if let Some(conn) = &self.conn {
+            conn.identify_peer();
         }
     }
 }
 
 impl<N: Served> Squall for Service<N> {
     async fn deliver(self, _: Context, from: NodeId, msgs: Vec<Bytes>) {
+        if from.0 < CLIENT_ID_BASE {
+            self.identify_peer();
+        }
         for bytes in msgs {
             match crate::rpc::decode::<N::Msg>(&bytes) {
                 Ok(msg) => self.node.deliver(from, msg),
@@ -67,6 +82,9 @@ impl<N: Served> Squall for Service<N> {
     async fn call(self, _: Context, from: NodeId, msg: Bytes) -> Result<Bytes, CallError> {
         if from.0 < CLIENT_ID_BASE && !self.callers.contains(&from) {
             return Err(CallError::InvalidCaller(from.0));
+        }
+        if from.0 < CLIENT_ID_BASE {
+            self.identify_peer();
         }
         if msg.len() > self.max_request {
             return Err(CallError::TooLarge { bytes: msg.len(), max: self.max_request });
@@ -90,19 +108,22 @@ impl<N: Served> Squall for Service<N> {
     }
 }
 
-/// Serves `node` on `listener`. A connection that sends garbage or an oversized frame is
-/// closed; the others and the node go on.
+/// Serves `node` on `listener`. A connection that sends garbage or an oversized frame, holds a
+/// frame part-way too long, or would take the port over its buffer budget is closed; the others
+/// and the node go on. Connections carrying a cluster node's messages (deliveries, or calls
+/// from a worker) count against the peers' budget, the rest against the clients'.
 pub fn serve<N: Served>(
     listener: TcpListener,
     node: NodeHandle<N>,
     limits: PortLimits,
     callers: Callers,
 ) -> Port {
-    let service = Service { node, max_request: limits.max_request, callers };
-    Port::spawn(listener, limits.max_connections, None, move |stream| {
-        let service = service.clone();
+    let service = Service { node, max_request: limits.max_request, callers, conn: None };
+    Port::spawn(listener, limits.connections, None, move |stream, conn| {
+        let service = Service { conn: Some(conn.clone()), ..service.clone() };
         async move {
-            let transport = crate::codec::transport(stream, limits.max_frame);
+            let framed = Framed::new(stream, conn, limits.max_frame);
+            let transport = crate::codec::transport(framed, limits.max_frame);
             BaseChannel::with_defaults(transport)
                 .max_concurrent_requests(limits.max_in_flight)
                 .execute(service.serve())
