@@ -225,6 +225,7 @@ impl KvClient {
         let mut cfg = ClientConfig::new(id, config.initial_ring(), config.cluster.replication);
         cfg.retry_after = settings.timeout;
         cfg.max_attempts = settings.attempts;
+        cfg.suspect_calls = config.client.suspect_calls;
         Self {
             cfg,
             peers: config.rpc_addresses().into_iter().collect(),

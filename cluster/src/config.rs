@@ -317,11 +317,15 @@ pub struct ClientSection {
     pub timeout_ms: u64,
     /// Attempts per operation (across the key's replicas) before an indefinite failure.
     pub attempts: u32,
+    /// After an attempt at a node times out, the client's next this many operations ask that
+    /// node last among a key's replicas (doubling per further timeout, up to 64 times); 0:
+    /// never.
+    pub suspect_calls: u32,
 }
 
 impl Default for ClientSection {
     fn default() -> Self {
-        Self { timeout_ms: 2_000, attempts: 4 }
+        Self { timeout_ms: 2_000, attempts: 4, suspect_calls: 256 }
     }
 }
 

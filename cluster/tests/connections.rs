@@ -9,7 +9,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{agree, config_text, start};
+use common::{agree, config_text, slow_sender, start};
 use squall_cluster::config::ClusterConfig;
 use squall_cluster::runtime::connect;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,39 +31,6 @@ async fn closes_within(stream: &mut TcpStream, limit: Duration) -> bool {
             Ok(Ok(_)) => {}
             Err(_) => return false,
         }
-    }
-}
-
-/// A client that begins a frame and then sends one byte every 100 ms (never finishing it):
-/// returns how long the port kept it open, or `None` if it outlived `limit`.
-async fn slow_sender(addr: SocketAddr, head: &'static [u8], limit: Duration) -> Option<Duration> {
-    let started = Instant::now();
-    let mut stream = TcpStream::connect(addr).await.ok()?;
-    if stream.write_all(head).await.is_err() {
-        return Some(started.elapsed());
-    }
-    let (mut read, mut write) = stream.split();
-    let drip = async {
-        loop {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            if write.write_all(b"x").await.is_err() {
-                return;
-            }
-        }
-    };
-    let mut buf = [0u8; 64];
-    let closed = async {
-        loop {
-            match read.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        () = drip => Some(started.elapsed()),
-        () = closed => Some(started.elapsed()),
-        () = tokio::time::sleep(limit) => None,
     }
 }
 

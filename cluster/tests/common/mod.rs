@@ -4,6 +4,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +16,45 @@ use squall_cluster::local::LocalNode;
 use squall_proto::kvs::Key;
 use squall_proto::lattice::{LatticeValue, Stamp};
 use squall_verify::history::{Held, History, Level, Op, Status};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A client that begins a frame and then sends one byte every 100 ms (never finishing it):
+/// returns how long the port kept it open, or `None` if it outlived `limit`.
+pub async fn slow_sender(
+    addr: SocketAddr,
+    head: &'static [u8],
+    limit: Duration,
+) -> Option<Duration> {
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    if stream.write_all(head).await.is_err() {
+        return Some(started.elapsed());
+    }
+    let (mut read, mut write) = stream.split();
+    let drip = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if write.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    };
+    let mut buf = [0u8; 64];
+    let closed = async {
+        loop {
+            match read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    };
+    tokio::select! {
+        () = drip => Some(started.elapsed()),
+        () = closed => Some(started.elapsed()),
+        () = tokio::time::sleep(limit) => None,
+    }
+}
 
 /// A free loopback port (bound and released; good enough for tests on one machine).
 pub fn free_port() -> u16 {

@@ -58,6 +58,12 @@ pub struct ClientConfig {
     /// The most keys whose owners a redirect named that are remembered; beyond it the routes
     /// are forgotten (they are hints: the ring is the fallback).
     pub max_routes: u32,
+    /// After an attempt at a node gets no answer in time, the next this many calls ask that
+    /// node last among a key's nodes (a paused or cut-off node then costs one deadline, not
+    /// one per call); then one call asks it first again, as a probe, and if that one gets no
+    /// answer either the window doubles, up to 64 times this. Any answer from the node ends
+    /// the suspicion. 0: never (every call asks in ring order).
+    pub suspect_calls: u32,
     /// The seeded defect this client carries, if any.
     #[cfg(feature = "mutants")]
     #[cfg_attr(feature = "serde", serde(skip))]
@@ -79,6 +85,7 @@ impl ClientConfig {
             targets: Vec::new(),
             max_calls: 100_000,
             max_routes: 1 << 20,
+            suspect_calls: 0,
             #[cfg(feature = "mutants")]
             mutant: None,
         }
@@ -101,6 +108,8 @@ struct Call {
     to: NodeId,
     /// Nodes that said they are shutting down: not asked again by this call.
     stopping: BTreeSet<NodeId>,
+    /// Nodes suspected when the call began: asked last by every attempt of it.
+    demoted: BTreeSet<NodeId>,
     /// The last refusal heard.
     last: Option<Refusal>,
 }
@@ -114,6 +123,18 @@ pub struct KvsClient {
     calls: BTreeMap<ReqId, Call>,
     /// Owners learned from redirects, with the epoch they came from.
     routes: BTreeMap<Key, (Epoch, Vec<NodeId>)>,
+    /// Nodes an attempt timed out at, asked last meanwhile (see
+    /// [`ClientConfig::suspect_calls`]).
+    suspects: BTreeMap<NodeId, Suspect>,
+}
+
+/// A node suspected of not answering.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Suspect {
+    /// Calls left that ask it last; at 0 the next call asks it as usual (a probe).
+    left: u32,
+    /// The calls it is asked last for after its next timeout.
+    window: u32,
 }
 
 impl KvsClient {
@@ -143,6 +164,13 @@ impl KvsClient {
             let failure = Failure::Unavailable { attempts: 0, last: Some(Refusal::Overloaded) };
             return answer(caller, Outcome::Failed(failure), out);
         }
+        let mut demoted = BTreeSet::new();
+        for (node, suspect) in &mut self.suspects {
+            if suspect.left > 0 {
+                suspect.left -= 1;
+                demoted.insert(*node);
+            }
+        }
         let call = Call {
             caller,
             op,
@@ -150,6 +178,7 @@ impl KvsClient {
             maybe: false,
             to: cfg.id,
             stopping: BTreeSet::new(),
+            demoted,
             last: None,
         };
         self.attempt(cfg, call, out);
@@ -161,6 +190,8 @@ impl KvsClient {
             return answer(call.caller, call.failed(), out);
         }
         let mut owners = self.owners(cfg, &call.op);
+        // Suspects last, in their order (a stable sort).
+        owners.sort_by_key(|node| call.demoted.contains(node));
         owners.retain(|node| !call.stopping.contains(node));
         let Some(&to) = owners.get(call.attempts as usize % owners.len().max(1)) else {
             // No node to ask: nothing was sent for this attempt, though an earlier one may
@@ -201,6 +232,26 @@ impl KvsClient {
             owners.rotate_left(at);
         }
         owners
+    }
+
+    /// An attempt at `node` got no answer in time: ask it last for a while.
+    fn suspect(&mut self, cfg: &ClientConfig, node: NodeId) {
+        if cfg.suspect_calls == 0 {
+            return;
+        }
+        let max = cfg.suspect_calls.saturating_mul(64);
+        let suspect = self
+            .suspects
+            .entry(node)
+            .and_modify(|s| {
+                // A probe that went unanswered: a longer window. Otherwise another call sent
+                // before the suspicion timed out too: the same window again.
+                if s.left == 0 {
+                    s.window = s.window.saturating_mul(2).min(max);
+                }
+            })
+            .or_insert(Suspect { left: 0, window: cfg.suspect_calls });
+        suspect.left = suspect.window;
     }
 
     /// The answer to request `req` of a call in progress.
@@ -287,7 +338,12 @@ impl Node for KvsClient {
     type Durable = ();
 
     fn init(_: &ClientConfig, _: &(), _: &mut Out) -> Self {
-        Self { next_req: 0, calls: BTreeMap::new(), routes: BTreeMap::new() }
+        Self {
+            next_req: 0,
+            calls: BTreeMap::new(),
+            routes: BTreeMap::new(),
+            suspects: BTreeMap::new(),
+        }
     }
 
     fn handle(&mut self, cfg: &ClientConfig, input: Input<Self>, out: &mut Out) {
@@ -304,13 +360,17 @@ impl Node for KvsClient {
                     | KvsMsg::LeaveOk { req }
                     | KvsMsg::LeaveRefused { req }
                     | KvsMsg::Refused { req, .. }),
-                ..
-            } => self.answered(cfg, req, msg, out),
+                from,
+            } => {
+                self.suspects.remove(&from);
+                self.answered(cfg, req, msg, out);
+            }
             Input::Receive { .. } => out.ignore("a message a client does not expect"),
             Input::Timeout(KvsTimer::Attempt(req)) => match self.calls.remove(&req) {
                 Some(mut call) => {
                     // The request may have reached a replica that took it.
                     call.maybe = true;
+                    self.suspect(cfg, call.to);
                     self.attempt(cfg, call, out);
                 }
                 None => out.ignore("the deadline of an attempt already answered"),

@@ -277,3 +277,36 @@ fn a_script_makes_its_calls_in_order_and_records_every_outcome() {
     assert_eq!(node.outcomes(), [Outcome::Read(None), Outcome::Written]);
     assert!(node.is_idle(&script));
 }
+
+#[test]
+fn a_node_that_timed_out_is_asked_last_until_a_probe_or_an_answer() {
+    let mut cfg = cfg();
+    cfg.suspect_calls = 2;
+    let owners = ring().responsible("k", 3);
+    let (mut client, outputs) = calling(&cfg, 1, get("k"));
+    assert_eq!(sent(&outputs)[0].0, owners[0]);
+    let outputs = step(&cfg, &mut client, Input::Timeout(KvsTimer::Attempt(0)));
+    assert_eq!(sent(&outputs)[0].0, owners[1], "the retry goes on to the next replica");
+    let first_of = |client: &mut KvsClient, req: ReqId| {
+        let call = Input::Receive { from: APP, msg: KvsMsg::Call { req, op: get("k") } };
+        sent(&step(&cfg, client, call))[0].0
+    };
+    assert_eq!(first_of(&mut client, 2), owners[1], "suspected: asked last");
+    assert_eq!(first_of(&mut client, 3), owners[1], "for two calls");
+    let probe = first_of(&mut client, 4);
+    assert_eq!(probe, owners[0], "then asked first again, as a probe");
+    // The probe (request 4) times out too: the window doubles to four calls.
+    step(&cfg, &mut client, Input::Timeout(KvsTimer::Attempt(4)));
+    for req in 10..14 {
+        assert_eq!(first_of(&mut client, req), owners[1], "call {req} within the longer window");
+    }
+    // Any answer from it ends the suspicion at once.
+    step(&cfg, &mut client, from(owners[0], KvsMsg::GetOk { req: 0, value: None }));
+    assert_eq!(first_of(&mut client, 20), owners[0]);
+
+    let off = self::cfg();
+    let (mut client, _) = calling(&off, 1, get("k"));
+    step(&off, &mut client, Input::Timeout(KvsTimer::Attempt(0)));
+    let call = Input::Receive { from: APP, msg: KvsMsg::Call { req: 2, op: get("k") } };
+    assert_eq!(sent(&step(&off, &mut client, call))[0].0, owners[0], "0: no suspicion");
+}
