@@ -43,6 +43,13 @@ use tokio::task::JoinHandle;
 const KEYS: usize = 24;
 const WRITERS: u64 = 4;
 
+/// This process's limit on open files (inherited by the nodes it starts).
+fn open_files() -> usize {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap_or_default();
+    line.split_whitespace().nth(3).and_then(|soft| soft.parse().ok()).unwrap_or(1024)
+}
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -331,7 +338,9 @@ async fn converged(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_processes_survive_kills_pauses_partitions_and_floods() {
     let phase = Duration::from_secs(env_or("SQUALL_FAULT_SECS", 2));
-    let flood = env_or("SQUALL_FLOOD", 2000) as usize;
+    // The flood's connections count against this process's and node 0's open-file limits:
+    // within half of it (CI raises the limit; a host at 1,024 floods less).
+    let flood = (env_or("SQUALL_FLOOD", 2000) as usize).min(open_files() / 2 - 300);
     let text = config_text("processes", 3, 0, 3);
     let config = ClusterConfig::parse(&text).expect("valid");
     let dir = config.cluster.data_dir.clone();
@@ -420,8 +429,10 @@ async fn real_processes_survive_kills_pauses_partitions_and_floods() {
     meter.begin("node 2 paused");
     tokio::time::sleep(phase).await;
     nodes.lock().expect("nodes")[2].signal("-CONT");
-    meter.begin("resumed, first second");
+    meter.begin("resumed, 1st second");
     tokio::time::sleep(Duration::from_secs(1)).await;
+    meter.begin("resumed, 2nd-5th seconds");
+    tokio::time::sleep(Duration::from_secs(4)).await;
     meter.begin("resumed");
     tokio::time::sleep(phase).await;
 
@@ -495,7 +506,11 @@ async fn real_processes_survive_kills_pauses_partitions_and_floods() {
         "the flood kept a new client {newcomer_wait:?}"
     );
     let healthy = meter.peak_rss("healthy", 2);
-    let resumed = meter.peak_rss("resumed, first second", 2).max(meter.peak_rss("resumed", 2));
+    let resumed = ["resumed, 1st second", "resumed, 2nd-5th seconds", "resumed"]
+        .into_iter()
+        .map(|name| meter.peak_rss(name, 2))
+        .max()
+        .unwrap_or_default();
     assert!(resumed < 10 * healthy, "node 2 grew from {healthy} KiB to {resumed} KiB\n{report}");
     assert!(
         idle_ticks.iter().all(|t| *t < 30),

@@ -266,20 +266,22 @@ impl Recorder {
         for raw in ops.iter().filter(|raw| raw.write) {
             stamps.entry(raw.key.clone()).or_default().extend(raw.stamp);
         }
+        // Each key's stamps in LWW order, ranked once: version = rank + 1.
+        let mut ranks: std::collections::HashMap<(&str, Stamp), u64> = Default::default();
+        for (key, stamps) in &stamps {
+            let mut sorted = stamps.clone();
+            sorted.sort();
+            for (rank, stamp) in sorted.into_iter().enumerate() {
+                ranks.entry((key.as_str(), stamp)).or_insert(rank as u64 + 1);
+            }
+        }
         let mut unknown = 1_000_000_000;
         let mut version = |key: &str, stamp: Option<Stamp>| -> u64 {
             let Some(stamp) = stamp else { return 0 };
-            match stamps.get(key).and_then(|s| s.iter().position(|x| *x == stamp)) {
-                Some(rank) => {
-                    let mut sorted = stamps[key].clone();
-                    sorted.sort();
-                    sorted.iter().position(|x| *x == stamps[key][rank]).expect("present") as u64 + 1
-                }
-                None => {
-                    unknown += 1;
-                    unknown
-                }
-            }
+            ranks.get(&(key, stamp)).copied().unwrap_or_else(|| {
+                unknown += 1;
+                unknown
+            })
         };
         let mut history = History::default();
         for raw in &ops {
