@@ -80,8 +80,6 @@ struct World {
     evicting: bool,
     /// The storage nodes' gossip batch (keys) and backoff (ticks).
     gossip: (usize, u32),
-    /// Direct clients' `suspect_calls` (0: they never route around a silent node).
-    suspect_calls: u32,
     /// How often caches renew their subscriptions.
     renew: Duration,
     mutant: Option<squall_proto::kvs::Mutant>,
@@ -182,7 +180,6 @@ impl World {
             leavers: Vec::new(),
             evicting: false,
             gossip: (1024, 1),
-            suspect_calls: 0,
             renew: Duration::ZERO,
             mutant: kvs_mutant,
             sessions: Vec::new(),
@@ -197,8 +194,6 @@ impl World {
         let mut side = rng.clone();
         side.set_stream(1);
         world.gossip = ([1024, 1, 2][side.random_range(0..3)], [1, 4][side.random_range(0..2)]);
-        // Clients that ask a node last for a while after it timed out, or never.
-        world.suspect_calls = [0, 2][side.random_range(0..2)];
         let mut configs: Vec<(NodeId, CachedKvsConfig)> = Vec::new();
         for _ in 0..members + u64::from(membership) {
             let id = world.fresh();
@@ -287,7 +282,6 @@ impl World {
         let mut cfg = ClientConfig::new(id, self.ring.clone(), self.replication);
         cfg.via = via;
         cfg.max_attempts = 20;
-        cfg.suspect_calls = self.suspect_calls;
         cfg.mutant = self.mutant;
         // A restarted storage node is empty until its peers repopulate it, and serves reads
         // meanwhile: with storage crashes, writes at `all` promise no more than at majority.
@@ -467,7 +461,6 @@ impl World {
         let mut cfg = ClientConfig::new(id, self.ring.clone(), self.replication);
         cfg.via = via;
         cfg.max_attempts = 20;
-        cfg.suspect_calls = self.suspect_calls;
         cfg.mutant = self.mutant;
         let started = sim.trace().len() as u64;
         sim.add_node(id, CachedKvsConfig::Client(ScriptConfig::new(cfg, ops.clone())));
