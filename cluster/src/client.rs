@@ -354,6 +354,8 @@ impl KvClient {
         self.node.get_or_init(|| {
             let settings = RuntimeSettings {
                 inbox: INBOX,
+                // Only answers to its own requests come back to a client: no byte budget.
+                inbox_bytes: usize::MAX,
                 max_frame: self.settings.max_frame,
                 disk: None,
                 peers: self.peers.clone(),

@@ -262,6 +262,9 @@ pub struct Limits {
     /// Inputs queued for a node before new client calls are refused as overloaded (and peer
     /// messages dropped, which the protocol re-sends).
     pub inbox: usize,
+    /// Encoded bytes of the requests and peer messages from the network queued for a node at
+    /// once; beyond them the same happens as at `inbox`. At least `max_frame_bytes`.
+    pub max_inbox_bytes: usize,
     /// How long a graceful shutdown waits for in-flight calls, in milliseconds.
     pub drain_ms: u64,
     /// The most keys one gossip message to one replica carries (and at most half a frame of
@@ -302,8 +305,9 @@ impl Default for Limits {
             max_keys: 10_000_000,
             max_pending: 100_000,
             inbox: 65_536,
+            max_inbox_bytes: 256 << 20,
             drain_ms: 2_000,
-            gossip_batch_keys: 1024,
+            gossip_batch_keys: 128,
             min_free_disk_bytes: 64 << 20,
         }
     }
@@ -459,6 +463,7 @@ impl ClusterConfig {
             ("max_keys", l.max_keys as usize),
             ("max_pending", l.max_pending as usize),
             ("inbox", l.inbox),
+            ("max_inbox_bytes", l.max_inbox_bytes),
             ("gossip_batch_keys", l.gossip_batch_keys),
         ] {
             if value == 0 {
@@ -470,6 +475,13 @@ impl ClusterConfig {
                 "limits.max_value_bytes ({}) must leave room for framing below \
                  limits.max_frame_bytes ({}); keep it at least 1 KiB smaller",
                 l.max_value_bytes, l.max_frame_bytes
+            ));
+        }
+        if l.max_inbox_bytes < l.max_frame_bytes {
+            return invalid(format!(
+                "limits.max_inbox_bytes ({}) must hold at least one whole frame \
+                 (limits.max_frame_bytes, {})",
+                l.max_inbox_bytes, l.max_frame_bytes
             ));
         }
         if l.max_buffered_bytes < l.max_frame_bytes {

@@ -112,6 +112,7 @@ impl LocalNode {
         };
         let settings = RuntimeSettings {
             inbox: config.limits.inbox,
+            inbox_bytes: config.limits.max_inbox_bytes,
             max_frame: config.limits.max_frame_bytes,
             disk: Some(DiskSettings {
                 dir: config.data_path(id),
@@ -258,6 +259,7 @@ impl<N: Served<Durable = u32>> LocalRole<N> {
             .with_context(|| format!("{id}: cannot listen on {rpc} (RPC)"))?;
         let settings = RuntimeSettings {
             inbox: config.limits.inbox,
+            inbox_bytes: config.limits.max_inbox_bytes,
             max_frame: config.limits.max_frame_bytes,
             disk: None,
             peers: config.all_addresses().into_iter().filter(|(node, _)| node.0 != id).collect(),

@@ -122,10 +122,13 @@ impl Conn {
         if state.closed {
             return Err(io::Error::other("the connection was closed by its port"));
         }
-        let total = self.shared.buffered.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let total = total - state.held;
-        self.shared.buffered.fetch_sub(state.held, Ordering::Relaxed);
-        state.held = bytes;
+        // One adjustment of the port's total, by the change in this connection's charge.
+        let before = std::mem::replace(&mut state.held, bytes);
+        let total = if bytes >= before {
+            self.shared.buffered.fetch_add(bytes - before, Ordering::Relaxed) + (bytes - before)
+        } else {
+            self.shared.buffered.fetch_sub(before - bytes, Ordering::Relaxed) - (before - bytes)
+        };
         let budget = self.shared.limits.buffered;
         if total <= budget {
             return Ok(());
@@ -178,6 +181,16 @@ impl Conn {
         if state.peer {
             self.shared.peers.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+
+    /// The port could not run for `gap` (its process was stopped, or starved of CPU), so it
+    /// read nothing meanwhile: that time does not count against the connection's limits. A
+    /// node resumed after a SIGSTOP finds frames begun before the stop still part-way only
+    /// because it has not read the rest yet; closing them would cut its peers off.
+    fn excuse(&self, gap: Duration, now: Instant) {
+        let mut state = self.state();
+        state.active = (state.active + gap).min(now);
+        state.partial_since = state.partial_since.map(|since| (since + gap).min(now));
     }
 
     /// Whether the connection has outstayed a limit at `now`.
@@ -238,8 +251,10 @@ impl Port {
             let mut refused = Throttle::new(WARN_EVERY);
             let mut evicted = Throttle::new(WARN_EVERY);
             let mut expired = Throttle::new(WARN_EVERY);
-            let mut sweep = tokio::time::interval(sweep_period(&limits));
+            let period = sweep_period(&limits);
+            let mut sweep = tokio::time::interval(period);
             sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut swept = Instant::now();
             loop {
                 let (mut stream, peer) = tokio::select! {
                     biased;
@@ -256,6 +271,14 @@ impl Port {
                     }
                     _ = sweep.tick() => {
                         let now = Instant::now();
+                        // A tick over a period late: the port did not run (see `Conn::excuse`).
+                        let late = now.duration_since(swept).saturating_sub(period);
+                        swept = now;
+                        if late > period {
+                            for (conn, _) in open.values() {
+                                conn.excuse(late, now);
+                            }
+                        }
                         for (conn, abort) in open.values() {
                             let Some(why) = conn.expired(now) else { continue };
                             conn.close();
@@ -503,6 +526,23 @@ mod tests {
         b.close();
         assert_eq!(shared.buffered.load(Ordering::Relaxed), 0, "a closed connection releases");
         assert!(b.hold(1).is_err(), "a closed connection holds nothing more");
+    }
+
+    #[test]
+    fn time_the_port_could_not_run_does_not_count_against_a_connection() {
+        let (_, conn) = conn(LIMITS);
+        conn.partial(true);
+        let started = Instant::now();
+        // The process was stopped for a minute just after the frame began.
+        let resumed = started + Duration::from_secs(61);
+        assert_eq!(conn.expired(resumed), Some(Expired::SlowFrame));
+        conn.excuse(Duration::from_secs(60), resumed);
+        assert_eq!(conn.expired(resumed), None, "the frame had the port for a second");
+        assert_eq!(conn.expired(resumed + Duration::from_secs(10)), Some(Expired::SlowFrame));
+        // Never beyond now: an excuse longer than the connection's life makes it fresh.
+        conn.excuse(Duration::from_secs(3600), resumed);
+        assert_eq!(conn.state().partial_since, Some(resumed));
+        assert_eq!(conn.state().active, resumed);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -271,6 +271,9 @@ pub struct DiskSettings {
 pub struct RuntimeSettings<M> {
     /// Inputs queued before calls are refused and peer messages dropped.
     pub inbox: usize,
+    /// Bytes (encoded) of the messages from the network queued at once, at most: beyond them
+    /// calls are refused as overloaded and peer messages dropped. At least `max_frame`.
+    pub inbox_bytes: usize,
     /// The largest RPC frame sent to peers.
     pub max_frame: usize,
     /// Where the node's durable state lives; `None` keeps it in memory only.
@@ -326,11 +329,50 @@ impl Links {
 
 type Inspection<N> = Box<dyn FnOnce(&N) + Send>;
 
+/// The bytes a queued message from the network holds of its node's inbox budget, released
+/// when the node has taken it (or it is dropped unhandled).
+#[derive(Debug, Default)]
+struct Charge {
+    held: Option<(Arc<AtomicUsize>, usize)>,
+}
+
+impl Charge {
+    /// Charges `bytes` to `budget` (holding `held` of at most `max`), or `None` if they do not
+    /// fit. A message larger than the whole budget fits only into an empty inbox.
+    fn take(held: &Arc<AtomicUsize>, max: usize, bytes: usize) -> Option<Self> {
+        held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+            let after = now.checked_add(bytes)?;
+            (now == 0 || after <= max).then_some(after)
+        })
+        .ok()?;
+        Some(Self { held: Some((held.clone(), bytes)) })
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if let Some((held, bytes)) = self.held.take() {
+            held.fetch_sub(bytes, Ordering::Relaxed);
+        }
+    }
+}
+
 enum Event<N: Node> {
-    Deliver { from: NodeId, msg: N::Msg },
-    Call { from: NodeId, msg: N::Msg, reply: oneshot::Sender<Result<N::Msg, CallError>> },
+    Deliver {
+        from: NodeId,
+        msg: N::Msg,
+        charge: Charge,
+    },
+    Call {
+        from: NodeId,
+        msg: N::Msg,
+        reply: oneshot::Sender<Result<N::Msg, CallError>>,
+        charge: Charge,
+    },
     Inspect(Inspection<N>),
-    Shutdown { drain: Duration },
+    Shutdown {
+        drain: Duration,
+    },
 }
 
 /// A cheap, cloneable handle to a running node.
@@ -340,6 +382,9 @@ pub struct NodeHandle<N: Served> {
     closing: Arc<AtomicBool>,
     counters: Arc<Counters>,
     links: Arc<Links>,
+    /// Encoded bytes of the network's messages now in the inbox, and the most it may hold.
+    inbox_bytes: Arc<AtomicUsize>,
+    max_inbox_bytes: usize,
 }
 
 impl<N: Served> Clone for NodeHandle<N> {
@@ -350,6 +395,8 @@ impl<N: Served> Clone for NodeHandle<N> {
             closing: self.closing.clone(),
             counters: self.counters.clone(),
             links: self.links.clone(),
+            inbox_bytes: self.inbox_bytes.clone(),
+            max_inbox_bytes: self.max_inbox_bytes,
         }
     }
 }
@@ -374,7 +421,22 @@ impl<N: Served> NodeHandle<N> {
     /// Delivers a peer message; dropped (and counted) when the inbox is full, the node is
     /// stopped or its link to `from` is cut: the transport is allowed to lose messages.
     pub fn deliver(&self, from: NodeId, msg: N::Msg) {
-        if self.links.is_cut(from) || self.inbox.try_send(Event::Deliver { from, msg }).is_err() {
+        self.deliver_charged(from, msg, Charge::default());
+    }
+
+    /// Delivers a peer message that came over the network, `bytes` long encoded: dropped
+    /// (and counted) as [`NodeHandle::deliver`] says, and also when the inbox holds its
+    /// budget of such bytes ([`RuntimeSettings::inbox_bytes`]).
+    pub fn deliver_wire(&self, from: NodeId, msg: N::Msg, bytes: usize) {
+        match Charge::take(&self.inbox_bytes, self.max_inbox_bytes, bytes) {
+            Some(charge) => self.deliver_charged(from, msg, charge),
+            None => bump(&self.counters.dropped),
+        }
+    }
+
+    fn deliver_charged(&self, from: NodeId, msg: N::Msg, charge: Charge) {
+        let event = Event::Deliver { from, msg, charge };
+        if self.links.is_cut(from) || self.inbox.try_send(event).is_err() {
             bump(&self.counters.dropped);
         }
     }
@@ -384,7 +446,7 @@ impl<N: Served> NodeHandle<N> {
     /// if the node stopped.
     pub fn deliver_blocking(&self, from: NodeId, msg: N::Msg) -> bool {
         bump(&self.counters.delivered);
-        self.inbox.blocking_send(Event::Deliver { from, msg }).is_ok()
+        self.inbox.blocking_send(Event::Deliver { from, msg, charge: Charge::default() }).is_ok()
     }
 
     /// Cuts the node's links to `peers` (replacing any earlier cut): from now on, messages it
@@ -401,12 +463,38 @@ impl<N: Served> NodeHandle<N> {
 
     /// Sends a client request from `from` and waits for the node's answer.
     pub async fn call(&self, from: NodeId, msg: N::Msg) -> Result<N::Msg, CallError> {
+        self.call_charged(from, msg, None).await
+    }
+
+    /// Sends a client request that came over the network, `bytes` long encoded, and waits
+    /// for the node's answer: refused as overloaded, too, when the inbox holds its budget of
+    /// such bytes ([`RuntimeSettings::inbox_bytes`]).
+    pub async fn call_wire(
+        &self,
+        from: NodeId,
+        msg: N::Msg,
+        bytes: usize,
+    ) -> Result<N::Msg, CallError> {
+        self.call_charged(from, msg, Some(bytes)).await
+    }
+
+    async fn call_charged(
+        &self,
+        from: NodeId,
+        msg: N::Msg,
+        bytes: Option<usize>,
+    ) -> Result<N::Msg, CallError> {
         bump(&self.counters.arrivals);
         if self.closing.load(Ordering::Acquire) {
             return Err(CallError::ShuttingDown);
         }
+        let charge = match bytes {
+            Some(bytes) => Charge::take(&self.inbox_bytes, self.max_inbox_bytes, bytes)
+                .ok_or(CallError::Overloaded)?,
+            None => Charge::default(),
+        };
         let (reply, answer) = oneshot::channel();
-        self.inbox.try_send(Event::Call { from, msg, reply }).map_err(|e| match e {
+        self.inbox.try_send(Event::Call { from, msg, reply, charge }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => CallError::Overloaded,
             mpsc::error::TrySendError::Closed(_) => CallError::ShuttingDown,
         })?;
@@ -524,6 +612,8 @@ pub fn start<N: Served>(
         closing: Arc::new(AtomicBool::new(false)),
         counters,
         links: Arc::default(),
+        inbox_bytes: Arc::default(),
+        max_inbox_bytes: settings.inbox_bytes,
     };
     let killed = Arc::new(AtomicBool::new(false));
     let mut out = Outbox::new();
@@ -574,7 +664,7 @@ struct Driver<N: Served> {
     timer_keys: HashMap<N::Timer, delay_queue::Key>,
     /// Client calls waiting for their answer, by (caller, request number).
     pending: HashMap<(NodeId, ReqId), Waiter<N>>,
-    peers: HashMap<NodeId, mpsc::Sender<N::Msg>>,
+    peers: HashMap<NodeId, PeerQueue>,
     /// Messages the node sent to itself, delivered after the current outputs.
     loopback: VecDeque<N::Msg>,
     settings: RuntimeSettings<N::Msg>,
@@ -678,11 +768,12 @@ impl<N: Served> Driver<N> {
         draining: &mut Option<tokio::time::Instant>,
     ) -> Result<(), RuntimeError> {
         match event {
-            Event::Deliver { from, msg } => {
+            // A charge is released once its message is handled (at the end of its arm).
+            Event::Deliver { from, msg, charge: _charge } => {
                 bump(&self.counters.delivered);
                 self.step(Input::Receive { from, msg })
             }
-            Event::Call { from, msg, reply } => {
+            Event::Call { from, msg, reply, charge: _charge } => {
                 bump(&self.counters.calls);
                 self.call(from, msg, reply)
             }
@@ -861,16 +952,28 @@ impl<N: Served> Driver<N> {
             bump(&self.counters.dropped);
             return;
         };
+        let Ok(bytes) = crate::rpc::encode(msg) else {
+            return bump(&self.counters.dropped);
+        };
         let (id, max_frame, counters) = (self.id, self.settings.max_frame, self.counters.clone());
         let tasks = &mut self.peer_tasks.tasks;
         let queue = self.peers.entry(to).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(4 * BATCH);
-            tasks.push(
-                tokio::spawn(peer_sender::<N>(id, addr, max_frame, rx, counters)).abort_handle(),
-            );
-            tx
+            let queued = Arc::new(AtomicUsize::new(0));
+            let sender = peer_sender(id, addr, max_frame, rx, queued.clone(), counters);
+            tasks.push(tokio::spawn(sender).abort_handle());
+            PeerQueue { tx, queued }
         });
-        if queue.try_send(msg).is_err() {
+        let max = PEER_QUEUE_FRAMES * max_frame;
+        let len = bytes.len();
+        let charged = queue.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+            (now == 0 || now + len <= max).then_some(now + len)
+        });
+        if charged.is_err() {
+            return bump(&self.counters.dropped);
+        }
+        if queue.tx.try_send(bytes).is_err() {
+            queue.queued.fetch_sub(len, Ordering::Relaxed);
             bump(&self.counters.dropped);
         }
     }
@@ -905,7 +1008,7 @@ impl<N: Served> Driver<N> {
                 (Err(_), None) => Some(refused(req, Refusal::Unreachable)),
             };
             if let (Some(msg), Some(inbox)) = (answer, inbox.upgrade()) {
-                let _ = inbox.try_send(Event::Deliver { from: to, msg });
+                let _ = inbox.try_send(Event::Deliver { from: to, msg, charge: Charge::default() });
             }
         });
     }
@@ -1005,27 +1108,74 @@ pub async fn connect(addr: SocketAddr, max_frame: usize) -> std::io::Result<Squa
     Ok(SquallClient::new(tarpc::client::Config::default(), transport).spawn())
 }
 
+/// The queue of messages (encoded) to one peer, and the bytes in it.
+struct PeerQueue {
+    tx: mpsc::Sender<Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// How many frames' worth of encoded messages may wait for one peer; more are dropped (the
+/// protocols re-send).
+const PEER_QUEUE_FRAMES: usize = 4;
+
+/// Room kept in a `deliver` frame for its envelope (the call, the sender, the list lengths).
+const FRAME_ENVELOPE: usize = 1024;
+
+/// Fills `batch` with `first` and what else is queued, up to `BATCH` messages that fit in
+/// `room` bytes (each counted with a few bytes of framing; `first` goes whatever its size);
+/// returns the message taken that did not fit. What it takes off `queue` leaves `queued`.
+fn fill_batch(
+    batch: &mut Vec<Bytes>,
+    first: Bytes,
+    queue: &mut mpsc::Receiver<Bytes>,
+    queued: &AtomicUsize,
+    room: usize,
+) -> Option<Bytes> {
+    const FRAMING: usize = 8;
+    let mut size = first.len() + FRAMING;
+    batch.push(first);
+    while batch.len() < BATCH {
+        let Ok(msg) = queue.try_recv() else { break };
+        queued.fetch_sub(msg.len(), Ordering::Relaxed);
+        if size + msg.len() + FRAMING > room {
+            return Some(msg);
+        }
+        size += msg.len() + FRAMING;
+        batch.push(msg);
+    }
+    None
+}
+
 /// Sends one peer's messages in batches, one `deliver` call in flight at a time (which keeps
-/// them in order and batches more under load; meanwhile at most `4 × BATCH` wait, and more
-/// are dropped). A failed connection loses the batch — the protocols re-send — and is retried
+/// them in order and batches more under load; meanwhile at most `4 × BATCH` messages and
+/// `PEER_QUEUE_FRAMES` frames' worth of bytes wait, and more are dropped). A batch fits in
+/// one frame. A failed connection loses the batch — the protocols re-send — and is retried
 /// after a pause.
-async fn peer_sender<N: Served>(
+async fn peer_sender(
     from: NodeId,
     addr: SocketAddr,
     max_frame: usize,
-    mut queue: mpsc::Receiver<N::Msg>,
+    mut queue: mpsc::Receiver<Bytes>,
+    queued: Arc<AtomicUsize>,
     counters: Arc<Counters>,
 ) {
     let mut client: Option<SquallClient> = None;
-    let mut batch = Vec::with_capacity(BATCH);
-    while let Some(first) = queue.recv().await {
-        batch.push(first);
-        while batch.len() < BATCH {
-            match queue.try_recv() {
-                Ok(msg) => batch.push(msg),
-                Err(_) => break,
-            }
-        }
+    let mut batch: Vec<Bytes> = Vec::with_capacity(BATCH);
+    // A message taken off the queue that did not fit in the last batch: it starts the next.
+    let mut carried: Option<Bytes> = None;
+    let room = max_frame.saturating_sub(FRAME_ENVELOPE);
+    loop {
+        let first = match carried.take() {
+            Some(first) => first,
+            None => match queue.recv().await {
+                Some(first) => {
+                    queued.fetch_sub(first.len(), Ordering::Relaxed);
+                    first
+                }
+                None => break,
+            },
+        };
+        carried = fill_batch(&mut batch, first, &mut queue, &queued, room);
         if client.is_none() {
             match connect(addr, max_frame).await {
                 Ok(c) => client = Some(c),
@@ -1038,8 +1188,7 @@ async fn peer_sender<N: Served>(
                 }
             }
         }
-        let encoded: Vec<Bytes> =
-            batch.drain(..).filter_map(|msg| crate::rpc::encode(msg).ok()).collect();
+        let encoded = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
         let mut ctx = tarpc::context::current();
         ctx.deadline = std::time::Instant::now() + Duration::from_secs(2);
         let failed = match &client {
@@ -1055,5 +1204,38 @@ async fn peer_sender<N: Served>(
         if failed {
             client = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_batch_fits_in_a_frame_and_carries_the_rest_over() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let queued = AtomicUsize::new(0);
+        for len in [40, 40, 40, 10] {
+            queued.fetch_add(len, Ordering::Relaxed);
+            tx.try_send(Bytes::from(vec![0u8; len])).expect("room");
+        }
+        let mut batch = Vec::new();
+        // 48 + 48 bytes fit in 100; the third would not: it is carried to the next batch.
+        let first = rx.try_recv().expect("queued");
+        queued.fetch_sub(first.len(), Ordering::Relaxed);
+        let carried = fill_batch(&mut batch, first, &mut rx, &queued, 100).expect("carried");
+        assert_eq!(batch.iter().map(Bytes::len).collect::<Vec<_>>(), [40, 40]);
+        assert_eq!(carried.len(), 40);
+        assert_eq!(queued.load(Ordering::Relaxed), 10, "what is taken leaves the count");
+        batch.clear();
+        assert_eq!(fill_batch(&mut batch, carried, &mut rx, &queued, 100), None);
+        assert_eq!(batch.iter().map(Bytes::len).collect::<Vec<_>>(), [40, 10]);
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        // A message larger than a frame goes alone.
+        tx.try_send(Bytes::from(vec![0u8; 5])).expect("room");
+        queued.fetch_add(5, Ordering::Relaxed);
+        batch.clear();
+        let carried = fill_batch(&mut batch, Bytes::from(vec![0u8; 500]), &mut rx, &queued, 100);
+        assert_eq!((batch.len(), carried.map(|c| c.len())), (1, Some(5)));
     }
 }

@@ -73,7 +73,7 @@ impl<N: Served> Squall for Service<N> {
         }
         for bytes in msgs {
             match crate::rpc::decode::<N::Msg>(&bytes) {
-                Ok(msg) => self.node.deliver(from, msg),
+                Ok(msg) => self.node.deliver_wire(from, msg, bytes.len()),
                 Err(e) => tracing::debug!(%from, error = %e, "undecodable peer message dropped"),
             }
         }
@@ -94,7 +94,7 @@ impl<N: Served> Squall for Service<N> {
         if request.request().is_none() {
             return Err(CallError::NotARequest);
         }
-        let answer = self.node.call(from, request).await?;
+        let answer = self.node.call_wire(from, request, msg.len()).await?;
         crate::rpc::encode(answer)
             .map_err(|e| CallError::Malformed(format!("cannot encode the answer: {e}")))
     }

@@ -1,5 +1,6 @@
 //! Connection budgets on a loopback cluster: idle and slow clients cannot lock a port out,
-//! unfinished frames cannot hold more than the port's budget, and quiet clients time out.
+//! unfinished frames cannot hold more than the port's budget, requests queued for a busy node
+//! cannot hold more than its inbox's, and quiet clients time out.
 //! The limits are scaled down from the defaults so the tests run in seconds; the full-size
 //! case (2,000 idle connections and 50 slow senders against the default limits) is in
 //! `cluster/tests/processes.rs`'s long run and docs/operations.md.
@@ -9,9 +10,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{agree, config_text, slow_sender, start};
+use common::{agree, config_text, rpc_ping, slow_sender, start};
 use squall_cluster::config::ClusterConfig;
+use squall_cluster::rpc::{self, CallError};
 use squall_cluster::runtime::connect;
+use squall_proto::NodeId;
+use squall_proto::kvs::KvsMsg;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -88,10 +92,7 @@ async fn idle_and_slow_clients_lock_out_neither_new_clients_nor_replication() {
 
     // A new client on either port is served at once: it closes the quietest client (every
     // slow sender is still within its 2 s frame timeout, so the ports are still full).
-    let started = Instant::now();
-    let client = connect(rpc, config.limits.max_frame_bytes).await.expect("connect");
-    client.ping(tarpc::context::current()).await.expect("a new RPC client is served");
-    let rpc_wait = started.elapsed();
+    let rpc_wait = rpc_ping(rpc, config.limits.max_frame_bytes).await;
     let resp_wait = resp_ping(resp).await;
     assert!(rpc_wait < Duration::from_secs(1), "RPC ping took {rpc_wait:?}");
     assert!(resp_wait < Duration::from_secs(1), "RESP ping took {resp_wait:?}");
@@ -154,4 +155,38 @@ async fn a_quiet_client_is_closed_and_a_busy_one_is_not() {
     let (closed, ()) = tokio::join!(closes_within(&mut quiet, Duration::from_secs(2)), pinging);
     assert!(closed, "a client quiet for 300 ms is closed");
     node.stop().await.expect("stops");
+}
+
+/// Requests waiting in a busy node's inbox are bounded in bytes (`limits.max_inbox_bytes`):
+/// beyond the budget a call is refused as overloaded at once (definitely: the node did not
+/// take it), and once the node has taken what was queued, calls are served again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn requests_queued_for_a_busy_node_are_bounded_in_bytes() {
+    let config = config("inbox-bytes", "max_inbox_bytes = 131072");
+    let node = start(&config, 0).await;
+    let rpc = connect(node.rpc_addr, config.limits.max_frame_bytes).await.expect("connect");
+    let client = NodeId(1 << 63);
+    // A read of a 60 kB key: about 60 kB encoded, so two fit in the budget and a third does not.
+    let get = |req| rpc::encode(KvsMsg::Get { req, key: "k".repeat(60_000) }).expect("encode");
+    let ctx = tarpc::context::current;
+
+    // The node is busy for 800 ms (its task blocked in an inspection) while five arrive.
+    let handle = node.handle().clone();
+    let busy = tokio::spawn(async move {
+        handle.inspect(|_| std::thread::sleep(Duration::from_millis(800))).await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answers = futures::future::join_all((0..5).map(|req| rpc.call(ctx(), client, get(req))))
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("the transport answers"))
+        .collect::<Vec<_>>();
+    let served = answers.iter().filter(|answer| answer.is_ok()).count();
+    let refused = answers.iter().filter(|answer| **answer == Err(CallError::Overloaded)).count();
+    assert_eq!((served, refused), (2, 3), "{answers:?}");
+    busy.await.expect("inspection").expect("the node is running");
+
+    // The budget was released as the node took the two: calls are served again.
+    let answer = rpc.call(ctx(), client, get(9)).await.expect("the transport answers");
+    assert!(answer.is_ok(), "{answer:?}");
 }

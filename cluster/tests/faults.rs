@@ -9,20 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Recorder, agree, config, quiesce, start};
+use common::{Recorder, agree, config, late_reads, quiesce, start, take, walk};
 use squall_cluster::client::{ClientSettings, KvClient, LeaveOutcome};
 use squall_cluster::config::ClusterConfig;
 use squall_proto::NodeId;
 use squall_verify::check;
 use tokio::task::JoinHandle;
 
-const KEYS: usize = 24;
-
-fn key(i: usize) -> String {
-    format!("k{i}")
-}
-
-/// `writers` sessions writing (and now and then reading) random keys until `stop`.
+/// `writers` sessions writing (and now and then reading) keys until `stop`; every second
+/// write is to a key nobody writes again.
 fn workload(
     config: &ClusterConfig,
     recorder: &Arc<Recorder>,
@@ -34,37 +29,15 @@ fn workload(
             let (recorder, stop) = (recorder.clone(), stop.clone());
             let client = KvClient::new(config);
             tokio::spawn(async move {
-                let mut i = session as usize;
-                let mut n = 0;
-                while !stop.load(Ordering::Relaxed) {
-                    i = (i * 7 + 3) % KEYS;
-                    n += 1;
-                    if i.is_multiple_of(4) {
-                        let _ = recorder.get(&client, session, &key(i)).await;
-                    } else if n % 2 == 0 {
-                        let _ = recorder.put(&client, session, &key(i)).await;
-                    } else {
-                        // A key nobody writes again: if this acknowledged write were lost, no
-                        // later write could hide it from `lost-write`.
-                        let _ = recorder.put(&client, session, &format!("u{session}-{n}")).await;
+                for step in walk(session, 2) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
                     }
+                    take(&recorder, &client, session, step).await;
                 }
             })
         })
         .collect()
-}
-
-/// After quiescence: `settled_at`, then one read of every key through every node's own
-/// replica (each of which must see the settled version).
-async fn late_reads(config: &ClusterConfig, recorder: &Recorder, members: &[u64]) -> u64 {
-    let settled_at = recorder.now();
-    for id in members {
-        let client = KvClient::new(config).with_targets(vec![NodeId(*id)]);
-        for i in 0..KEYS {
-            recorder.get(&client, 1000 + id, &key(i)).await.expect("late read");
-        }
-    }
-    settled_at
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,8 @@
 //!
 //! CI runs it with 2 s phases in a debug build. The long run, for figures:
 //! `SQUALL_FAULT_SECS=60 cargo test --release -p squall-cluster --test processes -- --nocapture`
-//! (`SQUALL_FLOOD` sets the idle connections of the flood phase, 2,000 by default).
+//! (`SQUALL_FLOOD` sets the idle connections of the flood phase, 2,000 by default;
+//! `SQUALL_PAUSE_SECS` the pause alone, to study a resume without the other long phases).
 
 // The report (per-phase figures) is what the long run is for: it goes to standard output.
 #![allow(clippy::print_stdout)]
@@ -27,11 +28,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Recorder, config_text, slow_sender};
+use common::{Recorder, config_text, late_reads, rpc_ping, slow_sender, take, walk};
 use hdrhistogram::Histogram;
 use squall_cluster::client::KvClient;
 use squall_cluster::config::ClusterConfig;
-use squall_cluster::runtime::connect;
 use squall_proto::NodeId;
 use squall_proto::kvs::Key;
 use squall_proto::lattice::LatticeValue;
@@ -40,7 +40,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-const KEYS: usize = 24;
 const WRITERS: u64 = 4;
 
 /// This process's limit on open files (inherited by the nodes it starts).
@@ -167,7 +166,9 @@ impl Drop for Node {
     }
 }
 
-/// One phase's record: operations (latency, acknowledged, write) and the nodes' peak RSS.
+/// One phase's record: operations begun in it (latency, acknowledged, write) and the nodes'
+/// peak RSS. An operation counts in the phase it began in: one that waited out a deadline at a
+/// paused node belongs to the pause, even if it ended after the resume.
 struct Phase {
     name: String,
     started: Instant,
@@ -200,8 +201,10 @@ impl Meter {
         phases.push(phase);
     }
 
-    fn record(&self, latency: Duration, ok: bool, write: bool) {
-        if let Some(phase) = self.phases.lock().expect("meter").last_mut() {
+    fn record(&self, started: Instant, ok: bool, write: bool) {
+        let latency = started.elapsed();
+        let mut phases = self.phases.lock().expect("meter");
+        if let Some(phase) = phases.iter_mut().rev().find(|phase| phase.started <= started) {
             phase.ops.push((latency, ok, write));
         }
     }
@@ -232,8 +235,8 @@ impl Meter {
 
     fn report(&self) -> String {
         let mut out = String::from(
-            "| phase | s | ops/s | acknowledged writes | failed | p50 | p99 | peak RSS MB (0/1/2) |\n\
-             |---|---|---|---|---|---|---|---|\n",
+            "| phase | s | ops/s | acknowledged writes | failed | p50 | p99 | max | peak RSS MB (0/1/2) |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
         );
         for phase in self.phases.lock().expect("meter").iter() {
             let seconds = phase.ended.unwrap_or_else(Instant::now).duration_since(phase.started);
@@ -250,13 +253,14 @@ impl Meter {
             let rss = phase.peak_rss.map(|kib| format!("{}", kib / 1024));
             let _ = writeln!(
                 out,
-                "| {} | {:.1} | {:.0} | {writes} | {} | {:.1} ms | {:.1} ms | {} |",
+                "| {} | {:.1} | {:.0} | {writes} | {} | {:.1} ms | {:.1} ms | {:.0} ms | {} |",
                 phase.name,
                 seconds.as_secs_f64(),
                 ok as f64 / seconds.as_secs_f64(),
                 phase.ops.len() - ok,
                 latency.value_at_quantile(0.5) as f64 / 1000.0,
                 latency.value_at_quantile(0.99) as f64 / 1000.0,
+                latency.max() as f64 / 1000.0,
                 rss.join("/"),
             );
         }
@@ -264,11 +268,8 @@ impl Meter {
     }
 }
 
-fn key(i: usize) -> String {
-    format!("k{i}")
-}
-
-/// `WRITERS` sessions writing (and now and then reading) keys until the meter stops them.
+/// `WRITERS` sessions writing (and now and then reading) keys until the meter stops them;
+/// every sixteenth write is to a key nobody writes again.
 fn workload(
     config: &ClusterConfig,
     recorder: &Arc<Recorder>,
@@ -279,25 +280,16 @@ fn workload(
             let (recorder, meter) = (recorder.clone(), meter.clone());
             let client = KvClient::new(config);
             tokio::spawn(async move {
-                let (mut i, mut n) = (session as usize, 0u64);
+                let mut steps = walk(session, 16);
                 while !meter.stop.load(Ordering::Relaxed) {
                     if meter.paused.load(Ordering::Relaxed) {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
-                    i = (i * 7 + 3) % KEYS;
-                    n += 1;
+                    let step = steps.next().expect("an endless walk");
                     let started = Instant::now();
-                    let (result, write) = if i.is_multiple_of(4) {
-                        (recorder.get(&client, session, &key(i)).await, false)
-                    } else if n % 16 == 1 {
-                        // A key nobody writes again: were this acknowledged write lost, no
-                        // later write could hide it from `lost-write`.
-                        (recorder.put(&client, session, &format!("u{session}-{n}")).await, true)
-                    } else {
-                        (recorder.put(&client, session, &key(i)).await, true)
-                    };
-                    meter.record(started.elapsed(), result.is_ok(), write);
+                    let (write, ok) = take(&recorder, &client, session, step).await;
+                    meter.record(started, ok, write);
                 }
             })
         })
@@ -338,6 +330,7 @@ async fn converged(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_processes_survive_kills_pauses_partitions_and_floods() {
     let phase = Duration::from_secs(env_or("SQUALL_FAULT_SECS", 2));
+    let pause = Duration::from_secs(env_or("SQUALL_PAUSE_SECS", phase.as_secs()));
     // The flood's connections count against this process's and node 0's open-file limits:
     // within half of it (CI raises the limit; a host at 1,024 floods less).
     let flood = (env_or("SQUALL_FLOOD", 2000) as usize).min(open_files() / 2 - 300);
@@ -427,7 +420,7 @@ async fn real_processes_survive_kills_pauses_partitions_and_floods() {
 
     nodes.lock().expect("nodes")[2].signal("-STOP");
     meter.begin("node 2 paused");
-    tokio::time::sleep(phase).await;
+    tokio::time::sleep(pause).await;
     nodes.lock().expect("nodes")[2].signal("-CONT");
     meter.begin("resumed, 1st second");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -457,10 +450,7 @@ async fn real_processes_survive_kills_pauses_partitions_and_floods() {
         }
     }
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let started = Instant::now();
-    let newcomer = connect(rpc0, config.limits.max_frame_bytes).await.expect("connect");
-    newcomer.ping(tarpc::context::current()).await.expect("a new client is served");
-    let newcomer_wait = started.elapsed();
+    let newcomer_wait = rpc_ping(rpc0, config.limits.max_frame_bytes).await;
     tokio::time::sleep(phase.saturating_sub(Duration::from_millis(1100))).await;
     meter.end();
     drop(idle);
@@ -474,13 +464,7 @@ async fn real_processes_survive_kills_pauses_partitions_and_floods() {
 
     let keys = recorder.written_keys();
     let stores = converged(&config, &keys, Duration::from_secs(60)).await;
-    let settled_at = recorder.now();
-    for id in 0..3u64 {
-        let client = KvClient::new(&config).with_targets(vec![NodeId(id)]);
-        for i in 0..KEYS {
-            recorder.get(&client, 1000 + id, &key(i)).await.expect("late read");
-        }
-    }
+    let settled_at = late_reads(&config, &recorder, &[0, 1, 2]).await;
     let history = recorder.history(&stores, Some(settled_at));
 
     let report = meter.report();

@@ -56,6 +56,75 @@ pub async fn slow_sender(
     }
 }
 
+/// How long a new RPC client takes to connect to `addr` and be answered a ping.
+pub async fn rpc_ping(addr: SocketAddr, max_frame: usize) -> Duration {
+    let started = Instant::now();
+    let client = squall_cluster::runtime::connect(addr, max_frame).await.expect("connect");
+    client.ping(tarpc::context::current()).await.expect("a new RPC client is served");
+    started.elapsed()
+}
+
+/// The hot keys the fault workloads write over and over.
+pub const HOT_KEYS: usize = 24;
+
+/// Hot key `i`.
+pub fn key(i: usize) -> String {
+    format!("k{i}")
+}
+
+/// What a fault workload's session does next.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Read a hot key.
+    Read(String),
+    /// Write a key: a hot one, or one nobody writes again — were that acknowledged write
+    /// lost, no later write could hide it from `lost-write`.
+    Write(String),
+}
+
+/// One session's walk over the hot keys (a quarter of them read, the rest written), writing
+/// a key nobody writes again every `unique_every`-th step.
+pub fn walk(session: u64, unique_every: u64) -> impl Iterator<Item = Step> {
+    let mut i = session as usize;
+    (1u64..).map(move |n| {
+        i = (i * 7 + 3) % HOT_KEYS;
+        if i.is_multiple_of(4) {
+            Step::Read(key(i))
+        } else if n % unique_every == 1 % unique_every {
+            Step::Write(format!("u{session}-{n}"))
+        } else {
+            Step::Write(key(i))
+        }
+    })
+}
+
+/// Takes `step` through `client` into `recorder`'s history; whether it was a write, and
+/// whether it succeeded.
+pub async fn take(
+    recorder: &Recorder,
+    client: &KvClient,
+    session: u64,
+    step: Step,
+) -> (bool, bool) {
+    match step {
+        Step::Read(key) => (false, recorder.get(client, session, &key).await.is_ok()),
+        Step::Write(key) => (true, recorder.put(client, session, &key).await.is_ok()),
+    }
+}
+
+/// After quiescence: the time the replicas settled at, then one read of every hot key through
+/// each of `members`' own replicas (each must see the settled version).
+pub async fn late_reads(config: &ClusterConfig, recorder: &Recorder, members: &[u64]) -> u64 {
+    let settled_at = recorder.now();
+    for id in members {
+        let client = KvClient::new(config).with_targets(vec![squall_proto::NodeId(*id)]);
+        for i in 0..HOT_KEYS {
+            recorder.get(&client, 1000 + id, &key(i)).await.expect("late read");
+        }
+    }
+    settled_at
+}
+
 /// A free loopback port (bound and released; good enough for tests on one machine).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()

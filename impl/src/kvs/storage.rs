@@ -907,10 +907,15 @@ impl StorageNode {
     }
 
     /// Sends `peer` the next batch of the keys it lags on: at most `gossip_batch` keys and,
-    /// beyond the first, `gossip_batch_bytes` of keys and payloads.
+    /// beyond the first, `gossip_batch_bytes` of keys and payloads. A silent replica gets a
+    /// probe instead, a batch of one key: what a paused replica has not read piles up in its
+    /// connections, and it should find probes there when it resumes, not the store many times
+    /// over (its acknowledgement of a probe brings the next full batch at once).
     fn send_batch(&mut self, cfg: &StorageConfig, peer: NodeId, out: &mut Out) {
-        let after = self.lag.get(&peer).and_then(|lag| lag.after.clone());
-        let batch = cfg.gossip_batch.max(1);
+        let lag = self.lag.get(&peer);
+        let after = lag.and_then(|lag| lag.after.clone());
+        let silent = lag.is_some_and(|lag| lag.silent > 0);
+        let batch = if silent { 1 } else { cfg.gossip_batch.max(1) };
         let (mut keys, mut next) =
             self.behind.batch(peer, after.as_ref(), batch, batch.saturating_mul(4));
         let mut bytes = 0;
