@@ -80,6 +80,9 @@ pub struct Phase {
     pub reads: Histogram<u64>,
     /// Write latencies (µs); for the baseline, ping latencies.
     pub writes: Histogram<u64>,
+    /// What the two histograms hold, for the report: `("read", "write")`, or for the baseline
+    /// `("read", "ping")`.
+    pub labels: (&'static str, &'static str),
 }
 
 impl Phase {
@@ -98,7 +101,7 @@ impl Phase {
             self.throughput(),
             self.errors
         );
-        for (label, h) in [("read", &self.reads), ("write", &self.writes)] {
+        for (label, h) in [(self.labels.0, &self.reads), (self.labels.1, &self.writes)] {
             if h.is_empty() {
                 continue;
             }
@@ -170,19 +173,19 @@ pub async fn run(config: &ClusterConfig, args: &KvBenchArgs) -> anyhow::Result<V
             }
         }
         let pings = Arc::new(pings);
-        phases.push(
-            phase("ping baseline", args, move |i, _rng| {
-                let client = pings[i % pings.len()].clone();
-                async move {
-                    client
-                        .ping(tarpc::context::current())
-                        .await
-                        .map(|_| false)
-                        .map_err(|e| e.to_string())
-                }
-            })
-            .await,
-        );
+        let mut baseline = phase("ping baseline", args, move |i, _rng| {
+            let client = pings[i % pings.len()].clone();
+            async move {
+                client
+                    .ping(tarpc::context::current())
+                    .await
+                    .map(|_| false)
+                    .map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        baseline.labels = ("read", "ping");
+        phases.push(baseline);
     }
     preload(&clients, args).await?;
     let value = Bytes::from(vec![b'x'; args.value_size]);
@@ -249,8 +252,18 @@ async fn preload(clients: &[Arc<KvClient>], args: &KvBenchArgs) -> anyhow::Resul
     Ok(())
 }
 
+/// A progress bar on a terminal; elsewhere (a log, a pipe) one line on standard error when the
+/// step begins, so a long run is not silent.
 fn bar(args: &KvBenchArgs, len: u64, message: &'static str) -> ProgressBar {
+    use std::io::IsTerminal as _;
     if args.quiet {
+        return ProgressBar::hidden();
+    }
+    if !std::io::stderr().is_terminal() {
+        #[allow(clippy::print_stderr)] // The progress line, where no bar can be drawn.
+        {
+            eprintln!("squall bench: {message}");
+        }
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(len);
@@ -314,6 +327,7 @@ where
         elapsed: Duration::ZERO,
         reads: histogram(),
         writes: histogram(),
+        labels: ("read", "write"),
     };
     for task in tasks {
         let (reads, writes, errors, first_error) = task.await.expect("bench client panicked");

@@ -23,6 +23,22 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 /// id with the top bit set, so it can never be mistaken for a storage node.
 pub const CLIENT_ID_BASE: u64 = 1 << 63;
 
+/// Deserializes `host:port`, resolving a host name to its first address.
+fn address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    use serde::de::Error as _;
+    use std::net::ToSocketAddrs as _;
+    let text = String::deserialize(d)?;
+    let resolved = text
+        .to_socket_addrs()
+        .map_err(|e| D::Error::custom(format!("`{text}` is not an address (host:port): {e}")))?;
+    resolved.into_iter().next().ok_or_else(|| D::Error::custom(format!("`{text}` has no address")))
+}
+
+/// [`address`], for an optional field.
+fn some_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {
+    address(d).map(Some)
+}
+
 /// A configuration that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -34,9 +50,9 @@ pub enum ConfigError {
         /// Why.
         source: std::io::Error,
     },
-    /// The text is not valid TOML for this schema.
+    /// The text is not valid TOML for this schema (the parser's message, with where).
     #[error("invalid configuration: {0}")]
-    Parse(#[from] toml::de::Error),
+    Parse(String),
     /// The configuration parsed but is inconsistent.
     #[error("invalid configuration: {0}")]
     Invalid(String),
@@ -78,7 +94,9 @@ pub struct RoleEntry {
     /// Its id, unique among every node, scheduler and worker, below 2^47 (a worker's
     /// executors take ids `id * 65536 + 1 ...`).
     pub id: u64,
-    /// The address of its RPC port.
+    /// The address of its RPC port (`host:port`; a name is resolved when the configuration
+    /// is read).
+    #[serde(deserialize_with = "address")]
     pub rpc: SocketAddr,
     /// Executors (a worker's; each runs one function at a time). Default:
     /// `functions.executors`.
@@ -339,10 +357,12 @@ impl Default for ClientSection {
 pub struct NodeEntry {
     /// The node's id, unique, below 2^63.
     pub id: u64,
-    /// The address of the RPC port (peers and clients, tarpc over TCP).
+    /// The address of the RPC port (peers and clients, tarpc over TCP): `host:port`, a name
+    /// resolved when the configuration is read.
+    #[serde(deserialize_with = "address")]
     pub rpc: SocketAddr,
     /// The address of the RESP (Redis protocol) port, if the node serves one.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_address")]
     pub resp: Option<SocketAddr>,
     /// Whether the node starts outside the ring and joins it (for growing a cluster).
     #[serde(default)]
@@ -365,16 +385,20 @@ impl ClusterConfig {
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        let config: Self = toml::from_str(text)?;
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Reads, parses and validates a file.
+    /// Reads, parses and validates a file; errors name it.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Self::parse(&text)
+        Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse(m) => ConfigError::Parse(format!("{}: {m}", path.display())),
+            ConfigError::Invalid(m) => ConfigError::Invalid(format!("{}: {m}", path.display())),
+            read @ ConfigError::Read { .. } => read,
+        })
     }
 
     /// Checks what the schema cannot: unique ids and addresses, at least one initial member,
@@ -734,5 +758,34 @@ mod tests {
         assert_eq!(ok.limits, Limits::default());
         assert_eq!(ok.storage(1).expect("node 1").replication, 2);
         assert!(ok.storage(2).is_none());
+        assert!(
+            error_of(&format!("{head}[limits]\nmax_inbox_bytes = 1000\n{}", node(1, 1)))
+                .contains("max_inbox_bytes")
+        );
+    }
+
+    #[test]
+    fn addresses_may_name_hosts_and_a_bad_one_is_named() {
+        let text = "[cluster]\nreplication = 1\n\
+                    [[node]]\nid = 0\nrpc = \"localhost:7700\"\nresp = \"localhost:6380\"\n";
+        let config = ClusterConfig::parse(text).expect("a host name resolves");
+        assert!(config.nodes[0].rpc.ip().is_loopback());
+        assert_eq!(config.nodes[0].resp.map(|a| a.port()), Some(6380));
+        let error =
+            error_of("[cluster]\nreplication = 1\n[[node]]\nid = 0\nrpc = \"no-port-here\"\n");
+        assert!(error.contains("`no-port-here` is not an address"), "{error}");
+    }
+
+    #[test]
+    fn a_file_error_names_the_file_and_says_it_once() {
+        let path = std::env::temp_dir().join(format!("squall-bad-{}.toml", std::process::id()));
+        std::fs::write(&path, "[cluster]\nreplication = \"x\"\n").expect("write");
+        let error = format!("{:#}", anyhow::Error::from(ClusterConfig::load(&path).unwrap_err()));
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            error.starts_with(&format!("invalid configuration: {}:", path.display())),
+            "{error}"
+        );
+        assert_eq!(error.matches("TOML parse error").count(), 1, "{error}");
     }
 }

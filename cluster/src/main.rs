@@ -91,7 +91,8 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
-    /// Print the embedded default configuration (a starting point for your own).
+    /// Print the embedded default configuration (a starting point for your own); with
+    /// --config, check that file and print it.
     Config,
 }
 
@@ -102,8 +103,13 @@ enum KvCommand {
         /// The key.
         key: String,
         /// The value: bytes for lww, priority and the causal types, one element for set, an
-        /// unsigned integer for max and min.
-        value: String,
+        /// unsigned integer for max and min. `-` reads it from standard input (for values
+        /// too large for a command line, or not text).
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file instead.
+        #[arg(long)]
+        file: Option<PathBuf>,
         /// The lattice type.
         #[arg(long = "type", short, default_value = "lww", value_parser = lattice_types())]
         kind: LatticeType,
@@ -283,7 +289,20 @@ fn load(cli: &Cli) -> anyhow::Result<ClusterConfig> {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = load(&cli)?;
     match cli.command {
-        Command::Config => say(DEFAULT_TOML),
+        // The embedded default, comments and all; with --config, the file, once it has been
+        // read and checked (the overrides of --data-dir and --sync apply to a file's use, not
+        // to its text, so they are refused here rather than silently ignored).
+        Command::Config => {
+            anyhow::ensure!(
+                cli.data_dir.is_none() && cli.sync.is_none(),
+                "`squall config` prints a configuration file; --data-dir and --sync override \
+                 one when it is used (e.g. `squall --config FILE --data-dir DIR up`)"
+            );
+            match &cli.config {
+                Some(path) => say(std::fs::read_to_string(path)?.trim_end()),
+                None => say(DEFAULT_TOML.trim_end()),
+            }
+        }
         Command::Up => {
             let cluster = LocalCluster::start(&config).await?;
             say(format!(
@@ -317,9 +336,21 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     entry.id, worker.rpc_addr
                 ));
             }
-            say("try: squall kv put hello world && squall kv get hello   (or redis-cli -p 6380)");
+            // The hints name this configuration, so they work as printed.
+            let squall = match &cli.config {
+                Some(path) => format!("squall --config {}", path.display()),
+                None => "squall".to_owned(),
+            };
+            let redis = cluster
+                .nodes
+                .iter()
+                .find_map(|node| node.resp_addr)
+                .map_or(String::new(), |addr| {
+                    format!("   (or redis-cli -h {} -p {})", addr.ip(), addr.port())
+                });
+            say(format!("try: {squall} kv put hello world && {squall} kv get hello{redis}"));
             if cluster.scheduler.is_some() {
-                say("     squall fn call increment 41");
+                say(format!("     {squall} fn call increment 41"));
             }
             say("Ctrl-C stops the cluster.");
             tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
@@ -531,13 +562,26 @@ fn kv_failure(e: &squall_cluster::client::KvError) -> ExitCode {
 async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCode> {
     let client = KvClient::new(config);
     match command {
-        KvCommand::Put { key, value, kind, priority, durability } => {
+        KvCommand::Put { key, value, file, kind, priority, durability } => {
             let writer = WriterId(client.id().0);
-            let bytes = Bytes::from(value.clone().into_bytes());
+            let bytes = match (value.as_deref(), &file) {
+                (_, Some(path)) => Bytes::from(
+                    std::fs::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                (Some("-"), None) => {
+                    let mut input = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut input)
+                        .context("cannot read the value from standard input")?;
+                    Bytes::from(input)
+                }
+                (Some(value), None) => Bytes::from(value.to_owned().into_bytes()),
+                (None, None) => anyhow::bail!("a value, `-` or --file is needed"),
+            };
             let number = || {
-                value
-                    .parse::<u64>()
-                    .with_context(|| format!("{value:?} is not an unsigned integer"))
+                let text = String::from_utf8_lossy(&bytes);
+                let text = text.trim();
+                text.parse::<u64>().with_context(|| format!("{text:?} is not an unsigned integer"))
             };
             let lattice = match kind {
                 LatticeType::Lww => client.lww(bytes),

@@ -54,8 +54,27 @@ pub fn serve(listener: TcpListener, context: Arc<RespContext>, limits: ConnLimit
     })
 }
 
+/// What a command touches, for ordering commands of one pipeline.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Footprint {
+    /// The keys it reads or writes.
+    keys: Vec<Bytes>,
+    /// Whether it writes them.
+    writes: bool,
+    /// Whether it reads every key of the node (`DBSIZE`, `SCAN`).
+    every_key: bool,
+}
+
 /// The keys a command reads and writes, for ordering commands of one pipeline.
-fn footprint(frame: &Frame) -> (Vec<Bytes>, bool) {
+fn footprint(frame: &Frame) -> Footprint {
+    let (keys, writes) = touched(frame);
+    let every_key = matches!(frame, Frame::Array(parts) if matches!(parts.first(),
+        Some(Frame::BulkString(name)) if name.eq_ignore_ascii_case(b"DBSIZE")
+            || name.eq_ignore_ascii_case(b"SCAN")));
+    Footprint { keys, writes, every_key }
+}
+
+fn touched(frame: &Frame) -> (Vec<Bytes>, bool) {
     let Frame::Array(parts) = frame else { return (Vec::new(), false) };
     let arg = |i: usize| match parts.get(i) {
         Some(Frame::BulkString(b) | Frame::SimpleString(b)) => Some(b.clone()),
@@ -65,7 +84,8 @@ fn footprint(frame: &Frame) -> (Vec<Bytes>, bool) {
     match name.as_slice() {
         b"GET" => (arg(1).into_iter().collect(), false),
         b"SET" => (arg(1).into_iter().collect(), true),
-        b"MGET" => ((1..parts.len()).filter_map(arg).collect(), false),
+        b"MGET" | b"EXISTS" => ((1..parts.len()).filter_map(arg).collect(), false),
+        b"TYPE" => (arg(1).into_iter().collect(), false),
         b"MSET" => ((1..parts.len()).step_by(2).filter_map(arg).collect(), true),
         _ => (Vec::new(), false),
     }
@@ -79,16 +99,23 @@ fn is_quit(frame: &Frame) -> bool {
 /// Splits a pipeline into waves that may run concurrently: a command starts a new wave when
 /// it writes a key an earlier command of the current wave touches, or touches a key it writes.
 /// Waves run one after the other, so a pipeline's effects are those of running it in order.
+/// A command reading every key conflicts with any write in the wave, and the other way round.
 fn waves(frames: Vec<Frame>) -> Vec<Vec<Frame>> {
     let mut waves: Vec<Vec<Frame>> = Vec::new();
     let mut touched: HashMap<Bytes, bool> = HashMap::new();
+    let (mut wrote, mut read_every_key) = (false, false);
     for frame in frames {
-        let (keys, writes) = footprint(&frame);
-        let conflict = keys.iter().any(|k| touched.get(k).is_some_and(|w| *w || writes));
+        let Footprint { keys, writes, every_key } = footprint(&frame);
+        let conflict = keys.iter().any(|k| touched.get(k).is_some_and(|w| *w || writes))
+            || (every_key && wrote)
+            || (writes && read_every_key);
         if conflict || waves.is_empty() {
             waves.push(Vec::new());
             touched.clear();
+            (wrote, read_every_key) = (false, false);
         }
+        wrote |= writes;
+        read_every_key |= every_key;
         for key in keys {
             *touched.entry(key).or_default() |= writes;
         }
@@ -110,8 +137,12 @@ async fn connection(
         let mut fatal = None;
         let mut quit = false;
         while frames.len() < context.max_in_flight && !quit {
-            match decode_bytes_mut(&mut input) {
-                Ok(Some((frame, _, _))) => {
+            let next = match inline(&mut input) {
+                Some(line) => Ok(line),
+                None => decode_bytes_mut(&mut input).map(|parsed| parsed.map(|(frame, ..)| frame)),
+            };
+            match next {
+                Ok(Some(frame)) => {
                     quit = is_quit(&frame);
                     frames.push(frame);
                 }
@@ -168,12 +199,107 @@ async fn connection(
     }
 }
 
+/// An inline command (a line of words, as typed by hand into `telnet` or `nc`: `PING\r\n`),
+/// as the array of bulk strings a client would have sent; `None` if the input is RESP (it
+/// starts with a type marker) or empty, `Some(None)` while the line is unfinished. Blank lines
+/// are skipped.
+fn inline(input: &mut BytesMut) -> Option<Option<Frame>> {
+    loop {
+        let first = *input.first()?;
+        if matches!(first, b'*' | b'$' | b'+' | b'-' | b':') {
+            return None;
+        }
+        let Some(end) = input.iter().position(|b| *b == b'\n') else { return Some(None) };
+        let line = input.split_to(end + 1).freeze();
+        let words: Vec<Frame> = line
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|word| !word.is_empty())
+            .map(|word| Frame::BulkString(line.slice_ref(word)))
+            .collect();
+        if !words.is_empty() {
+            return Some(Some(Frame::Array(words)));
+        }
+    }
+}
+
 fn encode(output: &mut BytesMut, frame: &Frame) {
     extend_encode(output, frame, false).expect("an extending encode cannot run out of room");
 }
 
 fn error(message: impl Into<String>) -> Frame {
     Frame::Error(Str::from(message.into()))
+}
+
+fn simple(text: &'static str) -> Frame {
+    Frame::SimpleString(Bytes::from_static(text.as_bytes()))
+}
+
+/// `SCAN cursor [MATCH pattern] [COUNT n]` over this node's keys, in key order. The cursor is
+/// the number of keys looked at so far (`0` to start, and `0` again when done); `COUNT`
+/// (default 10) keys are looked at per call and those matching the glob `MATCH` (`*` and `?`)
+/// returned. Keys present for a whole scan are returned at least once if no key before them
+/// is removed meanwhile.
+async fn scan(context: &RespContext, args: &[Bytes]) -> Frame {
+    let Some(cursor) = std::str::from_utf8(&args[0]).ok().and_then(|c| c.parse::<usize>().ok())
+    else {
+        return error("ERR invalid cursor");
+    };
+    let (mut pattern, mut count) = (None, 10usize);
+    let mut options = args[1..].chunks(2);
+    for option in options.by_ref() {
+        match (String::from_utf8_lossy(&option[0]).to_ascii_uppercase().as_str(), option.get(1)) {
+            ("MATCH", Some(glob)) => pattern = Some(glob.clone()),
+            ("COUNT", Some(n)) => match std::str::from_utf8(n).ok().and_then(|n| n.parse().ok()) {
+                Some(n) if n > 0 => count = n,
+                _ => return error("ERR value is not an integer or out of range"),
+            },
+            _ => return error("ERR syntax error: SCAN cursor [MATCH pattern] [COUNT count]"),
+        }
+    }
+    let page = context
+        .node
+        .inspect(move |storage| {
+            let store = storage.store();
+            let seen: Vec<String> = store.keys().skip(cursor).take(count).cloned().collect();
+            let next = cursor + seen.len();
+            (seen, if next >= store.len() { 0 } else { next })
+        })
+        .await;
+    let Some((seen, next)) = page else { return error("ERR the node is stopping") };
+    let keys = seen
+        .into_iter()
+        .filter(|key| pattern.as_ref().is_none_or(|glob| glob_matches(glob, key.as_bytes())))
+        .map(|key| Frame::BulkString(Bytes::from(key)))
+        .collect();
+    Frame::Array(vec![Frame::BulkString(Bytes::from(next.to_string())), Frame::Array(keys)])
+}
+
+/// Whether `text` matches `glob`, where `*` stands for any run of bytes and `?` for one byte
+/// (in time proportional to their lengths' product at worst).
+fn glob_matches(glob: &[u8], text: &[u8]) -> bool {
+    let (mut g, mut t) = (0, 0);
+    // The last `*` seen, and where in the text its run would end if it took one byte more.
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match glob.get(g) {
+            Some(b'*') => {
+                star = Some((g, t));
+                g += 1;
+            }
+            Some(c) if *c == b'?' || *c == text[t] => {
+                g += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((at, from)) => {
+                    (g, t) = (at + 1, from + 1);
+                    star = Some((at, from + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    glob[g..].iter().all(|c| *c == b'*')
 }
 
 fn ok() -> Frame {
@@ -198,7 +324,7 @@ async fn execute(context: &RespContext, frame: Frame) -> Frame {
     let name = String::from_utf8_lossy(name).to_ascii_uppercase();
     match (name.as_str(), args.len()) {
         ("PING", 1) => Frame::SimpleString(Bytes::from_static(b"PONG")),
-        ("PING", 2) => Frame::BulkString(args[1].clone()),
+        ("PING", 2) | ("ECHO", 2) => Frame::BulkString(args[1].clone()),
         ("GET", 2) => match key(&args[1]) {
             Ok(key) => get(context, &key).await,
             Err(e) => e,
@@ -233,17 +359,49 @@ async fn execute(context: &RespContext, frame: Frame) -> Frame {
             let replies: Vec<Frame> = futures::future::join_all(writes).await;
             mset_reply(replies)
         }
+        ("EXISTS", n) if n >= 2 => {
+            let reads = args[1..].iter().map(|k| async move {
+                let key = key(k)?;
+                match context.client.get(&key).await {
+                    Ok(Some(LatticeValue::Lww(lww))) => Ok(i64::from(lww.value().is_some())),
+                    Ok(Some(_)) => Ok(1),
+                    Ok(None) => Ok(0),
+                    Err(e) => Err(failure(&e)),
+                }
+            });
+            let counts: Result<Vec<i64>, Frame> =
+                futures::future::join_all(reads).await.into_iter().collect();
+            counts.map_or_else(|e| e, |counts| Frame::Integer(counts.iter().sum()))
+        }
+        ("TYPE", 2) => match key(&args[1]) {
+            Ok(key) => match context.client.get(&key).await {
+                Ok(Some(LatticeValue::Lww(lww))) if lww.value().is_none() => simple("none"),
+                Ok(Some(value)) => simple(value.lattice_type().name()),
+                Ok(None) => simple("none"),
+                Err(e) => failure(&e),
+            },
+            Err(e) => e,
+        },
+        ("DBSIZE", 1) => match context.node.inspect(|storage| storage.store().len()).await {
+            Some(keys) => Frame::Integer(keys as i64),
+            None => error("ERR the node is stopping"),
+        },
+        ("SCAN", n) if n >= 2 => scan(context, &args[1..]).await,
         ("INFO", 1 | 2) => Frame::BulkString(Bytes::from(info(context).await)),
         ("QUIT", _) => ok(),
         // What redis-cli and redis-benchmark ask on connect: answered harmlessly.
         ("COMMAND" | "CONFIG", _) => Frame::Array(Vec::new()),
         ("SELECT", 2) if args[1].as_ref() == b"0" => ok(),
+        ("SELECT", 2) => error("ERR DB index is out of range: Squall has only database 0"),
         ("CLIENT", _) => ok(),
-        ("GET" | "SET" | "MGET" | "MSET" | "PING" | "INFO" | "SELECT", _) => {
-            error(format!("ERR wrong number of arguments for '{}' command", name.to_lowercase()))
-        }
+        (
+            "GET" | "SET" | "MGET" | "MSET" | "EXISTS" | "TYPE" | "DBSIZE" | "SCAN" | "PING"
+            | "ECHO" | "INFO" | "SELECT",
+            _,
+        ) => error(format!("ERR wrong number of arguments for '{}' command", name.to_lowercase())),
         _ => error(format!(
-            "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, PING, INFO",
+            "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, EXISTS, TYPE, \
+             DBSIZE, SCAN, PING, ECHO, INFO",
             String::from_utf8_lossy(&args[0])
         )),
     }
@@ -340,6 +498,51 @@ async fn info(context: &RespContext) -> String {
 mod tests {
     use super::*;
     use redis_protocol::resp2::types::Resp2Frame;
+
+    #[test]
+    fn globs_match_runs_and_single_bytes() {
+        for (glob, text, matches) in [
+            ("*", "", true),
+            ("user:*", "user:42", true),
+            ("user:*", "users", false),
+            ("?:*:?", "a:bc:d", true),
+            ("*a*b", "xaxxb", true),
+            ("*a*b", "xaxxbc", false),
+            ("a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaac", false),
+            ("exact", "exact", true),
+        ] {
+            assert_eq!(glob_matches(glob.as_bytes(), text.as_bytes()), matches, "{glob} {text}");
+        }
+    }
+
+    #[test]
+    fn a_whole_keyspace_read_waits_for_earlier_writes_and_holds_back_later_ones() {
+        let pipeline = vec![
+            command(&["SET", "a", "1"]),
+            command(&["GET", "b"]),
+            command(&["DBSIZE"]),
+            command(&["EXISTS", "c"]),
+            command(&["SCAN", "0"]),
+            command(&["SET", "d", "1"]),
+        ];
+        assert_eq!(
+            names(&waves(pipeline)),
+            [vec!["SET a 1", "GET b"], vec!["DBSIZE", "EXISTS c", "SCAN 0"], vec!["SET d 1"]]
+        );
+    }
+
+    #[test]
+    fn inline_commands_are_read_as_arrays_and_resp_is_left_alone() {
+        let mut input = BytesMut::from(&b"PING\r\n\r\n  echo   hi \nSET a"[..]);
+        assert_eq!(inline(&mut input), Some(Some(command(&["PING"]))));
+        // A blank line is skipped; words split on any whitespace, a bare \n ends a line.
+        assert_eq!(inline(&mut input), Some(Some(command(&["echo", "hi"]))));
+        assert_eq!(inline(&mut input), Some(None), "an unfinished line waits");
+        assert_eq!(&input[..], b"SET a");
+        let mut resp = BytesMut::from(&b"*1\r\n$4\r\nPING\r\n"[..]);
+        assert_eq!(inline(&mut resp), None);
+        assert_eq!(inline(&mut BytesMut::new()), None);
+    }
 
     fn command(args: &[&str]) -> Frame {
         Frame::Array(args.iter().map(|a| Frame::BulkString(Bytes::from(a.to_string()))).collect())

@@ -103,7 +103,12 @@ async fn a_cluster_killed_whole_with_sigkill_keeps_every_acknowledged_write() {
     let config_path = dir.join("squall.toml");
     std::fs::write(&config_path, &text).expect("write config");
 
-    let (mut first, _) = up(&config_path).await;
+    let (mut first, printed) = up(&config_path).await;
+    // Its start-up hints name this configuration and its first RESP port.
+    let resp = config.nodes[0].resp.expect("a RESP port");
+    let hint = printed.iter().find(|line| line.starts_with("try:")).expect("a hint");
+    assert!(hint.contains(&format!("squall --config {} kv put", config_path.display())), "{hint}");
+    assert!(hint.contains(&format!("redis-cli -h {} -p {}", resp.ip(), resp.port())), "{hint}");
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = workload(&config, &recorder, &stop, 4);
@@ -213,4 +218,34 @@ async fn a_node_whose_data_directory_was_lost_is_repopulated_by_its_peers() {
         node.stop().await.expect("stop");
     }
     let _ = std::fs::remove_dir_all(&config.cluster.data_dir);
+}
+
+/// `squall --config FILE config` checks the file and prints it; a bad file is named with what
+/// is wrong, once; the overrides, which change a file's use and not its text, are refused.
+#[test]
+fn squall_config_prints_a_checked_file_and_refuses_overrides() {
+    let squall = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_squall")).args(args).output().expect("run")
+    };
+    let dir = std::env::temp_dir().join(format!("squall-config-cmd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = dir.join("good.toml");
+    let text = config_text("config-cmd", 1, 0, 1);
+    std::fs::write(&good, &text).expect("write");
+    let out = squall(&["--config", good.to_str().expect("utf-8"), "config"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), text.trim_end());
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[cluster]\nreplication = \"x\"\n").expect("write");
+    let out = squall(&["--config", bad.to_str().expect("utf-8"), "config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr.contains(bad.to_str().expect("utf-8")), "{stderr}");
+    assert_eq!(stderr.matches("TOML parse error").count(), 1, "{stderr}");
+
+    let out = squall(&["--data-dir", "/tmp/elsewhere", "config"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--data-dir and --sync"));
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{config, start};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::{BytesFrame as Frame, Resp2Frame as _};
 use squall_cluster::client::KvClient;
 use squall_cluster::client::KvError;
 use squall_cluster::rpc::CallError;
@@ -26,6 +28,21 @@ fn b(text: &str) -> Bytes {
 
 fn clock(writer: u64, n: u64) -> VectorClock {
     VectorClock::new([(WriterId(writer), n)])
+}
+
+/// Reads one RESP reply from `stream`.
+async fn one_reply(stream: &mut TcpStream) -> Frame {
+    let mut input = bytes::BytesMut::new();
+    loop {
+        if let Some((frame, ..)) = decode_bytes_mut(&mut input).expect("a RESP reply") {
+            return frame;
+        }
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_buf(&mut input))
+            .await
+            .expect("a reply within 5 s")
+            .expect("read");
+        assert!(read > 0, "the connection closed before a reply");
+    }
 }
 
 /// Reads from `stream` until it closes; panics if it stays open for 5 s.
@@ -195,8 +212,16 @@ async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
     raw.write_all(b"*2\r\n$3\r\nGET\r\n:oops\r\n").await.expect("write");
     let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
     assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
+    // A line that is not RESP is an inline command, as in Redis: an unknown one is an error
+    // reply, and the connection stays open.
     let mut raw = TcpStream::connect(resp).await.expect("connect");
-    raw.write_all(b"%%%% not resp at all\r\n").await.expect("write");
+    raw.write_all(b"%%%% not resp at all\r\nQUIT\r\n").await.expect("write");
+    let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
+    assert!(reply.starts_with("-ERR unknown command '%%%%'"), "{reply}");
+    assert!(reply.ends_with("+OK\r\n"), "{reply}");
+    // A RESP type marker followed by nonsense cannot be resynchronised: the connection closes.
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    raw.write_all(b"*x\r\n").await.expect("write");
     let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
     assert!(reply.starts_with("-ERR Protocol error"), "{reply}");
     // A bulk string larger than the limit is refused without buffering it all.
@@ -220,6 +245,52 @@ async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
         "{reply}"
     );
     assert!(reply.ends_with("+OK\r\n"), "{reply}");
+
+    // Inline commands, as typed by hand (a bare newline ends one too), ECHO, and SELECT of a
+    // database that does not exist.
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    raw.write_all(b"PING\r\nECHO  hi\nGET a\r\nSELECT 1\r\nQUIT\r\n").await.expect("write");
+    let reply = String::from_utf8(closed(&mut raw).await).expect("utf8");
+    assert_eq!(
+        reply,
+        "+PONG\r\n$2\r\nhi\r\n$1\r\n1\r\n-ERR DB index is out of range: Squall has only \
+         database 0\r\n+OK\r\n"
+    );
+
+    // EXISTS, TYPE, and the node's keys by DBSIZE and SCAN (a cursor over pages of 2).
+    let mut raw = TcpStream::connect(resp).await.expect("connect");
+    let mut ask = async |line: &str| {
+        raw.write_all(format!("{line}\r\n").as_bytes()).await.expect("write");
+        one_reply(&mut raw).await
+    };
+    assert_eq!(ask("EXISTS a nope a").await, Frame::Integer(2));
+    assert_eq!(ask("TYPE a").await, Frame::SimpleString("lww".into()));
+    assert_eq!(ask("TYPE nope").await, Frame::SimpleString("none".into()));
+    let Frame::Integer(size) = ask("DBSIZE").await else { panic!("DBSIZE is an integer") };
+    let (mut cursor, mut scanned) = ("0".to_owned(), Vec::new());
+    loop {
+        let Frame::Array(page) = ask(&format!("SCAN {cursor} COUNT 2")).await else {
+            panic!("SCAN answers an array")
+        };
+        let [Frame::BulkString(next), Frame::Array(keys)] = &page[..] else { panic!("{page:?}") };
+        scanned.extend(
+            keys.iter().map(|k| String::from_utf8_lossy(k.as_bytes().unwrap()).into_owned()),
+        );
+        cursor = String::from_utf8_lossy(next).into_owned();
+        if cursor == "0" {
+            break;
+        }
+    }
+    assert_eq!(scanned.len() as i64, size, "{scanned:?}");
+    assert!(scanned.contains(&"still".to_owned()) && scanned.contains(&"a".to_owned()));
+    let matched = ask("SCAN 0 MATCH st?l* COUNT 1000").await;
+    assert_eq!(
+        matched,
+        Frame::Array(vec![
+            Frame::BulkString("0".into()),
+            Frame::Array(vec![Frame::BulkString("still".into())])
+        ])
+    );
 
     // After a graceful stop, a new client's put fails definitely: the port is closed.
     node.stop().await.expect("stop");
