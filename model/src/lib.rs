@@ -103,7 +103,7 @@ pub struct CheckOptions {
     pub bfs: bool,
     /// Checker threads.
     pub threads: usize,
-    /// Print a progress line on standard error every second.
+    /// Show progress on standard error: a live line on a terminal, else a line every 10 s.
     pub progress: bool,
     /// Keep searching after the first failure, to decide every property.
     pub full: bool,
@@ -270,7 +270,7 @@ where
     if !opts.full {
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
     }
-    let mut progress = Progress { model: name, enabled: opts.progress, printed: Duration::ZERO };
+    let mut progress = Progress::new(name, opts.progress);
     let run = Run { name, mutant, start, full: opts.full };
     if opts.bfs {
         run.summarize(builder.spawn_bfs().join_and_report(&mut progress))
@@ -362,34 +362,71 @@ fn format_trace<N: Node>(
     trace
 }
 
-/// Prints a progress line on standard error about once a second.
+/// Shows a check's progress on standard error: on a terminal, one live line per model (an
+/// indicatif spinner, cleared when the model is done); in a log or a pipe, a line every
+/// [`LOG_EVERY`].
 struct Progress {
     model: &'static str,
     enabled: bool,
-    /// When the last line was printed, measured from the start of the check.
+    /// The live line, on a terminal.
+    bar: Option<indicatif::ProgressBar>,
+    /// When the last log line was printed, measured from the start of the check.
     printed: Duration,
+}
+
+/// How often a check writes a progress line when standard error is not a terminal.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl Progress {
+    fn new(model: &'static str, enabled: bool) -> Self {
+        use std::io::IsTerminal as _;
+        let bar = (enabled && std::io::stderr().is_terminal()).then(|| {
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                    .expect("a valid template"),
+            );
+            bar
+        });
+        Self { model, enabled, bar, printed: Duration::ZERO }
+    }
+
+    fn line(&self, data: &ReportData) -> String {
+        format!(
+            "{}: {} states, {} unique, depth {}, {:.0}s",
+            self.model,
+            data.total_states,
+            data.unique_states,
+            data.max_depth,
+            data.duration.as_secs_f64()
+        )
+    }
 }
 
 impl<M: Model> Reporter<M> for Progress {
     fn report_checking(&mut self, data: ReportData) {
-        let due = data.duration >= self.printed + Duration::from_secs(1);
-        if self.enabled && !data.done && due {
+        if !self.enabled {
+            return;
+        }
+        if let Some(bar) = &self.bar {
+            if data.done {
+                bar.finish_and_clear();
+            } else {
+                bar.set_message(self.line(&data));
+                bar.tick();
+            }
+            return;
+        }
+        if !data.done && data.duration >= self.printed + LOG_EVERY {
             self.printed = data.duration;
             #[allow(clippy::print_stderr)] // The CLI's progress line.
             {
-                eprintln!(
-                    "{}: {} states, {} unique, depth {}, {:.0}s",
-                    self.model,
-                    data.total_states,
-                    data.unique_states,
-                    data.max_depth,
-                    data.duration.as_secs_f64()
-                );
+                eprintln!("{}", self.line(&data));
             }
         }
     }
 
-    /// Polls often so a short check ends promptly; prints only once a second.
+    /// Polls often so a short check ends promptly (and the live line moves).
     fn delay(&self) -> Duration {
         Duration::from_millis(20)
     }

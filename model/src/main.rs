@@ -128,6 +128,9 @@ fn run() -> anyhow::Result<ExitCode> {
                 check(&model, None, opts)?;
             }
             let mut ok = true;
+            // For the closing table of a check of several models (text output only).
+            let mut checked: Vec<Report> = Vec::new();
+            let (mut mutants, mut escaped) = (0, 0);
             for info in infos {
                 if all_mutants {
                     for name in &info.mutants {
@@ -139,6 +142,8 @@ fn run() -> anyhow::Result<ExitCode> {
                             .map(|p| p.name.split(' ').next().unwrap_or(p.name))
                             .collect();
                         ok &= !failed.is_empty();
+                        mutants += 1;
+                        escaped += usize::from(failed.is_empty());
                         match failed.is_empty() {
                             // The report itself, its `mutant` field set: a caught mutant is one
                             // whose report has a property with `holds: false`.
@@ -159,6 +164,16 @@ fn run() -> anyhow::Result<ExitCode> {
                     say!("{}", serde_json::to_string(&report)?);
                 } else {
                     print_report(&report);
+                    checked.push(report);
+                }
+            }
+            if checked.len() > 1 {
+                print_table(&checked);
+            }
+            if all_mutants && !json && mutants > 1 {
+                match escaped {
+                    0 => say!("all {mutants} mutants caught"),
+                    n => say!("{n} of {mutants} mutants ESCAPED"),
                 }
             }
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -169,6 +184,44 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// One line per model: what was explored, in how long, and the verdict.
+fn print_table(reports: &[Report]) {
+    say!("");
+    say!(
+        "{:<18} {:>13} {:>12} {:>6} {:>9}  verdict",
+        "model",
+        "states",
+        "unique",
+        "depth",
+        "seconds"
+    );
+    let (mut states, mut unique, mut secs) = (0, 0, 0.0);
+    for report in reports {
+        let failed: Vec<&str> = report
+            .properties
+            .iter()
+            .filter(|p| p.holds == Some(false))
+            .map(|p| p.name.split(' ').next().unwrap_or(p.name))
+            .collect();
+        let verdict = match (failed.is_empty(), report.complete) {
+            (true, true) => "every property holds".to_owned(),
+            (true, false) => "open (stopped early)".to_owned(),
+            (false, _) => format!("FAILS {}", failed.join(", ")),
+        };
+        say!(
+            "{:<18} {:>13} {:>12} {:>6} {:>9.1}  {verdict}",
+            report.model,
+            report.states,
+            report.unique_states,
+            report.max_depth,
+            report.secs
+        );
+        (states, unique, secs) =
+            (states + report.states, unique + report.unique_states, secs + report.secs);
+    }
+    say!("{:<18} {:>13} {:>12} {:>6} {:>9.1}", "total", states, unique, "", secs);
 }
 
 #[allow(clippy::print_stdout)]

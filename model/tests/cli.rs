@@ -76,7 +76,25 @@ fn all_mutants_reports_each_mutant_caught() {
     assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
     let text = stdout(&output);
     assert!(text.contains("gossip --mutant no-retransmit: caught by GOSSIP-I4"), "{text}");
-    assert_eq!(text.lines().count(), squall_model_mutant_count());
+    // One line per mutant, and a closing count.
+    let mutants = squall_model_mutant_count();
+    assert_eq!(text.lines().count(), mutants + 1);
+    assert_eq!(text.lines().last(), Some(format!("all {mutants} mutants caught").as_str()));
+}
+
+#[test]
+fn progress_goes_to_a_log_at_most_every_ten_seconds() {
+    // Standard error is a pipe here: no live line (no spinner, no escape codes), only plain
+    // progress lines, at most one per 10 s of checking.
+    let started = std::time::Instant::now();
+    let output = squall_model(&["check", "sk"]);
+    let secs = started.elapsed().as_secs();
+    assert_eq!(output.status.code(), Some(0), "{}", stdout(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(stderr.lines().count() as u64 <= secs / 10, "{stderr}");
+    for line in stderr.lines() {
+        assert!(line.starts_with("sk: ") && line.contains(" unique, depth "), "{line:?}");
+    }
 }
 
 fn squall_model_mutant_count() -> usize {
