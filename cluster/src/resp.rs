@@ -65,29 +65,23 @@ struct Footprint {
     every_key: bool,
 }
 
-/// The keys a command reads and writes, for ordering commands of one pipeline.
+/// What a command touches, read off its name and arguments as `execute` reads them.
 fn footprint(frame: &Frame) -> Footprint {
-    let (keys, writes) = touched(frame);
-    let every_key = matches!(frame, Frame::Array(parts) if matches!(parts.first(),
-        Some(Frame::BulkString(name)) if name.eq_ignore_ascii_case(b"DBSIZE")
-            || name.eq_ignore_ascii_case(b"SCAN")));
-    Footprint { keys, writes, every_key }
-}
-
-fn touched(frame: &Frame) -> (Vec<Bytes>, bool) {
-    let Frame::Array(parts) = frame else { return (Vec::new(), false) };
+    let Frame::Array(parts) = frame else { return Footprint::default() };
     let arg = |i: usize| match parts.get(i) {
         Some(Frame::BulkString(b) | Frame::SimpleString(b)) => Some(b.clone()),
         _ => None,
     };
     let name = arg(0).map(|n| n.to_ascii_uppercase()).unwrap_or_default();
+    let reads = |keys: Vec<Bytes>| Footprint { keys, ..Footprint::default() };
+    let writes = |keys: Vec<Bytes>| Footprint { keys, writes: true, every_key: false };
     match name.as_slice() {
-        b"GET" => (arg(1).into_iter().collect(), false),
-        b"SET" => (arg(1).into_iter().collect(), true),
-        b"MGET" | b"EXISTS" => ((1..parts.len()).filter_map(arg).collect(), false),
-        b"TYPE" => (arg(1).into_iter().collect(), false),
-        b"MSET" => ((1..parts.len()).step_by(2).filter_map(arg).collect(), true),
-        _ => (Vec::new(), false),
+        b"GET" | b"TYPE" => reads(arg(1).into_iter().collect()),
+        b"SET" => writes(arg(1).into_iter().collect()),
+        b"MGET" | b"EXISTS" => reads((1..parts.len()).filter_map(arg).collect()),
+        b"MSET" => writes((1..parts.len()).step_by(2).filter_map(arg).collect()),
+        b"DBSIZE" | b"SCAN" => Footprint { every_key: true, ..Footprint::default() },
+        _ => Footprint::default(),
     }
 }
 

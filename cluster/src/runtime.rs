@@ -336,16 +336,21 @@ struct Charge {
     held: Option<(Arc<AtomicUsize>, usize)>,
 }
 
+/// Adds `bytes` to `held` if that keeps it within `max`; whether it did. Something larger
+/// than the whole budget fits only when nothing else is held.
+fn reserve(held: &AtomicUsize, max: usize, bytes: usize) -> bool {
+    held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+        let after = now.checked_add(bytes)?;
+        (now == 0 || after <= max).then_some(after)
+    })
+    .is_ok()
+}
+
 impl Charge {
-    /// Charges `bytes` to `budget` (holding `held` of at most `max`), or `None` if they do not
-    /// fit. A message larger than the whole budget fits only into an empty inbox.
+    /// Charges `bytes` to the inbox's budget (`held` of at most `max`; see [`reserve`]), or
+    /// `None` if they do not fit.
     fn take(held: &Arc<AtomicUsize>, max: usize, bytes: usize) -> Option<Self> {
-        held.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
-            let after = now.checked_add(bytes)?;
-            (now == 0 || after <= max).then_some(after)
-        })
-        .ok()?;
-        Some(Self { held: Some((held.clone(), bytes)) })
+        reserve(held, max, bytes).then(|| Self { held: Some((held.clone(), bytes)) })
     }
 }
 
@@ -966,10 +971,7 @@ impl<N: Served> Driver<N> {
         });
         let max = PEER_QUEUE_FRAMES * max_frame;
         let len = bytes.len();
-        let charged = queue.queued.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
-            (now == 0 || now + len <= max).then_some(now + len)
-        });
-        if charged.is_err() {
+        if !reserve(&queue.queued, max, len) {
             return bump(&self.counters.dropped);
         }
         if queue.tx.try_send(bytes).is_err() {
