@@ -15,6 +15,7 @@ use squall_proto::gossip::{
 use squall_proto::lattice::{Lww, Stamp, WriterId};
 use stateright::actor::{ActorModel, LossyNetwork, Network};
 
+use crate::Depth;
 use crate::adapter::{Adapter, no_step_violation, node_states};
 
 /// The node type the model runs.
@@ -38,10 +39,16 @@ pub struct Bounds {
     pub lossy: bool,
 }
 
-impl Default for Bounds {
-    /// The bounds `check gossip` uses: 3 replicas, 2 clients, one write each.
-    fn default() -> Self {
-        Self { replicas: 3, clients: 2, writes_per_client: 1, lossy: false }
+impl Bounds {
+    /// The bounds `check gossip` uses at `depth`: every day 2 replicas and 2 clients writing
+    /// twice each (successive writes, and a tie on time between the clients' every write);
+    /// deep, 3 replicas (gossip to two peers, acknowledged apart) and one write per client.
+    pub fn at(depth: Depth) -> Self {
+        let (replicas, writes_per_client) = match depth {
+            Depth::Everyday => (2, 2),
+            Depth::Deep => (3, 1),
+        };
+        Self { replicas, clients: 2, writes_per_client, lossy: false }
     }
 }
 

@@ -35,6 +35,10 @@ pub struct ModelInfo {
     /// What it models, in one line.
     #[serde(skip)]
     pub about: &'static str,
+    /// What its everyday bounds leave out of the deep ones, in one line; `None` when both
+    /// depths build it alike.
+    #[serde(skip)]
+    pub everyday: Option<&'static str>,
     /// Its mutants, by command-line name.
     pub mutants: Vec<&'static str>,
 }
@@ -44,29 +48,37 @@ pub fn models() -> Vec<ModelInfo> {
     [ModelInfo {
         model: "gossip",
         about: "replicas of an LWW register gossiping over a duplicating, reordering network",
+        everyday: Some(
+            "2 replicas, each client writing twice; deep: 3 replicas (two peers acknowledging \
+             apart), one write each",
+        ),
         mutants: gossip::mutants().into_iter().map(|(name, _)| name).collect(),
     }]
     .into_iter()
     .chain(kvs::Scenario::ALL.map(|scenario| ModelInfo {
         model: scenario.name(),
         about: scenario.about(),
+        everyday: scenario.everyday(),
         mutants: kvs::mutants(scenario).into_iter().map(|(n, _)| n).collect(),
     }))
     .chain([
         ModelInfo {
             model: "cache",
             about: "1 storage node, 2 caches; a writer's 2 puts and a reader's get through them",
+            everyday: None,
             mutants: cache::mutants(cache::Scenario::NoCrash).into_iter().map(|(n, _)| n).collect(),
         },
         ModelInfo {
             model: "cache-restart",
             about: "the cache model, and the reader's cache may crash and restart empty once",
+            everyday: Some("the writer puts once, not twice"),
             mutants: cache::mutants(cache::Scenario::Restart).into_iter().map(|(n, _)| n).collect(),
         },
     ])
     .chain(session::Scenario::ALL.map(|scenario| ModelInfo {
         model: scenario.name(),
         about: scenario.about(),
+        everyday: scenario.everyday(),
         mutants: session::mutants(scenario).into_iter().map(|(n, _)| n).collect(),
     }))
     .collect()
@@ -95,9 +107,37 @@ pub enum UnknownName {
     },
 }
 
+/// How much of each model a check explores: which bounds the models are built with.
+///
+/// Both depths check every property of every model exhaustively within their bounds, and at
+/// both every mutant is caught. `Everyday` shrinks the largest models where a smaller run
+/// still shows what each property is about (see `docs/verification.md` for what each gives
+/// up); `Deep` keeps the larger bounds, for CI and before a release.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Depth {
+    /// The bounds `check` uses by default: every model in about a minute on two cores.
+    #[default]
+    Everyday,
+    /// The larger bounds of `check --deep`.
+    Deep,
+}
+
+impl Depth {
+    /// Its name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Everyday => "everyday",
+            Self::Deep => "deep",
+        }
+    }
+}
+
 /// How to run the checker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CheckOptions {
+    /// Which bounds to build the models with.
+    pub depth: Depth,
     /// Breadth-first search (shortest counterexamples) instead of depth-first (faster, less
     /// memory; the default).
     pub bfs: bool,
@@ -112,6 +152,7 @@ pub struct CheckOptions {
 impl Default for CheckOptions {
     fn default() -> Self {
         Self {
+            depth: Depth::Everyday,
             bfs: false,
             threads: std::thread::available_parallelism().map_or(1, usize::from),
             progress: false,
@@ -142,6 +183,8 @@ pub struct Report {
     pub model: &'static str,
     /// The mutant it carried, if any.
     pub mutant: Option<String>,
+    /// The bounds it was built with.
+    pub depth: Depth,
     /// States generated, including revisits.
     pub states: usize,
     /// Distinct states.
@@ -162,58 +205,74 @@ impl Report {
     pub fn holds(&self) -> bool {
         self.properties.iter().all(|p| p.holds == Some(true))
     }
+
+    /// The invariant ids of the properties that fail, in the model's order.
+    pub fn failed(&self) -> Vec<&'static str> {
+        self.properties
+            .iter()
+            .filter(|p| p.holds == Some(false))
+            .map(|p| p.name.split(' ').next().unwrap_or(p.name))
+            .collect()
+    }
 }
 
 /// Checks model `name`, optionally with a mutant.
 pub fn check(name: &str, mutant: Option<&str>, opts: CheckOptions) -> Result<Report, UnknownName> {
+    let depth = opts.depth;
     match name {
         "gossip" => {
             let mutant = lookup_mutant(name, mutant, gossip::mutants())?;
-            let model = gossip::model(gossip::Bounds::default(), mutant);
+            let model = gossip::model(gossip::Bounds::at(depth), mutant);
             Ok(run("gossip", mutant.map(|m| m.name().to_owned()), model, opts))
         }
         _ if let Some(scenario) = kvs::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
             let named = mutant.map(|m| m.name().to_owned());
-            Ok(run(scenario.name(), named, kvs::model(scenario, mutant), opts))
+            Ok(run(scenario.name(), named, kvs::model(scenario, depth, mutant), opts))
         }
         "cache" | "cache-restart" => {
             let (name, scenario) = cache_scenario(name);
             let mutant = lookup_mutant(name, mutant, cache::mutants(scenario))?;
             let named = mutant.map(|m| m.name().to_owned());
-            Ok(run(name, named, cache::model(scenario, mutant), opts))
+            Ok(run(name, named, cache::model(scenario, depth, mutant), opts))
         }
         _ if let Some(scenario) = session::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, session::mutants(scenario))?;
             let named = mutant.map(|m| m.name().to_owned());
-            Ok(run(scenario.name(), named, session::model(scenario, mutant), opts))
+            Ok(run(scenario.name(), named, session::model(scenario, depth, mutant), opts))
         }
         _ => Err(unknown_model(name)),
     }
 }
 
-/// Serves Stateright Explorer for model `name` on `addr` (blocks until killed).
-pub fn explore(name: &str, mutant: Option<&str>, addr: &str) -> Result<(), UnknownName> {
+/// Serves Stateright Explorer for model `name`, built at `depth`, on `addr` (blocks until
+/// killed).
+pub fn explore(
+    name: &str,
+    mutant: Option<&str>,
+    depth: Depth,
+    addr: &str,
+) -> Result<(), UnknownName> {
     match name {
         "gossip" => {
             let mutant = lookup_mutant(name, mutant, gossip::mutants())?;
-            gossip::model(gossip::Bounds::default(), mutant).checker().serve(addr);
+            gossip::model(gossip::Bounds::at(depth), mutant).checker().serve(addr);
             Ok(())
         }
         _ if let Some(scenario) = kvs::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, kvs::mutants(scenario))?;
-            kvs::model(scenario, mutant).checker().serve(addr);
+            kvs::model(scenario, depth, mutant).checker().serve(addr);
             Ok(())
         }
         "cache" | "cache-restart" => {
             let (name, scenario) = cache_scenario(name);
             let mutant = lookup_mutant(name, mutant, cache::mutants(scenario))?;
-            cache::model(scenario, mutant).checker().serve(addr);
+            cache::model(scenario, depth, mutant).checker().serve(addr);
             Ok(())
         }
         _ if let Some(scenario) = session::Scenario::from_name(name) => {
             let mutant = lookup_mutant(name, mutant, session::mutants(scenario))?;
-            session::model(scenario, mutant).checker().serve(addr);
+            session::model(scenario, depth, mutant).checker().serve(addr);
             Ok(())
         }
         _ => Err(unknown_model(name)),
@@ -271,7 +330,7 @@ where
         builder = builder.finish_when(HasDiscoveries::AnyFailures);
     }
     let mut progress = Progress::new(name, opts.progress);
-    let run = Run { name, mutant, start, full: opts.full };
+    let run = Run { name, mutant, depth: opts.depth, start, full: opts.full };
     if opts.bfs {
         run.summarize(builder.spawn_bfs().join_and_report(&mut progress))
     } else {
@@ -283,13 +342,14 @@ where
 struct Run {
     name: &'static str,
     mutant: Option<String>,
+    depth: Depth,
     start: Instant,
     full: bool,
 }
 
 impl Run {
     fn summarize<N: Node>(self, checker: impl Checker<NodeModel<N>>) -> Report {
-        let Self { name, mutant, start, full } = self;
+        let Self { name, mutant, depth, start, full } = self;
         let model = checker.model();
         let discoveries = checker.discoveries();
         let failed = |p: &Property<NodeModel<N>>| {
@@ -327,6 +387,7 @@ impl Run {
         Report {
             model: name,
             mutant,
+            depth,
             states: checker.state_count(),
             unique_states: checker.unique_state_count(),
             max_depth: checker.max_depth(),

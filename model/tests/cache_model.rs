@@ -3,7 +3,7 @@
 //! mutant are checked by `check all` and `check all --all-mutants` in release mode, in CI.
 
 use squall_model::cache::{Scenario, model, mutants};
-use squall_model::{CheckOptions, run};
+use squall_model::{CheckOptions, Depth, run};
 use squall_proto::cache::invariants;
 use squall_proto::mutants::Mutant;
 use squall_proto::{cache, kvs};
@@ -11,7 +11,7 @@ use stateright::{Checker, Model};
 
 #[test]
 fn cache_model_holds_with_a_pinned_state_count() {
-    let checker = model(Scenario::NoCrash, None).checker().spawn_dfs().join();
+    let checker = model(Scenario::NoCrash, Depth::Deep, None).checker().spawn_dfs().join();
     checker.assert_properties();
     assert_eq!(checker.unique_state_count(), 253_514);
 }
@@ -27,7 +27,7 @@ fn property_names_start_with_their_invariant_ids() {
         invariants::QUIESCENCE_REACHABLE,
     ];
     let names: Vec<&str> =
-        model(Scenario::NoCrash, None).properties().iter().map(|p| p.name).collect();
+        model(Scenario::NoCrash, Depth::Deep, None).properties().iter().map(|p| p.name).collect();
     assert_eq!(names.len(), ids.len());
     for (name, id) in names.iter().zip(ids) {
         assert!(name.starts_with(&format!("{id} ")), "{name} should start with {id}");
@@ -51,7 +51,7 @@ fn every_cache_mutant_makes_its_property_fail() {
         let report = run(
             "cache",
             Some(mutant.bare_name().to_owned()),
-            model(Scenario::NoCrash, Some(mutant)),
+            model(Scenario::NoCrash, Depth::Deep, Some(mutant)),
             opts,
         );
         let verdict = report.properties.iter().find(|p| p.name.starts_with(id)).expect(id).holds;

@@ -42,6 +42,7 @@ fn json_report_has_the_contracted_fields() {
     }
     assert_eq!(report["model"], "gossip");
     assert_eq!(report["mutant"], "torn-lww");
+    assert_eq!(report["depth"], "everyday");
     assert!(report["unique_states"].as_u64().unwrap() > 0);
     let failed = report["properties"]
         .as_array()
@@ -51,6 +52,32 @@ fn json_report_has_the_contracted_fields() {
         .expect("a failed property");
     assert!(failed["name"].as_str().unwrap().starts_with("GOSSIP-I1"));
     assert_eq!(failed["expectation"], "always");
+}
+
+#[test]
+fn deep_checks_the_larger_bounds_and_says_so() {
+    // A mutant caught within a few hundred states at either depth, in models of another
+    // size: gossip has 2 replicas every day and 3 deep.
+    let unique = |args: &[&str]| {
+        let output = squall_model(args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}");
+        let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
+        (report["depth"].as_str().unwrap().to_owned(), report["states"].as_u64().unwrap())
+    };
+    let base = ["check", "gossip", "--mutant", "skip-peer", "--json", "-q", "--threads", "1"];
+    let (everyday, everyday_states) = unique(&base);
+    let (deep, deep_states) = unique(&[&base[..], &["--deep"]].concat());
+    assert_eq!((everyday.as_str(), deep.as_str()), ("everyday", "deep"));
+    assert_ne!(everyday_states, deep_states);
+}
+
+#[test]
+fn list_says_what_the_everyday_bounds_leave_out() {
+    let output = squall_model(&["list"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    assert!(text.contains("every day: as deep"), "{text}");
+    assert!(text.contains("every day: 2 storage nodes at replication 2"), "{text}");
 }
 
 #[test]

@@ -2,13 +2,13 @@
 //! mutant makes its property fail.
 
 use squall_model::kvs::{Scenario, model, mutants};
-use squall_model::{CheckOptions, Report, run};
+use squall_model::{CheckOptions, Depth, Report, run};
 use squall_proto::kvs::{Mutant, invariants};
 use stateright::{Checker, Expectation, HasDiscoveries, Model};
 
 fn check(scenario: Scenario, mutant: Option<Mutant>) -> Report {
     let opts = CheckOptions { progress: false, ..CheckOptions::default() };
-    run("kvs", mutant.map(|m| m.name().to_owned()), model(scenario, mutant), opts)
+    run("kvs", mutant.map(|m| m.name().to_owned()), model(scenario, Depth::Deep, mutant), opts)
 }
 
 /// Whether `mutant` makes the property `id` fail in `scenario`, searching until that property
@@ -16,7 +16,7 @@ fn check(scenario: Scenario, mutant: Option<Mutant>) -> Report {
 /// an example): another property may fail first (`KVS-D1` catches
 /// `ack-before-replicas` before `KVS-I4` does), and `check` stops at the first failure.
 fn fails(scenario: Scenario, mutant: Mutant, id: &str) -> bool {
-    let model = model(scenario, Some(mutant));
+    let model = model(scenario, Depth::Deep, Some(mutant));
     let property = model.properties().into_iter().find(|p| p.name.starts_with(id)).expect(id);
     let name = property.name;
     let only = HasDiscoveries::AnyOf(std::collections::BTreeSet::from([name]));
@@ -34,7 +34,7 @@ fn verdict(report: &Report, id: &str) -> Option<bool> {
 
 #[test]
 fn crash_stop_model_holds_with_a_pinned_state_count() {
-    let checker = model(Scenario::CrashStop, None).checker().spawn_dfs().join();
+    let checker = model(Scenario::CrashStop, Depth::Deep, None).checker().spawn_dfs().join();
     checker.assert_properties();
     assert_eq!(checker.unique_state_count(), 257_876);
 }
@@ -42,7 +42,7 @@ fn crash_stop_model_holds_with_a_pinned_state_count() {
 #[test]
 fn property_names_start_with_their_invariant_ids() {
     let names: Vec<&str> =
-        model(Scenario::CrashStop, None).properties().iter().map(|p| p.name).collect();
+        model(Scenario::CrashStop, Depth::Deep, None).properties().iter().map(|p| p.name).collect();
     let ids = [
         invariants::NO_THIN_AIR,
         invariants::MONOTONE,
@@ -94,7 +94,7 @@ fn every_persistence_mutant_makes_its_property_fail() {
 
 #[test]
 fn join_model_holds_with_a_pinned_state_count() {
-    let checker = model(Scenario::Join, None).checker().spawn_dfs().join();
+    let checker = model(Scenario::Join, Depth::Deep, None).checker().spawn_dfs().join();
     checker.assert_properties();
     assert_eq!(checker.unique_state_count(), 80_786);
 }
@@ -111,7 +111,8 @@ fn membership_property_names_start_with_their_invariant_ids() {
         invariants::QUIESCENCE_REACHABLE,
     ];
     for scenario in [Scenario::Join, Scenario::Leave] {
-        let names: Vec<&str> = model(scenario, None).properties().iter().map(|p| p.name).collect();
+        let names: Vec<&str> =
+            model(scenario, Depth::Deep, None).properties().iter().map(|p| p.name).collect();
         assert_eq!(names.len(), ids.len());
         for (name, id) in names.iter().zip(ids) {
             assert!(name.starts_with(&format!("{id} ")), "{name} should start with {id}");

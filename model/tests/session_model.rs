@@ -1,10 +1,11 @@
 //! The session models over the whole system: pinned state counts for `dsrr`, `dsrr-retry` and `sk`,
 //! property names carry their ids, and every listed mutant makes its property fail.
-//! `dsrr-crash` and the bounded `causal` model (574 k states) are checked by `check all` and
-//! `check all --all-mutants` in release mode, in CI.
+//! `dsrr-crash` and the bounded `causal` model (574 k states deep) are checked, with pinned
+//! counts at both depths, by `tests/depths.rs` and `check all --all-mutants` in release mode, in
+//! CI.
 
 use squall_model::session::{Scenario, model, mutants};
-use squall_model::{CheckOptions, run};
+use squall_model::{CheckOptions, Depth, run};
 use squall_proto::cache;
 use squall_proto::mutants::Mutant;
 use squall_proto::session::{self, invariants};
@@ -15,7 +16,7 @@ fn dsrr_models_hold_with_pinned_state_counts() {
     let pinned =
         [(Scenario::Dsrr, 42_345), (Scenario::DsrrRetry, 71_997), (Scenario::SingleKey, 23_356)];
     for (scenario, unique) in pinned {
-        let checker = model(scenario, None).checker().spawn_dfs().join();
+        let checker = model(scenario, Depth::Deep, None).checker().spawn_dfs().join();
         checker.assert_properties();
         assert_eq!(checker.unique_state_count(), unique, "{}", scenario.name());
     }
@@ -55,7 +56,8 @@ fn property_names_start_with_their_invariant_ids() {
         (Scenario::Causal, &causal),
         (Scenario::SingleKey, &sk),
     ] {
-        let names: Vec<&str> = model(scenario, None).properties().iter().map(|p| p.name).collect();
+        let names: Vec<&str> =
+            model(scenario, Depth::Deep, None).properties().iter().map(|p| p.name).collect();
         assert_eq!(names.len(), ids.len(), "{names:?}");
         for (name, id) in names.iter().zip(ids) {
             assert!(name.starts_with(&format!("{id} ")), "{name} should start with {id}");
@@ -68,7 +70,7 @@ fn verdict(scenario: Scenario, mutant: Mutant, id: &str, full: bool) -> Option<b
     let report = run(
         scenario.name(),
         Some(mutant.bare_name().to_owned()),
-        model(scenario, Some(mutant)),
+        model(scenario, Depth::Deep, Some(mutant)),
         opts,
     );
     report.properties.iter().find(|p| p.name.starts_with(id)).expect(id).holds
@@ -123,7 +125,7 @@ fn mutant_fails(scenario: Scenario, mutant: Mutant, id: &str) -> bool {
     let report = run(
         scenario.name(),
         Some(mutant.bare_name().to_owned()),
-        model(scenario, Some(mutant)),
+        model(scenario, Depth::Deep, Some(mutant)),
         opts,
     );
     report.properties.iter().any(|p| p.name.starts_with(id) && p.holds == Some(false))
