@@ -17,7 +17,7 @@ use bytes::Bytes;
 use squall_proto::kvs::{
     ClientConfig, Durability, Failure, Key, KvsClient, KvsMsg, Op, Outcome, PutError,
 };
-use squall_proto::lattice::{LatticeValue, Lww, Stamp, WriterId};
+use squall_proto::lattice::{LatticeType, LatticeValue, Lww, Merge, PnCounter, Stamp, WriterId};
 use squall_proto::{NodeId, Refusal};
 
 use crate::config::{CLIENT_ID_BASE, ClusterConfig};
@@ -73,6 +73,14 @@ pub enum KvError {
     /// The client answered with an outcome that does not fit the operation (a bug).
     #[error("unexpected outcome: {0}")]
     Protocol(String),
+    /// An increment would take this client's running total of increments or decrements of a
+    /// counter past 2^64 - 1, or the counter's value out of the signed 64-bit range; nothing
+    /// was sent.
+    #[error("the counter {key:?} would overflow")]
+    Overflow {
+        /// The key.
+        key: Key,
+    },
 }
 
 fn last_refusal(last: &Option<Refusal>) -> String {
@@ -196,6 +204,9 @@ pub struct KvClient {
     node: OnceLock<ClientNode>,
     clock: Hlc,
     next_req: AtomicU64,
+    /// This client's own totals of each counter it added to ([`KvClient::add`]), one lock per
+    /// key: a writer's totals must only grow from its own last write.
+    counters: std::sync::Mutex<std::collections::HashMap<Key, Arc<tokio::sync::Mutex<PnCounter>>>>,
 }
 
 /// The running client node.
@@ -219,7 +230,9 @@ impl KvClient {
         Self::with_id(config, NodeId(CLIENT_ID_BASE | rand::random::<u64>()))
     }
 
-    /// A client with a chosen id (at or above 2^63).
+    /// A client with a chosen id (at or above 2^63). The id is also its writer id in counters:
+    /// two clients with one id must not [`add`](Self::add) to one counter at the same time
+    /// (each would raise the same totals, and one add would be lost).
     pub fn with_id(config: &ClusterConfig, id: NodeId) -> Self {
         let settings = ClientSettings::from_config(config);
         let mut cfg = ClientConfig::new(id, config.initial_ring(), config.cluster.replication);
@@ -234,6 +247,7 @@ impl KvClient {
             node: OnceLock::new(),
             clock: Hlc::new(),
             next_req: AtomicU64::new(0),
+            counters: std::sync::Mutex::default(),
         }
     }
 
@@ -284,6 +298,66 @@ impl KvClient {
             }
             other => Err(KvError::Protocol(format!("a get ended {other:?}"))),
         }
+    }
+
+    /// [`add_with`](Self::add_with) at the configured default durability.
+    pub async fn add(&self, key: &str, by: i64) -> Result<i64, KvError> {
+        self.add_with(key, by, self.settings.durability).await
+    }
+
+    /// Adds `by` (negative to subtract) to the PN-counter `key` as this client's writer,
+    /// acknowledged once `durability` replicas hold it, and returns the counter's value: the
+    /// counter as the replica that answered a read just before the put knew it (the local node
+    /// first, for the RESP front end), merged with this client's new totals. Another writer's
+    /// concurrent increment may be missing from it; none is ever lost from the counter.
+    ///
+    /// A client's adds to one key run one at a time: each puts the client's running totals,
+    /// which only its own last write may be behind. A missing key counts from 0.
+    ///
+    /// # Errors
+    /// [`KvError::Rejected`] with a type mismatch when the key holds another lattice type,
+    /// [`KvError::Overflow`] when a total or the value would leave its range (nothing is sent),
+    /// and the errors of [`get`](Self::get) and [`put_with`](Self::put_with). After a definite
+    /// failure the counter is unchanged; after an indefinite one the add may have happened,
+    /// and this client's later adds to the key include it.
+    pub async fn add_with(
+        &self,
+        key: &str,
+        by: i64,
+        durability: Durability,
+    ) -> Result<i64, KvError> {
+        let own = {
+            let mut counters = self.counters.lock().expect("the counters lock is never poisoned");
+            Arc::clone(counters.entry(key.to_owned()).or_default())
+        };
+        let mut own = own.lock().await;
+        let stored = match self.get(key).await? {
+            None => PnCounter::default(),
+            Some(LatticeValue::PnCounter(counter)) => counter,
+            Some(other) => {
+                let mismatch = PutError::mismatch(other.lattice_type(), LatticeType::PnCounter);
+                return Err(KvError::Rejected(mismatch));
+            }
+        };
+        // Totals this writer id put before (another client with the same id, or this process
+        // before a restart) count as its own: only this writer raises them, so they can only
+        // be behind, and adding to less than them would be taken as a repeat and lost.
+        let writer = WriterId(self.cfg.id.0);
+        let (up, down) = stored.totals(writer);
+        own.merge(PnCounter::new([(writer, up, down)]));
+        let overflow = || KvError::Overflow { key: key.to_owned() };
+        let mut next = own.clone();
+        next.add(writer, by).map_err(|_| overflow())?;
+        let mut known = stored;
+        known.merge(next.clone());
+        let value = i64::try_from(known.value()).map_err(|_| overflow())?;
+        let result = self.put_with(key, LatticeValue::PnCounter(next.clone()), durability).await;
+        // After an indefinite failure the put may have reached a replica: later adds must not
+        // reuse these totals, or a replica holding them would take the next add as a repeat.
+        if result.is_ok() || result.as_ref().is_err_and(|e| !e.is_definite()) {
+            *own = next;
+        }
+        result.map(|()| value)
     }
 
     /// Merges `value` into `key` at the configured default durability.

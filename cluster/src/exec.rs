@@ -91,7 +91,8 @@ impl Value {
     /// read as [`Value::Int`], other UTF-8 as text, the rest as bytes; a causal value with
     /// concurrent siblings reads as the largest integer among them if all are integers, else
     /// as its first sibling; a missing key as [`Value::Nil`]. Other lattice types read as their
-    /// integer (max, min) or first element (set, priority).
+    /// integer (max, min, pn-counter; a counter beyond `i64` as text) or first element (set,
+    /// priority).
     pub fn from_stored(value: &Option<LatticeValue>) -> Self {
         let Some(value) = value else { return Value::Nil };
         let from_bytes = |bytes: &Bytes| match std::str::from_utf8(bytes) {
@@ -117,6 +118,10 @@ impl Value {
             LatticeValue::Min(v) => Value::Int(v.get() as i64),
             LatticeValue::Set(set) => set.as_set().iter().next().map_or(Value::Nil, from_bytes),
             LatticeValue::Priority(p) => p.value().map_or(Value::Nil, from_bytes),
+            LatticeValue::PnCounter(counter) => {
+                let value = counter.value();
+                i64::try_from(value).map_or_else(|_| Value::Text(value.to_string()), Value::Int)
+            }
         }
     }
 

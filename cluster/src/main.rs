@@ -17,8 +17,8 @@ use squall_cluster::local::{LocalCluster, LocalNode, LocalRole};
 use squall_cluster::runtime::LocalPeers;
 use squall_proto::lattice::LatticeType;
 use squall_proto::lattice::{
-    LatticeValue, Max, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal, VectorClock,
-    WriterId,
+    LatticeValue, Max, Min, MultiKeyCausal, PnCounter, Priority, SetUnion, SingleKeyCausal,
+    VectorClock, WriterId,
 };
 use squall_proto::session::Level;
 use std::sync::Arc;
@@ -103,9 +103,14 @@ enum KvCommand {
         /// The key.
         key: String,
         /// The value: bytes for lww, priority and the causal types, one element for set, an
-        /// unsigned integer for max and min. `-` reads it from standard input (for values
-        /// too large for a command line, or not text).
-        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        /// unsigned integer for max and min, a signed integer to add for pn-counter (as `kv
+        /// incr`). `-` reads it from standard input (for values too large for a command line,
+        /// or not text).
+        #[arg(
+            required_unless_present = "file",
+            conflicts_with = "file",
+            allow_negative_numbers = true
+        )]
         value: Option<String>,
         /// Read the value from this file instead.
         #[arg(long)]
@@ -124,6 +129,19 @@ enum KvCommand {
     Get {
         /// The key.
         key: String,
+    },
+    /// Add to a counter (a pn-counter key; a missing key counts from 0) and print its value
+    /// as the replica read just before knew it, with this increment. Concurrent increments
+    /// from any number of clients and nodes are never lost.
+    Incr {
+        /// The key.
+        key: String,
+        /// How much to add; negative to subtract.
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+        /// Acknowledge once this many replicas hold it (default: the configuration's).
+        #[arg(long, value_enum)]
+        durability: Option<WriteDurability>,
     },
 }
 
@@ -600,10 +618,28 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
                     Default::default(),
                     bytes,
                 )),
+                // This invocation is a writer of its own: its totals are just this amount.
+                LatticeType::PnCounter => {
+                    let text = String::from_utf8_lossy(&bytes);
+                    let by = text
+                        .trim()
+                        .parse::<i64>()
+                        .with_context(|| format!("{:?} is not an integer", text.trim()))?;
+                    let mut counter = PnCounter::default();
+                    counter.add(writer, by).context("a total would overflow")?;
+                    LatticeValue::PnCounter(counter)
+                }
             };
             let durability = durability.unwrap_or(config.cluster.durability);
             match client.put_with(&key, lattice, durability.into()).await {
                 Ok(()) => say("OK"),
+                Err(e) => return Ok(kv_failure(&e)),
+            }
+        }
+        KvCommand::Incr { key, by, durability } => {
+            let durability = durability.unwrap_or(config.cluster.durability);
+            match client.add_with(&key, by, durability.into()).await {
+                Ok(value) => say(value),
                 Err(e) => return Ok(kv_failure(&e)),
             }
         }
@@ -647,6 +683,7 @@ fn render(value: &LatticeValue) -> String {
         },
         LatticeValue::SingleKeyCausal(c) => siblings(c.values()),
         LatticeValue::MultiKeyCausal(c) => siblings(c.values()),
+        LatticeValue::PnCounter(counter) => counter.value().to_string(),
     }
 }
 

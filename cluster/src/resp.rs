@@ -1,10 +1,12 @@
 //! The RESP (Redis protocol) front end: `GET`, `SET`, `MGET`, `MSET`, `PING`, `INFO` on LWW
-//! keys, so `redis-cli` and `redis-benchmark` work against Squall unchanged.
+//! keys and `INCR`, `DECR`, `INCRBY`, `DECRBY` on PN-counters (`GET` reads both), so
+//! `redis-cli` and `redis-benchmark` work against Squall unchanged.
 //!
 //! Each connection is served by one task. Every complete command in the read buffer starts at
 //! once and the answers are written back in order, so pipelined clients get pipelined service.
-//! Values are LWW registers stamped by the front end's client clock; a key holding another
-//! lattice type answers `WRONGTYPE`. Requests go through the [`KvClient`] library, straight
+//! `SET` values are LWW registers stamped by the front end's client clock; the counting
+//! commands add to a PN-counter as the front end's one writer (one add per key at a time, see
+//! [`KvClient::add`]); a key holding another lattice type answers `WRONGTYPE`. Requests go through the [`KvClient`] library, straight
 //! into the local node when it is one of the key's replicas. A frame that does not parse, or a
 //! request larger than the frame limit, gets an error and the connection is closed; the node
 //! goes on serving.
@@ -77,7 +79,7 @@ fn footprint(frame: &Frame) -> Footprint {
     let writes = |keys: Vec<Bytes>| Footprint { keys, writes: true, every_key: false };
     match name.as_slice() {
         b"GET" | b"TYPE" => reads(arg(1).into_iter().collect()),
-        b"SET" => writes(arg(1).into_iter().collect()),
+        b"SET" | b"INCR" | b"DECR" | b"INCRBY" | b"DECRBY" => writes(arg(1).into_iter().collect()),
         b"MGET" | b"EXISTS" => reads((1..parts.len()).filter_map(arg).collect()),
         b"MSET" => writes((1..parts.len()).step_by(2).filter_map(arg).collect()),
         b"DBSIZE" | b"SCAN" => Footprint { every_key: true, ..Footprint::default() },
@@ -327,6 +329,13 @@ async fn execute(context: &RespContext, frame: Frame) -> Frame {
             Ok(key) => set(context, &key, args[2].clone()).await,
             Err(e) => e,
         },
+        ("INCR", 2) => add(context, &args[1], Ok(1)).await,
+        ("DECR", 2) => add(context, &args[1], Ok(-1)).await,
+        ("INCRBY", 3) => add(context, &args[1], integer(&args[2])).await,
+        ("DECRBY", 3) => {
+            let by = integer(&args[2]).and_then(|n| n.checked_neg().ok_or_else(overflow));
+            add(context, &args[1], by).await
+        }
         ("SET", _) if args.len() > 3 => {
             error("ERR syntax error: Squall supports SET key value without options")
         }
@@ -389,13 +398,13 @@ async fn execute(context: &RespContext, frame: Frame) -> Frame {
         ("SELECT", 2) => error("ERR DB index is out of range: Squall has only database 0"),
         ("CLIENT", _) => ok(),
         (
-            "GET" | "SET" | "MGET" | "MSET" | "EXISTS" | "TYPE" | "DBSIZE" | "SCAN" | "PING"
-            | "ECHO" | "INFO" | "SELECT",
+            "GET" | "SET" | "MGET" | "MSET" | "INCR" | "DECR" | "INCRBY" | "DECRBY" | "EXISTS"
+            | "TYPE" | "DBSIZE" | "SCAN" | "PING" | "ECHO" | "INFO" | "SELECT",
             _,
         ) => error(format!("ERR wrong number of arguments for '{}' command", name.to_lowercase())),
         _ => error(format!(
-            "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, EXISTS, TYPE, \
-             DBSIZE, SCAN, PING, ECHO, INFO",
+            "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, INCR, DECR, \
+             INCRBY, DECRBY, EXISTS, TYPE, DBSIZE, SCAN, PING, ECHO, INFO",
             String::from_utf8_lossy(&args[0])
         )),
     }
@@ -433,10 +442,47 @@ async fn get(context: &RespContext, key: &str) -> Frame {
         Ok(Some(LatticeValue::Lww(lww))) => {
             lww.value().map_or(Frame::Null, |value| Frame::BulkString(value.clone()))
         }
+        // A counter reads as its value, as Redis answers GET on a key INCR made.
+        Ok(Some(LatticeValue::PnCounter(counter))) => {
+            Frame::BulkString(Bytes::from(counter.value().to_string()))
+        }
         Ok(Some(other)) => error(format!(
-            "WRONGTYPE {key:?} holds a {} lattice; the RESP port reads LWW keys only",
+            "WRONGTYPE {key:?} holds a {} lattice; the RESP port reads LWW keys and counters \
+             only",
             other.lattice_type()
         )),
+        Err(e) => failure(&e),
+    }
+}
+
+/// A signed 64-bit integer argument, as Redis parses one.
+fn integer(bytes: &Bytes) -> Result<i64, Frame> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .filter(|text| !text.starts_with('+'))
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| error("ERR value is not an integer or out of range"))
+}
+
+fn overflow() -> Frame {
+    error("ERR increment or decrement would overflow")
+}
+
+/// `INCR`, `DECR`, `INCRBY`, `DECRBY`: adds `by` to the PN-counter `key` and answers the
+/// counter's value as [`KvClient::add`] knows it after the add.
+async fn add(context: &RespContext, key_bytes: &Bytes, by: Result<i64, Frame>) -> Frame {
+    let (key, by) = match (key(key_bytes), by) {
+        (Ok(key), Ok(by)) => (key, by),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    match context.client.add(&key, by).await {
+        Ok(value) => Frame::Integer(value),
+        Err(KvError::Rejected(squall_proto::kvs::PutError::TypeMismatch(m))) => error(format!(
+            "WRONGTYPE {key:?} holds a {} lattice; INCR and DECR count on pn-counter keys \
+             (a key SET made is an LWW register)",
+            m.stored
+        )),
+        Err(KvError::Overflow { .. }) => overflow(),
         Err(e) => failure(&e),
     }
 }
@@ -585,6 +631,30 @@ mod tests {
         let reads =
             vec![command(&["GET", "k"]), command(&["GET", "k"]), command(&["MGET", "k", "j"])];
         assert_eq!(waves(reads).len(), 1, "reads of one key overlap");
+    }
+
+    #[test]
+    fn counting_commands_write_their_key() {
+        let pipeline = vec![
+            command(&["INCR", "n"]),
+            command(&["incrby", "n", "2"]),
+            command(&["GET", "n"]),
+            command(&["DECR", "m"]),
+            command(&["DECRBY", "n", "1"]),
+        ];
+        assert_eq!(
+            names(&waves(pipeline)),
+            [vec!["INCR n"], vec!["incrby n 2"], vec!["GET n", "DECR m"], vec!["DECRBY n 1"]]
+        );
+    }
+
+    #[test]
+    fn integer_arguments_are_what_redis_takes() {
+        assert_eq!(integer(&Bytes::from_static(b"-42")), Ok(-42));
+        assert_eq!(integer(&Bytes::from_static(b"9223372036854775807")), Ok(i64::MAX));
+        for bad in [&b"9223372036854775808"[..], b"1.5", b"", b" 1", b"x", b"+5"] {
+            assert!(integer(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -16,8 +16,8 @@ use squall_cluster::runtime::connect;
 use squall_proto::NodeId;
 use squall_proto::kvs::{Durability, KvsMsg, PutError};
 use squall_proto::lattice::{
-    LatticeType, LatticeValue, Lww, Max, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal,
-    Stamp, VectorClock, WriterId,
+    LatticeType, LatticeValue, Lww, Max, Min, MultiKeyCausal, PnCounter, Priority, SetUnion,
+    SingleKeyCausal, Stamp, VectorClock, WriterId,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -72,6 +72,12 @@ async fn every_lattice_type_round_trips_and_merges() {
             LatticeValue::Lww(Lww::new(Stamp::new(2, WriterId(1)), b("new"))),
             LatticeValue::Lww(Lww::new(Stamp::new(1, WriterId(1)), b("old"))),
             LatticeValue::Lww(Lww::new(Stamp::new(2, WriterId(1)), b("new"))),
+        ),
+        (
+            "pn-counter",
+            LatticeValue::PnCounter(PnCounter::new([(WriterId(1), 2, 0)])),
+            LatticeValue::PnCounter(PnCounter::new([(WriterId(1), 1, 0), (WriterId(2), 0, 5)])),
+            LatticeValue::PnCounter(PnCounter::new([(WriterId(1), 2, 0), (WriterId(2), 0, 5)])),
         ),
         (
             "set",
@@ -365,5 +371,89 @@ async fn redis_cli_sets_and_gets() {
     assert_eq!(cli(&["MGET", "a", "b", "nope"]).await, "1\n2");
     assert_eq!(cli(&["PING"]).await, "PONG");
     assert!(cli(&["INFO"]).await.contains("keys:3"));
+    // Counting: a missing key counts from 0; GET and TYPE read the counter.
+    assert_eq!(cli(&["INCR", "hits"]).await, "1");
+    assert_eq!(cli(&["INCRBY", "hits", "41"]).await, "42");
+    assert_eq!(cli(&["DECR", "hits"]).await, "41");
+    assert_eq!(cli(&["DECRBY", "hits", "-9"]).await, "50");
+    assert_eq!(cli(&["DECRBY", "below", "3"]).await, "-3");
+    assert_eq!(cli(&["GET", "hits"]).await, "50");
+    assert_eq!(cli(&["TYPE", "hits"]).await, "pn-counter");
+    assert!(cli(&["INCR", "greeting"]).await.starts_with("WRONGTYPE"));
+    assert_eq!(cli(&["INCRBY", "hits", "x"]).await, "ERR value is not an integer or out of range");
+    assert_eq!(cli(&["GET", "hits"]).await, "50", "a refused add changes nothing");
     node.stop().await.expect("stop");
+}
+
+/// Sends `command` on `stream` and reads its reply.
+async fn request(stream: &mut TcpStream, command: &[&str]) -> Frame {
+    let mut request = format!("*{}\r\n", command.len());
+    for part in command {
+        request.push_str(&format!("${}\r\n{part}\r\n", part.len()));
+    }
+    stream.write_all(request.as_bytes()).await.expect("write");
+    one_reply(stream).await
+}
+
+/// The seed article's shared counter, which loses updates on S3: here many clients on every
+/// node of a cluster count at once, and not one increment is lost. Each node's RESP port is one
+/// writer for all its connections; the library clients are writers of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_across_nodes_are_never_lost() {
+    const CONNECTIONS_PER_NODE: usize = 3;
+    const ADDS: i64 = 40;
+    let config = config("counting", 3, 0, 3);
+    let mut nodes = Vec::new();
+    for id in 0..3 {
+        nodes.push(start(&config, id).await);
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for node in &nodes {
+        for c in 0..CONNECTIONS_PER_NODE {
+            let addr = node.resp_addr.expect("resp");
+            tasks.spawn(async move {
+                let mut stream = TcpStream::connect(addr).await.expect("connect");
+                for i in 0..ADDS {
+                    // Mostly increments, some decrements, some by more than one.
+                    let reply = match (c, i % 4) {
+                        (0, 3) => request(&mut stream, &["DECR", "visits"]).await,
+                        (1, _) => request(&mut stream, &["INCRBY", "visits", "3"]).await,
+                        _ => request(&mut stream, &["INCR", "visits"]).await,
+                    };
+                    assert!(matches!(reply, Frame::Integer(_)), "{reply:?}");
+                }
+            });
+        }
+    }
+    for _ in 0..2 {
+        let client = KvClient::new(&config);
+        tasks.spawn(async move {
+            for _ in 0..ADDS {
+                client.add("visits", 2).await.expect("add");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a counting task");
+    }
+    // Per node: connection 0 adds 30 and takes 10, connection 1 adds 120, connection 2 adds
+    // 40; and the two library clients add 80 each.
+    let expected = 3 * (30 - 10 + 120 + 40) + 2 * 2 * ADDS;
+    // Every replica converges on the total (gossip may still be on its way).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for node in &nodes {
+        let mut stream = TcpStream::connect(node.resp_addr.expect("resp")).await.expect("connect");
+        loop {
+            let reply = request(&mut stream, &["GET", "visits"]).await;
+            let read = reply.as_str().and_then(|text| text.parse::<i64>().ok());
+            if read == Some(expected) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "node reads {reply:?}, not {expected}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    for node in nodes {
+        node.stop().await.expect("stop");
+    }
 }

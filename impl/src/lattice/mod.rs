@@ -18,6 +18,7 @@
 //! with it, exhaustively and with proptest.
 
 mod causal;
+mod counter;
 pub mod laws;
 mod lww;
 mod map;
@@ -31,6 +32,7 @@ use std::fmt::Debug;
 use std::hash::Hash;
 
 pub use causal::{Dependencies, MultiKeyCausal, SingleKeyCausal, Version};
+pub use counter::{CounterOverflow, PnCounter};
 pub use lww::{Lww, Stamp};
 pub use map::MapUnion;
 pub use max::{Bounded, Max, Min};

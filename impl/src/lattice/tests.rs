@@ -101,6 +101,17 @@ mod carriers {
         items
     }
 
+    /// Counters of two writers, each total in 0..=1 both ways: every combination.
+    pub(super) fn pn_counter() -> Vec<PnCounter> {
+        let mut atoms = Vec::new();
+        for writer in 0..2 {
+            atoms.push(PnCounter::new([(w(writer), 1, 0)]));
+            atoms.push(PnCounter::new([(w(writer), 0, 1)]));
+        }
+        atoms.push(PnCounter::new([(w(0), 2, 0)]));
+        closure(&atoms)
+    }
+
     pub(super) fn vector_clock() -> Vec<VectorClock> {
         let mut items = Vec::new();
         for a in 0..3 {
@@ -161,6 +172,7 @@ mod exhaustive {
         lww,
         priority,
         vector_clock,
+        pn_counter,
         single_key_causal,
         multi_key_causal,
     );
@@ -327,6 +339,8 @@ mod accessors {
             LatticeValue::Lww(Lww::new(Stamp::new(2, w(1)), bytes.clone())),
             LatticeValue::Set(SetUnion::singleton(bytes)),
             LatticeValue::Max(Max::new(3)),
+            LatticeValue::PnCounter(PnCounter::new([(w(1), 1, 0)])),
+            LatticeValue::PnCounter(PnCounter::new([(w(1), 1, 1)])),
         ];
         total_and_agreeing(&values);
     }
@@ -412,6 +426,7 @@ mod tagged {
                 Dependencies::new([("k".to_owned(), clock(&[(2, 1)]))]),
                 bytes,
             )),
+            LatticeValue::PnCounter(PnCounter::new([(w(1), 2, 1)])),
         ]
     }
 
@@ -600,6 +615,7 @@ mod hydro {
         Lww<u8>,
         Priority<u8>,
         VectorClock,
+        PnCounter,
         SingleKeyCausal<u8>,
         MultiKeyCausal<u8, u8>,
     );
@@ -613,6 +629,7 @@ mod hydro {
         lattices::test::check_all(&carriers::lww());
         lattices::test::check_all(&carriers::priority());
         lattices::test::check_all(&carriers::vector_clock());
+        lattices::test::check_all(&carriers::pn_counter());
         lattices::test::check_all(&carriers::single_key_causal());
         lattices::test::check_all(&carriers::multi_key_causal());
     }
@@ -624,6 +641,12 @@ mod random {
     fn small_clock() -> impl Strategy<Value = VectorClock> {
         prop::collection::btree_map(0u64..4, 0u64..4, 0..4).prop_map(|entries| {
             VectorClock::new(entries.into_iter().map(|(k, v)| (WriterId(k), v)))
+        })
+    }
+
+    fn pn_counter() -> impl Strategy<Value = PnCounter> {
+        prop::collection::btree_map(0u64..4, (0u64..4, 0u64..4), 0..4).prop_map(|totals| {
+            PnCounter::new(totals.into_iter().map(|(wr, (up, down))| (WriterId(wr), up, down)))
         })
     }
 
@@ -696,6 +719,7 @@ mod random {
         lww_register: Lww<u8> = lww();
         priority_register: Priority<u8> = priority();
         vector_clock: VectorClock = small_clock();
+        pn_counter_totals: PnCounter = pn_counter();
         single_key: SingleKeyCausal<u8> = single_key_causal();
         multi_key: MultiKeyCausal<u8, u8> = multi_key_causal();
     }
@@ -741,5 +765,76 @@ mod normalization {
             postcard::from_bytes(&postcard::to_allocvec(&raw).unwrap()).unwrap();
         assert_eq!(decoded, MapUnion::new([(1, SetUnion::singleton(7))]));
         assert_eq!(decoded.len(), 1);
+    }
+}
+
+/// The counter's own behaviour, beyond the laws.
+mod counter {
+    use super::*;
+
+    #[test]
+    fn adds_move_the_value_by_exactly_their_amount() {
+        let mut counter = PnCounter::default();
+        counter.add(w(1), 5).unwrap();
+        counter.add(w(1), -2).unwrap();
+        counter.add(w(2), -4).unwrap();
+        assert_eq!(counter.value(), -1);
+        assert_eq!(counter.totals(w(1)), (5, 2));
+        assert_eq!(counter.totals(w(2)), (0, 4));
+        let entries: Vec<_> = counter.iter().collect();
+        assert_eq!(entries, [(w(1), 5, 2), (w(2), 0, 4)]);
+    }
+
+    #[test]
+    fn concurrent_writers_lose_nothing_in_any_merge_order() {
+        // Three writers increment apart, each from its own last write; every order and
+        // repetition of the merges gives the sum (an LWW register keeps one of them).
+        let writes: Vec<PnCounter> = (1..=3)
+            .map(|writer| {
+                let mut counter = PnCounter::default();
+                for _ in 0..writer {
+                    counter.add(w(writer), 1).unwrap();
+                }
+                counter
+            })
+            .collect();
+        for order in [[0, 1, 2], [2, 1, 0], [1, 0, 2]] {
+            let mut replica = PnCounter::default();
+            for &i in order.iter().chain(&order) {
+                replica.merge(writes[i].clone());
+            }
+            assert_eq!(replica.value(), 6);
+        }
+    }
+
+    #[test]
+    fn an_older_state_of_a_writer_changes_nothing() {
+        let mut old = PnCounter::default();
+        old.add(w(1), 1).unwrap();
+        let mut new = old.clone();
+        new.add(w(1), 1).unwrap();
+        let mut replica = new.clone();
+        assert!(!replica.merge(old));
+        assert_eq!(replica.value(), 2);
+    }
+
+    #[test]
+    fn overflowing_a_total_is_an_error_that_changes_nothing() {
+        let mut counter = PnCounter::new([(w(1), u64::MAX, 0)]);
+        let before = counter.clone();
+        assert_eq!(counter.add(w(1), 1), Err(CounterOverflow));
+        assert_eq!(counter, before);
+        // The other direction has its own total.
+        counter.add(w(1), i64::MIN).unwrap();
+        assert_eq!(counter.value(), i128::from(u64::MAX) - (1i128 << 63));
+    }
+
+    #[test]
+    fn zero_totals_are_bottom_and_not_stored() {
+        assert_eq!(PnCounter::new([(w(1), 0, 0)]), PnCounter::default());
+        assert!(PnCounter::new([(w(1), 0, 0)]).is_bottom());
+        let mut counter = PnCounter::default();
+        counter.add(w(1), 0).unwrap();
+        assert_eq!(counter, PnCounter::default());
     }
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{Lww, Max, Merge, Min, MultiKeyCausal, Priority, SetUnion, SingleKeyCausal};
+use super::{Lww, Max, Merge, Min, MultiKeyCausal, PnCounter, Priority, SetUnion, SingleKeyCausal};
 
 /// The lattice type of a stored key. A key keeps the type of its first write for ever.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -22,11 +22,13 @@ pub enum LatticeType {
     SingleKeyCausal,
     /// [`MultiKeyCausal`] of bytes, with dependencies on string keys.
     MultiKeyCausal,
+    /// [`PnCounter`], a counter many writers increment and decrement.
+    PnCounter,
 }
 
 impl LatticeType {
     /// Every lattice type, in declaration order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::Lww,
         Self::Set,
         Self::Max,
@@ -34,10 +36,11 @@ impl LatticeType {
         Self::Priority,
         Self::SingleKeyCausal,
         Self::MultiKeyCausal,
+        Self::PnCounter,
     ];
 
     /// The type's name in messages and on command lines: `lww`, `set`, `max`, `min`,
-    /// `priority`, `single-key-causal`, `multi-key-causal`.
+    /// `priority`, `single-key-causal`, `multi-key-causal`, `pn-counter`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Lww => "lww",
@@ -47,6 +50,7 @@ impl LatticeType {
             Self::Priority => "priority",
             Self::SingleKeyCausal => "single-key-causal",
             Self::MultiKeyCausal => "multi-key-causal",
+            Self::PnCounter => "pn-counter",
         }
     }
 }
@@ -60,7 +64,7 @@ impl std::fmt::Display for LatticeType {
 /// A name that is not a lattice type's.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown lattice type {0:?} (expected one of lww, set, max, min, priority, single-key-causal, multi-key-causal)"
+    "unknown lattice type {0:?} (expected one of lww, set, max, min, priority, single-key-causal, multi-key-causal, pn-counter)"
 )]
 pub struct UnknownLatticeType(pub String);
 
@@ -106,6 +110,7 @@ pub enum LatticeValue {
     Priority(Priority<Bytes>),
     SingleKeyCausal(SingleKeyCausal<Bytes>),
     MultiKeyCausal(MultiKeyCausal<String, Bytes>),
+    PnCounter(PnCounter),
 }
 
 impl LatticeValue {
@@ -119,6 +124,7 @@ impl LatticeValue {
             LatticeType::Priority => Self::Priority(Priority::default()),
             LatticeType::SingleKeyCausal => Self::SingleKeyCausal(SingleKeyCausal::default()),
             LatticeType::MultiKeyCausal => Self::MultiKeyCausal(MultiKeyCausal::default()),
+            LatticeType::PnCounter => Self::PnCounter(PnCounter::default()),
         }
     }
 
@@ -132,6 +138,7 @@ impl LatticeValue {
             Self::Priority(_) => LatticeType::Priority,
             Self::SingleKeyCausal(_) => LatticeType::SingleKeyCausal,
             Self::MultiKeyCausal(_) => LatticeType::MultiKeyCausal,
+            Self::PnCounter(_) => LatticeType::PnCounter,
         }
     }
 
@@ -146,6 +153,7 @@ impl LatticeValue {
             (Self::Priority(a), Self::Priority(b)) => Ok(a.merge(b)),
             (Self::SingleKeyCausal(a), Self::SingleKeyCausal(b)) => Ok(a.merge(b)),
             (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => Ok(a.merge(b)),
+            (Self::PnCounter(a), Self::PnCounter(b)) => Ok(a.merge(b)),
             (stored, incoming) => Err(TypeMismatch {
                 stored: stored.lattice_type(),
                 incoming: incoming.lattice_type(),
@@ -160,7 +168,7 @@ impl LatticeValue {
         match self {
             Self::Lww(lww) => lww.value().map_or(0, Bytes::len),
             Self::Set(set) => set.as_set().iter().map(Bytes::len).sum(),
-            Self::Max(_) | Self::Min(_) => 8,
+            Self::Max(_) | Self::Min(_) | Self::PnCounter(_) => 8,
             Self::Priority(priority) => priority.value().map_or(0, Bytes::len),
             Self::SingleKeyCausal(causal) => causal.values().map(Bytes::len).sum(),
             Self::MultiKeyCausal(causal) => causal.values().map(Bytes::len).sum(),
@@ -178,6 +186,7 @@ impl LatticeValue {
             (Self::Priority(a), Self::Priority(b)) => a <= b,
             (Self::SingleKeyCausal(a), Self::SingleKeyCausal(b)) => a <= b,
             (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => a <= b,
+            (Self::PnCounter(a), Self::PnCounter(b)) => a <= b,
             _ => false,
         }
     }
@@ -194,6 +203,7 @@ impl Ord for LatticeValue {
             (Self::Priority(a), Self::Priority(b)) => a.cmp(b),
             (Self::SingleKeyCausal(a), Self::SingleKeyCausal(b)) => a.versions().cmp(b.versions()),
             (Self::MultiKeyCausal(a), Self::MultiKeyCausal(b)) => a.versions().cmp(b.versions()),
+            (Self::PnCounter(a), Self::PnCounter(b)) => a.total_cmp(b),
             (a, b) => {
                 let order = a.lattice_type().cmp(&b.lattice_type());
                 debug_assert_ne!(order, Ordering::Equal, "same type handled above");
