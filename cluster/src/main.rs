@@ -116,7 +116,7 @@ enum KvCommand {
         #[arg(long)]
         file: Option<PathBuf>,
         /// The lattice type.
-        #[arg(long = "type", short, default_value = "lww", value_parser = lattice_types())]
+        #[arg(long = "type", short = 't', default_value = "lww", value_parser = lattice_types())]
         kind: LatticeType,
         /// The priority, for --type priority (lower wins).
         #[arg(long)]
