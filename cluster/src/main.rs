@@ -596,16 +596,15 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
                 (Some(value), None) => Bytes::from(value.to_owned().into_bytes()),
                 (None, None) => anyhow::bail!("a value, `-` or --file is needed"),
             };
-            let number = || {
-                let text = String::from_utf8_lossy(&bytes);
-                let text = text.trim();
-                text.parse::<u64>().with_context(|| format!("{text:?} is not an unsigned integer"))
-            };
             let lattice = match kind {
                 LatticeType::Lww => client.lww(bytes),
                 LatticeType::Set => LatticeValue::Set(SetUnion::singleton(bytes)),
-                LatticeType::Max => LatticeValue::Max(Max::new(number()?)),
-                LatticeType::Min => LatticeValue::Min(Min::new(number()?)),
+                LatticeType::Max => {
+                    LatticeValue::Max(Max::new(number(&bytes, "an unsigned integer")?))
+                }
+                LatticeType::Min => {
+                    LatticeValue::Min(Min::new(number(&bytes, "an unsigned integer")?))
+                }
                 LatticeType::Priority => {
                     let p = priority.context("--type priority needs --priority N")?;
                     LatticeValue::Priority(Priority::new(p, writer, bytes))
@@ -620,11 +619,7 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
                 )),
                 // This invocation is a writer of its own: its totals are just this amount.
                 LatticeType::PnCounter => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let by = text
-                        .trim()
-                        .parse::<i64>()
-                        .with_context(|| format!("{:?} is not an integer", text.trim()))?;
+                    let by = number(&bytes, "an integer")?;
                     let mut counter = PnCounter::default();
                     counter.add(writer, by).context("a total would overflow")?;
                     LatticeValue::PnCounter(counter)
@@ -653,6 +648,18 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A number given as the value's text (surrounding whitespace ignored); the error says it is
+/// not `what`.
+fn number<T>(bytes: &Bytes, what: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    let text = String::from_utf8_lossy(bytes);
+    let text = text.trim();
+    text.parse().with_context(|| format!("{text:?} is not {what}"))
 }
 
 /// A per-process counter for causal versions written from the command line: the wall clock in

@@ -6,10 +6,10 @@
 //! once and the answers are written back in order, so pipelined clients get pipelined service.
 //! `SET` values are LWW registers stamped by the front end's client clock; the counting
 //! commands add to a PN-counter as the front end's one writer (one add per key at a time, see
-//! [`KvClient::add`]); a key holding another lattice type answers `WRONGTYPE`. Requests go through the [`KvClient`] library, straight
-//! into the local node when it is one of the key's replicas. A frame that does not parse, or a
-//! request larger than the frame limit, gets an error and the connection is closed; the node
-//! goes on serving.
+//! [`KvClient::add`]); a key holding another lattice type answers `WRONGTYPE`. Requests go
+//! through the [`KvClient`] library, straight into the local node when it is one of the key's
+//! replicas. A frame that does not parse, or a request larger than the frame limit, gets an
+//! error and the connection is closed; the node goes on serving.
 
 use std::collections::HashMap;
 use std::sync::Arc;

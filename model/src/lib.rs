@@ -124,6 +124,11 @@ pub enum Depth {
 }
 
 impl Depth {
+    /// `Deep` if `deep` (the command line's `--deep`), else `Everyday`.
+    pub fn deep_if(deep: bool) -> Self {
+        if deep { Self::Deep } else { Self::Everyday }
+    }
+
     /// Its name in reports.
     pub fn name(self) -> &'static str {
         match self {

@@ -138,7 +138,7 @@ fn run() -> anyhow::Result<ExitCode> {
                 // An unknown name is reported by `check` with the list of known models.
                 models().into_iter().filter(|m| m.model == model).collect()
             };
-            let depth = if deep { Depth::Deep } else { Depth::Everyday };
+            let depth = Depth::deep_if(deep);
             let mut opts =
                 CheckOptions { depth, bfs, full, progress: !quiet, ..CheckOptions::default() };
             if let Some(threads) = threads {
@@ -194,7 +194,7 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Explore { model, mutant, addr, deep } => {
-            let depth = if deep { Depth::Deep } else { Depth::Everyday };
+            let depth = Depth::deep_if(deep);
             say!("Stateright Explorer for `{model}` on http://{addr} (Ctrl-C to stop)");
             explore(&model, mutant.as_deref(), depth, &addr).context("cannot explore")?;
             Ok(ExitCode::SUCCESS)

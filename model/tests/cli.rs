@@ -58,15 +58,15 @@ fn json_report_has_the_contracted_fields() {
 fn deep_checks_the_larger_bounds_and_says_so() {
     // A mutant caught within a few hundred states at either depth, in models of another
     // size: gossip has 2 replicas every day and 3 deep.
-    let unique = |args: &[&str]| {
+    let depth_and_states = |args: &[&str]| {
         let output = squall_model(args);
         assert_eq!(output.status.code(), Some(1), "{args:?}");
         let report: serde_json::Value = serde_json::from_str(stdout(&output).trim()).unwrap();
         (report["depth"].as_str().unwrap().to_owned(), report["states"].as_u64().unwrap())
     };
     let base = ["check", "gossip", "--mutant", "skip-peer", "--json", "-q", "--threads", "1"];
-    let (everyday, everyday_states) = unique(&base);
-    let (deep, deep_states) = unique(&[&base[..], &["--deep"]].concat());
+    let (everyday, everyday_states) = depth_and_states(&base);
+    let (deep, deep_states) = depth_and_states(&[&base[..], &["--deep"]].concat());
     assert_eq!((everyday.as_str(), deep.as_str()), ("everyday", "deep"));
     assert_ne!(everyday_states, deep_states);
 }
