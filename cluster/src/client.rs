@@ -360,6 +360,37 @@ impl KvClient {
         result.map(|()| value)
     }
 
+    /// [`delete_with`](Self::delete_with) at the configured default durability.
+    pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        self.delete_with(key, self.settings.durability).await
+    }
+
+    /// Deletes the LWW key `key`: reads it, then puts a tombstone stamped after the stamp the
+    /// read saw (and after every earlier write of this client), acknowledged once `durability`
+    /// replicas hold it. Returns whether the read found a value, which is what `DEL` counts.
+    ///
+    /// The tombstone is written even when the read found nothing, so that a write the read
+    /// missed but older than the delete is deleted too. It wins over every write stamped below
+    /// it wherever the two meet, and a later write brings the key back.
+    ///
+    /// # Errors
+    /// [`KvError::Rejected`] with a type mismatch when the key holds another lattice type
+    /// (only LWW keys can be deleted: a counter or a set has no write order that a delete could
+    /// follow), and the errors of [`get`](Self::get) and [`put_with`](Self::put_with).
+    pub async fn delete_with(&self, key: &str, durability: Durability) -> Result<bool, KvError> {
+        let existed = match self.get(key).await? {
+            None => false,
+            Some(LatticeValue::Lww(lww)) => lww.value().is_some(),
+            Some(other) => {
+                let mismatch = PutError::mismatch(other.lattice_type(), LatticeType::Lww);
+                return Err(KvError::Rejected(mismatch));
+            }
+        };
+        let stamp = Stamp::new(self.clock.now(), WriterId(self.cfg.id.0));
+        self.put_with(key, LatticeValue::Lww(Lww::deleted(stamp)), durability).await?;
+        Ok(existed)
+    }
+
     /// Merges `value` into `key` at the configured default durability.
     pub async fn put(&self, key: &str, value: LatticeValue) -> Result<(), KvError> {
         self.put_with(key, value, self.settings.durability).await

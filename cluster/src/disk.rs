@@ -60,7 +60,9 @@ impl SyncPolicy {
 }
 
 /// The data format this build writes; a directory holding another is refused.
-const FORMAT: &[u8] = b"squall-store 1";
+/// Format 2 (this build): a last-writer-wins value may be a delete (a tombstone), which changed
+/// its encoding; format 1 directories are refused, not misread.
+const FORMAT: &[u8] = b"squall-store 2";
 /// Where the format is recorded.
 const FORMAT_KEY: &[u8] = b"format";
 /// Unflushed writes the engine keeps in memory before it writes them out as a table (fjall's

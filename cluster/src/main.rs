@@ -9,12 +9,13 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use clap::{Parser, Subcommand, ValueEnum};
 use squall_cluster::bench::{self, KvBenchArgs};
-use squall_cluster::client::{KvClient, LeaveOutcome};
+use squall_cluster::client::{KvClient, KvError, LeaveOutcome};
 use squall_cluster::config::{ClusterConfig, DEFAULT_TOML, WriteDurability};
 use squall_cluster::exec::{Registry, Value};
 use squall_cluster::faas::{DagSpec, FaasError, FnClient};
 use squall_cluster::local::{LocalCluster, LocalNode, LocalRole};
 use squall_cluster::runtime::LocalPeers;
+use squall_proto::kvs::PutError;
 use squall_proto::lattice::LatticeType;
 use squall_proto::lattice::{
     LatticeValue, Max, Min, MultiKeyCausal, PnCounter, Priority, SetUnion, SingleKeyCausal,
@@ -129,6 +130,17 @@ enum KvCommand {
     Get {
         /// The key.
         key: String,
+    },
+    /// Delete LWW keys and print how many held a value (as Redis's DEL counts). A delete is a
+    /// stamped tombstone: it wins over every older write wherever the two meet, so a replica
+    /// that missed it cannot bring the value back; a later put writes the key again.
+    Del {
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+        /// Acknowledge once this many replicas hold each delete (default: the configuration's).
+        #[arg(long, value_enum)]
+        durability: Option<WriteDurability>,
     },
     /// Add to a counter (a pn-counter key; a missing key counts from 0) and print its value
     /// as the replica read just before knew it, with this increment. Concurrent increments
@@ -571,7 +583,7 @@ async fn dags(config: &ClusterConfig, command: DagCommand) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-fn kv_failure(e: &squall_cluster::client::KvError) -> ExitCode {
+fn kv_failure(e: &KvError) -> ExitCode {
     let kind = if e.is_definite() { "failed" } else { "outcome unknown" };
     let _ = writeln!(std::io::stderr(), "squall: {kind}: {e}");
     ExitCode::from(if e.is_definite() { 2 } else { 3 })
@@ -638,8 +650,35 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
                 Err(e) => return Ok(kv_failure(&e)),
             }
         }
+        KvCommand::Del { keys, durability } => {
+            let durability = durability.unwrap_or(config.cluster.durability).into();
+            let mut deleted = 0;
+            for key in &keys {
+                match client.delete_with(key, durability).await {
+                    Ok(existed) => deleted += usize::from(existed),
+                    Err(KvError::Rejected(PutError::TypeMismatch(m))) => {
+                        let _ = writeln!(
+                            std::io::stderr(),
+                            "squall: cannot delete {key:?}: it holds a {} lattice, and only lww \
+                             keys can be deleted",
+                            m.stored
+                        );
+                        return Ok(ExitCode::from(2));
+                    }
+                    Err(e) => {
+                        let _ = writeln!(std::io::stderr(), "squall: deleting {key:?}:");
+                        return Ok(kv_failure(&e));
+                    }
+                }
+            }
+            say(deleted);
+        }
         KvCommand::Get { key } => match client.get(&key).await {
-            Ok(Some(value)) => say(render(&value)),
+            Ok(Some(value)) if !value.is_deleted() => say(render(&value)),
+            Ok(Some(_)) => {
+                let _ = writeln!(std::io::stderr(), "squall: no such key: {key:?} (deleted)");
+                return Ok(ExitCode::from(1));
+            }
             Ok(None) => {
                 let _ = writeln!(std::io::stderr(), "squall: no such key: {key:?}");
                 return Ok(ExitCode::from(1));

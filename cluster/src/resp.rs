@@ -81,6 +81,7 @@ fn footprint(frame: &Frame) -> Footprint {
         b"GET" | b"TYPE" => reads(arg(1).into_iter().collect()),
         b"SET" | b"INCR" | b"DECR" | b"INCRBY" | b"DECRBY" => writes(arg(1).into_iter().collect()),
         b"MGET" | b"EXISTS" => reads((1..parts.len()).filter_map(arg).collect()),
+        b"DEL" | b"UNLINK" => writes((1..parts.len()).filter_map(arg).collect()),
         b"MSET" => writes((1..parts.len()).step_by(2).filter_map(arg).collect()),
         b"DBSIZE" | b"SCAN" => Footprint { every_key: true, ..Footprint::default() },
         _ => Footprint::default(),
@@ -256,9 +257,15 @@ async fn scan(context: &RespContext, args: &[Bytes]) -> Frame {
         .node
         .inspect(move |storage| {
             let store = storage.store();
-            let seen: Vec<String> = store.keys().skip(cursor).take(count).cloned().collect();
-            let next = cursor + seen.len();
-            (seen, if next >= store.len() { 0 } else { next })
+            // The cursor counts stored keys, deleted ones included, which a page then leaves
+            // out: a page may hold fewer than COUNT keys, as Redis allows.
+            let page: Vec<_> = store.iter().skip(cursor).take(count).collect();
+            let next = cursor + page.len();
+            let live = page.into_iter().filter(|(_, value)| holds_value(value));
+            (
+                live.map(|(key, _)| key.clone()).collect::<Vec<_>>(),
+                if next >= store.len() { 0 } else { next },
+            )
         })
         .await;
     let Some((seen, next)) = page else { return error("ERR the node is stopping") };
@@ -362,30 +369,46 @@ async fn execute(context: &RespContext, frame: Frame) -> Frame {
             let replies: Vec<Frame> = futures::future::join_all(writes).await;
             mset_reply(replies)
         }
+        ("DEL" | "UNLINK", n) if n >= 2 => {
+            sum_over_keys(&args[1..], |key| async move {
+                match context.client.delete(&key).await {
+                    Ok(existed) => Ok(i64::from(existed)),
+                    Err(KvError::Rejected(squall_proto::kvs::PutError::TypeMismatch(m))) => {
+                        Err(error(format!(
+                            "WRONGTYPE {key:?} holds a {} lattice; DEL deletes LWW keys only \
+                             (a counter or a set has no write order a delete could follow)",
+                            m.stored
+                        )))
+                    }
+                    Err(e) => Err(failure(&e)),
+                }
+            })
+            .await
+        }
         ("EXISTS", n) if n >= 2 => {
-            let reads = args[1..].iter().map(|k| async move {
-                let key = key(k)?;
+            sum_over_keys(&args[1..], |key| async move {
                 match context.client.get(&key).await {
-                    Ok(Some(LatticeValue::Lww(lww))) => Ok(i64::from(lww.value().is_some())),
-                    Ok(Some(_)) => Ok(1),
+                    Ok(Some(value)) => Ok(i64::from(holds_value(&value))),
                     Ok(None) => Ok(0),
                     Err(e) => Err(failure(&e)),
                 }
-            });
-            let counts: Result<Vec<i64>, Frame> =
-                futures::future::join_all(reads).await.into_iter().collect();
-            counts.map_or_else(|e| e, |counts| Frame::Integer(counts.iter().sum()))
+            })
+            .await
         }
         ("TYPE", 2) => match key(&args[1]) {
             Ok(key) => match context.client.get(&key).await {
-                Ok(Some(LatticeValue::Lww(lww))) if lww.value().is_none() => simple("none"),
+                Ok(Some(value)) if !holds_value(&value) => simple("none"),
                 Ok(Some(value)) => simple(value.lattice_type().name()),
                 Ok(None) => simple("none"),
                 Err(e) => failure(&e),
             },
             Err(e) => e,
         },
-        ("DBSIZE", 1) => match context.node.inspect(|storage| storage.store().len()).await {
+        ("DBSIZE", 1) => match context
+            .node
+            .inspect(|storage| storage.store().values().filter(|v| holds_value(v)).count())
+            .await
+        {
             Some(keys) => Frame::Integer(keys as i64),
             None => error("ERR the node is stopping"),
         },
@@ -398,16 +421,44 @@ async fn execute(context: &RespContext, frame: Frame) -> Frame {
         ("SELECT", 2) => error("ERR DB index is out of range: Squall has only database 0"),
         ("CLIENT", _) => ok(),
         (
-            "GET" | "SET" | "MGET" | "MSET" | "INCR" | "DECR" | "INCRBY" | "DECRBY" | "EXISTS"
-            | "TYPE" | "DBSIZE" | "SCAN" | "PING" | "ECHO" | "INFO" | "SELECT",
+            "GET" | "SET" | "MGET" | "MSET" | "DEL" | "UNLINK" | "INCR" | "DECR" | "INCRBY"
+            | "DECRBY" | "EXISTS" | "TYPE" | "DBSIZE" | "SCAN" | "PING" | "ECHO" | "INFO"
+            | "SELECT",
             _,
         ) => error(format!("ERR wrong number of arguments for '{}' command", name.to_lowercase())),
         _ => error(format!(
-            "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, INCR, DECR, \
-             INCRBY, DECRBY, EXISTS, TYPE, DBSIZE, SCAN, PING, ECHO, INFO",
+            "ERR unknown command '{}'; Squall serves GET, SET, MGET, MSET, DEL, UNLINK, INCR, \
+             DECR, INCRBY, DECRBY, EXISTS, TYPE, DBSIZE, SCAN, PING, ECHO, INFO",
             String::from_utf8_lossy(&args[0])
         )),
     }
+}
+
+/// Whether a stored value reads as present: anything but an LWW register without a value (a
+/// deleted one, or one never written).
+fn holds_value(value: &LatticeValue) -> bool {
+    !matches!(value, LatticeValue::Lww(lww) if lww.value().is_none())
+}
+
+/// Runs `per_key` on every key at once and answers the sum of their counts, or the first error
+/// (the others ran all the same).
+async fn sum_over_keys<F, Fut>(keys: &[Bytes], per_key: F) -> Frame
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Result<i64, Frame>>,
+{
+    let runs = keys.iter().map(|k| {
+        let run = key(k).map(&per_key);
+        async move {
+            match run {
+                Ok(run) => run.await,
+                Err(e) => Err(e),
+            }
+        }
+    });
+    let counts: Result<Vec<i64>, Frame> =
+        futures::future::join_all(runs).await.into_iter().collect();
+    counts.map_or_else(|e| e, |counts| Frame::Integer(counts.iter().sum()))
 }
 
 /// `+OK` if every pair was written; otherwise an error saying the others may have been, the
@@ -508,8 +559,10 @@ async fn info(context: &RespContext) -> String {
     let state = context
         .node
         .inspect(|storage| {
+            let deleted = storage.store().values().filter(|v| !holds_value(v)).count();
             (
-                storage.store().len(),
+                storage.store().len() - deleted,
+                deleted,
                 storage.incarnation(),
                 storage.ring().epoch().0,
                 storage.ring().members().len(),
@@ -521,10 +574,10 @@ async fn info(context: &RespContext) -> String {
         env!("CARGO_PKG_VERSION"),
         stats.id.0
     );
-    if let Some((keys, incarnation, epoch, members)) = state {
+    if let Some((keys, deleted, incarnation, epoch, members)) = state {
         text.push_str(&format!(
             "incarnation:{incarnation}\r\nring_epoch:{epoch}\r\nring_members:{members}\r\n\
-             # Keyspace\r\nkeys:{keys}\r\n"
+             # Keyspace\r\nkeys:{keys}\r\ntombstones:{deleted}\r\n"
         ));
     }
     text.push_str(&format!(
@@ -645,6 +698,27 @@ mod tests {
         assert_eq!(
             names(&waves(pipeline)),
             [vec!["INCR n"], vec!["incrby n 2"], vec!["GET n", "DECR m"], vec!["DECRBY n 1"]]
+        );
+    }
+
+    #[test]
+    fn a_delete_writes_every_key_it_names() {
+        let pipeline = vec![
+            command(&["SET", "a", "1"]),
+            command(&["GET", "z"]),
+            command(&["DEL", "z", "b"]),
+            command(&["EXISTS", "a"]),
+            command(&["unlink", "a"]),
+            command(&["DBSIZE"]),
+        ];
+        assert_eq!(
+            names(&waves(pipeline)),
+            [
+                vec!["SET a 1", "GET z"],
+                vec!["DEL z b", "EXISTS a"],
+                vec!["unlink a"],
+                vec!["DBSIZE"]
+            ]
         );
     }
 

@@ -382,7 +382,93 @@ async fn redis_cli_sets_and_gets() {
     assert!(cli(&["INCR", "greeting"]).await.starts_with("WRONGTYPE"));
     assert_eq!(cli(&["INCRBY", "hits", "x"]).await, "ERR value is not an integer or out of range");
     assert_eq!(cli(&["GET", "hits"]).await, "50", "a refused add changes nothing");
+    // Deleting: DEL counts the keys that held a value; a deleted key reads as missing.
+    assert_eq!(cli(&["DEL", "a", "b", "nope"]).await, "2");
+    assert_eq!(cli(&["EXISTS", "a", "b", "greeting"]).await, "1");
+    assert_eq!(cli(&["GET", "a"]).await, "");
+    assert_eq!(cli(&["TYPE", "a"]).await, "none");
+    assert!(cli(&["DEL", "hits"]).await.starts_with("WRONGTYPE"));
+    assert_eq!(cli(&["DBSIZE"]).await, "3", "greeting, hits and below");
     node.stop().await.expect("stop");
+}
+
+/// A delete on one node wins on every replica, reads as missing there, leaves DBSIZE and SCAN,
+/// and sticks: a write stamped before it, arriving after it, does not bring the value back. A
+/// later write does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delete_wins_everywhere_and_an_older_write_cannot_undo_it() {
+    let config = config("deleting", 3, 0, 3);
+    let mut nodes = Vec::new();
+    for id in 0..3 {
+        nodes.push(start(&config, id).await);
+    }
+    let mut streams = Vec::new();
+    for node in &nodes {
+        streams.push(TcpStream::connect(node.resp_addr.expect("resp")).await.expect("connect"));
+    }
+    let bulk = |text: &str| Frame::BulkString(b(text));
+    assert_eq!(
+        request(&mut streams[0], &["SET", "doomed", "v1"]).await,
+        Frame::SimpleString(b("OK"))
+    );
+    assert_eq!(request(&mut streams[0], &["SET", "kept", "k"]).await, Frame::SimpleString(b("OK")));
+    // Until node 1 has seen the write its DEL may count 0, but the tombstone it writes is
+    // stamped after the write it read, or after its own clock: either way it wins.
+    let deleted = request(&mut streams[1], &["DEL", "doomed"]).await;
+    assert!(matches!(deleted, Frame::Integer(0 | 1)), "{deleted:?}");
+    // An older write (stamped at time 1 by another writer) arriving after the delete.
+    let client = KvClient::new(&config);
+    let stale = LatticeValue::Lww(Lww::new(Stamp::new(1, WriterId(77)), b("v0")));
+    client.put_with("doomed", stale, Durability::All).await.expect("a stale write is merged");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    for stream in &mut streams {
+        loop {
+            let read = request(stream, &["GET", "doomed"]).await;
+            let exists = request(stream, &["EXISTS", "doomed"]).await;
+            let size = request(stream, &["DBSIZE"]).await;
+            let scan = request(stream, &["SCAN", "0", "COUNT", "100"]).await;
+            let listed = format!("{scan:?}");
+            if read == Frame::Null && exists == Frame::Integer(0) && size == Frame::Integer(1) {
+                assert!(listed.contains("kept") && !listed.contains("doomed"), "{listed}");
+                assert_eq!(
+                    request(stream, &["TYPE", "doomed"]).await,
+                    Frame::SimpleString(b("none"))
+                );
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "still {read:?}, exists {exists:?}, dbsize {size:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // The library reads the tombstone as a deleted register, not as a missing key.
+    let stored = client.get("doomed").await.expect("read").expect("the tombstone is stored");
+    assert!(stored.is_deleted(), "{stored:?}");
+    // Deleting again finds nothing to count; a later write brings the key back everywhere.
+    assert_eq!(request(&mut streams[2], &["DEL", "doomed"]).await, Frame::Integer(0));
+    assert_eq!(
+        request(&mut streams[2], &["SET", "doomed", "v2"]).await,
+        Frame::SimpleString(b("OK"))
+    );
+    for stream in &mut streams {
+        loop {
+            if request(stream, &["GET", "doomed"]).await == bulk("v2") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "v2 did not arrive");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Only LWW keys can be deleted; the counter is untouched.
+    assert_eq!(request(&mut streams[0], &["INCR", "count"]).await, Frame::Integer(1));
+    let refused = request(&mut streams[0], &["DEL", "count"]).await;
+    assert!(matches!(&refused, Frame::Error(e) if e.starts_with("WRONGTYPE")), "{refused:?}");
+    assert_eq!(request(&mut streams[0], &["GET", "count"]).await, bulk("1"));
+    for node in nodes {
+        node.stop().await.expect("stop");
+    }
 }
 
 /// Sends `command` on `stream` and reads its reply.

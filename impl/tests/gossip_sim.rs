@@ -24,9 +24,17 @@ fn configs() -> Vec<(NodeId, GossipConfig<u16>)> {
         .collect();
     for c in 0..CLIENTS {
         let id = NodeId(REPLICAS + c);
-        // Every client's k-th write shares a time, so ties are broken by the writer.
+        // Every client's k-th write shares a time, so ties are broken by the writer. The last
+        // client's last write is a delete, the largest stamp of all: the register ends deleted.
         let writes = (0..WRITES)
-            .map(|k| Lww::new(Stamp::new(k + 1, WriterId(c)), (100 * c + k) as u16))
+            .map(|k| {
+                let stamp = Stamp::new(k + 1, WriterId(c));
+                if c + 1 == CLIENTS && k + 1 == WRITES {
+                    Lww::deleted(stamp)
+                } else {
+                    Lww::new(stamp, (100 * c + k) as u16)
+                }
+            })
             .collect();
         let cfg = ClientConfig::new(id, replicas[(c % REPLICAS) as usize], writes, PERIOD);
         configs.push((id, GossipConfig::Client(cfg)));
@@ -93,6 +101,8 @@ fn join_of_all_writes() -> Lww<u16> {
 #[test]
 fn replicas_converge_to_the_join_of_all_writes_under_faults() {
     let expected = join_of_all_writes();
+    // The delete wins everywhere; no replica ends with an older write.
+    assert!(expected.is_deleted(), "{expected:?}");
     let mut crashes = 0;
     let mut dropped = 0;
     let mut duplicated = 0;
@@ -230,6 +240,7 @@ mod mutants {
             // Without acknowledgements gossip is re-sent for ever: the healed run never settles.
             (Mutant::DropGossipAck, "not quiet"),
             (Mutant::NoRetransmit, "GOSSIP-I4"),
+            (Mutant::DeleteAsHole, "GOSSIP-I2"),
         ];
         assert_eq!(expected.len(), Mutant::ALL.len());
         for (mutant, symptom) in expected {

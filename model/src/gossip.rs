@@ -3,14 +3,15 @@
 //!
 //! Each client writes its values, one at a time, to one replica and re-sends until
 //! acknowledged. Clients' first writes share a time, so only the writer id orders them: the
-//! tie-break is exercised on every run. Every replica gossips its value to the peers that have
+//! tie-break is exercised on every run. The last write of the last client is a delete (a
+//! tombstone), concurrent with the other client's last write and ordered after it. Every replica gossips its value to the peers that have
 //! not acknowledged it, re-sending on a timer. The properties are the gossip invariants of
 //! `squall_proto::gossip::invariants`, named by id.
 
 use squall_proto::NodeId;
 use squall_proto::gossip::invariants;
 use squall_proto::gossip::{
-    ClientConfig, GOSSIP_PERIOD, GossipConfig, GossipNode, Mutant, ReplicaConfig,
+    ClientConfig, GOSSIP_PERIOD, GossipConfig, GossipMsg, GossipNode, Mutant, ReplicaConfig,
 };
 use squall_proto::lattice::{Lww, Stamp, WriterId};
 use stateright::actor::{ActorModel, LossyNetwork, Network};
@@ -54,11 +55,15 @@ impl Bounds {
 
 /// The writes of client `c`: write `k` is stamped `(k + 1, c)`, so the clients' `k`-th writes
 /// tie on time, and carries a value that makes a torn merge (larger stamp from one write,
-/// larger value from another) a write nobody made.
+/// larger value from another) a write nobody made. The last client's last write is a delete,
+/// concurrent with (and, by stamp, after) the others' last writes: the register ends deleted.
 fn writes(bounds: Bounds, client: usize) -> Vec<Lww<u8>> {
     (0..bounds.writes_per_client)
         .map(|k| {
             let stamp = Stamp::new(k as u64 + 1, WriterId(client as u64));
+            if client + 1 == bounds.clients && k + 1 == bounds.writes_per_client {
+                return Lww::deleted(stamp);
+            }
             let value = u8::try_from(10 * k + bounds.clients - client).expect("small bounds");
             Lww::new(stamp, value)
         })
@@ -118,6 +123,21 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
                             timers.iter().any(|armed| *armed == timer)
                         })
                 })
+            },
+        )
+        .property(
+            stateright::Expectation::Always,
+            "GOSSIP-I5 a replica that acknowledged a delete never holds an older write",
+            |model, state| {
+                let acknowledged =
+                    state.network.iter_all().filter_map(|envelope| match &**envelope.msg {
+                        GossipMsg::PutOk { seq } => {
+                            let (src, dst) = (usize::from(envelope.src), usize::from(envelope.dst));
+                            Some((NodeId(src as u64), NodeId(dst as u64), *seq))
+                        }
+                        _ => None,
+                    });
+                invariants::deletes_stick(&node_states(model, state), acknowledged)
             },
         )
         .property(

@@ -48,6 +48,7 @@ fn property_names_start_with_their_invariant_ids() {
         invariants::MONOTONE,
         invariants::CONVERGENCE,
         invariants::RETRANSMISSION,
+        invariants::DELETES_STICK,
         invariants::QUIESCENCE_REACHABLE,
     ];
     assert_eq!(names.len(), ids.len());
@@ -65,6 +66,7 @@ fn every_mutant_makes_its_property_fail() {
         (Mutant::SkipPeer, invariants::CONVERGENCE),
         (Mutant::DropGossipAck, invariants::QUIESCENCE_REACHABLE),
         (Mutant::NoRetransmit, invariants::RETRANSMISSION),
+        (Mutant::DeleteAsHole, invariants::DELETES_STICK),
     ];
     assert_eq!(expected.len(), mutants().len(), "every mutant has an expectation");
     for (mutant, id) in expected {

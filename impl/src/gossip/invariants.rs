@@ -6,7 +6,8 @@
 //! a crashed node: a crashed client's writes still count as written.
 
 use super::{GossipConfig, GossipNode, GossipTimer, Value};
-use crate::lattice::{Lww, Merge};
+use crate::NodeId;
+use crate::lattice::{Lattice, Lww, Merge};
 
 /// GOSSIP-I1: every replica holds bottom or a write some client made (no value from thin air).
 pub const NO_THIN_AIR: &str = "GOSSIP-I1";
@@ -18,6 +19,9 @@ pub const CONVERGENCE: &str = "GOSSIP-I3";
 /// GOSSIP-I4: a replica with a peer behind has its gossip timer armed, and a client with writes
 /// left has its retry timer armed, so a lost message delays progress but never stops it.
 pub const RETRANSMISSION: &str = "GOSSIP-I4";
+/// GOSSIP-I5: a replica that acknowledged a client's delete never holds a write older than the
+/// delete: a deleted register does not come back with an older value.
+pub const DELETES_STICK: &str = "GOSSIP-I5";
 /// GOSSIP-L1: quiescence is reachable (the convergence property is not vacuous).
 pub const QUIESCENCE_REACHABLE: &str = "GOSSIP-L1";
 
@@ -41,9 +45,8 @@ fn replicas<'a, V: Value>(
 
 /// GOSSIP-I1 over the nodes of a run.
 pub fn no_thin_air<V: Value>(nodes: &[(&GossipConfig<V>, Option<&GossipNode<V>>)]) -> bool {
-    replicas(nodes).all(|replica| {
-        replica.value().write().is_none() || writes(nodes).any(|w| w == replica.value())
-    })
+    replicas(nodes)
+        .all(|replica| replica.value().is_bottom() || writes(nodes).any(|w| w == replica.value()))
 }
 
 /// Whether the run is quiescent: every node is up, every client's writes are acknowledged and
@@ -84,4 +87,28 @@ pub fn retransmission_armed<V: Value>(
         }
         (GossipConfig::Replica(_), GossipNode::Client(_)) => false,
     }
+}
+
+/// GOSSIP-I5 over the nodes of a run, indexed by node id, given every acknowledgement a replica
+/// has sent a client as `(replica, client, seq)` (in a model, the `PutOk`s in the network).
+pub fn deletes_stick<V: Value>(
+    nodes: &[(&GossipConfig<V>, Option<&GossipNode<V>>)],
+    acknowledged: impl IntoIterator<Item = (NodeId, NodeId, u32)>,
+) -> bool {
+    acknowledged.into_iter().all(|(replica, client, seq)| {
+        let delete = match nodes.get(client.0 as usize) {
+            Some((GossipConfig::Client(cfg), _)) => cfg.writes.get(seq as usize),
+            _ => None,
+        };
+        let Some(deleted_at) = delete.filter(|w| w.is_deleted()).and_then(Lww::stamp) else {
+            return true;
+        };
+        match nodes.get(replica.0 as usize) {
+            Some((_, Some(GossipNode::Replica(replica)))) => match replica.value().write() {
+                Some((stamp, Some(_))) => stamp > deleted_at,
+                _ => true,
+            },
+            _ => true,
+        }
+    })
 }

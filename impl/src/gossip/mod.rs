@@ -80,6 +80,9 @@ mutants! {
         /// A replica sends gossip once and does not re-arm its timer (Anna's fire-and-forget),
         /// so a lost gossip message is never replaced.
         NoRetransmit => "no-retransmit",
+        /// A replica stores a winning delete as a hole (the key removed, as a store without
+        /// tombstones would), so a peer that missed the delete gossips the older write back.
+        DeleteAsHole => "delete-as-hole",
     }
 }
 

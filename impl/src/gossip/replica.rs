@@ -130,6 +130,13 @@ impl<V: Value> Replica<V> {
             Some(super::Mutant::LwwIgnoresWriter) => {
                 return self.value.merge_ignoring_writer(incoming);
             }
+            Some(super::Mutant::DeleteAsHole) => {
+                let grew = self.value.merge(incoming);
+                if self.value.is_deleted() {
+                    self.value = Lww::default();
+                }
+                return grew;
+            }
             _ => {}
         }
         let _ = cfg;

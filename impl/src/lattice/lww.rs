@@ -33,6 +33,13 @@ impl Stamp {
 /// A last-writer-wins register: merge keeps the write with the larger [`Stamp`]. Bottom is the
 /// empty register (no write).
 ///
+/// A *delete* is a write too: a tombstone ([`Lww::deleted`]) carries a stamp and no value, and
+/// wins or loses by the same stamp order as any write, so a delete concurrent with a write
+/// resolves the same way on every replica, and a replica that missed the delete can never bring
+/// an older write back (its write is below the tombstone). A register holding a tombstone reads
+/// as empty ([`Lww::value`] is `None`) but is not bottom: it keeps its stamp, which is what
+/// makes the delete stick. Tombstones are never collected (see the lattices page).
+///
 /// Anna let the incoming value win on equal timestamps, so merge was not commutative and
 /// replicas could disagree forever. Here stamps include the writer, and — should a writer ever
 /// reuse a stamp, a programmer error — the value itself breaks the tie, so merge is the join of
@@ -40,14 +47,15 @@ impl Stamp {
 #[derive(Clone, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 #[cfg_attr(feature = "serde", serde(transparent))]
-pub struct Lww<V>(Option<(Stamp, V)>);
+pub struct Lww<V>(Option<(Stamp, Option<V>)>);
 
-/// Compact, for model-checker traces: `Lww(⊥)` or `Lww(7 @ t1.w0)`.
+/// Compact, for model-checker traces: `Lww(⊥)`, `Lww(7 @ t1.w0)` or `Lww(deleted @ t2.w1)`.
 impl<V: std::fmt::Debug> std::fmt::Debug for Lww<V> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
             None => write!(f, "Lww(⊥)"),
-            Some((stamp, value)) => write!(f, "Lww({value:?} @ {stamp:?})"),
+            Some((stamp, Some(value))) => write!(f, "Lww({value:?} @ {stamp:?})"),
+            Some((stamp, None)) => write!(f, "Lww(deleted @ {stamp:?})"),
         }
     }
 }
@@ -55,22 +63,33 @@ impl<V: std::fmt::Debug> std::fmt::Debug for Lww<V> {
 impl<V: Ord> Lww<V> {
     /// The register holding one write.
     pub fn new(stamp: Stamp, value: V) -> Self {
-        Self(Some((stamp, value)))
+        Self(Some((stamp, Some(value))))
     }
 
-    /// The stamp of the winning write, if any.
+    /// The register holding one delete: a tombstone stamped `stamp`, which wins over every
+    /// write stamped below it and loses to every write stamped above.
+    pub fn deleted(stamp: Stamp) -> Self {
+        Self(Some((stamp, None)))
+    }
+
+    /// The stamp of the winning write or delete, if any.
     pub fn stamp(&self) -> Option<Stamp> {
         self.0.as_ref().map(|(stamp, _)| *stamp)
     }
 
-    /// The value of the winning write, if any.
+    /// The value of the winning write: `None` for the empty register and for a deleted one.
     pub fn value(&self) -> Option<&V> {
-        self.0.as_ref().map(|(_, value)| value)
+        self.0.as_ref().and_then(|(_, value)| value.as_ref())
     }
 
-    /// The winning write, if any.
-    pub fn write(&self) -> Option<(Stamp, &V)> {
-        self.0.as_ref().map(|(stamp, value)| (*stamp, value))
+    /// Whether the winning write is a delete.
+    pub fn is_deleted(&self) -> bool {
+        matches!(self.0, Some((_, None)))
+    }
+
+    /// The winning write or delete, if any: its stamp, and its value (`None` for a delete).
+    pub fn write(&self) -> Option<(Stamp, Option<&V>)> {
+        self.0.as_ref().map(|(stamp, value)| (*stamp, value.as_ref()))
     }
 }
 
@@ -82,7 +101,8 @@ impl<V> Default for Lww<V> {
 
 impl<V: Ord> Merge for Lww<V> {
     fn merge(&mut self, other: Self) -> bool {
-        // `Option` orders `None` (bottom) below every write; writes order by stamp, then value.
+        // `Option` orders `None` (bottom) below every write; writes order by stamp, then value
+        // (on a reused stamp, a delete's `None` below any value).
         if other.0 > self.0 {
             self.0 = other.0;
             true

@@ -84,6 +84,7 @@ mod carriers {
                 for value in 0..2 {
                     items.push(Lww::new(Stamp::new(time, w(writer)), value));
                 }
+                items.push(Lww::deleted(Stamp::new(time, w(writer))));
             }
         }
         items
@@ -209,6 +210,29 @@ mod semantics {
     }
 
     #[test]
+    fn lww_delete_wins_or_loses_by_stamp_like_a_write() {
+        let write = Lww::new(Stamp::new(5, w(1)), "v");
+        let delete = Lww::deleted(Stamp::new(5, w(2)));
+        let rewrite = Lww::new(Stamp::new(6, w(0)), "again");
+        // A later delete wins in either order, and reads as missing but is not bottom.
+        for joined in [write.clone().join(delete.clone()), delete.clone().join(write.clone())] {
+            assert_eq!(joined, delete);
+            assert_eq!(joined.value(), None);
+            assert!(joined.is_deleted());
+            assert!(!joined.is_bottom());
+            assert_eq!(joined.stamp(), Some(Stamp::new(5, w(2))));
+        }
+        // An older write arriving after the delete (a replica that missed it) stays deleted.
+        assert!(!delete.clone().merge(write.clone()));
+        // A later write brings the key back.
+        assert_eq!(delete.clone().join(rewrite.clone()), rewrite);
+        assert!(!rewrite.is_deleted());
+        // On a reused stamp (a programmer error) the value wins, the same way everywhere.
+        let same = Lww::new(Stamp::new(5, w(2)), "same");
+        assert_eq!(delete.clone().join(same.clone()), same.clone().join(delete));
+    }
+
+    #[test]
     fn priority_lowest_wins_and_writer_breaks_ties() {
         let high = Priority::new(9, w(0), 'h');
         let low = Priority::new(1, w(5), 'l');
@@ -275,7 +299,11 @@ mod accessors {
     #[test]
     fn registers_report_their_winning_write() {
         let lww = Lww::new(Stamp::new(3, w(2)), 'v');
-        assert_eq!(lww.write(), Some((Stamp::new(3, w(2)), &'v')));
+        assert_eq!(lww.write(), Some((Stamp::new(3, w(2)), Some(&'v'))));
+        assert_eq!(
+            Lww::<char>::deleted(Stamp::new(4, w(1))).write(),
+            Some((Stamp::new(4, w(1)), None))
+        );
         assert_eq!(Lww::<char>::default().write(), None);
         let priority = Priority::new(7, w(1), 'p');
         assert_eq!(priority.priority(), Some(7));
@@ -655,6 +683,7 @@ mod random {
             Just(Lww::default()),
             (0u64..4, 0u64..3, any::<u8>())
                 .prop_map(|(t, wr, v)| Lww::new(Stamp::new(t, WriterId(wr)), v)),
+            (0u64..4, 0u64..3).prop_map(|(t, wr)| Lww::deleted(Stamp::new(t, WriterId(wr)))),
         ]
     }
 

@@ -161,6 +161,12 @@ impl LatticeValue {
         }
     }
 
+    /// Whether the value is a deleted last-writer-wins register (a tombstone): the key reads as
+    /// missing, though its replicas keep the tombstone so that the delete sticks.
+    pub fn is_deleted(&self) -> bool {
+        matches!(self, Self::Lww(lww) if lww.is_deleted())
+    }
+
     /// The bytes of user payload the value carries: written values and set elements, 8 for a
     /// counter. Metadata (stamps, clocks, dependencies) is not counted. Caches bound their
     /// size by it.

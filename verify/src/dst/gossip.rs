@@ -1,6 +1,6 @@
 //! The gossip world: 3–5 replicas of one LWW register, 2–3 clients each writing 2–3 stamped
 //! values to a replica of their own (several at the same time, so ties are broken by the
-//! writer). Clients may crash; replicas do not (they keep no durable state). History: every
+//! writer; about one write in eight is a delete). Clients may crash; replicas do not (they keep no durable state). History: every
 //! client write (acknowledged or not) and every replica's settled value.
 
 use std::time::Duration;
@@ -36,7 +36,7 @@ fn held_version(value: &Lww<u16>, writes: &[Lww<u16>]) -> Version {
             if written {
                 version(stamp.time, stamp.writer.0)
             } else {
-                u64::MAX - u64::from(*payload)
+                u64::MAX - payload.map_or(u64::from(u16::MAX) + 1, |p| u64::from(*p))
             }
         }
     }
@@ -67,8 +67,16 @@ pub fn run(seed: u64, mutant: Option<Mutant>) -> WorldReport {
             .map(|_| {
                 time += rng.random_range(1..=2);
                 // Random payloads, unrelated to the stamps' order: a merge that takes the
-                // larger stamp and the larger payload separately tears the write.
-                Lww::new(Stamp::new(time, WriterId(c)), rng.random())
+                // larger stamp and the larger payload separately tears the write. About one
+                // write in eight is a delete (a payload's low bits decide, so the draws, and
+                // every seed's faults and timing, are what they were before deletes).
+                let payload: u16 = rng.random();
+                let stamp = Stamp::new(time, WriterId(c));
+                if payload.is_multiple_of(8) {
+                    Lww::deleted(stamp)
+                } else {
+                    Lww::new(stamp, payload)
+                }
             })
             .collect();
         client_writes.push((id, writes.clone()));
