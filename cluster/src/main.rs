@@ -142,6 +142,17 @@ enum KvCommand {
         #[arg(long, value_enum)]
         durability: Option<WriteDurability>,
     },
+    /// List the keys one storage node holds (deleted ones left out), through its RESP port's
+    /// SCAN: per node, as SCAN is — with replication below the node count, each node holds its
+    /// share of the keys.
+    Keys {
+        /// The node to ask (default: the first one that serves RESP).
+        #[arg(long)]
+        node: Option<u64>,
+        /// Only keys matching this glob (`*` any run of bytes, `?` one byte).
+        #[arg(long = "match", value_name = "GLOB")]
+        pattern: Option<String>,
+    },
     /// Add to a counter (a pn-counter key; a missing key counts from 0) and print its value
     /// as the replica read just before knew it, with this increment. Concurrent increments
     /// from any number of clients and nodes are never lost.
@@ -673,6 +684,23 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
             }
             say(deleted);
         }
+        KvCommand::Keys { node, pattern } => {
+            let served = config.nodes.iter().filter(|n| node.is_none_or(|id| id == n.id));
+            let Some((id, addr)) = served.filter_map(|n| Some((n.id, n.resp?))).next() else {
+                anyhow::bail!(match node {
+                    Some(id) =>
+                        format!("node {id} is not in the configuration or serves no RESP port"),
+                    None => "no node of the configuration serves a RESP port".to_owned(),
+                });
+            };
+            let keys = scan_keys(addr, pattern.as_deref())
+                .await
+                .with_context(|| format!("listing the keys of node {id} at {addr}"))?;
+            let mut out = std::io::stdout().lock();
+            for key in keys {
+                writeln!(out, "{key}")?;
+            }
+        }
         KvCommand::Get { key } => match client.get(&key).await {
             Ok(Some(value)) if !value.is_deleted() => say(render(&value)),
             Ok(Some(_)) => {
@@ -687,6 +715,59 @@ async fn kv(config: &ClusterConfig, command: KvCommand) -> anyhow::Result<ExitCo
         },
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Every key a node's RESP port lists, by SCAN from cursor 0 until it returns to 0.
+async fn scan_keys(
+    addr: std::net::SocketAddr,
+    pattern: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
+    use redis_protocol::resp2::decode::decode_bytes_mut;
+    use redis_protocol::resp2::encode::extend_encode;
+    use redis_protocol::resp2::types::BytesFrame as Frame;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let (mut keys, mut cursor) = (Vec::new(), "0".to_owned());
+    let mut input = bytes::BytesMut::new();
+    loop {
+        let mut words = vec!["SCAN", cursor.as_str(), "COUNT", "1000"];
+        if let Some(glob) = pattern {
+            words.extend(["MATCH", glob]);
+        }
+        let words = words.into_iter().map(|w| Frame::BulkString(Bytes::from(w.to_owned())));
+        let mut request = bytes::BytesMut::new();
+        extend_encode(&mut request, &Frame::Array(words.collect()), false)?;
+        stream.write_all(&request).await?;
+        let reply = loop {
+            if let Some((frame, ..)) = decode_bytes_mut(&mut input)? {
+                break frame;
+            }
+            let read = tokio::time::timeout(Duration::from_secs(10), stream.read_buf(&mut input))
+                .await
+                .context("no answer to SCAN within 10 s")??;
+            anyhow::ensure!(read > 0, "the node closed the connection");
+        };
+        let (next, page) = match reply {
+            Frame::Array(parts) => match <[Frame; 2]>::try_from(parts) {
+                Ok([Frame::BulkString(next), Frame::Array(page)]) => (next, page),
+                Ok(other) => anyhow::bail!("an unexpected SCAN reply: {other:?}"),
+                Err(parts) => anyhow::bail!("an unexpected SCAN reply: {parts:?}"),
+            },
+            Frame::Error(e) => anyhow::bail!("the node answered: {e}"),
+            other => anyhow::bail!("an unexpected SCAN reply: {other:?}"),
+        };
+        for key in page {
+            match key {
+                Frame::BulkString(key) => keys.push(String::from_utf8_lossy(&key).into_owned()),
+                other => anyhow::bail!("an unexpected key in a SCAN reply: {other:?}"),
+            }
+        }
+        cursor = String::from_utf8_lossy(&next).into_owned();
+        if cursor == "0" {
+            return Ok(keys);
+        }
+    }
 }
 
 /// A number given as the value's text (surrounding whitespace ignored); the error says it is
