@@ -4,9 +4,9 @@
 //! Each client writes its values, one at a time, to one replica and re-sends until
 //! acknowledged. Clients' first writes share a time, so only the writer id orders them: the
 //! tie-break is exercised on every run. The last write of the last client is a delete (a
-//! tombstone), concurrent with the other client's last write and ordered after it. Every replica gossips its value to the peers that have
-//! not acknowledged it, re-sending on a timer. The properties are the gossip invariants of
-//! `squall_proto::gossip::invariants`, named by id.
+//! tombstone), concurrent with the other client's last write and ordered after it. Every
+//! replica gossips its value to the peers that have not acknowledged it, re-sending on a timer.
+//! The properties are the gossip invariants of `squall_proto::gossip::invariants`, named by id.
 
 use squall_proto::NodeId;
 use squall_proto::gossip::invariants;
@@ -17,7 +17,7 @@ use squall_proto::lattice::{Lww, Stamp, WriterId};
 use stateright::actor::{ActorModel, LossyNetwork, Network};
 
 use crate::Depth;
-use crate::adapter::{Adapter, no_step_violation, node_states};
+use crate::adapter::{Adapter, no_step_violation, node_id, node_states};
 
 /// The node type the model runs.
 pub type GossipActor = Adapter<GossipNode<u8>>;
@@ -132,8 +132,7 @@ pub fn model(bounds: Bounds, mutant: Option<Mutant>) -> GossipModel {
                 let acknowledged =
                     state.network.iter_all().filter_map(|envelope| match &**envelope.msg {
                         GossipMsg::PutOk { seq } => {
-                            let (src, dst) = (usize::from(envelope.src), usize::from(envelope.dst));
-                            Some((NodeId(src as u64), NodeId(dst as u64), *seq))
+                            Some((node_id(envelope.src), node_id(envelope.dst), *seq))
                         }
                         _ => None,
                     });

@@ -1,7 +1,8 @@
 //! The gossip world: 3–5 replicas of one LWW register, 2–3 clients each writing 2–3 stamped
 //! values to a replica of their own (several at the same time, so ties are broken by the
-//! writer; about one write in eight is a delete). Clients may crash; replicas do not (they keep no durable state). History: every
-//! client write (acknowledged or not) and every replica's settled value.
+//! writer; about one write in eight is a delete). Clients may crash; replicas do not (they keep
+//! no durable state). History: every client write (acknowledged or not) and every replica's
+//! settled value.
 
 use std::time::Duration;
 
@@ -36,6 +37,8 @@ fn held_version(value: &Lww<u16>, writes: &[Lww<u16>]) -> Version {
             if written {
                 version(stamp.time, stamp.writer.0)
             } else {
+                // A torn delete (a stamp paired with no value when its write had one) gets a
+                // version of its own, below every torn payload's.
                 u64::MAX - payload.map_or(u64::from(u16::MAX) + 1, |p| u64::from(*p))
             }
         }
