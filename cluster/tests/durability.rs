@@ -156,7 +156,7 @@ async fn a_cluster_killed_whole_with_sigkill_keeps_every_acknowledged_write() {
     assert!(missing.is_empty(), "acknowledged writes missing after the restart: {missing:?}");
     let history = recorder.history(&[], Some(settled_at));
     if let Err(anomaly) = check::all(&history) {
-        panic!("{anomaly}\nhistory:\n{}", history.to_text());
+        panic!("{anomaly}\nhistory:\n{}", history.to_jsonl());
     }
     second.kill().await.expect("stop the second squall up");
     let _ = std::fs::remove_dir_all(&dir);

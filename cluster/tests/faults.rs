@@ -78,7 +78,7 @@ async fn a_killed_and_restarted_node_loses_no_acknowledged_write() {
         "a real workload ran: {acked} acknowledged ({failed} failed, {unknown} unknown)"
     );
     if let Err(anomaly) = check::all(&history) {
-        panic!("{anomaly}\nhistory:\n{}", history.to_text());
+        panic!("{anomaly}\nhistory:\n{}", history.to_jsonl());
     }
     let incarnation = live[1].handle().inspect(|s| s.incarnation()).await;
     assert!(incarnation > first_incarnation, "the restarted node came back as a new incarnation");
@@ -123,7 +123,7 @@ async fn a_put_acknowledged_before_its_coordinator_dies_is_on_the_survivors() {
     let settled: Vec<_> = [1, 2].into_iter().zip(stores).collect();
     let history = recorder.history(&settled, Some(settled_at));
     if let Err(anomaly) = check::all(&history) {
-        panic!("{anomaly}\nhistory:\n{}", history.to_text());
+        panic!("{anomaly}\nhistory:\n{}", history.to_jsonl());
     }
     assert!(
         held_back.is_err(),
@@ -172,7 +172,7 @@ async fn a_node_joins_and_another_leaves_under_load_without_losing_writes() {
     let (acked, _, _) = recorder.write_outcomes();
     assert!(acked > 50, "a real workload ran: {acked} writes acknowledged");
     if let Err(anomaly) = check::all(&history) {
-        panic!("{anomaly}\nhistory:\n{}", history.to_text());
+        panic!("{anomaly}\nhistory:\n{}", history.to_jsonl());
     }
     for node in nodes {
         node.stop().await.expect("graceful stop");

@@ -13,7 +13,8 @@
 //! the dependencies writes declare.
 //!
 //! Histories serialize as JSON lines ([`History::to_jsonl`]) and in the plain text format of
-//! published transactional consistency checkers ([`History::to_text`]).
+//! published transactional consistency checkers ([`History::to_text`]); [`crate::export`]
+//! splits a world's history into files, each of which such a checker can judge.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -222,6 +223,20 @@ enum Line {
     SettledAt { time: u64 },
 }
 
+/// What [`History::to_text`] adds to a version to make the value it writes: the initial
+/// version 0 is written as 1, and no value is 0.
+pub const TEXT_VALUE_OFFSET: u64 = 1;
+
+/// A text history that could not be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {what}")]
+pub struct TextParseError {
+    /// The 1-based line number.
+    pub line: usize,
+    /// What was wrong with it.
+    pub what: String,
+}
+
 /// A history export that could not be read back.
 #[derive(Debug, thiserror::Error)]
 #[error("line {line}: {source}")]
@@ -305,10 +320,13 @@ impl History {
     /// `w(key,value,session,txn)` and `r(key,value,session,txn)`, one operation per line,
     /// grouped by transaction in the order of their first operation.
     ///
-    /// Keys are numbered from 0 in sorted order (the mapping is [`History::key_numbers`]);
-    /// values are versions, 0 being the initial value. Only operations that may have taken
-    /// effect are exported: completed reads, and writes not known to have failed. Sessions and
-    /// transactions keep their numbers.
+    /// Keys are numbered from 0 in sorted order (the mapping is [`History::key_numbers`]).
+    /// Values are versions plus one ([`TEXT_VALUE_OFFSET`]), so no line carries the value 0
+    /// that checkers read as an implicit, unordered initial state: an export that wants the
+    /// initial values ordered writes them (version 0, value 1) in a transaction of its own, as
+    /// [`crate::export`] does. Only operations that may have taken effect are written:
+    /// completed reads, and writes not known to have failed (the format cannot mark an abort).
+    /// Sessions and transactions keep their numbers. [`History::from_text`] reads it back.
     pub fn to_text(&self) -> String {
         let keys = self.key_numbers();
         let mut order: Vec<u64> = Vec::new();
@@ -330,11 +348,91 @@ impl History {
             for op in &txns[&txn] {
                 let letter = if op.kind == Kind::Read { 'r' } else { 'w' };
                 let key = keys[op.key.as_str()];
-                writeln!(out, "{letter}({key},{},{},{})", op.version, op.session, op.txn)
+                let value = op.version + TEXT_VALUE_OFFSET;
+                writeln!(out, "{letter}({key},{value},{},{})", op.session, op.txn)
                     .expect("writing to a string cannot fail");
             }
         }
         out
+    }
+
+    /// Reads back a history from [`History::to_text`]'s format, the way a published checker
+    /// reads it: what the text does not say is taken from what the format means.
+    ///
+    /// - Keys are named by their numbers (`"0"`, `"1"`, ...); those in `causal` order their
+    ///   versions by dependencies, the others by number.
+    /// - Every operation promised `level`; all completed (the format holds no others). Each
+    ///   line is invoked and completes at its line number, so a session's operations are
+    ///   ordered as they are listed.
+    /// - A write depends on every version its session wrote or read before it (session order
+    ///   and reads-from, the causality a checker infers), initial values aside.
+    /// - A transaction's operations are steps of one DAG path in the order listed (each earlier
+    ///   step upstream of each later one), except at [`Level::MultiKey`], where a transaction
+    ///   is one function.
+    pub fn from_text(
+        text: &str,
+        level: Level,
+        causal: &BTreeSet<usize>,
+    ) -> Result<Self, TextParseError> {
+        let mut history = Self::default();
+        let mut session_past: BTreeMap<u64, Vec<(Key, Version)>> = BTreeMap::new();
+        let mut steps: BTreeMap<u64, usize> = BTreeMap::new();
+        for (i, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let line = i + 1;
+            let bad = |what: String| TextParseError { line, what };
+            let raw = raw.trim();
+            let (kind, rest) = match raw.split_at_checked(1) {
+                Some(("r", rest)) => (Kind::Read, rest),
+                Some(("w", rest)) => (Kind::Write, rest),
+                _ => return Err(bad(format!("`{raw}` is neither r(...) nor w(...)"))),
+            };
+            let fields = rest
+                .strip_prefix('(')
+                .and_then(|r| r.strip_suffix(')'))
+                .ok_or_else(|| bad(format!("`{raw}`: expected four numbers in parentheses")))?;
+            let fields: Vec<u64> = fields
+                .split(',')
+                .map(|f| f.trim().parse::<u64>())
+                .collect::<Result<_, _>>()
+                .map_err(|e| bad(format!("`{raw}`: {e}")))?;
+            let &[key, value, session, txn] = fields.as_slice() else {
+                return Err(bad(format!("`{raw}`: {} fields, expected 4", fields.len())));
+            };
+            let version = value
+                .checked_sub(TEXT_VALUE_OFFSET)
+                .ok_or_else(|| bad(format!("`{raw}`: value 0 (values start at 1)")))?;
+            let key_name = key.to_string();
+            if causal.contains(&(key as usize)) {
+                history.kinds.insert(key_name.clone(), KeyKind::Causal);
+            }
+            let step = steps.entry(txn).or_default();
+            let function = (level != Level::MultiKey).then(|| step.to_string());
+            if level != Level::MultiKey {
+                let pairs = history.precedes.entry(txn).or_default();
+                pairs.extend((0..*step).map(|up| (up.to_string(), step.to_string())));
+            }
+            *step += 1;
+            let past = session_past.entry(session).or_default();
+            let deps =
+                if kind == Kind::Write && version != INITIAL { past.clone() } else { Vec::new() };
+            if version != INITIAL {
+                past.push((key_name.clone(), version));
+            }
+            history.ops.push(Op {
+                session,
+                txn,
+                function,
+                level,
+                kind,
+                key: key_name,
+                version,
+                deps,
+                invoke: line as u64,
+                complete: Some(line as u64),
+                status: Status::Ok,
+            });
+        }
+        Ok(history)
     }
 
     /// The number [`History::to_text`] gives each key: its rank in sorted order.

@@ -4,8 +4,10 @@
 //! This crate is the independent judge of the protocol crate: its [checkers](check) read
 //! recorded [histories](history) and never call protocol code to decide a verdict. The
 //! [deterministic simulator](dst) runs the protocol state machines at scale under faults and
-//! records their histories; [conformance] traces record every role's inputs and outputs for
-//! reimplementations to replay.
+//! records their histories; [export] splits a history into files a published isolation
+//! checker can judge, one per world and promised level, and [isolation] is such a checker,
+//! black-box, for the tests to judge them with; [conformance] traces record every role's
+//! inputs and outputs for reimplementations to replay.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -14,7 +16,9 @@ pub mod check;
 pub mod conformance;
 
 pub mod dst;
+pub mod export;
 pub mod history;
+pub mod isolation;
 
 pub use check::Anomaly;
 pub use history::{History, Op};

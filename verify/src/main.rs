@@ -27,6 +27,13 @@ enum Command {
     Dst(DstArgs),
     /// List the seeded mutants `dst --mutant` accepts.
     Mutants,
+    /// Judge an export (`dst --export`): each file of the manifest by the built-in black-box
+    /// isolation checker at the level the manifest names, and by squall-verify's own checkers
+    /// on its text and its JSON lines. Exit 0 when every file passes, 1 when one fails.
+    Judge {
+        /// The manifest, `DIR/seed-S-manifest.json`; its files are read from beside it.
+        manifest: PathBuf,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -45,8 +52,10 @@ struct DstArgs {
     /// mutant).
     #[arg(long)]
     all_mutants: bool,
-    /// Write each world's history of `--seed` to DIR as JSON lines (`seed-S-WORLD.jsonl`) and
-    /// in the `r(key,value,session,txn)` text format (`seed-S-WORLD.txt`).
+    /// Write `--seed`'s histories to DIR: each world's whole history as JSON lines
+    /// (`seed-S-WORLD.jsonl`); files a published isolation checker can judge, one per world and
+    /// promised level, as `r(key,value,session,txn)` text and JSON lines (`seed-S-FILE.txt`,
+    /// `.jsonl`); and `seed-S-manifest.json`, naming the level to check each file at and why.
     #[arg(long, value_name = "DIR", requires = "seed")]
     export: Option<PathBuf>,
     /// How many of the last events to print with a failure.
@@ -90,6 +99,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Dst(args) => args,
+        Command::Judge { manifest } => return judge_export(&manifest),
     };
     let mutant = args.mutant.as_deref().map(Mutant::parse).transpose()?;
     let worlds: Vec<&str> = if args.world.is_empty() {
@@ -200,15 +210,77 @@ fn progress(len: u64, quiet: bool, what: &str) -> ProgressBar {
     bar
 }
 
+/// Writes `--export`'s files: each world's whole history as JSON lines, each file of
+/// [`squall_verify::export`] as text and JSON lines, and a manifest naming for each the level a
+/// published checker should judge it at.
 fn export(report: &SeedReport, dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let write = |name: String, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+    };
+    let seed = report.seed;
+    let mut files = Vec::new();
+    let mut checked_here_only = Vec::new();
     for world in &report.worlds {
-        for (ext, text) in [("jsonl", world.history.to_jsonl()), ("txt", world.history.to_text())] {
-            let path = dir.join(format!("seed-{}-{}.{ext}", report.seed, world.world));
-            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        write(format!("seed-{seed}-{}.jsonl", world.world), world.history.to_jsonl())?;
+        for file in squall_verify::export::export(world.world, &world.history) {
+            let prefix = format!("seed-{seed}-{}", file.name);
+            write(format!("{prefix}.txt"), file.history.to_text())?;
+            write(format!("{prefix}.jsonl"), file.history.to_jsonl())?;
+            files.push(file.entry(&prefix));
+        }
+        checked_here_only.extend(squall_verify::export::checked_here_only(world.world));
+    }
+    let mutant = report.mutant.map(|m| m.name());
+    let manifest = squall_verify::export::Manifest { seed, mutant, files, checked_here_only };
+    let manifest = serde_json::to_string_pretty(&manifest).context("encoding the manifest")?;
+    write(format!("seed-{seed}-manifest.json"), manifest + "\n")
+}
+
+/// `judge`: every file of an export's manifest, by each checker; a line per file.
+#[allow(clippy::print_stdout)]
+fn judge_export(manifest_path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use squall_verify::export::Manifest;
+    use squall_verify::{History, check, isolation};
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+    };
+    let manifest: Manifest = serde_json::from_str(&read(manifest_path)?)
+        .with_context(|| format!("{} is not an export manifest", manifest_path.display()))?;
+    let dir = manifest_path.parent().unwrap_or(std::path::Path::new("."));
+    let mut failed = 0;
+    for entry in &manifest.files {
+        let text = read(&dir.join(&entry.text))?;
+        let jsonl = read(&dir.join(&entry.jsonl))?;
+        let causal = entry.causal_keys.iter().copied().collect();
+        let from_text = History::from_text(&text, entry.level, &causal)
+            .with_context(|| format!("reading {}", entry.text))?;
+        let from_jsonl =
+            History::from_jsonl(&jsonl).with_context(|| format!("reading {}", entry.jsonl))?;
+        let verdicts = [
+            (
+                "isolation checker",
+                isolation::check(&text, entry.isolation).map_err(|e| e.to_string()),
+            ),
+            ("own checkers on the text", check::all(&from_text).map_err(|e| e.to_string())),
+            ("own checkers on the JSON lines", check::all(&from_jsonl).map_err(|e| e.to_string())),
+        ];
+        let level = format!("{} ({})", entry.isolation.name(), entry.plume);
+        match verdicts.iter().find(|(_, v)| v.is_err()) {
+            None => println!("{:<34} {level:<20} {:>4} ops  ok", entry.text, entry.operations),
+            Some((by, Err(why))) => {
+                failed += 1;
+                println!(
+                    "{:<34} {level:<20} {:>4} ops  FAILED by the {by}: {why}",
+                    entry.text, entry.operations
+                );
+            }
+            Some(_) => unreachable!("found by its error"),
         }
     }
-    Ok(())
+    println!("{} files, {failed} failed", manifest.files.len());
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// Sums over passing seeds, for the closing line.

@@ -1,5 +1,5 @@
 //! The deterministic simulator: reproducible per seed, passing on the correct protocols with
-//! every kind of fault injected, exporting histories in both formats, and catching every
+//! every kind of fault injected, exporting histories as JSON lines, and catching every
 //! seeded mutant within a bounded number of seeds.
 
 use squall_verify::History;
@@ -44,38 +44,12 @@ fn the_correct_protocols_pass_under_every_kind_of_fault() {
 }
 
 #[test]
-fn histories_export_as_json_lines_and_as_checker_text() {
+fn histories_export_as_json_lines() {
     let report = dst::run_seed(3, None);
     for world in &report.worlds {
         let history = &world.history;
         let back = History::from_jsonl(&history.to_jsonl()).expect("our own export parses");
         assert_eq!(&back, history, "{}: JSON lines round trip", world.world);
-        let text = history.to_text();
-        let keys = history.key_numbers();
-        for line in text.lines() {
-            let (op, rest) = line.split_at(1);
-            assert!(op == "r" || op == "w", "{line}");
-            let fields: Vec<u64> = rest
-                .trim_start_matches('(')
-                .trim_end_matches(')')
-                .split(',')
-                .map(|f| f.parse().expect("numbers"))
-                .collect();
-            assert_eq!(fields.len(), 4, "{line}");
-            assert!((fields[0] as usize) < keys.len(), "{line}: key number out of range");
-        }
-        let exported = history
-            .ops
-            .iter()
-            .filter(|op| {
-                if op.is_write() {
-                    op.status != squall_verify::history::Status::Failed
-                } else {
-                    op.is_read()
-                }
-            })
-            .count();
-        assert_eq!(text.lines().count(), exported, "{}", world.world);
     }
     assert!(History::from_jsonl("{\"type\":\"op\"}\n").is_err(), "an op without fields is refused");
 }

@@ -486,7 +486,10 @@ impl World {
                 Some(CachedKvsNode::Client(client)) => client.outcomes().to_vec(),
                 _ => Vec::new(),
             };
-            for (i, op) in session.ops.iter().enumerate() {
+            // A script makes its calls one at a time: call `i` was made only once `i - 1`
+            // ended, so those after the one in progress were never made.
+            let made = session.times.len().max(outcomes.len()) + 1;
+            for (i, op) in session.ops.iter().enumerate().take(made) {
                 txn += 1;
                 let (invoke, complete) = match session.times.get(i) {
                     Some(&(invoke, complete)) => (invoke, Some(complete)),

@@ -415,7 +415,7 @@ struct HistoryBuilder<'a> {
 }
 
 impl HistoryBuilder<'_> {
-    /// The writer's puts: put `n` (from 1) is version `n`.
+    /// The writer's puts that were made: put `n` (from 1) is version `n`.
     fn writer_puts(&mut self, times: &Times) {
         let draw = self.draw;
         if draw.causal {
@@ -424,6 +424,11 @@ impl HistoryBuilder<'_> {
         for (i, (key, value)) in draw.writes.iter().enumerate() {
             let version = i as u64 + 1;
             self.versions.add(key, value.clone(), version);
+            // The writer puts one at a time: put `i` was made only once `i - 1` ended (a run
+            // stopped at a failure leaves the rest never issued, which are not operations).
+            if i > times.acked.len() {
+                continue;
+            }
             let invoke = if i == 0 { 0 } else { times.acked.get(i - 1).copied().unwrap_or(0) };
             let complete = times.acked.get(i).copied().filter(|t| *t != u64::MAX);
             let status = if complete.is_some() { Status::Ok } else { Status::Unknown };
