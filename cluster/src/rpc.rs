@@ -3,8 +3,8 @@
 //! Protocol messages are one-way (the protocols tolerate loss, duplication and reordering), so
 //! peers batch them into [`Squall::deliver`] calls whose answer only says the batch arrived.
 //! Clients call [`Squall::call`] with one request message; the runtime turns it into an input
-//! and answers with the message the node emits for it. Every payload is the postcard bytes of
-//! one [`SystemMsg`] — the whole system's message type, whose first byte says the protocol
+//! and answers with the message the node emits for it. Every payload is a version byte
+//! ([`PROTOCOL_VERSION`]) and the postcard bytes of one [`SystemMsg`] — the whole system's message type, whose first byte says the protocol
 //! (KVS, session, executor) — whatever the role that sends or takes it ([`encode`],
 //! [`decode`]): one wire for storage nodes, schedulers and workers, so a worker's cache talks
 //! to storage nodes in the storage nodes' own words. The service is the same for every role,
@@ -16,9 +16,30 @@ use serde::{Deserialize, Serialize};
 use squall_proto::worker::SystemMsg;
 use squall_proto::{NodeId, Refusal, Within};
 
+/// The version of the wire's messages: the first byte of every payload. A node refuses a
+/// payload of another version instead of misreading it (postcard carries no schema, so a
+/// message type changed between two builds would otherwise decode as something else). Raise
+/// it with every change to an encoded type; `cluster/tests/wire_spec.rs` fails until the
+/// spec's message tables and test vectors (docs/wire.md) are regenerated, as a reminder.
+pub const PROTOCOL_VERSION: u8 = 1;
+
 /// Why a payload is not a message for this node.
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// An empty payload.
+    #[error("an empty payload")]
+    Empty,
+    /// A payload of another protocol version: a node or client of another build.
+    #[error(
+        "protocol version {theirs}, but this node speaks version {ours} (a node or client of \
+         another build?)"
+    )]
+    Version {
+        /// The version the payload says.
+        theirs: u8,
+        /// [`PROTOCOL_VERSION`].
+        ours: u8,
+    },
     /// The bytes are not a [`SystemMsg`].
     #[error("not a Squall message: {0}")]
     Postcard(#[from] postcard::Error),
@@ -28,14 +49,19 @@ pub enum DecodeError {
     WrongProtocol,
 }
 
-/// Encodes a message of any role as the wire's [`SystemMsg`].
+/// Encodes a message of any role as the wire's [`SystemMsg`]: [`PROTOCOL_VERSION`], then the
+/// message's postcard bytes.
 pub fn encode<M: Within<SystemMsg>>(msg: M) -> Result<Bytes, postcard::Error> {
-    postcard::to_allocvec(&msg.into_world()).map(Bytes::from)
+    postcard::to_extend(&msg.into_world(), vec![PROTOCOL_VERSION]).map(Bytes::from)
 }
 
 /// Decodes a wire [`SystemMsg`] as a message of the role that takes it.
 pub fn decode<M: Within<SystemMsg>>(bytes: &[u8]) -> Result<M, DecodeError> {
-    let msg: SystemMsg = postcard::from_bytes(bytes)?;
+    let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(DecodeError::Version { theirs: version, ours: PROTOCOL_VERSION });
+    }
+    let msg: SystemMsg = postcard::from_bytes(rest)?;
     M::from_world(msg).ok_or(DecodeError::WrongProtocol)
 }
 

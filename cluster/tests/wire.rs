@@ -188,6 +188,17 @@ async fn bad_calls_get_typed_errors_and_garbage_closes_only_its_connection() {
         "{answer:?}"
     );
     let get = encode(&KvsMsg::Get { req: 1, key: "k".into() });
+    // A payload of another protocol version (a client of another build) is refused, not
+    // misread; so is an empty one.
+    let mut skewed = get.to_vec();
+    skewed[0] = squall_cluster::rpc::PROTOCOL_VERSION + 1;
+    let answer = rpc.call(ctx(), client_id, Bytes::from(skewed)).await.expect("rpc");
+    assert!(
+        matches!(&answer, Err(CallError::Malformed(m)) if m.contains("protocol version 2, but this node speaks version 1")),
+        "{answer:?}"
+    );
+    let answer = rpc.call(ctx(), client_id, Bytes::new()).await.expect("rpc");
+    assert!(matches!(&answer, Err(CallError::Malformed(m)) if m.contains("empty")), "{answer:?}");
     let answer = rpc.call(ctx(), NodeId(5), get.clone()).await.expect("rpc");
     assert_eq!(answer, Err(CallError::InvalidCaller(5)));
     let huge = Bytes::from(vec![7u8; 100_000]);

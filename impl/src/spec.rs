@@ -20,6 +20,9 @@ pub mod kvs {}
 #[doc = include_str!("../../docs/protocols/cache.md")]
 pub mod cache {}
 
+#[doc = include_str!("../../docs/wire.md")]
+pub mod wire {}
+
 #[doc = include_str!("../../docs/invariants.md")]
 pub mod invariants {}
 
