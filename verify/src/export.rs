@@ -22,12 +22,17 @@
 //! order puts it before every put: a checker cannot order a read of an initial value after a
 //! read that saw a later one. The writer is the one session with more than one transaction:
 //! its puts ran one at a time, and at the causal levels each depends on the one before, which
-//! is what session order tells a checker. A transaction's identical reads (the same version of
-//! the same key, read by two functions of one path or by two replicas) are written once; two
-//! different versions of one key in a transaction are both written, and any checker at these
-//! levels rejects them. Writes that certainly failed are kept in each file's JSON lines with
-//! status `failed` and listed in the manifest: the text format cannot mark an abort, so there a
-//! read of one shows as a read of a value nobody wrote.
+//! is what session order tells a checker. A read that repeats the version its key was last read
+//! at in the transaction (two functions of one path, two replicas) is written once; a read of
+//! another version is always written, so a key going back (`x@3`, `x@5`, `x@3`) stays visible,
+//! and every level here but read committed rejects two versions of a key in one transaction.
+//! Writes that certainly failed are kept in each file's JSON lines with status `failed` and
+//! listed in the manifest: the text format cannot mark an abort, so there a read of one shows
+//! as a read of a value nobody wrote.
+//!
+//! DSC is exported per path, not also per DAG: it promises nothing between functions on no
+//! common path, so a file holding a whole execution as one causal transaction would ask more
+//! than the level promises.
 //!
 //! What no file can say is listed by [`checked_here_only`], with the reason.
 
@@ -80,8 +85,9 @@ pub struct Exported {
     pub world: &'static str,
     /// The level a published checker should judge it at.
     pub isolation: Isolation,
-    /// What every operation in it promised; squall-verify's own checkers read it back at this
-    /// level ([`History::from_text`]).
+    /// The level squall-verify's own checkers read it back at ([`History::from_text`]): what
+    /// its operations promised, or for `gossip-converged`, DSRR, whose repeatable read is the
+    /// question its one reading transaction asks (gossip promises no level of its own).
     pub level: Level,
     /// How operations are grouped into transactions and sessions.
     pub grouping: &'static str,
@@ -158,7 +164,7 @@ pub struct ManifestEntry {
     pub isolation: Isolation,
     /// That level as Plume's `-i` option names it.
     pub plume: String,
-    /// What every operation in it promised, in Squall's terms.
+    /// The level squall-verify's own checkers read it back at (see [`Exported::level`]).
     pub level: Level,
     /// How operations are grouped.
     pub grouping: String,
@@ -207,14 +213,15 @@ pub struct CheckedHereOnly {
     pub reason: String,
 }
 
-/// The promises of `world` that only squall-verify's own checkers judge, with the reasons.
+/// The promises of `world` that only squall-verify's own checkers judge, with the reasons
+/// (none for a world it does not know).
 pub fn checked_here_only(world: &str) -> Vec<CheckedHereOnly> {
-    let (world, promises): (&'static str, &[(&'static str, &'static str, &'static str)]) =
-        match world {
-            "gossip" => ("gossip", &GOSSIP_ONLY),
-            "kvs" => ("kvs", &KVS_ONLY),
-            _ => ("session", &SESSION_ONLY),
-        };
+    let promises: &[(&str, &str, &str)] = match world {
+        "gossip" => &GOSSIP_ONLY,
+        "kvs" => &KVS_ONLY,
+        "session" => &SESSION_ONLY,
+        _ => &[],
+    };
     promises
         .iter()
         .map(|&(promise, checker, reason)| CheckedHereOnly {
@@ -260,13 +267,14 @@ const SESSION_ONLY: [(&str, &str, &str); 1] = [(
      which no transaction in the format can express",
 )];
 
-/// The files of one world's history. The session world's writer is told apart by its
-/// operations naming no function.
+/// The files of one world's history (none for a world it does not know). The session
+/// world's writer is told apart by its operations naming no function.
 pub fn export(world: &str, history: &History) -> Vec<Exported> {
     match world {
         "gossip" => gossip(history).into_iter().collect(),
         "kvs" => vec![kvs(history)],
-        _ => session(history),
+        "session" => session(history),
+        _ => Vec::new(),
     }
 }
 
@@ -301,14 +309,16 @@ impl<'h> Builder<'h> {
         self.next_session - 1
     }
 
-    /// Appends a transaction of `ops` to `session`, writing identical reads once; the
-    /// functions in `path` (in order) are recorded as each preceding the later ones.
+    /// Appends a transaction of `ops` to `session`, leaving out a read of the version its key
+    /// was last read at in the transaction; the functions in `path` (in order) are recorded as
+    /// each preceding the later ones.
     fn txn<'a>(&mut self, session: u64, ops: impl IntoIterator<Item = &'a Op>, path: &[&str]) {
         let txn = self.next_txn;
         self.next_txn += 1;
-        let mut read: BTreeSet<(&str, Version)> = BTreeSet::new();
+        // The version each key was last read at: a read repeating it adds nothing.
+        let mut last: BTreeMap<&str, Version> = BTreeMap::new();
         for op in ops {
-            if op.kind == Kind::Read && !read.insert((op.key.as_str(), op.version)) {
+            if op.kind == Kind::Read && last.insert(&op.key, op.version) == Some(op.version) {
                 continue;
             }
             self.ops.push(Op { session, txn, level: self.level, ..op.clone() });
@@ -362,104 +372,117 @@ fn world_of(name: &'static str) -> &'static str {
     name.split('-').next().unwrap_or(name)
 }
 
+/// One of the session world's files: which calls, and how a checker should read them.
+struct SessionFile {
+    level: Level,
+    name: &'static str,
+    isolation: Isolation,
+    grouping: &'static str,
+    why: &'static str,
+}
+
+/// How the session world's calls of each level are grouped.
+const SESSION_FILES: [SessionFile; 5] = [
+    SessionFile {
+        level: Level::Lww,
+        name: "session-lww",
+        isolation: Isolation::ReadCommitted,
+        grouping: "one transaction per function, each in a session of its own",
+        why: "an LWW call promises only that each read returns a value some write wrote",
+    },
+    SessionFile {
+        level: Level::Dsrr,
+        name: "session-dsrr",
+        isolation: Isolation::ReadAtomic,
+        grouping: "one transaction per DAG execution (functions in a topological order), each \
+                   in a session of its own",
+        why: "DSRR promises every function of an execution the same version of a key; \
+              siblings run in no order, which read atomic does not need",
+    },
+    SessionFile {
+        level: Level::SingleKey,
+        name: "session-sk",
+        isolation: Isolation::ReadCommitted,
+        grouping: "one transaction per DAG path (functions in path order), each in a session \
+                   of its own",
+        why: "SK promises a key's versions never go backwards along a path; sibling paths may \
+              read different versions, and read committed orders only reads within a \
+              transaction",
+    },
+    SessionFile {
+        level: Level::MultiKey,
+        name: "session-mk",
+        isolation: Isolation::Causal,
+        grouping: "one transaction per function, each in a session of its own",
+        why: "MK promises each function a causal cut, and nothing across functions",
+    },
+    SessionFile {
+        level: Level::Dsc,
+        name: "session-dsc",
+        isolation: Isolation::Causal,
+        grouping: "one transaction per DAG path (functions in path order), each in a session \
+                   of its own",
+        why: "DSC promises along every path the same version of a key and one causal cut; \
+              sibling paths are not ordered",
+    },
+];
+
 /// The session world: one file per level its calls ran at.
 fn session(history: &History) -> Vec<Exported> {
-    let files: [(Level, &str, Isolation, &str, &str); 5] = [
-        (
-            Level::Lww,
-            "session-lww",
-            Isolation::ReadCommitted,
-            "one transaction per function, each in a session of its own",
-            "an LWW call promises only that each read returns a value some write wrote",
-        ),
-        (
-            Level::Dsrr,
-            "session-dsrr",
-            Isolation::ReadAtomic,
-            "one transaction per DAG execution (functions in a topological order), each in a \
-             session of its own",
-            "DSRR promises every function of an execution the same version of a key; siblings \
-             run in no order, which read atomic does not need",
-        ),
-        (
-            Level::SingleKey,
-            "session-sk",
-            Isolation::ReadCommitted,
-            "one transaction per DAG path (functions in path order), each in a session of its \
-             own",
-            "SK promises a key's versions never go backwards along a path; sibling paths may \
-             read different versions, and read committed orders only reads within a transaction",
-        ),
-        (
-            Level::MultiKey,
-            "session-mk",
-            Isolation::Causal,
-            "one transaction per function, each in a session of its own",
-            "MK promises each function a causal cut, and nothing across functions",
-        ),
-        (
-            Level::Dsc,
-            "session-dsc",
-            Isolation::Causal,
-            "one transaction per DAG path (functions in path order), each in a session of its \
-             own",
-            "DSC promises along every path the same version of a key and one causal cut; sibling \
-             paths are not ordered",
-        ),
-    ];
     let writer: Vec<&Op> = history.ops.iter().filter(|op| op.function.is_none()).collect();
     let mut out = Vec::new();
-    for (level, name, isolation, grouping, why) in files {
+    for spec in &SESSION_FILES {
         let mut calls: BTreeMap<u64, Vec<&Op>> = BTreeMap::new();
-        for op in history.ops.iter().filter(|op| op.function.is_some() && op.level == level) {
+        for op in history.ops.iter().filter(|op| op.function.is_some() && op.level == spec.level) {
             calls.entry(op.txn).or_default().push(op);
         }
         if calls.is_empty() {
             continue;
         }
-        let mut file = Builder::new(history, level);
+        let mut file = Builder::new(history, spec.level);
         let writer_session = file.session();
         file.initial_in = Some(writer_session);
         for op in &writer {
             file.txn(writer_session, [*op], &[]);
         }
         for (txn, ops) in &calls {
-            let by_function = by_function(ops);
-            match level {
-                Level::Lww | Level::MultiKey => {
-                    for function in by_function.keys() {
-                        let session = file.session();
-                        file.txn(session, by_function[function].iter().copied(), &[]);
-                    }
-                }
-                Level::Dsrr => {
-                    let order = topological(history, *txn, &by_function);
-                    let ops = order.iter().flat_map(|f| by_function[f].iter().copied());
-                    let session = file.session();
-                    file.txn(session, ops, &order);
-                }
-                _ => {
-                    let mut written: BTreeSet<&str> = BTreeSet::new();
-                    for path in paths(history, *txn, &by_function) {
-                        // A write belongs to one transaction: the first path through its
-                        // function.
-                        let ops: Vec<&Op> = path
-                            .iter()
-                            .flat_map(|f| by_function[f].iter().copied())
-                            .filter(|op| {
-                                op.kind == Kind::Read
-                                    || written.insert(op.function.as_deref().unwrap_or(""))
-                            })
-                            .collect();
-                        let session = file.session();
-                        file.txn(session, ops, &path);
-                    }
-                }
-            }
+            execution(&mut file, history, *txn, ops);
         }
-        out.push(file.finish(name, isolation, grouping, why));
+        out.push(file.finish(spec.name, spec.isolation, spec.grouping, spec.why));
     }
     out
+}
+
+/// Adds DAG execution `txn`'s operations to `file`, grouped as its level's file groups them.
+fn execution(file: &mut Builder<'_>, history: &History, txn: u64, ops: &[&Op]) {
+    let by_function = by_function(ops);
+    match file.level {
+        Level::Lww | Level::MultiKey => {
+            for ops in by_function.values() {
+                let session = file.session();
+                file.txn(session, ops.iter().copied(), &[]);
+            }
+        }
+        Level::Dsrr => {
+            let order = topological(history, txn, &by_function);
+            let ops = order.iter().flat_map(|f| by_function[f].iter().copied());
+            let session = file.session();
+            file.txn(session, ops, &order);
+        }
+        _ => {
+            let paths = paths(history, txn, &by_function);
+            // A function's writes belong to one transaction: the first path through it.
+            let first_path = |f: &str| paths.iter().position(|p| p.contains(&f));
+            for (i, path) in paths.iter().enumerate() {
+                let ops = path.iter().flat_map(|f| by_function[f].iter().copied()).filter(|op| {
+                    op.kind == Kind::Read
+                        || first_path(op.function.as_deref().unwrap_or("")) == Some(i)
+                });
+                let session = file.session();
+                file.txn(session, ops, path);
+            }
+        }
+    }
 }
 
 /// A DAG execution's operations by function, each function's in the order recorded.
@@ -565,6 +588,7 @@ fn gossip(history: &History) -> Option<Exported> {
         "one transaction per client write, each in a session of its own; last, one transaction \
          reading the register from every replica once the network healed",
         "once quiet, every replica holds the same version: read as one transaction, two \
-         different versions are a fractured read",
+         different versions are a fractured read (squall-verify reads it back at DSRR, whose \
+         repeatable read asks the same)",
     ))
 }

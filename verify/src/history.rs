@@ -228,13 +228,58 @@ enum Line {
 pub const TEXT_VALUE_OFFSET: u64 = 1;
 
 /// A text history that could not be read back.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {what}")]
 pub struct TextParseError {
     /// The 1-based line number.
     pub line: usize,
     /// What was wrong with it.
     pub what: String,
+}
+
+/// One line of [`History::to_text`]'s format, its value turned back into a version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TextLine {
+    /// The 1-based line number.
+    pub(crate) line: usize,
+    pub(crate) kind: Kind,
+    pub(crate) key: u64,
+    pub(crate) version: Version,
+    pub(crate) session: u64,
+    pub(crate) txn: u64,
+}
+
+/// The operations of a text history, blank lines skipped.
+pub(crate) fn text_lines(text: &str) -> impl Iterator<Item = Result<TextLine, TextParseError>> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, raw)| text_line(i + 1, raw.trim()))
+}
+
+fn text_line(line: usize, raw: &str) -> Result<TextLine, TextParseError> {
+    let bad = |what: String| TextParseError { line, what };
+    let (kind, rest) = match raw.split_at_checked(1) {
+        Some(("r", rest)) => (Kind::Read, rest),
+        Some(("w", rest)) => (Kind::Write, rest),
+        _ => return Err(bad(format!("`{raw}` is neither r(...) nor w(...)"))),
+    };
+    let fields = rest
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| bad(format!("`{raw}`: expected four numbers in parentheses")))?;
+    let fields: Vec<u64> = fields
+        .split(',')
+        .map(|f| f.trim().parse::<u64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| bad(format!("`{raw}`: {e}")))?;
+    let &[key, value, session, txn] = fields.as_slice() else {
+        return Err(bad(format!("`{raw}`: {} fields, expected 4", fields.len())));
+    };
+    let version = value
+        .checked_sub(TEXT_VALUE_OFFSET)
+        .ok_or_else(|| bad(format!("`{raw}`: value 0 (values start at 1)")))?;
+    Ok(TextLine { line, kind, key, version, session, txn })
 }
 
 /// A history export that could not be read back.
@@ -364,7 +409,8 @@ impl History {
     /// - Every operation promised `level`; all completed (the format holds no others). Each
     ///   line is invoked and completes at its line number, so a session's operations are
     ///   ordered as they are listed.
-    /// - A write depends on every version its session wrote or read before it (session order
+    /// - A write depends on its session's previous write and what the session read since
+    ///   (so, transitively, on everything its session wrote or read before it: session order
     ///   and reads-from, the causality a checker infers), initial values aside.
     /// - A transaction's operations are steps of one DAG path in the order listed (each earlier
     ///   step upstream of each later one), except at [`Level::MultiKey`], where a transaction
@@ -375,32 +421,12 @@ impl History {
         causal: &BTreeSet<usize>,
     ) -> Result<Self, TextParseError> {
         let mut history = Self::default();
+        // What each session's next write depends on: its last write, and what it read since
+        // (the write's own dependencies hold the rest, transitively).
         let mut session_past: BTreeMap<u64, Vec<(Key, Version)>> = BTreeMap::new();
         let mut steps: BTreeMap<u64, usize> = BTreeMap::new();
-        for (i, raw) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let line = i + 1;
-            let bad = |what: String| TextParseError { line, what };
-            let raw = raw.trim();
-            let (kind, rest) = match raw.split_at_checked(1) {
-                Some(("r", rest)) => (Kind::Read, rest),
-                Some(("w", rest)) => (Kind::Write, rest),
-                _ => return Err(bad(format!("`{raw}` is neither r(...) nor w(...)"))),
-            };
-            let fields = rest
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(|| bad(format!("`{raw}`: expected four numbers in parentheses")))?;
-            let fields: Vec<u64> = fields
-                .split(',')
-                .map(|f| f.trim().parse::<u64>())
-                .collect::<Result<_, _>>()
-                .map_err(|e| bad(format!("`{raw}`: {e}")))?;
-            let &[key, value, session, txn] = fields.as_slice() else {
-                return Err(bad(format!("`{raw}`: {} fields, expected 4", fields.len())));
-            };
-            let version = value
-                .checked_sub(TEXT_VALUE_OFFSET)
-                .ok_or_else(|| bad(format!("`{raw}`: value 0 (values start at 1)")))?;
+        for line in text_lines(text) {
+            let TextLine { line, kind, key, version, session, txn } = line?;
             let key_name = key.to_string();
             if causal.contains(&(key as usize)) {
                 history.kinds.insert(key_name.clone(), KeyKind::Causal);
@@ -413,8 +439,10 @@ impl History {
             }
             *step += 1;
             let past = session_past.entry(session).or_default();
-            let deps =
-                if kind == Kind::Write && version != INITIAL { past.clone() } else { Vec::new() };
+            let mut deps = Vec::new();
+            if kind == Kind::Write && version != INITIAL {
+                deps = std::mem::take(past);
+            }
             if version != INITIAL {
                 past.push((key_name.clone(), version));
             }

@@ -26,19 +26,19 @@
 use std::collections::BTreeMap;
 
 use crate::export::Isolation;
-use crate::history::{History, Key, Kind, Level, TextParseError, Version};
+use crate::history::{Kind, TEXT_VALUE_OFFSET, TextLine, TextParseError, Version, text_lines};
 
 /// Why a text history is not consistent at the level asked.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Violation {
     /// The text did not parse.
-    #[error("{0}")]
-    Parse(String),
+    #[error(transparent)]
+    Parse(#[from] TextParseError),
     /// Two transactions wrote the same value of a key, so reads cannot name their writer.
     #[error("key {key} value {value} is written by transactions {first} and {second}")]
     DuplicateWrite {
         /// The key's number.
-        key: Key,
+        key: u64,
         /// The value (as written in the text).
         value: u64,
         /// One writer.
@@ -52,8 +52,19 @@ pub enum Violation {
         /// The reader.
         txn: u64,
         /// The key's number.
-        key: Key,
+        key: u64,
         /// The value.
+        value: u64,
+    },
+    /// A transaction that wrote a key reads, after that write, another value of it; or reads
+    /// its own write before making it.
+    #[error("transaction {txn} reads key {key} value {value}, not its own latest write of it")]
+    Internal {
+        /// The transaction.
+        txn: u64,
+        /// The key's number.
+        key: u64,
+        /// The value read.
         value: u64,
     },
     /// No commit order satisfies the level: the forced order has a cycle.
@@ -69,116 +80,160 @@ fn cycle_text(txns: &[u64]) -> String {
     names.join(" → ")
 }
 
-impl From<TextParseError> for Violation {
-    fn from(e: TextParseError) -> Self {
-        Self::Parse(e.to_string())
-    }
+fn value(version: Version) -> u64 {
+    version + TEXT_VALUE_OFFSET
 }
 
 /// One transaction as the text lists it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Txn {
     id: u64,
     session: u64,
     /// `(kind, key, version)`, in order.
-    ops: Vec<(Kind, Key, Version)>,
+    ops: Vec<(Kind, u64, Version)>,
 }
 
-/// Checks `text` (the format of [`History::to_text`]) at `level`.
+/// A read of another transaction's write: `(key, writer)`, in the reader's order.
+type ExternalReads = Vec<(u64, usize)>;
+
+/// Checks `text` (the format of [`History::to_text`](crate::History::to_text)) at `level`.
 pub fn check(text: &str, level: Isolation) -> Result<(), Violation> {
-    let parsed = History::from_text(text, Level::Lww, &Default::default())?;
-    let mut index: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut txns: Vec<Txn> = Vec::new();
-    for op in &parsed.ops {
-        let i = *index.entry(op.txn).or_insert_with(|| {
-            txns.push(Txn { id: op.txn, session: op.session, ops: Vec::new() });
-            txns.len() - 1
-        });
-        txns[i].ops.push((op.kind, op.key.clone(), op.version));
-    }
-    let n = txns.len();
-    let value = |version: Version| version + crate::history::TEXT_VALUE_OFFSET;
-
-    // Who wrote each value, and who wrote each key.
-    let mut writer: BTreeMap<(&str, Version), usize> = BTreeMap::new();
-    let mut writers_of: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for (t, txn) in txns.iter().enumerate() {
-        for (kind, key, version) in &txn.ops {
-            if *kind != Kind::Write {
-                continue;
-            }
-            if let Some(&other) = writer.get(&(key.as_str(), *version))
-                && other != t
-            {
-                return Err(Violation::DuplicateWrite {
-                    key: key.clone(),
-                    value: value(*version),
-                    first: txns[other].id,
-                    second: txn.id,
-                });
-            }
-            writer.insert((key, *version), t);
-            let list = writers_of.entry(key).or_default();
-            if list.last() != Some(&t) {
-                list.push(t);
-            }
-        }
-    }
-
-    // so ∪ wr, and each read's writer (None for a read of the transaction's own write).
-    let mut base = Graph::new(n);
+    let txns = transactions(text)?;
+    let writers = Writers::of(&txns)?;
+    let reads = external_reads(&txns, &writers)?;
+    let mut order = Graph::new(txns.len());
     let mut last_in_session: BTreeMap<u64, usize> = BTreeMap::new();
-    let mut reads: Vec<Vec<(usize, &str, Option<usize>)>> = vec![Vec::new(); n];
     for (t, txn) in txns.iter().enumerate() {
         if let Some(prev) = last_in_session.insert(txn.session, t) {
-            base.add(prev, t);
+            order.add(prev, t);
         }
-        for (pos, (kind, key, version)) in txn.ops.iter().enumerate() {
-            if *kind != Kind::Read {
-                continue;
-            }
-            let Some(&from) = writer.get(&(key.as_str(), *version)) else {
-                return Err(Violation::ThinAir {
-                    txn: txn.id,
-                    key: key.clone(),
-                    value: value(*version),
-                });
-            };
-            if from != t {
-                base.add(from, t);
-            }
-            reads[t].push((pos, key, (from != t).then_some(from)));
+        for &(_, from) in &reads[t] {
+            order.add(from, t);
         }
     }
-
-    // The edges each level's axiom forces.
-    let reach = (level == Isolation::Causal).then(|| base.reachability());
-    let mut forced = base.clone();
-    for t3 in 0..n {
-        let read_from: Vec<usize> = reads[t3].iter().filter_map(|r| r.2).collect();
-        for (i, &(_, key, from)) in reads[t3].iter().enumerate() {
-            let Some(t1) = from else { continue };
-            for &t2 in writers_of.get(key).map(Vec::as_slice).unwrap_or_default() {
-                if t2 == t1 || t2 == t3 {
-                    continue;
-                }
-                let must = match level {
-                    Isolation::ReadCommitted => reads[t3][..i].iter().any(|r| r.2 == Some(t2)),
-                    Isolation::ReadAtomic => {
-                        read_from.contains(&t2) || (txns[t2].session == txns[t3].session && t2 < t3)
-                    }
-                    Isolation::Causal => reach.as_ref().is_some_and(|r| r[t2][t3]),
-                };
-                if must {
-                    forced.add(t2, t1);
-                }
-            }
-        }
+    let forced = forced_edges(&txns, &writers, &reads, &order, level);
+    for (before, after) in forced {
+        order.add(before, after);
     }
-    match forced.cycle() {
+    match order.cycle() {
         Some(cycle) => Err(Violation::Cycle(cycle.into_iter().map(|t| txns[t].id).collect())),
         None => Ok(()),
     }
+}
+
+/// The text's transactions, in order of first appearance.
+fn transactions(text: &str) -> Result<Vec<Txn>, Violation> {
+    let mut index: BTreeMap<u64, usize> = BTreeMap::new();
+    let mut txns: Vec<Txn> = Vec::new();
+    for line in text_lines(text) {
+        let TextLine { kind, key, version, session, txn, .. } = line?;
+        let i = *index.entry(txn).or_insert_with(|| {
+            txns.push(Txn { id: txn, session, ops: Vec::new() });
+            txns.len() - 1
+        });
+        txns[i].ops.push((kind, key, version));
+    }
+    Ok(txns)
+}
+
+/// Who wrote each value of each key: the transaction of its last write there.
+struct Writers {
+    of_value: BTreeMap<(u64, Version), usize>,
+    of_key: BTreeMap<u64, Vec<usize>>,
+}
+
+impl Writers {
+    fn of(txns: &[Txn]) -> Result<Self, Violation> {
+        let mut writers = Self { of_value: BTreeMap::new(), of_key: BTreeMap::new() };
+        for (t, txn) in txns.iter().enumerate() {
+            for &(kind, key, version) in &txn.ops {
+                if kind != Kind::Write {
+                    continue;
+                }
+                if let Some(&other) = writers.of_value.get(&(key, version))
+                    && other != t
+                {
+                    return Err(Violation::DuplicateWrite {
+                        key,
+                        value: value(version),
+                        first: txns[other].id,
+                        second: txn.id,
+                    });
+                }
+                writers.of_value.insert((key, version), t);
+                let list = writers.of_key.entry(key).or_default();
+                if list.last() != Some(&t) {
+                    list.push(t);
+                }
+            }
+        }
+        Ok(writers)
+    }
+}
+
+/// Each transaction's reads of other transactions' writes; a read of a key the transaction
+/// wrote must return its own latest write (and a read of its own write must follow it).
+fn external_reads(txns: &[Txn], writers: &Writers) -> Result<Vec<ExternalReads>, Violation> {
+    let mut all = Vec::with_capacity(txns.len());
+    for (t, txn) in txns.iter().enumerate() {
+        let mut own: BTreeMap<u64, Version> = BTreeMap::new();
+        let mut reads = Vec::new();
+        for &(kind, key, version) in &txn.ops {
+            if kind == Kind::Write {
+                own.insert(key, version);
+                continue;
+            }
+            let Some(&from) = writers.of_value.get(&(key, version)) else {
+                return Err(Violation::ThinAir { txn: txn.id, key, value: value(version) });
+            };
+            let internal = match own.get(&key) {
+                Some(&latest) => latest == version,
+                None => from != t,
+            };
+            if !internal {
+                return Err(Violation::Internal { txn: txn.id, key, value: value(version) });
+            }
+            if from != t {
+                reads.push((key, from));
+            }
+        }
+        all.push(reads);
+    }
+    Ok(all)
+}
+
+/// The commit-order edges `(t2, t1)` the level's axiom forces: for each read of a key from
+/// `t1` by `t3`, each other writer `t2` of the key that the level says `t3` has seen.
+fn forced_edges(
+    txns: &[Txn],
+    writers: &Writers,
+    reads: &[ExternalReads],
+    so_wr: &Graph,
+    level: Isolation,
+) -> Vec<(usize, usize)> {
+    let reach = (level == Isolation::Causal).then(|| so_wr.reachability());
+    let mut forced = Vec::new();
+    for (t3, txn_reads) in reads.iter().enumerate() {
+        for (i, &(key, t1)) in txn_reads.iter().enumerate() {
+            for &t2 in writers.of_key.get(&key).map(Vec::as_slice).unwrap_or_default() {
+                if t2 == t1 || t2 == t3 {
+                    continue;
+                }
+                let seen = match level {
+                    Isolation::ReadCommitted => txn_reads[..i].iter().any(|&(_, w)| w == t2),
+                    Isolation::ReadAtomic => {
+                        txn_reads.iter().any(|&(_, w)| w == t2)
+                            || (txns[t2].session == txns[t3].session && t2 < t3)
+                    }
+                    Isolation::Causal => reach.as_ref().is_some_and(|r| r[t2][t3]),
+                };
+                if seen {
+                    forced.push((t2, t1));
+                }
+            }
+        }
+    }
+    forced
 }
 
 /// A directed graph over transactions `0..n`.
@@ -324,6 +379,18 @@ mod tests {
         assert!(matches!(err, Violation::DuplicateWrite { .. }), "{err}");
         let bad = check("r(0,1)\n", Isolation::Causal).expect_err("three fields");
         assert!(bad.to_string().contains("line 1"), "{bad}");
+    }
+
+    #[test]
+    fn a_transaction_reads_its_own_latest_write_of_a_key() {
+        let own = format!("{INIT}w(0,2,2,1)\nr(0,2,2,1)\n");
+        assert_eq!(check(&own, Isolation::ReadCommitted), Ok(()));
+        let other = format!("{INIT}w(0,2,2,1)\nr(0,1,2,1)\n");
+        let err = check(&other, Isolation::ReadCommitted).expect_err("not its own write");
+        assert!(matches!(err, Violation::Internal { txn: 1, key: 0, value: 1 }), "{err}");
+        let early = format!("{INIT}r(0,2,2,1)\nw(0,2,2,1)\n");
+        let err = check(&early, Isolation::ReadCommitted).expect_err("before writing it");
+        assert!(matches!(err, Violation::Internal { .. }), "{err}");
     }
 
     #[test]
