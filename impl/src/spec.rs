@@ -23,6 +23,9 @@ pub mod cache {}
 #[doc = include_str!("../../docs/wire.md")]
 pub mod wire {}
 
+#[doc = include_str!("../../docs/conformance.md")]
+pub mod conformance {}
+
 #[doc = include_str!("../../docs/invariants.md")]
 pub mod invariants {}
 

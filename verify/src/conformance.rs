@@ -78,7 +78,7 @@ pub const SCENARIOS: [Scenario; 5] = [
 ];
 
 /// An output as a trace records it.
-fn output_json<N>(output: &Output<N>) -> Value
+pub(crate) fn output_json<N>(output: &Output<N>) -> Value
 where
     N: Node,
     N::Msg: Serialize,

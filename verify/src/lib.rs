@@ -7,12 +7,13 @@
 //! records their histories; [export] splits a history into files a published isolation
 //! checker can judge, one per world and promised level, and [isolation] is such a checker,
 //! black-box, for the tests to judge them with; [conformance] traces record every role's
-//! inputs and outputs for reimplementations to replay.
+//! inputs and outputs, and [conform] replays them against a program in any language.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod check;
+pub mod conform;
 pub mod conformance;
 
 pub mod dst;

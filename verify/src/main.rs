@@ -34,6 +34,29 @@ enum Command {
         /// The manifest, `DIR/seed-S-manifest.json`; its files are read from beside it.
         manifest: PathBuf,
     },
+    /// Replay the conformance traces against a program in any language that speaks the
+    /// JSON-lines node protocol (docs/conformance.md), one process per node; report the first
+    /// output that differs. Exit 0 when every node replayed matches, 1 at a mismatch.
+    Conform(ConformArgs),
+    /// Serve the JSON-lines node protocol on stdin and stdout with Squall's own state
+    /// machines (what `conform` runs when given no `--node`).
+    Node,
+}
+
+#[derive(Debug, clap::Args)]
+struct ConformArgs {
+    /// The program, run with `sh -c` once per node; this binary's `node` by default.
+    #[arg(long, value_name = "CMD")]
+    node: Option<String>,
+    /// Only nodes of these roles (replica, client, storage, cache, scheduler, worker...).
+    #[arg(long, value_delimiter = ',')]
+    role: Vec<String>,
+    /// Only these traces (by name; `squall-verify conform --list` names them).
+    #[arg(long, value_delimiter = ',')]
+    trace: Vec<String>,
+    /// List the traces and exit.
+    #[arg(long)]
+    list: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,6 +123,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Dst(args) => args,
         Command::Judge { manifest } => return judge_export(&manifest),
+        Command::Conform(args) => return conform(&args),
+        Command::Node => {
+            let stdin = std::io::stdin().lock();
+            squall_verify::conform::serve(stdin, std::io::stdout().lock())?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     let mutant = args.mutant.as_deref().map(Mutant::parse).transpose()?;
     let worlds: Vec<&str> = if args.world.is_empty() {
@@ -281,6 +310,51 @@ fn judge_export(manifest_path: &std::path::Path) -> anyhow::Result<ExitCode> {
     }
     println!("{} files, {failed} failed", manifest.files.len());
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// `conform`: every chosen trace against the program; a line per trace.
+#[allow(clippy::print_stdout)]
+fn conform(args: &ConformArgs) -> anyhow::Result<ExitCode> {
+    use squall_verify::conformance::SCENARIOS;
+    if args.list {
+        for scenario in SCENARIOS {
+            println!("{:<20} {}", scenario.name, scenario.about);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Some(unknown) = args.trace.iter().find(|t| !SCENARIOS.iter().any(|s| s.name == **t)) {
+        anyhow::bail!("no trace named {unknown} (`conform --list` names them)");
+    }
+    let command = match &args.node {
+        Some(command) => command.clone(),
+        None => {
+            let exe = std::env::current_exe().context("finding this binary")?;
+            format!("'{}' node", exe.display())
+        }
+    };
+    let (mut nodes, mut steps) = (0, 0);
+    for scenario in
+        SCENARIOS.iter().filter(|s| args.trace.is_empty() || args.trace.iter().any(|t| t == s.name))
+    {
+        match squall_verify::conform::conform(scenario, &command, &args.role) {
+            Ok(reports) if reports.is_empty() => {}
+            Ok(reports) => {
+                let count: usize = reports.iter().map(|r| r.steps).sum();
+                println!("{:<20} {} nodes, {count} steps match", scenario.name, reports.len());
+                nodes += reports.len();
+                steps += count;
+            }
+            Err(e) => {
+                println!("{:<20} MISMATCH\n{e}", scenario.name);
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    if nodes == 0 {
+        anyhow::bail!("no node of the roles asked for is in the traces chosen");
+    }
+    println!("{nodes} nodes, {steps} steps: every output matches");
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sums over passing seeds, for the closing line.

@@ -11,6 +11,7 @@ use squall_proto::cache::CachedKvsNode;
 use squall_proto::gossip::GossipNode;
 use squall_proto::kvs::KvsNode;
 use squall_proto::worker::SystemNode;
+use squall_verify::conform::{ConformError, conform, outputs_match};
 use squall_verify::conformance::{SCENARIOS, replay};
 
 fn path(name: &str) -> PathBuf {
@@ -72,4 +73,54 @@ fn a_changed_output_is_reported_as_a_divergence() {
     assert_ne!(tampered, trace, "the scenario acknowledges a put");
     let error = replay::<KvsNode>(&tampered).expect_err("a tampered trace must not replay");
     assert!(error.to_string().contains("emitted"), "{error}");
+}
+
+/// The repository's root, where `conform/` holds the second implementation.
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("the workspace").to_path_buf()
+}
+
+#[test]
+fn the_rust_roles_pass_through_the_harness() {
+    let command = format!("'{}' node", env!("CARGO_BIN_EXE_squall-verify"));
+    let mut nodes = 0;
+    for scenario in &SCENARIOS {
+        let reports = conform(scenario, &command, &[]).unwrap_or_else(|e| panic!("{e}"));
+        let configs =
+            (scenario.trace)().lines().filter(|l| l.contains(r#""type":"config""#)).count();
+        assert_eq!(reports.len(), configs, "{}: every node replayed", scenario.name);
+        nodes += reports.len();
+    }
+    assert!(nodes >= 20, "only {nodes} nodes");
+}
+
+#[test]
+fn the_python_gossip_replica_conforms() {
+    let script = repo().join("conform/gossip_replica.py");
+    let command = format!("python3 '{}'", script.display());
+    let gossip = SCENARIOS.iter().find(|s| s.name == "gossip-two-writers").expect("a trace");
+    let reports =
+        conform(gossip, &command, &["replica".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(reports.len(), 3, "three replicas");
+    assert!(reports.iter().all(|r| r.steps > 3), "{reports:?}");
+}
+
+#[test]
+fn a_program_that_disagrees_is_reported_at_its_first_mismatch() {
+    // Answers every line with no outputs: right for a replica's init, wrong at its first Put.
+    let silent = r#"while read -r line; do echo '{"outputs":[]}'; done"#;
+    let gossip = SCENARIOS.iter().find(|s| s.name == "gossip-two-writers").expect("a trace");
+    let error = conform(gossip, silent, &["replica".to_owned()]).expect_err("it disagrees");
+    let ConformError::Mismatch(mismatch) = &error else { panic!("{error}") };
+    assert_eq!((mismatch.node, mismatch.step), (0, 1), "{error}");
+    assert!(mismatch.expected.to_string().contains("PutOk"), "{error}");
+    assert_eq!(mismatch.got, serde_json::json!([]), "{error}");
+    assert!(error.to_string().contains("expected:"), "{error}");
+    // A program that is not there is a program error, not a mismatch.
+    let error = conform(gossip, "exit 3", &[]).expect_err("no answer");
+    assert!(matches!(error, ConformError::Program { .. }), "{error}");
+    // An `ignored` output matches whatever reason a program gives.
+    let ignored = serde_json::json!([{"ignored": "any reason"}]);
+    assert!(outputs_match(&serde_json::json!([{"ignored": "another"}]), &ignored));
+    assert!(!outputs_match(&serde_json::json!([{"cancel_timer": "Gossip"}]), &ignored));
 }
