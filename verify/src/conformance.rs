@@ -49,16 +49,31 @@ pub struct Scenario {
 }
 
 /// Every scenario, in a stable order.
-pub const SCENARIOS: [Scenario; 5] = [
+pub const SCENARIOS: [Scenario; 8] = [
     Scenario {
         name: "gossip-two-writers",
         about: "3 LWW replicas; two clients write the same time (ties broken by writer)",
         trace: gossip_two_writers,
     },
     Scenario {
+        name: "gossip-delete",
+        about: "3 LWW replicas; a client writes then deletes, another's older write arrives late",
+        trace: gossip_delete,
+    },
+    Scenario {
         name: "kvs-put-get",
         about: "3 storage nodes at replication 3; majority put, get, wrong-type put, missing get",
         trace: kvs_put_get,
+    },
+    Scenario {
+        name: "kvs-redirect",
+        about: "3 storage nodes at replication 1; a client with a one-node ring is redirected",
+        trace: kvs_redirect,
+    },
+    Scenario {
+        name: "kvs-leave",
+        about: "3 storage nodes at replication 2; node 2 leaves, handing its keys off, then a read",
+        trace: kvs_leave,
     },
     Scenario {
         name: "cache-push",
@@ -320,11 +335,72 @@ fn gossip_two_writers() -> String {
             gossip::ClientConfig::new(NodeId(c), NodeId(replica), writes, gossip::GOSSIP_PERIOD);
         configs.push((NodeId(c), GossipConfig::Client(cfg)));
     }
-    let role = |cfg: &GossipConfig<u16>| match cfg {
+    run::<GossipNode<u16>>(configs, gossip_role, gossip::invariants::quiescent, 200)
+}
+
+fn gossip_delete() -> String {
+    let replicas: Vec<NodeId> = (0..3).map(NodeId).collect();
+    let mut configs: Vec<(NodeId, GossipConfig<u16>)> = replicas
+        .iter()
+        .map(|&id| {
+            (id, GossipConfig::Replica(ReplicaConfig::with_default_period(id, replicas.clone())))
+        })
+        .collect();
+    // Client 3 writes at time 2 and deletes at time 3 through replica 0; client 4's write at
+    // time 1 reaches replica 2 and must lose to the delete everywhere.
+    let writes =
+        vec![Lww::new(Stamp::new(2, WriterId(3)), 7), Lww::deleted(Stamp::new(3, WriterId(3)))];
+    let cfg = gossip::ClientConfig::new(NodeId(3), NodeId(0), writes, gossip::GOSSIP_PERIOD);
+    configs.push((NodeId(3), GossipConfig::Client(cfg)));
+    let late = vec![Lww::new(Stamp::new(1, WriterId(4)), 9)];
+    let cfg = gossip::ClientConfig::new(NodeId(4), NodeId(2), late, gossip::GOSSIP_PERIOD);
+    configs.push((NodeId(4), GossipConfig::Client(cfg)));
+    run::<GossipNode<u16>>(configs, gossip_role, gossip::invariants::quiescent, 300)
+}
+
+fn gossip_role(cfg: &GossipConfig<u16>) -> &'static str {
+    match cfg {
         GossipConfig::Replica(_) => "replica",
         GossipConfig::Client(_) => "client",
-    };
-    run::<GossipNode<u16>>(configs, role, gossip::invariants::quiescent, 200)
+    }
+}
+
+fn kvs_redirect() -> String {
+    let ids: Vec<NodeId> = (0..3).map(NodeId).collect();
+    let ring = Ring::with_members(16, ids.iter().copied());
+    let mut configs: Vec<(NodeId, KvsConfig)> = ids
+        .iter()
+        .map(|&id| (id, KvsConfig::Storage(StorageConfig::new(id, ring.clone(), 1))))
+        .collect();
+    // The client believes node 0 alone holds every key: the owners of the others redirect it.
+    let stale = Ring::with_members(16, [NodeId(0)]);
+    let ops = ["a", "b", "c", "d"]
+        .iter()
+        .map(|k| Op::Put { key: (*k).into(), value: lww(1, 3, b"v"), durability: Durability::One })
+        .chain(std::iter::once(Op::Get { key: "d".into() }))
+        .collect();
+    let client = ClientConfig::new(NodeId(3), stale, 1);
+    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
+    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 400)
+}
+
+fn kvs_leave() -> String {
+    let ids: Vec<NodeId> = (0..3).map(NodeId).collect();
+    let ring = Ring::with_members(16, ids.iter().copied());
+    let mut configs: Vec<(NodeId, KvsConfig)> = ids
+        .iter()
+        .map(|&id| (id, KvsConfig::Storage(StorageConfig::new(id, ring.clone(), 2))))
+        .collect();
+    let ops = vec![
+        Op::Put { key: "a".into(), value: lww(1, 3, b"x"), durability: Durability::All },
+        Op::Put { key: "b".into(), value: lww(1, 3, b"y"), durability: Durability::All },
+        Op::Leave { node: NodeId(2) },
+        Op::Get { key: "a".into() },
+        Op::Get { key: "b".into() },
+    ];
+    let client = ClientConfig::new(NodeId(3), ring, 2);
+    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
+    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 1_000)
 }
 
 fn kvs_role(cfg: &KvsConfig) -> &'static str {
