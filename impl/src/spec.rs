@@ -20,6 +20,9 @@ pub mod kvs {}
 #[doc = include_str!("../../docs/protocols/cache.md")]
 pub mod cache {}
 
+#[doc = include_str!("../../docs/cards.md")]
+pub mod cards {}
+
 #[doc = include_str!("../../docs/wire.md")]
 pub mod wire {}
 
