@@ -404,7 +404,7 @@ impl KvClient {
         durability: Durability,
     ) -> Result<(), KvError> {
         let op = Op::Put { key: key.to_owned(), value, durability };
-        let size = postcard::experimental::serialized_size(&op.request(0)).unwrap_or(usize::MAX);
+        let size = crate::rpc::encoded_len(op.request(0)).unwrap_or(usize::MAX);
         if size > self.settings.max_request {
             return Err(KvError::TooLarge { bytes: size, max: self.settings.max_request });
         }

@@ -55,6 +55,11 @@ pub fn encode<M: Within<SystemMsg>>(msg: M) -> Result<Bytes, postcard::Error> {
     postcard::to_extend(&msg.into_world(), vec![PROTOCOL_VERSION]).map(Bytes::from)
 }
 
+/// The length [`encode`] gives `msg`, without writing it.
+pub fn encoded_len<M: Within<SystemMsg>>(msg: M) -> Result<usize, postcard::Error> {
+    postcard::experimental::serialized_size(&msg.into_world()).map(|len| len + 1)
+}
+
 /// Decodes a wire [`SystemMsg`] as a message of the role that takes it.
 pub fn decode<M: Within<SystemMsg>>(bytes: &[u8]) -> Result<M, DecodeError> {
     let (&version, rest) = bytes.split_first().ok_or(DecodeError::Empty)?;

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use squall_cluster::rpc::{PROTOCOL_VERSION, encode};
+use squall_cluster::rpc::{PROTOCOL_VERSION, encode, encoded_len};
 use squall_proto::kvs::{Durability, KvsMsg, PutError};
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, PnCounter, Stamp, WriterId};
 use squall_proto::session::{Dag, Level, SessionMsg};
@@ -214,4 +214,12 @@ fn the_test_vectors_are_what_the_encoder_writes() {
         assert_eq!(bytes[0], PROTOCOL_VERSION, "every payload opens with the version");
     }
     assert!(spec.contains(&format!("`PROTOCOL_VERSION` = {PROTOCOL_VERSION}")), "the version");
+}
+
+#[test]
+fn the_encoded_length_is_known_without_encoding() {
+    let lww = LatticeValue::Lww(Lww::new(Stamp::new(300, WriterId(2)), Bytes::from(vec![7; 300])));
+    let put = KvsMsg::Put { req: 9, key: "k".to_owned(), value: lww, durability: Durability::All };
+    let bytes = encode(put.clone()).expect("encodes");
+    assert_eq!(encoded_len(put).expect("sized"), bytes.len());
 }
