@@ -19,7 +19,7 @@ fn faas_config(name: &str, placement: &str) -> ClusterConfig {
     let mut text = common::config_text(name, 3, 0, 3);
     text.push_str(&format!(
         "[functions]\ndeadline_ms = 300\ndeadline_ticks = 4\nattempts = 3\nmax_arg_bytes = 65536\n\
-         placement = {placement:?}\n"
+         wasm_fuel = 10000000\nplacement = {placement:?}\n"
     ));
     let mut ports = std::collections::BTreeSet::new();
     while ports.len() < 3 {
