@@ -21,9 +21,9 @@ use squall_proto::cache::CachedKvsNode;
 use squall_proto::gossip::GossipNode;
 use squall_proto::kvs::KvsNode;
 use squall_proto::worker::SystemNode;
-use squall_proto::{Input, Node, NodeId, Outbox};
+use squall_proto::{Node, Outbox};
 
-use crate::conformance::{Scenario, output_json};
+use crate::conformance::{Scenario, input_json, output_json};
 
 /// The protocol a trace exercises, from its name's first word: `gossip`, `kvs`, `cache` or
 /// `session`.
@@ -244,18 +244,7 @@ where
     answer(out)?;
     for line in lines {
         let line: Value = serde_json::from_str(&line?)?;
-        let input = &line["input"];
-        let input = if let Some(receive) = input.get("receive") {
-            let from = receive["from"].as_u64().ok_or_else(|| anyhow::anyhow!("no sender"))?;
-            Input::Receive {
-                from: NodeId(from),
-                msg: serde_json::from_value(receive["msg"].clone())?,
-            }
-        } else if let Some(timer) = input.get("timeout") {
-            Input::Timeout(serde_json::from_value(timer.clone())?)
-        } else {
-            anyhow::bail!("unknown input {input}");
-        };
+        let input = input_json(&line["input"]).map_err(anyhow::Error::msg)?;
         let mut out = Outbox::new();
         node.handle(&cfg, input, &mut out);
         answer(out)?;

@@ -140,6 +140,25 @@ fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, serde_json
     serde_json::from_value(value.clone())
 }
 
+/// A step's input as a trace writes it (`{"receive":{"from":N,"msg":M}}` or
+/// `{"timeout":T}`), decoded.
+pub(crate) fn input_json<N>(input: &Value) -> Result<Input<N>, String>
+where
+    N: Node,
+    N::Msg: serde::de::DeserializeOwned,
+    N::Timer: serde::de::DeserializeOwned,
+{
+    if let Some(receive) = input.get("receive") {
+        let from = receive["from"].as_u64().ok_or("no sender")?;
+        let msg = decode(&receive["msg"]).map_err(|e| format!("message: {e}"))?;
+        Ok(Input::Receive { from: NodeId(from), msg })
+    } else if let Some(timer) = input.get("timeout") {
+        Ok(Input::Timeout(decode(timer).map_err(|e| format!("timer: {e}"))?))
+    } else {
+        Err(format!("unknown input {input}"))
+    }
+}
+
 /// Replays a trace against this crate's state machines, as a reimplementation would: builds
 /// each node from its `config` line, feeds it each `step`'s input, and compares the outputs.
 pub fn replay<N>(trace: &str) -> Result<usize, ReplayError>
@@ -176,18 +195,7 @@ where
                     let state = nodes
                         .get_mut(&node)
                         .ok_or_else(|| bad(format!("node {node} not started")))?;
-                    let input = if let Some(receive) = input.get("receive") {
-                        let from =
-                            receive["from"].as_u64().ok_or_else(|| bad("no sender".into()))?;
-                        let msg =
-                            decode(&receive["msg"]).map_err(|e| bad(format!("message: {e}")))?;
-                        Input::Receive { from: NodeId(from), msg }
-                    } else if let Some(timer) = input.get("timeout") {
-                        Input::Timeout(decode(timer).map_err(|e| bad(format!("timer: {e}")))?)
-                    } else {
-                        return Err(bad(format!("unknown input {input}")));
-                    };
-                    state.handle(cfg, input, &mut out);
+                    state.handle(cfg, input_json(input).map_err(bad)?, &mut out);
                 }
                 let actual = Value::Array(out.as_slice().iter().map(output_json).collect());
                 if actual != value["outputs"] {
@@ -321,7 +329,8 @@ fn lww(time: u64, writer: u64, value: &'static [u8]) -> LatticeValue {
     LatticeValue::Lww(Lww::new(Stamp::new(time, WriterId(writer)), Bytes::from_static(value)))
 }
 
-fn gossip_two_writers() -> String {
+/// Replicas 0..3 of an LWW register, and one client per `(id, replica, writes)`.
+fn gossip_scenario(clients: Vec<(u64, u64, Vec<Lww<u16>>)>, max_steps: usize) -> String {
     let replicas: Vec<NodeId> = (0..3).map(NodeId).collect();
     let mut configs: Vec<(NodeId, GossipConfig<u16>)> = replicas
         .iter()
@@ -329,49 +338,57 @@ fn gossip_two_writers() -> String {
             (id, GossipConfig::Replica(ReplicaConfig::with_default_period(id, replicas.clone())))
         })
         .collect();
-    for (c, replica) in [(3, 0), (4, 2)] {
-        let writes = vec![Lww::new(Stamp::new(1, WriterId(c)), 100 + c as u16)];
+    for (c, replica, writes) in clients {
         let cfg =
             gossip::ClientConfig::new(NodeId(c), NodeId(replica), writes, gossip::GOSSIP_PERIOD);
         configs.push((NodeId(c), GossipConfig::Client(cfg)));
     }
-    run::<GossipNode<u16>>(configs, gossip_role, gossip::invariants::quiescent, 200)
+    let role = |cfg: &GossipConfig<u16>| match cfg {
+        GossipConfig::Replica(_) => "replica",
+        GossipConfig::Client(_) => "client",
+    };
+    run::<GossipNode<u16>>(configs, role, gossip::invariants::quiescent, max_steps)
+}
+
+fn gossip_two_writers() -> String {
+    let write = |c: u64| vec![Lww::new(Stamp::new(1, WriterId(c)), 100 + c as u16)];
+    gossip_scenario(vec![(3, 0, write(3)), (4, 2, write(4))], 200)
 }
 
 fn gossip_delete() -> String {
-    let replicas: Vec<NodeId> = (0..3).map(NodeId).collect();
-    let mut configs: Vec<(NodeId, GossipConfig<u16>)> = replicas
-        .iter()
-        .map(|&id| {
-            (id, GossipConfig::Replica(ReplicaConfig::with_default_period(id, replicas.clone())))
-        })
-        .collect();
     // Client 3 writes at time 2 and deletes at time 3 through replica 0; client 4's write at
     // time 1 reaches replica 2 and must lose to the delete everywhere.
     let writes =
         vec![Lww::new(Stamp::new(2, WriterId(3)), 7), Lww::deleted(Stamp::new(3, WriterId(3)))];
-    let cfg = gossip::ClientConfig::new(NodeId(3), NodeId(0), writes, gossip::GOSSIP_PERIOD);
-    configs.push((NodeId(3), GossipConfig::Client(cfg)));
     let late = vec![Lww::new(Stamp::new(1, WriterId(4)), 9)];
-    let cfg = gossip::ClientConfig::new(NodeId(4), NodeId(2), late, gossip::GOSSIP_PERIOD);
-    configs.push((NodeId(4), GossipConfig::Client(cfg)));
-    run::<GossipNode<u16>>(configs, gossip_role, gossip::invariants::quiescent, 300)
+    gossip_scenario(vec![(3, 0, writes), (4, 2, late)], 300)
 }
 
-fn gossip_role(cfg: &GossipConfig<u16>) -> &'static str {
-    match cfg {
-        GossipConfig::Replica(_) => "replica",
-        GossipConfig::Client(_) => "client",
-    }
-}
-
-fn kvs_redirect() -> String {
+/// Storage nodes 0..3 on one ring at `replication` (each config passed through `storage`), and
+/// client 3 making `ops`, routing by `client_ring` (the storage nodes' ring if `None`).
+fn kvs_scenario(
+    replication: usize,
+    storage: fn(&mut StorageConfig),
+    client_ring: Option<Ring>,
+    ops: Vec<Op>,
+    max_steps: usize,
+) -> String {
     let ids: Vec<NodeId> = (0..3).map(NodeId).collect();
     let ring = Ring::with_members(16, ids.iter().copied());
     let mut configs: Vec<(NodeId, KvsConfig)> = ids
         .iter()
-        .map(|&id| (id, KvsConfig::Storage(StorageConfig::new(id, ring.clone(), 1))))
+        .map(|&id| {
+            let mut cfg = StorageConfig::new(id, ring.clone(), replication);
+            storage(&mut cfg);
+            (id, KvsConfig::Storage(cfg))
+        })
         .collect();
+    let client = ClientConfig::new(NodeId(3), client_ring.unwrap_or(ring), replication);
+    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
+    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, max_steps)
+}
+
+fn kvs_redirect() -> String {
     // The client believes node 0 alone holds every key: the owners of the others redirect it.
     let stale = Ring::with_members(16, [NodeId(0)]);
     let ops = ["a", "b", "c", "d"]
@@ -379,18 +396,10 @@ fn kvs_redirect() -> String {
         .map(|k| Op::Put { key: (*k).into(), value: lww(1, 3, b"v"), durability: Durability::One })
         .chain(std::iter::once(Op::Get { key: "d".into() }))
         .collect();
-    let client = ClientConfig::new(NodeId(3), stale, 1);
-    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
-    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 400)
+    kvs_scenario(1, |_| {}, Some(stale), ops, 400)
 }
 
 fn kvs_leave() -> String {
-    let ids: Vec<NodeId> = (0..3).map(NodeId).collect();
-    let ring = Ring::with_members(16, ids.iter().copied());
-    let mut configs: Vec<(NodeId, KvsConfig)> = ids
-        .iter()
-        .map(|&id| (id, KvsConfig::Storage(StorageConfig::new(id, ring.clone(), 2))))
-        .collect();
     let ops = vec![
         Op::Put { key: "a".into(), value: lww(1, 3, b"x"), durability: Durability::All },
         Op::Put { key: "b".into(), value: lww(1, 3, b"y"), durability: Durability::All },
@@ -398,9 +407,7 @@ fn kvs_leave() -> String {
         Op::Get { key: "a".into() },
         Op::Get { key: "b".into() },
     ];
-    let client = ClientConfig::new(NodeId(3), ring, 2);
-    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
-    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 1_000)
+    kvs_scenario(2, |_| {}, None, ops, 1_000)
 }
 
 fn kvs_role(cfg: &KvsConfig) -> &'static str {
@@ -419,16 +426,6 @@ fn cache_role(cfg: &CachedKvsConfig) -> &'static str {
 }
 
 fn kvs_put_get() -> String {
-    let ids: Vec<NodeId> = (0..3).map(NodeId).collect();
-    let ring = Ring::with_members(16, ids.iter().copied());
-    let mut configs: Vec<(NodeId, KvsConfig)> = ids
-        .iter()
-        .map(|&id| {
-            let mut cfg = StorageConfig::new(id, ring.clone(), 3);
-            cfg.schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
-            (id, KvsConfig::Storage(cfg))
-        })
-        .collect();
     let wrong = LatticeValue::Set(SetUnion::singleton(Bytes::from_static(b"s")));
     let ops = vec![
         Op::Put { key: "k0".into(), value: lww(1, 3, b"a"), durability: Durability::Majority },
@@ -436,9 +433,10 @@ fn kvs_put_get() -> String {
         Op::Put { key: "k0".into(), value: wrong, durability: Durability::One },
         Op::Get { key: "k1".into() },
     ];
-    let client = ClientConfig::new(NodeId(3), ring, 3);
-    configs.push((NodeId(3), KvsConfig::Client(ScriptConfig::new(client, ops))));
-    run::<KvsNode>(configs, kvs_role, kvs::invariants::quiescent, 400)
+    let schema = |cfg: &mut StorageConfig| {
+        cfg.schema = BTreeMap::from([("k".to_owned(), LatticeType::Lww)]);
+    };
+    kvs_scenario(3, schema, None, ops, 400)
 }
 
 fn cache_push() -> String {
