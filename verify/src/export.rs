@@ -200,6 +200,36 @@ pub struct Manifest {
     pub checked_here_only: Vec<CheckedHereOnly>,
 }
 
+/// Which judge rejected an exported file, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("rejected by the {by}: {why}")]
+pub struct Rejection {
+    /// The judge: the isolation checker, or squall-verify's checkers on the text or on the
+    /// JSON lines.
+    pub by: &'static str,
+    /// What it found.
+    pub why: String,
+}
+
+/// Judges one exported file three ways: its `text` by the black-box
+/// [isolation checker](crate::isolation) at `isolation`; and by squall-verify's
+/// [checkers](crate::check), the text as read back ([`History::from_text`], `from_text`) and
+/// the JSON lines (`from_jsonl`). The first judge that rejects it, if any.
+pub fn judge(
+    text: &str,
+    isolation: Isolation,
+    from_text: &History,
+    from_jsonl: &History,
+) -> Result<(), Rejection> {
+    let rejection = |by, why: String| Rejection { by, why };
+    crate::isolation::check(text, isolation)
+        .map_err(|e| rejection("isolation checker", e.to_string()))?;
+    crate::check::all(from_text)
+        .map_err(|e| rejection("own checkers on the text", e.to_string()))?;
+    crate::check::all(from_jsonl)
+        .map_err(|e| rejection("own checkers on the JSON lines", e.to_string()))
+}
+
 /// A promise of a world that no exported file states, and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckedHereOnly {

@@ -270,8 +270,8 @@ fn export(report: &SeedReport, dir: &std::path::Path) -> anyhow::Result<()> {
 /// `judge`: every file of an export's manifest, by each checker; a line per file.
 #[allow(clippy::print_stdout)]
 fn judge_export(manifest_path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use squall_verify::History;
     use squall_verify::export::Manifest;
-    use squall_verify::{History, check, isolation};
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
     };
@@ -287,25 +287,16 @@ fn judge_export(manifest_path: &std::path::Path) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("reading {}", entry.text))?;
         let from_jsonl =
             History::from_jsonl(&jsonl).with_context(|| format!("reading {}", entry.jsonl))?;
-        let verdicts = [
-            (
-                "isolation checker",
-                isolation::check(&text, entry.isolation).map_err(|e| e.to_string()),
-            ),
-            ("own checkers on the text", check::all(&from_text).map_err(|e| e.to_string())),
-            ("own checkers on the JSON lines", check::all(&from_jsonl).map_err(|e| e.to_string())),
-        ];
         let level = format!("{} ({})", entry.isolation.name(), entry.plume);
-        match verdicts.iter().find(|(_, v)| v.is_err()) {
-            None => println!("{:<34} {level:<20} {:>4} ops  ok", entry.text, entry.operations),
-            Some((by, Err(why))) => {
+        match squall_verify::export::judge(&text, entry.isolation, &from_text, &from_jsonl) {
+            Ok(()) => println!("{:<34} {level:<20} {:>4} ops  ok", entry.text, entry.operations),
+            Err(rejection) => {
                 failed += 1;
                 println!(
-                    "{:<34} {level:<20} {:>4} ops  FAILED by the {by}: {why}",
-                    entry.text, entry.operations
+                    "{:<34} {level:<20} {:>4} ops  FAILED by the {}: {}",
+                    entry.text, entry.operations, rejection.by, rejection.why
                 );
             }
-            Some(_) => unreachable!("found by its error"),
         }
     }
     println!("{} files, {failed} failed", manifest.files.len());

@@ -31,15 +31,14 @@ fn every_exported_file_of_a_correct_run_passes_both_checkers_at_its_level() {
             let history = &file.history;
             let text = history.to_text();
 
-            // The checker's view: the format's own reading of the text.
-            isolation::check(&text, file.isolation).unwrap_or_else(|e| panic!("{what}: {e}"));
-            // squall-verify's checkers, on the text as a checker reads it and on the JSON lines.
-            let back = History::from_text(&text, file.level, &file.causal_keys())
+            // The checker's view (the format's own reading of the text), and squall-verify's
+            // checkers on the text as a checker reads it and on the JSON lines.
+            let from_text = History::from_text(&text, file.level, &file.causal_keys())
                 .unwrap_or_else(|e| panic!("{what}: {e}"));
-            check::all(&back).unwrap_or_else(|e| panic!("{what} (text): {e}"));
-            let back = History::from_jsonl(&history.to_jsonl()).expect("JSON lines parse");
-            assert_eq!(&back, history, "{what}: JSON lines round trip");
-            check::all(&back).unwrap_or_else(|e| panic!("{what} (JSON lines): {e}"));
+            let from_jsonl = History::from_jsonl(&history.to_jsonl()).expect("JSON lines parse");
+            assert_eq!(&from_jsonl, history, "{what}: JSON lines round trip");
+            export::judge(&text, file.isolation, &from_text, &from_jsonl)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
 
             // What the text says: the initial transaction first, writing value 1 of every key;
             // no value 0; only what may have taken effect.
@@ -206,10 +205,9 @@ fn over_200_seeds_exports_pass_where_whole_histories_are_misjudged() {
         for file in self::files(seed, None, &dst::WORLDS) {
             let what = format!("seed {seed} {}", file.name);
             let text = file.history.to_text();
-            isolation::check(&text, file.isolation).unwrap_or_else(|e| panic!("{what}: {e}"));
             let back = History::from_text(&text, file.level, &file.causal_keys()).expect("parses");
-            check::all(&back).unwrap_or_else(|e| panic!("{what} (text): {e}"));
-            check::all(&file.history).unwrap_or_else(|e| panic!("{what} (JSON lines): {e}"));
+            export::judge(&text, file.isolation, &back, &file.history)
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
             files += 1;
         }
         let report = dst::run_worlds(seed, None, &["session"]);
