@@ -158,7 +158,7 @@ fn vectors() -> Vec<(&'static str, Bytes)> {
     let counter = LatticeValue::PnCounter(PnCounter::new([(WriterId(1), 5, 2)]));
     let dag = Dag::chain(&[&["x"]]).expect("a DAG");
     let mismatch = PutError::mismatch(LatticeType::Lww, LatticeType::PnCounter);
-    let messages: Vec<(&'static str, Bytes)> = vec![
+    vec![
         ("kvs-get", encode(KvsMsg::Get { req: 1, key: k("k") })),
         ("kvs-get-ok-none", encode(KvsMsg::GetOk { req: 1, value: None })),
         ("kvs-get-ok-lww", encode(KvsMsg::GetOk { req: 1, value: Some(lww.clone()) })),
@@ -187,8 +187,7 @@ fn vectors() -> Vec<(&'static str, Bytes)> {
     ]
     .into_iter()
     .map(|(name, bytes)| (name, bytes.expect("encodes")))
-    .collect();
-    messages
+    .collect()
 }
 
 fn hex(bytes: &[u8]) -> String {
