@@ -27,14 +27,10 @@ def join(a, b):
     return b if order_key(b) > order_key(a) else a
 
 
-def period_ms(duration):
-    return duration["secs"] * 1000.0 + duration["nanos"] / 1e6
-
-
 class Replica:
     def __init__(self, config):
         self.peers = sorted(config["peers"])
-        self.period = period_ms(config["gossip_period"])
+        self.period = config["gossip_period"]  # integer microseconds
         self.value = None
         self.acked = {peer: None for peer in self.peers}
 
@@ -50,7 +46,7 @@ class Replica:
 
     def arm_if(self, grew, out):
         if grew and self.behind():
-            out.append({"set_timer": {"timer": "Gossip", "after_ms": self.period}})
+            out.append({"set_timer": {"timer": "Gossip", "after_us": self.period}})
 
     def receive(self, sender, msg, out):
         (kind, body), = msg.items()
@@ -79,7 +75,7 @@ class Replica:
         for peer in behind:
             out.append({"send": {"to": peer, "msg": {"Gossip": {"value": self.value}}}})
         if behind:
-            out.append({"set_timer": {"timer": "Gossip", "after_ms": self.period}})
+            out.append({"set_timer": {"timer": "Gossip", "after_us": self.period}})
         else:
             out.append({"ignored": "gossip timer with every peer up to date"})
 

@@ -21,7 +21,7 @@ use squall_proto::{NodeId, Refusal, Within};
 /// message type changed between two builds would otherwise decode as something else). Raise
 /// it with every change to an encoded type; `cluster/tests/wire_spec.rs` fails until the
 /// spec's message tables and test vectors (docs/wire.md) are regenerated, as a reminder.
-pub const PROTOCOL_VERSION: u8 = 1;
+pub const PROTOCOL_VERSION: u8 = 2;
 
 /// Why a payload is not a message for this node.
 #[derive(Debug, thiserror::Error)]

@@ -7,12 +7,13 @@ use std::path::Path;
 
 use bytes::Bytes;
 use squall_cluster::rpc::{PROTOCOL_VERSION, encode, encoded_len};
+use squall_proto::NodeId;
 use squall_proto::kvs::{Durability, KvsMsg, PutError};
 use squall_proto::lattice::{LatticeType, LatticeValue, Lww, PnCounter, Stamp, WriterId};
-use squall_proto::session::{Dag, Level, SessionMsg};
+use squall_proto::session::{Dag, Level, Pinned, SessionId, SessionMsg};
 
 /// The enums docs/wire.md tabulates: (source file under impl/src, enum).
-const TABLES: [(&str, &str); 12] = [
+const TABLES: [(&str, &str); 13] = [
     ("worker/mod.rs", "SystemMsg"),
     ("kvs/msg.rs", "KvsMsg"),
     ("kvs/msg.rs", "Op"),
@@ -23,6 +24,7 @@ const TABLES: [(&str, &str); 12] = [
     ("node.rs", "Refusal"),
     ("lattice/value.rs", "LatticeValue"),
     ("session/mod.rs", "SessionMsg"),
+    ("session/mod.rs", "Pinned"),
     ("session/mod.rs", "Level"),
     ("worker/mod.rs", "ExecMsg"),
 ];
@@ -157,6 +159,7 @@ fn vectors() -> Vec<(&'static str, Bytes)> {
     let lww = LatticeValue::Lww(Lww::new(Stamp::new(300, WriterId(2)), Bytes::from_static(b"hi")));
     let counter = LatticeValue::PnCounter(PnCounter::new([(WriterId(1), 5, 2)]));
     let dag = Dag::chain(&[&["x"]]).expect("a DAG");
+    let session = SessionId { scheduler: NodeId(0), seq: 5 };
     let mismatch = PutError::mismatch(LatticeType::Lww, LatticeType::PnCounter);
     vec![
         ("kvs-get", encode(KvsMsg::Get { req: 1, key: k("k") })),
@@ -184,6 +187,10 @@ fn vectors() -> Vec<(&'static str, Bytes)> {
         ("kvs-put-rejected", encode(KvsMsg::PutRejected { req: 8, error: mismatch })),
         ("kvs-hello", encode(KvsMsg::Hello { incarnation: 3 })),
         ("session-call", encode(SessionMsg::Call { req: 2, level: Level::Dsc, dag, args: vec![] })),
+        (
+            "session-fetched-absent",
+            encode(SessionMsg::Fetched { session, key: k("x"), pinned: Pinned::Absent }),
+        ),
     ]
     .into_iter()
     .map(|(name, bytes)| (name, bytes.expect("encodes")))

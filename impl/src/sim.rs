@@ -126,6 +126,26 @@ pub enum Event<N: Node> {
     Restart(NodeId),
 }
 
+/// What a node was asked to do, as a recording simulator ([`Sim::recording`]) keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call<N: Node> {
+    /// [`Node::init`], at the first start or a restart, with the durable state it was given.
+    Init(N::Durable),
+    /// [`Node::handle`].
+    Handle(Input<N>),
+}
+
+/// One `init` or `handle` call of a node and the outputs it emitted, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recorded<N: Node> {
+    /// The node.
+    pub node: NodeId,
+    /// The call.
+    pub call: Call<N>,
+    /// Its outputs.
+    pub outputs: Vec<Output<N>>,
+}
+
 /// Counts of what happened, for assertions that faults really were injected.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -221,6 +241,8 @@ pub struct Sim<N: Node> {
     partition: Option<BTreeSet<NodeId>>,
     step: u64,
     trace: Vec<Event<N>>,
+    /// Every node call, when recording (see [`Sim::recording`]).
+    recorded: Option<Vec<Recorded<N>>>,
     stats: Stats,
 }
 
@@ -230,6 +252,25 @@ impl<N: Node> Sim<N> {
         seed: u64,
         faults: Faults,
         configs: impl IntoIterator<Item = (NodeId, N::Config)>,
+    ) -> Self {
+        Self::build(seed, faults, configs, false)
+    }
+
+    /// As [`Sim::new`], recording every node call with its outputs (their first `init`s
+    /// included) for [`Sim::recorded`]: what a conformance trace is made of.
+    pub fn recording(
+        seed: u64,
+        faults: Faults,
+        configs: impl IntoIterator<Item = (NodeId, N::Config)>,
+    ) -> Self {
+        Self::build(seed, faults, configs, true)
+    }
+
+    fn build(
+        seed: u64,
+        faults: Faults,
+        configs: impl IntoIterator<Item = (NodeId, N::Config)>,
+        recording: bool,
     ) -> Self {
         let mut sim = Self {
             configs: configs.into_iter().collect(),
@@ -250,6 +291,7 @@ impl<N: Node> Sim<N> {
             partition: None,
             step: 0,
             trace: Vec::new(),
+            recorded: recording.then(Vec::new),
             stats: Stats::default(),
         };
         let ids: Vec<NodeId> = sim.configs.keys().copied().collect();
@@ -294,6 +336,11 @@ impl<N: Node> Sim<N> {
     /// Counts of what happened so far.
     pub fn stats(&self) -> Stats {
         self.stats
+    }
+
+    /// The calls a [recording](Sim::recording) simulator made, in order (none otherwise).
+    pub fn recorded(&self) -> &[Recorded<N>] {
+        self.recorded.as_deref().unwrap_or_default()
     }
 
     /// Replaces the fault schedule (for example with [`Faults::NONE`] to heal).
@@ -587,7 +634,9 @@ impl<N: Node> Sim<N> {
             return Ok(());
         };
         let mut out = Outbox::new();
+        let call = self.recorded.is_some().then(|| Call::Handle(input.clone()));
         let checked = handle_checked(node, cfg, input, &mut out);
+        self.record(id, call, &out);
         self.execute(id, out);
         checked.map_err(|violation| SimError::Violation { step: self.step, node: id, violation })
     }
@@ -618,7 +667,15 @@ impl<N: Node> Sim<N> {
         let durable = self.durable.get(&id).cloned().unwrap_or_default();
         let node = N::init(&self.configs[&id], &durable, &mut out);
         self.nodes.insert(id, Some(node));
+        let call = self.recorded.is_some().then(|| Call::Init(durable));
+        self.record(id, call, &out);
         self.execute(id, out);
+    }
+
+    fn record(&mut self, node: NodeId, call: Option<Call<N>>, out: &Outbox<N>) {
+        if let (Some(recorded), Some(call)) = (self.recorded.as_mut(), call) {
+            recorded.push(Recorded { node, call, outputs: out.as_slice().to_vec() });
+        }
     }
 
     fn crash(&mut self, id: NodeId) {

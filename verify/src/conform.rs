@@ -23,7 +23,8 @@ use squall_proto::kvs::KvsNode;
 use squall_proto::worker::SystemNode;
 use squall_proto::{Node, Outbox};
 
-use crate::conformance::{Scenario, input_json, output_json};
+use crate::canonical;
+use crate::conformance::{Scenario, input_json, outputs_json};
 
 /// The protocol a trace exercises, from its name's first word: `gossip`, `kvs`, `cache` or
 /// `session`.
@@ -232,13 +233,12 @@ where
     N::Timer: Serialize + DeserializeOwned,
     N::Durable: Serialize + DeserializeOwned,
 {
-    let cfg: N::Config = serde_json::from_value(init["config"].clone())?;
-    let durable: N::Durable = serde_json::from_value(init["durable"].clone())?;
+    let cfg: N::Config = canonical::from_value(&init["config"])?;
+    let durable: N::Durable = canonical::from_value(&init["durable"])?;
     let mut out = Outbox::new();
     let mut node = N::init(&cfg, &durable, &mut out);
     let mut answer = |out: Outbox<N>| -> anyhow::Result<()> {
-        let outputs: Vec<Value> = out.as_slice().iter().map(output_json).collect();
-        writeln!(output, "{}", json!({ "outputs": outputs }))?;
+        writeln!(output, "{}", json!({ "outputs": outputs_json(&out)? }))?;
         Ok(output.flush()?)
     };
     answer(out)?;

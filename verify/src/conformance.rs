@@ -11,12 +11,13 @@
 //! - `{"type":"step","step":S,"node":N,"input":I,"outputs":[…]}` — then one per `init` or
 //!   `handle` call, where `I` is `{"init":{"durable":D}}`, `{"receive":{"from":N,"msg":M}}` or
 //!   `{"timeout":T}`, and each output is `{"send":{"to":N,"msg":M}}`,
-//!   `{"set_timer":{"timer":T,"after_ms":F}}`, `{"cancel_timer":T}`, `{"persist":D}` or
+//!   `{"set_timer":{"timer":T,"after_us":U}}`, `{"cancel_timer":T}`, `{"persist":D}` or
 //!   `{"ignored":REASON}`.
 //!
-//! Messages, timers and configurations are serde's JSON encoding of the `squall-proto` types
-//! (externally tagged enums; `Bytes` as arrays of numbers). A replayer feeds each `step`'s input
-//! to its node, built from the `config` line, and compares the outputs, in order.
+//! Messages, timers, configurations and durable state are the `squall-proto` types in
+//! [canonical JSON](crate::canonical) (externally tagged enums, bytes as hex, durations as
+//! integer microseconds, no nested nulls). A replayer feeds each `step`'s input to its node,
+//! built from the `config` line, and compares the outputs, in order.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -35,6 +36,7 @@ use squall_proto::lattice::{
 };
 use squall_proto::session::{self, Call, Dag, Level, SchedulerConfig};
 use squall_proto::worker::{ScriptedWorkerConfig, SystemConfig, SystemNode, WorkerConfig};
+use squall_proto::sim::{self as simulator, Faults, Recorded, Sim};
 use squall_proto::{Input, Node, NodeId, Outbox, Output};
 
 /// A scenario: its name (the trace's file stem) and how to produce its trace.
@@ -93,22 +95,33 @@ pub const SCENARIOS: [Scenario; 8] = [
 ];
 
 /// An output as a trace records it.
-pub(crate) fn output_json<N>(output: &Output<N>) -> Value
+pub(crate) fn output_json<N>(output: &Output<N>) -> Result<Value, canonical::Error>
 where
     N: Node,
     N::Msg: Serialize,
     N::Timer: Serialize,
     N::Durable: Serialize,
 {
-    match output {
-        Output::Send { to, msg } => json!({"send": {"to": to.0, "msg": msg}}),
+    Ok(match output {
+        Output::Send { to, msg } => json!({"send": {"to": to.0, "msg": canon(msg)?}}),
         Output::SetTimer { timer, after } => {
-            json!({"set_timer": {"timer": timer, "after_ms": after.as_secs_f64() * 1e3}})
+            json!({"set_timer": {"timer": canon(timer)?, "after_us": canon(after)?}})
         }
-        Output::CancelTimer(timer) => json!({"cancel_timer": timer}),
-        Output::Persist(durable) => json!({"persist": durable}),
+        Output::CancelTimer(timer) => json!({"cancel_timer": canon(timer)?}),
+        Output::Persist(durable) => json!({"persist": canon(durable)?}),
         Output::Ignored { reason } => json!({"ignored": reason}),
-    }
+    })
+}
+
+/// A step's outputs as a trace records them.
+pub(crate) fn outputs_json<N>(out: &Outbox<N>) -> Result<Value, canonical::Error>
+where
+    N: Node,
+    N::Msg: Serialize,
+    N::Timer: Serialize,
+    N::Durable: Serialize,
+{
+    out.as_slice().iter().map(output_json).collect::<Result<_, _>>().map(Value::Array)
 }
 
 /// Why a trace did not replay.
@@ -136,9 +149,7 @@ pub enum ReplayError {
     },
 }
 
-fn decode<T: serde::de::DeserializeOwned>(value: &Value) -> Result<T, serde_json::Error> {
-    serde_json::from_value(value.clone())
-}
+use crate::canonical::{self, from_value as decode, to_value as canon};
 
 /// A step's input as a trace writes it (`{"receive":{"from":N,"msg":M}}` or
 /// `{"timeout":T}`), decoded.
@@ -197,7 +208,7 @@ where
                         .ok_or_else(|| bad(format!("node {node} not started")))?;
                     state.handle(cfg, input_json(input).map_err(bad)?, &mut out);
                 }
-                let actual = Value::Array(out.as_slice().iter().map(output_json).collect());
+                let actual = outputs_json(&out).map_err(|e| bad(format!("outputs: {e}")))?;
                 if actual != value["outputs"] {
                     return Err(ReplayError::Diverged {
                         line,
@@ -217,48 +228,53 @@ where
 /// Whether a scenario is done, from every node's configuration and state.
 type Done<N> = fn(&[(&<N as Node>::Config, Option<&N>)]) -> bool;
 
-/// The trace being written and the perfect network's state.
-struct Recorder<N: Node> {
-    lines: Vec<Value>,
-    queue: VecDeque<(NodeId, NodeId, N::Msg)>,
-    /// Armed timers: (deadline, arming order) → (node, timer).
-    timers: BTreeMap<(Duration, u64), (NodeId, N::Timer)>,
-    now: Duration,
-    armed: u64,
-    step: usize,
-}
-
-impl<N> Recorder<N>
+/// A step's input as a trace writes it.
+fn call_json<N>(call: &simulator::Call<N>) -> Result<Value, canonical::Error>
 where
     N: Node,
     N::Msg: Serialize,
     N::Timer: Serialize,
     N::Durable: Serialize,
 {
-    /// Executes `out`, the outputs of `id`'s step on `input`, and records the step.
-    fn execute(&mut self, id: NodeId, input: Value, out: Outbox<N>) {
-        let mut outputs = Vec::new();
-        for output in out {
-            outputs.push(output_json(&output));
-            match output {
-                Output::Send { to, msg } => self.queue.push_back((id, to, msg)),
-                Output::SetTimer { timer, after } => {
-                    self.timers.retain(|_, (node, t)| !(*node == id && *t == timer));
-                    self.timers.insert((self.now + after, self.armed), (id, timer));
-                    self.armed += 1;
-                }
-                Output::CancelTimer(timer) => {
-                    self.timers.retain(|_, (node, t)| !(*node == id && *t == timer));
-                }
-                Output::Persist(_) | Output::Ignored { .. } => {}
-            }
+    Ok(match call {
+        simulator::Call::Init(durable) => json!({"init": {"durable": canon(durable)?}}),
+        simulator::Call::Handle(Input::Receive { from, msg }) => {
+            json!({"receive": {"from": from.0, "msg": canon(msg)?}})
         }
-        let step = self.step;
-        self.lines.push(
-            json!({"type": "step", "step": step, "node": id.0, "input": input, "outputs": outputs}),
-        );
-        self.step += 1;
+        simulator::Call::Handle(Input::Timeout(timer)) => json!({"timeout": canon(timer)?}),
+    })
+}
+
+/// The trace of `recorded`, the calls made to the nodes of `configs`.
+fn render<N>(
+    configs: &BTreeMap<NodeId, N::Config>,
+    role: fn(&N::Config) -> &'static str,
+    recorded: &[Recorded<N>],
+) -> String
+where
+    N: Node,
+    N::Config: Serialize,
+    N::Msg: Serialize,
+    N::Timer: Serialize,
+    N::Durable: Serialize,
+{
+    const CANONICAL: &str = "the protocol types have a canonical JSON form";
+    let configs = configs.iter().map(|(id, cfg)| {
+        let cfg = canon(cfg).expect(CANONICAL);
+        json!({"type": "config", "node": id.0, "role": role(&configs[id]), "config": cfg})
+    });
+    let steps = recorded.iter().enumerate().map(|(step, r)| {
+        let input = call_json(&r.call).expect(CANONICAL);
+        let outputs: Vec<Value> =
+            r.outputs.iter().map(|o| output_json(o).expect(CANONICAL)).collect();
+        json!({"type": "step", "step": step, "node": r.node.0, "input": input, "outputs": outputs})
+    });
+    let mut text = String::new();
+    for line in configs.chain(steps) {
+        text.push_str(&line.to_string());
+        text.push('\n');
     }
+    text
 }
 
 /// Runs `configs` over the perfect network until `done` holds with no message in flight (at
@@ -276,53 +292,96 @@ where
     N::Timer: Serialize,
     N::Durable: Serialize,
 {
-    let lines: Vec<Value> = configs
-        .iter()
-        .map(|(id, cfg)| json!({"type": "config", "node": id.0, "role": role(cfg), "config": cfg}))
-        .collect();
     let configs: BTreeMap<NodeId, N::Config> = configs.into_iter().collect();
     let mut nodes: BTreeMap<NodeId, N> = BTreeMap::new();
-    let mut rec: Recorder<N> = Recorder {
-        lines,
+    let mut net = PerfectNetwork {
+        recorded: Vec::new(),
         queue: VecDeque::new(),
         timers: BTreeMap::new(),
         now: Duration::ZERO,
         armed: 0,
-        step: 0,
     };
     for (&id, cfg) in &configs {
         let mut out = Outbox::new();
         let durable = N::Durable::default();
         nodes.insert(id, N::init(cfg, &durable, &mut out));
-        rec.execute(id, json!({"init": {"durable": durable}}), out);
+        net.execute(id, simulator::Call::Init(durable), out);
     }
-    while rec.step < max_steps {
+    for _ in configs.len()..max_steps {
         let states: Vec<(&N::Config, Option<&N>)> =
             configs.iter().map(|(id, cfg)| (cfg, nodes.get(id))).collect();
-        if rec.queue.is_empty() && done(&states) {
-            break;
-        }
-        let (id, input, value) = if let Some((from, to, msg)) = rec.queue.pop_front() {
-            let value = json!({"receive": {"from": from.0, "msg": msg}});
-            (to, Input::Receive { from, msg }, value)
-        } else if let Some(((deadline, _), (id, timer))) = rec.timers.pop_first() {
-            rec.now = rec.now.max(deadline);
-            let value = json!({"timeout": timer});
-            (id, Input::Timeout(timer), value)
-        } else {
-            break;
+        let next = match net.queue.pop_front() {
+            Some((from, to, msg)) => Some((to, Input::Receive { from, msg })),
+            None if done(&states) => None,
+            None => net.timers.pop_first().map(|((deadline, _), (id, timer))| {
+                net.now = net.now.max(deadline);
+                (id, Input::Timeout(timer))
+            }),
         };
+        let Some((id, input)) = next else { break };
         let Some(node) = nodes.get_mut(&id) else { continue };
         let mut out = Outbox::new();
-        node.handle(&configs[&id], input, &mut out);
-        rec.execute(id, value, out);
+        node.handle(&configs[&id], input.clone(), &mut out);
+        net.execute(id, simulator::Call::Handle(input), out);
     }
-    let mut text = String::new();
-    for line in rec.lines {
-        text.push_str(&serde_json::to_string(&line).expect("trace lines serialize"));
-        text.push('\n');
+    render(&configs, role, &net.recorded)
+}
+
+/// The perfect network's state, and the calls made so far.
+struct PerfectNetwork<N: Node> {
+    recorded: Vec<Recorded<N>>,
+    queue: VecDeque<(NodeId, NodeId, N::Msg)>,
+    /// Armed timers: (deadline, arming order) → (node, timer).
+    timers: BTreeMap<(Duration, u64), (NodeId, N::Timer)>,
+    now: Duration,
+    armed: u64,
+}
+
+impl<N: Node> PerfectNetwork<N> {
+    /// Records `call` of `id` and executes its outputs `out`.
+    fn execute(&mut self, id: NodeId, call: simulator::Call<N>, out: Outbox<N>) {
+        let outputs = out.as_slice().to_vec();
+        for output in out {
+            match output {
+                Output::Send { to, msg } => self.queue.push_back((id, to, msg)),
+                Output::SetTimer { timer, after } => {
+                    self.timers.retain(|_, (node, t)| !(*node == id && *t == timer));
+                    self.timers.insert((self.now + after, self.armed), (id, timer));
+                    self.armed += 1;
+                }
+                Output::CancelTimer(timer) => {
+                    self.timers.retain(|_, (node, t)| !(*node == id && *t == timer));
+                }
+                Output::Persist(_) | Output::Ignored { .. } => {}
+            }
+        }
+        self.recorded.push(Recorded { node: id, call, outputs });
     }
-    text
+}
+
+/// Runs `configs` in the simulator under `faults` (seeded by `seed`) for `steps` steps, then
+/// without faults, every crashed node restarted, until no message is in flight and `done`
+/// holds (at most `max_steps` more), returning the trace of every call the nodes got.
+fn simulated<N>(
+    seed: u64,
+    faults: Faults,
+    configs: Vec<(NodeId, N::Config)>,
+    role: fn(&N::Config) -> &'static str,
+    done: Done<N>,
+    (steps, max_steps): (u64, u64),
+) -> String
+where
+    N: Node,
+    N::Config: Serialize,
+    N::Msg: Serialize,
+    N::Timer: Serialize,
+    N::Durable: Serialize,
+{
+    let mut sim: Sim<N> = Sim::recording(seed, faults, configs.iter().cloned());
+    sim.run(steps).expect("the state machines pass their step checks");
+    sim.run_until_settled(max_steps, |sim| done(&sim.states()))
+        .expect("the scenario settles once the faults stop");
+    render(&configs.into_iter().collect(), role, sim.recorded())
 }
 
 fn lww(time: u64, writer: u64, value: &'static [u8]) -> LatticeValue {

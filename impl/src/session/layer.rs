@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::{
-    FnId, Level, Meta, Mutant, Pin, Read, SessionId, SessionInfo, SessionMsg, SessionTimer,
+    FnId, Level, Meta, Mutant, Pin, Pinned, Read, SessionId, SessionInfo, SessionMsg, SessionTimer,
     VersionId, clock, covers, dependencies,
 };
 use crate::base::{Key, seeded_defects};
@@ -352,11 +352,11 @@ impl SessionLayer {
                 };
                 fx.push(Effect::Send {
                     to: from,
-                    msg: SessionMsg::Fetched { session, key, pinned },
+                    msg: SessionMsg::Fetched { session, key, pinned: Pinned::from_option(pinned) },
                 });
             }
             SessionMsg::Fetched { session, key, pinned } => {
-                self.fetched(cfg, session, key, pinned, cache, fx);
+                self.fetched(cfg, session, key, pinned.into_option(), cache, fx);
             }
             SessionMsg::HoldOk { session, incarnation } => {
                 if incarnation != self.incarnation && !cfg.has(Mutant::StaleHoldOk) {

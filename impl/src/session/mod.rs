@@ -347,15 +347,15 @@ pub enum SessionMsg {
         /// The incarnation the pin was made in.
         incarnation: u32,
     },
-    /// The answer to [`SessionMsg::Fetch`]: the pinned value, or `None` if the worker holds
-    /// no pin for it (released, expired, or lost in a restart).
+    /// The answer to [`SessionMsg::Fetch`]: the pinned value, or that the worker holds no
+    /// pin for it.
     Fetched {
         /// The session.
         session: SessionId,
         /// The key.
         key: Key,
-        /// `Some(value)` (itself `None` for a key that had no value) if pinned.
-        pinned: Option<Option<LatticeValue>>,
+        /// What the worker pinned.
+        pinned: Pinned,
     },
     /// A worker holds pins of `session` (worker → scheduler), re-sent until answered.
     Hold {
@@ -453,6 +453,41 @@ pub enum SessionMsg {
         /// The keys.
         keys: BTreeSet<Key>,
     },
+}
+
+/// What a worker pinned for a session's key, in [`SessionMsg::Fetched`].
+///
+/// An enum rather than an option of an option, so that no encoding has to tell "no pin" from
+/// "pinned a key that had no value" by nesting nulls.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum Pinned {
+    /// No pin: released, expired, or lost in a restart.
+    Gone,
+    /// Pinned: the key had no value when the session read it.
+    Absent,
+    /// Pinned at this value.
+    Value(LatticeValue),
+}
+
+impl Pinned {
+    /// The pinned value (`None` for a key that had no value), or `None` with no pin.
+    pub fn into_option(self) -> Option<Option<LatticeValue>> {
+        match self {
+            Self::Gone => None,
+            Self::Absent => Some(None),
+            Self::Value(value) => Some(Some(value)),
+        }
+    }
+
+    /// The answer for a pin, if there is one (`None` inside for a key that had no value).
+    pub fn from_option(pin: Option<Option<LatticeValue>>) -> Self {
+        match pin {
+            None => Self::Gone,
+            Some(None) => Self::Absent,
+            Some(Some(value)) => Self::Value(value),
+        }
+    }
 }
 
 impl Calls for SessionMsg {

@@ -16,7 +16,8 @@ use crate::node::DurableState;
 use crate::node::handle_checked;
 use crate::session::invariants::{distributed_causal, multi_key, repeatable_read, single_key};
 use crate::session::{
-    Dag, FnId, Function, Level, Meta, Outcome, Read, SchedulerConfig, SessionId, SessionInfo,
+    Dag, FnId, Function, Level, Meta, Outcome, Pinned, Read, SchedulerConfig, SessionId,
+    SessionInfo,
 };
 
 const SCHEDULER: NodeId = NodeId(0);
@@ -528,7 +529,7 @@ fn results_are_recorded_once_and_bad_input_is_ignored() {
     let fetch = SessionMsg::Fetch { session, client: CLIENT, key: "x".into(), incarnation: 1 };
     net.inject(B, A, SystemMsg::Session(fetch));
     let answer = net.queue.pop_back().expect("answered");
-    let fetched = SessionMsg::Fetched { session, key: "x".into(), pinned: None };
+    let fetched = SessionMsg::Fetched { session, key: "x".into(), pinned: Pinned::Gone };
     assert_eq!(answer.2, SystemMsg::Session(fetched));
 }
 
