@@ -6,7 +6,8 @@
 //! The protocol (docs/conformance.md): the harness starts the program once per node, writes
 //! `{"type":"init","protocol":P,"node":N,"role":R,"config":C,"durable":D}`, then one
 //! `{"type":"input","input":I}` per step of that node, in the trace's order (`I` as the trace
-//! writes it: `{"receive":{"from":N,"msg":M}}` or `{"timeout":T}`). For each line it reads one
+//! writes it: `{"receive":{"from":N,"msg":M}}` or `{"timeout":T}`). A node that crashed and
+//! restarts in the trace is a new process, started the same way with what it persisted. For each line it reads one
 //! line back, `{"outputs":[...]}`, the outputs as the trace writes them. Outputs match when
 //! they are equal in order, except that an `{"ignored":REASON}` matches any reason (reasons
 //! are diagnostics, not protocol). The harness then closes the program's stdin.
@@ -164,26 +165,38 @@ pub fn conform(
             continue;
         }
         let program_error = |what: String| ConformError::Program { trace, node, what };
-        let mut program =
-            Program::start(command).map_err(|e| program_error(format!("cannot start: {e}")))?;
+        let mut program: Option<Program> = None;
         let steps =
             lines.iter().enumerate().filter(|(_, l)| l["type"] == "step" && l["node"] == node);
         let mut count = 0;
         for (step, (i, line)) in steps.enumerate() {
             let input = &line["input"];
             let ask = match input.get("init") {
-                Some(init) => json!({
-                    "type": "init",
-                    "protocol": protocol_of(trace),
-                    "node": node,
-                    "role": role,
-                    "config": config["config"],
-                    "durable": init["durable"],
-                }),
+                Some(init) => {
+                    // A start, or a restart after a crash: a fresh process, given only what
+                    // the node persisted.
+                    if let Some(crashed) = program.take() {
+                        crashed.finish();
+                    }
+                    let started = Program::start(command)
+                        .map_err(|e| program_error(format!("cannot start: {e}")))?;
+                    program = Some(started);
+                    json!({
+                        "type": "init",
+                        "protocol": protocol_of(trace),
+                        "node": node,
+                        "role": role,
+                        "config": config["config"],
+                        "durable": init["durable"],
+                    })
+                }
                 None => json!({"type": "input", "input": input}),
             };
+            let Some(running) = program.as_mut() else {
+                return Err(program_error(format!("step {step}: an input before the node's init")));
+            };
             let got =
-                program.ask(&ask).map_err(|what| program_error(format!("step {step}: {what}")))?;
+                running.ask(&ask).map_err(|what| program_error(format!("step {step}: {what}")))?;
             if !outputs_match(&line["outputs"], &got) {
                 return Err(ConformError::Mismatch(Box::new(Mismatch {
                     trace,
@@ -198,7 +211,9 @@ pub fn conform(
             }
             count += 1;
         }
-        program.finish();
+        if let Some(program) = program {
+            program.finish();
+        }
         reports.push(NodeReport { trace, node, role, steps: count });
     }
     Ok(reports)

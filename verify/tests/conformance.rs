@@ -5,14 +5,18 @@
 //! After a deliberate protocol change, regenerate them with
 //! `SQUALL_BLESS=1 cargo test -p squall-verify --test conformance` and review the diff.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
+use serde::de::DeserializeOwned;
+use serde_json::json;
 use squall_proto::cache::CachedKvsNode;
-use squall_proto::gossip::GossipNode;
-use squall_proto::kvs::KvsNode;
-use squall_proto::worker::SystemNode;
-use squall_verify::conform::{ConformError, conform, outputs_match};
-use squall_verify::conformance::{SCENARIOS, replay};
+use squall_proto::gossip::{GossipMsg, GossipNode, GossipTimer};
+use squall_proto::kvs::{KvsMsg, KvsNode, KvsTimer};
+use squall_proto::session::{SessionMsg, SessionTimer};
+use squall_proto::worker::{ExecMsg, SystemNode};
+use squall_verify::conform::{ConformError, conform, outputs_match, protocol_of};
+use squall_verify::conformance::{SCENARIOS, exercised, replay};
 
 fn path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conformance").join(format!("{name}.jsonl"))
@@ -99,16 +103,17 @@ fn the_rust_roles_pass_through_the_harness() {
 fn the_python_gossip_replica_conforms() {
     let script = repo().join("conform/gossip_replica.py");
     let command = format!("python3 '{}'", script.display());
-    let gossip = SCENARIOS.iter().find(|s| s.name == "gossip-two-writers").expect("a trace");
-    let reports =
-        conform(gossip, &command, &["replica".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reports.len(), 3, "three replicas");
-    assert!(reports.iter().all(|r| r.steps > 3), "{reports:?}");
-    // Deletes: a tombstone that must beat an older write arriving late.
-    let delete = SCENARIOS.iter().find(|s| s.name == "gossip-delete").expect("a trace");
-    let reports =
-        conform(delete, &command, &["replica".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(reports.len(), 3, "three replicas");
+    // Every gossip trace: concurrent writers, a tombstone that must beat an older write
+    // arriving late, and lost, duplicated and re-sent messages.
+    let mut traces = 0;
+    for scenario in SCENARIOS.iter().filter(|s| protocol_of(s.name) == "gossip") {
+        let reports =
+            conform(scenario, &command, &["replica".to_owned()]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(reports.len(), 3, "{}: three replicas", scenario.name);
+        assert!(reports.iter().all(|r| r.steps > 3), "{reports:?}");
+        traces += 1;
+    }
+    assert_eq!(traces, 3, "gossip-two-writers, gossip-delete, gossip-faults");
 }
 
 #[test]
@@ -129,4 +134,85 @@ fn a_program_that_disagrees_is_reported_at_its_first_mismatch() {
     let ignored = serde_json::json!([{"ignored": "any reason"}]);
     assert!(outputs_match(&serde_json::json!([{"ignored": "another"}]), &ignored));
     assert!(!outputs_match(&serde_json::json!([{"cancel_timer": "Gossip"}]), &ignored));
+}
+
+/// The variants of enum `T` as serde names them, from its error for an unknown one: a variant
+/// added to a message type is expected below without editing this test.
+fn variants<T: DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+    let err = serde_json::from_value::<T>(json!("\u{0}")).expect_err("no such variant").to_string();
+    let (_, listed) = err.split_once("expected ").expect("serde lists the variants");
+    let names: Vec<String> = listed.split('`').skip(1).step_by(2).map(str::to_owned).collect();
+    assert!(names.len() >= 2, "{err}: every enum here has at least two variants");
+    names
+}
+
+/// What no trace can show, by prefix, and why: messages that never leave a node's process.
+const IN_PROCESS: [(&str, &str); 4] = [
+    ("msg:Call", "an application's call to its KVS client library, inside the application"),
+    ("msg:Done", "the KVS client library's answer to its application"),
+    ("msg:Kvs::Call", "as msg:Call"),
+    (
+        "msg:Exec::",
+        "a worker and its executors share a process (cluster/src/exec.rs); traced workers run their executors inside",
+    ),
+];
+
+#[test]
+fn the_traces_exercise_every_message_timer_and_fault() {
+    let mut exercised_by: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
+    for scenario in SCENARIOS {
+        let group = match protocol_of(scenario.name) {
+            "cache" => "kvs",
+            other => other,
+        };
+        exercised_by.entry(group).or_default().extend(exercised(&(scenario.trace)()));
+    }
+    let faults = ["lost", "duplicated"].map(str::to_owned);
+    let prefixed = |prefix: &str, names: Vec<String>| -> Vec<String> {
+        names.into_iter().map(|n| format!("{prefix}{n}")).collect()
+    };
+    let expected: [(&str, Vec<String>); 3] = [
+        (
+            "gossip",
+            [
+                prefixed("msg:", variants::<GossipMsg<u16>>()),
+                prefixed("timer:", variants::<GossipTimer>()),
+                faults.to_vec(),
+            ]
+            .concat(),
+        ),
+        (
+            "kvs",
+            [
+                prefixed("msg:", variants::<KvsMsg>()),
+                prefixed("timer:", variants::<KvsTimer>()),
+                vec!["restart:storage".into(), "restart:cache".into()],
+                faults.to_vec(),
+            ]
+            .concat(),
+        ),
+        (
+            "session",
+            [
+                prefixed("msg:Session::", variants::<SessionMsg>()),
+                prefixed("msg:Exec::", variants::<ExecMsg>()),
+                prefixed("timer:Session::", variants::<SessionTimer>()),
+                vec!["restart:worker".into()],
+                faults.to_vec(),
+            ]
+            .concat(),
+        ),
+    ];
+    let excused = |name: &str| IN_PROCESS.iter().any(|(prefix, _)| name.starts_with(prefix));
+    for (group, names) in expected {
+        let seen = &exercised_by[group];
+        let missing: Vec<&String> =
+            names.iter().filter(|n| !seen.contains(*n) && !excused(n)).collect();
+        assert!(missing.is_empty(), "the {group} traces never exercise {missing:?}");
+    }
+    // An excuse that stopped being true goes.
+    for (prefix, why) in IN_PROCESS {
+        let shown = exercised_by.values().flatten().find(|n| n.starts_with(prefix));
+        assert!(shown.is_none(), "{prefix} ({why}) is in a trace after all: {shown:?}");
+    }
 }

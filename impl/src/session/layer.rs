@@ -375,6 +375,24 @@ impl SessionLayer {
         self.arm_retry_if_started(cfg, was_idle, fx);
     }
 
+    /// A function of `call` waits for a message on this worker: the scheduler is to count the
+    /// worker among the session's holders (as for a pin, with `Hold`, re-sent on `Retry` until
+    /// acknowledged), so that the session's end releases it here and stops the function — an
+    /// abort above all, which a lost message may be the cause of. A worker that holds pins of
+    /// the session is a holder already (or announces itself so on `Retry`).
+    pub fn hold_while_waiting(&mut self, cfg: &LayerConfig, call: CallId, fx: &mut Effects) {
+        let Some(client) = self.info(call).map(|info| info.client) else { return };
+        let session = call.0;
+        let slot = pin_key(cfg, session, client);
+        if self.pins.contains_key(&slot) {
+            return;
+        }
+        self.arm_lease(cfg, fx);
+        self.pins.insert(slot, Pins { session: Some((session, client)), ..Pins::default() });
+        let msg = SessionMsg::Hold { session, client, incarnation: self.incarnation };
+        fx.push(Effect::Send { to: cfg.scheduler, msg });
+    }
+
     /// Handles a session timer.
     pub fn timeout(
         &mut self,

@@ -537,7 +537,7 @@ impl Worker {
                 let result = self.send(cfg, call, &to, bytes, out);
                 return out.send(executor, SystemMsg::Exec(ExecMsg::Sent { call, req, result }));
             }
-            ExecMsg::Recv { req, wait, .. } => return self.recv(call, req, wait, out),
+            ExecMsg::Recv { req, wait, .. } => return self.recv(cfg, call, req, wait, out),
             ExecMsg::Get { req, key, .. } => {
                 self.layer.get(layer, call, req, key, entries, &mut fx)
             }
@@ -615,14 +615,18 @@ impl Worker {
         }
     }
 
-    /// Run `call`'s executor takes its next message, or waits for one.
-    fn recv(&mut self, call: CallId, req: u32, wait: bool, out: &mut Out) {
+    /// Run `call`'s executor takes its next message, or waits for one. A wait holds the
+    /// session at the scheduler (see [`SessionLayer::hold_while_waiting`]): if the message
+    /// never comes, the session's end still reaches this worker and stops the run.
+    fn recv(&mut self, cfg: &WorkerConfig, call: CallId, req: u32, wait: bool, out: &mut Out) {
         let inbox = self.inboxes.entry(call).or_default();
         let message = match inbox.messages.pop_front() {
             Some((from, bytes)) => Some((from, bytes)),
             None if wait => {
                 inbox.waiting = Some(req);
-                return;
+                let mut fx = Effects::new();
+                self.layer.hold_while_waiting(&cfg.session, call, &mut fx);
+                return self.apply(cfg, fx, out);
             }
             None => None,
         };

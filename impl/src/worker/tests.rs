@@ -921,3 +921,40 @@ fn a_worker_reports_what_its_cache_holds_and_the_scheduler_places_dags_there() {
         "placed where x is cached"
     );
 }
+
+#[test]
+fn a_function_waiting_for_a_lost_message_is_stopped_when_its_session_is_aborted() {
+    // talker (on A) messages listener (on B); the message is lost. At LWW nothing is pinned,
+    // so only the listener's wait makes B a holder of the session: the deadline's abort must
+    // still reach B and free its executor (found recording the session-faults trace).
+    let dag = Dag::new(vec![
+        Function::new("talker", &[], &[2]),
+        Function::new("listener", &[], &[2]),
+        Function::new("join", &[], &[]),
+    ])
+    .expect("valid");
+    let talker = vec![Step::Send("listener".into(), Bytes::from_static(b"hi"))];
+    let mut net =
+        Net::new(&[], None, bodies(&[("talker", talker), ("listener", vec![Step::Recv])]));
+    net.call(1, Level::Lww, &dag);
+    net.run_dropping(|e| is(e, |m| matches!(m, SessionMsg::Message { .. })));
+    assert!(net.outcome(1).is_none(), "the listener waits");
+    assert_eq!(net.worker(B).busy().len(), 1, "its executor is taken");
+    let hold = |m: &SessionMsg| matches!(m, SessionMsg::Hold { .. });
+    assert!(net.sent.iter().any(|e| e.0 == B && e.1 == SCHEDULER && is(e, hold)), "B holds");
+    // The deadline aborts the session; the Release stops the listener on B.
+    for _ in 0..3 {
+        net.fire(SCHEDULER, SystemTimer::Session(SessionTimer::Deadline));
+    }
+    net.run_until(|e| e.1 == B && is(e, |m| matches!(m, SessionMsg::Release { .. })));
+    net.run();
+    assert!(net.attempts(1) >= 2, "the session was aborted and retried");
+    assert!(
+        net.worker(B).busy().values().all(|(session, _)| net.scheduler().requests()[&(CLIENT, 1)]
+            .session
+            .is_none_or(|running| running == *session)),
+        "B's executor no longer runs the aborted session"
+    );
+    assert!(net.completed(1), "{:?}", net.outcome(1));
+    assert!(net.no_pins(), "the hold is released with the session");
+}
