@@ -4,6 +4,7 @@
 //! too (and, for an encoded type, [`PROTOCOL_VERSION`] is raised).
 
 use std::path::Path;
+use std::time::Duration;
 
 use bytes::Bytes;
 use squall_cluster::rpc::{PROTOCOL_VERSION, encode, encoded_len};
@@ -228,4 +229,33 @@ fn the_encoded_length_is_known_without_encoding() {
     let put = KvsMsg::Put { req: 9, key: "k".to_owned(), value: lww, durability: Durability::All };
     let bytes = encode(put.clone()).expect("encodes");
     assert_eq!(encoded_len(put).expect("sized"), bytes.len());
+}
+
+/// docs/wire.md's envelope vectors: a request as a client writes it (read back here, since its
+/// deadline is written as the time left, which no two encodings share) and the answer.
+const ENVELOPE_REQUEST: &str =
+    "00 0a 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 01 01 02";
+const ENVELOPE_RESPONSE: &str = "01 00 02 03";
+
+fn unhex(text: &str) -> Vec<u8> {
+    text.split(' ').map(|b| u8::from_str_radix(b, 16).expect("hex")).collect()
+}
+
+#[test]
+fn the_envelope_vectors_are_what_tarpc_reads_and_writes() {
+    use squall_cluster::rpc::{SquallRequest, SquallResponse};
+    let spec = spec();
+    for vector in [ENVELOPE_REQUEST, ENVELOPE_RESPONSE] {
+        assert!(spec.contains(&format!("`{vector}`")), "docs/wire.md lists {vector}");
+    }
+    let request: tarpc::ClientMessage<SquallRequest> =
+        postcard::from_bytes(&unhex(ENVELOPE_REQUEST)).expect("a request");
+    let tarpc::ClientMessage::Request(request) = request else { panic!("{request:?}") };
+    assert_eq!(request.id, 1);
+    assert!(matches!(request.message, SquallRequest::Ping {}), "{:?}", request.message);
+    let left = request.context.deadline.saturating_duration_since(std::time::Instant::now());
+    assert!(left > Duration::from_secs(9) && left <= Duration::from_secs(10), "{left:?}");
+    assert_eq!(request.context.trace_context, tarpc::trace::Context::default());
+    let response = tarpc::Response { request_id: 1, message: Ok(SquallResponse::Ping(NodeId(3))) };
+    assert_eq!(hex(&postcard::to_allocvec(&response).expect("encodes")), ENVELOPE_RESPONSE);
 }

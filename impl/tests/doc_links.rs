@@ -57,8 +57,15 @@ fn links(text: &str) -> Vec<String> {
 /// GitHub's anchor for a heading: lower case, punctuation but `-` and `_` dropped, spaces as
 /// `-`.
 fn slug(heading: &str) -> String {
-    heading
-        .trim()
+    // A link in a heading contributes its text, not its target (as GitHub renders it).
+    let mut text = String::new();
+    let mut rest = heading;
+    while let Some(at) = rest.find("](") {
+        text.push_str(&rest[..at]);
+        rest = rest[at..].find(')').map_or("", |close| &rest[at + close + 1..]);
+    }
+    text.push_str(rest);
+    text.trim()
         .to_lowercase()
         .chars()
         .filter(|c| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_'))
