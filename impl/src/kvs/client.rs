@@ -121,6 +121,9 @@ pub struct KvsClient {
     next_req: ReqId,
     /// The calls in progress, by the request number of their current attempt.
     calls: BTreeMap<ReqId, Call>,
+    /// The callers of `calls` (an index: a duplicate call is found without a scan of every
+    /// call in flight, which pipelined clients made the hottest loop of a node).
+    callers: BTreeSet<(NodeId, ReqId)>,
     /// Owners learned from redirects, with the epoch they came from.
     routes: BTreeMap<Key, (Epoch, Vec<NodeId>)>,
     /// Nodes an attempt timed out at, asked last meanwhile (see
@@ -155,9 +158,16 @@ impl KvsClient {
         self
     }
 
+    /// Removes the call whose current attempt is request `req`.
+    fn take(&mut self, req: ReqId) -> Option<Call> {
+        let call = self.calls.remove(&req)?;
+        self.callers.remove(&call.caller);
+        Some(call)
+    }
+
     /// An application's call.
     fn call(&mut self, cfg: &ClientConfig, caller: (NodeId, ReqId), op: Op, out: &mut Out) {
-        if self.calls.values().any(|call| call.caller == caller) {
+        if self.callers.contains(&caller) {
             return out.ignore("a call already in progress");
         }
         if self.calls.len() >= cfg.max_calls as usize {
@@ -208,6 +218,7 @@ impl KvsClient {
         };
         out.send(to, call.op.request(req));
         out.set_timer(KvsTimer::Attempt(req), wait);
+        self.callers.insert(call.caller);
         self.calls.insert(req, call);
     }
 
@@ -256,7 +267,7 @@ impl KvsClient {
 
     /// The answer to request `req` of a call in progress.
     fn answered(&mut self, cfg: &ClientConfig, req: ReqId, msg: KvsMsg, out: &mut Out) {
-        let Some(mut call) = self.calls.remove(&req) else {
+        let Some(mut call) = self.take(req) else {
             return out.ignore("an answer to no call in progress");
         };
         out.cancel_timer(KvsTimer::Attempt(req));
@@ -341,6 +352,7 @@ impl Node for KvsClient {
         Self {
             next_req: 0,
             calls: BTreeMap::new(),
+            callers: BTreeSet::new(),
             routes: BTreeMap::new(),
             suspects: BTreeMap::new(),
         }
@@ -366,7 +378,7 @@ impl Node for KvsClient {
                 self.answered(cfg, req, msg, out);
             }
             Input::Receive { .. } => out.ignore("a message a client does not expect"),
-            Input::Timeout(KvsTimer::Attempt(req)) => match self.calls.remove(&req) {
+            Input::Timeout(KvsTimer::Attempt(req)) => match self.take(req) {
                 Some(mut call) => {
                     // The request may have reached a replica that took it.
                     call.maybe = true;
